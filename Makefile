@@ -1,0 +1,31 @@
+# The README's two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.rsseg-installed
+# python3.12 from PATH, else from pyenv's versions (its shim fails when 3.12 is not the active version)
+PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+DEMO_OUT ?= outputs/demo
+
+.PHONY: install demo test clean
+
+$(PY):
+	@test -n "$(PY312)" || { echo "error: python3.12 not found; install Python 3.12 (torchgeo >= 0.9 needs it)" >&2; exit 1; }
+	$(PY312) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/rsseg demo --out $(DEMO_OUT)
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""rsseg's command line (installed as the ``rsseg.cli`` package): parsing only, logic lives in rsseg."""

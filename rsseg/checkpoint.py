@@ -1,0 +1,119 @@
+"""Self-describing model checkpoints.
+
+A checkpoint is a Lightning checkpoint (``state_dict`` with the model's parameters under the
+``model.`` prefix, optimizer state, epoch...) plus an ``rsseg`` entry holding :class:`ModelMeta`
+as plain data. ``rsseg predict`` needs nothing but this file and a raster. Loading always uses
+``torch.load(weights_only=True)``: checkpoints are untrusted files and must not run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rsseg.config import Config, config_from_dict
+from rsseg.errors import RsSegError
+
+FORMAT = "rsseg-checkpoint/1"
+META_KEY = "rsseg"
+MODEL_PREFIX = "model."
+
+
+@dataclass
+class ModelMeta:
+    """Everything needed to run a trained model on a raster.
+
+    Pixels are normalised as ``(raw / scale - mean) / std`` per band, in ``bands`` order.
+    """
+
+    classes: list[str]
+    colors: list[str]
+    bands: list[str]
+    mean: list[float]
+    std: list[float]
+    scale: float = 255.0
+    ignore_index: int = 255
+    patch_size: int = 512
+    gsd: float | None = None
+    #: full training config (``Config.to_dict()``), including the regularizer settings
+    config: dict[str, Any] = field(default_factory=dict)
+    #: training-set class frequencies (pixel and image-level), used for head/common/tail splits
+    class_pixel_freq: list[float] | None = None
+    class_region_freq: list[float] | None = None
+    format: str = FORMAT
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def build_config(self) -> Config:
+        return config_from_dict(self.config)
+
+
+def _read(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise RsSegError(f"checkpoint not found: {path} (train one with `rsseg train`)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
+        raise RsSegError(
+            f"cannot read checkpoint {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]} "
+            "(expected a .ckpt written by `rsseg train`)"
+        ) from None
+    if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
+        raise RsSegError(f"{path} is not an rsseg checkpoint (no '{META_KEY}' metadata); train one with `rsseg train`")
+    return ckpt
+
+
+def read_meta(path: str | Path) -> ModelMeta:
+    """Read only the metadata of a checkpoint."""
+    return ModelMeta.from_dict(_read(path)[META_KEY])
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
+    """Load a checkpoint into a ready-to-run model in eval mode, with its metadata."""
+    from rsseg.models import build_model
+
+    ckpt = _read(path)
+    meta = ModelMeta.from_dict(ckpt[META_KEY])
+    cfg = meta.build_config()
+    cfg.model.pretrained = False  # weights come from the checkpoint; never touch the network
+    cfg.model.weights = None
+    model = build_model(cfg.model, num_classes=meta.num_classes, in_channels=meta.in_channels)
+    state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise RsSegError(
+            f"checkpoint {path} does not match its model config "
+            f"(missing {len(missing)} tensors e.g. {missing[:3]}, unexpected {len(unexpected)} e.g. {unexpected[:3]})"
+        )
+    return model.to(device).eval(), meta
+
+
+def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
+    """Write a minimal checkpoint (weights + metadata) atomically; used by tests and exports."""
+    from rsseg.io import atomic_path
+
+    path = Path(path)
+    state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, META_KEY: meta.to_dict()}, tmp)
+    return path

@@ -1,0 +1,343 @@
+"""Typed configuration: YAML files in configs/ loaded into dataclasses.
+
+One schema for every command. A YAML file may set any subset of keys (the rest keep the defaults
+below, which are the paper hyper-parameters); unknown keys and wrongly typed values are rejected
+with an error that names the dotted key. CLI flags and ``key=value`` overrides are applied on top
+with :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsseg.errors import RsSegError
+
+DATASET_NAMES = ("loveda", "potsdam", "vaihingen", "folder")
+
+
+@dataclass
+class DatasetConfig:
+    """What to read and how its labels are encoded (labels inside rsseg use ``ignore_index``)."""
+
+    name: str = "folder"
+    root: str | None = None
+    #: band names in the order the model sees them (e.g. red, green, blue, nir)
+    bands: list[str] = field(default_factory=lambda: ["red", "green", "blue"])
+    classes: list[str] = field(default_factory=lambda: ["background", "building"])
+    #: one ``#rrggbb`` colour per class
+    colors: list[str] = field(default_factory=lambda: ["#000000", "#ff0000"])
+    ignore_index: int = 255
+    #: LoveDA scene filter: urban, rural or both
+    scene: str = "both"
+    #: ISPRS: use the eroded "noBoundary" labels for evaluation
+    eroded_labels: bool = False
+    #: fraction of the training split held out for validation where a dataset has no val split
+    val_fraction: float = 0.1
+    #: "imagenet", "stats" (from ``rsseg stats``) or "custom" (uses mean/std below)
+    normalization: str = "imagenet"
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    #: divisor bringing raw pixel values to [0, 1] (255 for uint8 imagery)
+    scale: float = 255.0
+    #: ground sample distance in metres, if known
+    gsd: float | None = None
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    """UNetFormer (Wang et al., ISPRS JPRS 2022) with a timm ``features_only`` encoder."""
+
+    name: str = "unetformer"
+    encoder: str = "resnet18"
+    pretrained: bool = False
+    #: local encoder weights file (offline alternative to ``pretrained``)
+    weights: str | None = None
+    decode_channels: int = 64
+    window_size: int = 8
+    num_heads: int = 8
+    dropout: float = 0.1
+    #: channels of the training-only signed embedding the regularizers act on
+    embed_dim: int = 64
+    aux_head: bool = True
+
+
+@dataclass
+class In2NeCTConfig:
+    """In2NeCT (Shen et al.): L = L_seg + weight * (inter_weight * L_inter + intra_weight * L_intra)."""
+
+    enabled: bool = False
+    weight: float = 0.2
+    inter_weight: float = 1.0
+    intra_weight: float = 1.0
+    scale: float = 5.0
+    temperature: float = 0.1
+    pixels_per_class: int = 512
+
+
+@dataclass
+class CeCoConfig:
+    """Center Collapse (Zhong et al., CVPR 2023), weight lambda = 0.4 (paper Table 2)."""
+
+    enabled: bool = False
+    weight: float = 0.4
+    proj_dim: int = 128
+    scale: float = 5.0
+    freeze_projection: bool = True
+    #: add log image-level class frequencies (balanced softmax) to the center logits
+    use_prior: bool = True
+
+
+@dataclass
+class RegionRebalanceConfig:
+    """Region Rebalance (Cui et al.), weight lambda = 0.3."""
+
+    enabled: bool = False
+    weight: float = 0.3
+
+
+@dataclass
+class NCFeatureConfig:
+    """L_W + L_B feature terms (Liu et al., long-tailed neural collapse)."""
+
+    enabled: bool = False
+    weight: float = 1.0
+    lambda_w: float = 0.01
+    lambda_b: float = 0.1
+
+
+@dataclass
+class RegularizersConfig:
+    in2nect: In2NeCTConfig = field(default_factory=In2NeCTConfig)
+    ceco: CeCoConfig = field(default_factory=CeCoConfig)
+    rr: RegionRebalanceConfig = field(default_factory=RegionRebalanceConfig)
+    nc: NCFeatureConfig = field(default_factory=NCFeatureConfig)
+    #: reduce per-class sums and counts across DDP ranks so centers use the global batch
+    sync_centers: bool = False
+
+    def enabled(self) -> list[str]:
+        return [f.name for f in dataclasses.fields(self) if getattr(getattr(self, f.name), "enabled", False)]
+
+
+@dataclass
+class LossConfig:
+    #: "ce" (soft CE) or "ce_dice" (soft CE + Dice, the UNetFormer reference)
+    seg: str = "ce_dice"
+    label_smoothing: float = 0.05
+    aux_weight: float = 0.4
+    regularizers: RegularizersConfig = field(default_factory=RegularizersConfig)
+
+
+@dataclass
+class OptimConfig:
+    """In2NeCT protocol: AdamW lr 5e-4, wd 0.01, cosine, batch 16, 512 crops."""
+
+    optimizer: str = "adamw"
+    lr: float = 5e-4
+    #: backbone lr = lr * backbone_lr_factor (UNetFormer reference: 6e-5 vs 6e-4)
+    backbone_lr_factor: float = 0.1
+    weight_decay: float = 0.01
+    #: no weight decay on biases and normalisation parameters
+    decay_norm_bias: bool = False
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    max_epochs: int = 50
+    batch_size: int = 16
+    crop_size: int = 512
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])
+    seed: int = 42
+
+
+@dataclass
+class InferenceConfig:
+    tile: int = 1024
+    overlap: int = 256
+    batch: int = 8
+    #: none, flip, d4 or ms
+    tta: str = "none"
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset.name": DATASET_NAMES,
+    "dataset.scene": ("urban", "rural", "both"),
+    "dataset.normalization": ("imagenet", "stats", "custom"),
+    "model.name": ("unetformer",),
+    "loss.seg": ("ce", "ce_dice"),
+    "optim.optimizer": ("adamw", "adam", "sgd"),
+    "optim.schedule": ("cosine", "poly", "constant"),
+    "inference.tta": ("none", "flip", "d4", "ms"),
+}
+
+
+def _check_value(key: str, value: Any, hint: Any) -> Any:
+    """Return ``value`` coerced to ``hint`` or raise naming ``key``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(key, value, arg)
+            except RsSegError as exc:
+                errors.append(str(exc))
+        raise RsSegError(errors[0])
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise RsSegError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise RsSegError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RsSegError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RsSegError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise RsSegError(f"config key '{key}' must be a string, got {value!r}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise RsSegError(f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in the schema
+
+
+def _build(cls: type, data: Any, prefix: str = "") -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RsSegError(f"config section '{prefix or '<top>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{prefix}.{key}" if prefix else str(key)
+            raise RsSegError(f"unknown config key '{where}' (known keys here: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _check_value(f"{prefix}.{name}" if prefix else name, value, hints[name])
+    obj = cls(**kwargs)
+    return obj
+
+
+def _validate(cfg: Config) -> Config:
+    ds = cfg.dataset
+    if len(ds.colors) != len(ds.classes):
+        raise RsSegError(
+            f"config key 'dataset.colors' has {len(ds.colors)} entries but 'dataset.classes' has {len(ds.classes)}"
+        )
+    for i, c in enumerate(ds.colors):
+        if not (isinstance(c, str) and len(c) == 7 and c.startswith("#")):
+            raise RsSegError(f"config key 'dataset.colors[{i}]' must be '#rrggbb', got {c!r}")
+        try:
+            int(c[1:], 16)
+        except ValueError:
+            raise RsSegError(f"config key 'dataset.colors[{i}]' must be '#rrggbb', got {c!r}") from None
+    if not 0 <= ds.ignore_index <= 255 or ds.ignore_index < len(ds.classes):
+        raise RsSegError("config key 'dataset.ignore_index' must be in [num_classes, 255]")
+    if ds.normalization == "custom" and (ds.mean is None or ds.std is None):
+        raise RsSegError("config keys 'dataset.mean' and 'dataset.std' are required when dataset.normalization is custom")
+    for key in ("mean", "std"):
+        v = getattr(ds, key)
+        if v is not None and len(v) != len(ds.bands):
+            raise RsSegError(f"config key 'dataset.{key}' needs one value per band ({len(ds.bands)}), got {len(v)}")
+    if cfg.inference.overlap >= cfg.inference.tile:
+        raise RsSegError("config key 'inference.overlap' must be smaller than 'inference.tile'")
+    if cfg.optim.crop_size % 32:
+        raise RsSegError("config key 'optim.crop_size' must be a multiple of 32")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Build and validate a :class:`Config` from nested plain data (e.g. parsed YAML)."""
+    return _validate(_build(Config, data))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    data = _read_yaml(Path(path)) if path is not None else {}
+    return config_from_dict(apply_overrides(data, overrides or []))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a config file, resolving its optional ``base:`` (a path or list of paths, relative to
+    the file) first, so one file per dataset x method only states what differs."""
+    if not path.is_file():
+        raise RsSegError(f"config file not found: {path} (see configs/ for examples)")
+    if path.resolve() in seen:
+        raise RsSegError(f"config file {path} includes itself through 'base'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise RsSegError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RsSegError(f"config file {path} must hold a mapping of sections (dataset, model, ...)")
+    bases = data.pop("base", None) or []
+    merged: dict[str, Any] = {}
+    for base in [bases] if isinstance(bases, str) else bases:
+        merged = _merge(merged, _read_yaml(path.parent / base, (*seen, path.resolve())))
+    return _merge(merged, data)
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` set (value parsed as YAML)."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RsSegError(f"override {item!r} must look like key=value, e.g. optim.lr=0.001")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RsSegError(f"override {item!r}: '{part}' is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

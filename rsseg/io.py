@@ -1,0 +1,45 @@
+"""Small file-system helpers shared by every writer: atomic outputs and overwrite policy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from rsseg.errors import RsSegError
+
+
+def check_output(path: str | Path, overwrite: bool) -> Path:
+    """Fail early, before any work, when ``path`` exists (without --overwrite) or cannot be written."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise RsSegError(f"{path} already exists; pass --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise RsSegError(f"output directory {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise RsSegError(f"output directory {parent} is not writable")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
+
+    A crash or Ctrl-C inside the block removes the temporary file and leaves ``path`` untouched.
+    The suffix is kept so drivers that pick a format from the extension still work.
+    """
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # let the writer create it (some drivers refuse to open an existing empty file)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

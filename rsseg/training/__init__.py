@@ -1,0 +1,1 @@
+"""rsseg.training"""
