@@ -73,6 +73,9 @@ def main(ctx: click.Context, verbose: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["verbose"] = verbose
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # Lightning's start-up banners and tips drown the progress bar; rsseg prints the device itself
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

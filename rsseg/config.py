@@ -220,6 +220,12 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             raise RsSegError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str):
+            # PyYAML follows YAML 1.1, which reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise RsSegError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
@@ -341,3 +347,42 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+REGULARIZERS = ("in2nect", "ceco", "rr", "nc")
+
+
+def bundled_config(dataset: str, method: str = "ce") -> Path:
+    """Path of the shipped ``configs/<dataset>/<method>.yaml``."""
+    from importlib.resources import files
+
+    path = Path(str(files("rsseg.configs").joinpath(dataset, f"{method}.yaml")))
+    if not path.is_file():
+        raise RsSegError(f"no bundled config for dataset {dataset!r} and method {method!r}")
+    return path
+
+
+def training_config(
+    config: str | Path | None = None,
+    *,
+    dataset: str | None = None,
+    root: str | None = None,
+    regularizers: list[str] | None = None,
+    overrides: list[str] | None = None,
+) -> Config:
+    """The config ``rsseg train`` runs: a YAML file (or the bundled one for ``dataset``), then the
+    flags, then ``key=value`` overrides, each on top of the previous."""
+    if dataset is not None and dataset not in DATASET_NAMES:
+        raise RsSegError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    data = _read_yaml(Path(config)) if config else _read_yaml(bundled_config(dataset or "folder"))
+    flags: list[str] = []
+    if dataset is not None:
+        flags.append(f"dataset.name={dataset}")
+    if root is not None:
+        flags.append(f"dataset.root={root}")
+    if regularizers:
+        unknown = set(regularizers) - {*REGULARIZERS, "none"}
+        if unknown:
+            raise RsSegError(f"unknown regularizer(s) {sorted(unknown)}; choose from {', '.join(REGULARIZERS)} or none")
+        flags += [f"loss.regularizers.{r}.enabled={'true' if r in regularizers else 'false'}" for r in REGULARIZERS]
+    return config_from_dict(apply_overrides(data, flags + list(overrides or [])))

@@ -68,7 +68,7 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_overrides_apply_on_top_and_are_typed(tmp_path):
-    cfg = load_config(CONFIGS / "folder" / "ce.yaml", ["optim.lr=0.001", "loss.regularizers.rr.enabled=true"])
+    cfg = load_config(CONFIGS / "folder" / "ce.yaml", ["optim.lr=1e-3", "loss.regularizers.rr.enabled=true"])
     assert cfg.optim.lr == 0.001 and cfg.loss.regularizers.enabled() == ["rr"]
     with pytest.raises(RsSegError, match="key=value"):
         apply_overrides({}, ["optim.lr"])

@@ -1,1 +1,5 @@
-"""rsseg.training"""
+"""Training: the LightningModule (science) and the trainer set-up (engineering)."""
+
+from rsseg.training.fit import TrainResult, train
+
+__all__ = ["TrainResult", "train"]

@@ -1,0 +1,258 @@
+"""Benchmark of ``rsseg predict``'s streaming pipeline: throughput ratio and peak memory.
+
+Each case (the real Tanzania raster, generated rasters of several widths/heights) runs in a fresh
+subprocess that alternates, ``--reps`` times, the full ``predict_file`` pipeline (read,
+normalise, forward, softmax, blend, argmax, write, COG) with the bare model forward (``model(x)``
+-> logits only, on real tiles of that raster, batched like the pipeline) over all of the plan's
+windows. Interleaving makes both see the same machine load (2 shared cores here). Reported:
+
+- ``ratio`` = pipeline MPix/s / bare-forward MPix/s, median over repetitions with min/max
+  (target >= 0.9 on CPU: reading, blending and writing hidden behind compute). With
+  ``--bare-batches N`` each bare measurement times N batches and scales to all windows.
+- ``peak_rss_mb``: the child's peak resident set (``getrusage``) right after the first pipeline
+  run, before any bare timing (target: flat in height, < 2 GB at 32k x 32k on CPU).
+  ``rss_after_warmup_mb`` is the floor (torch, model, one forward) before the pipeline starts.
+
+Models: ``unetformer`` (``rsseg.models.build_model``, random weights: speed does not depend on
+them) or ``tiny`` (one 1x1 conv: makes the memory study over a Gpix feasible on 2 cores, but
+leaves almost no compute to hide I/O behind, so its ratio is low by construction). Defaults:
+UNetFormer (2 classes) on Tanzania for the ratio, tiny (7 classes) on the generated sizes.
+
+    python bench/predict_bench.py --out bench/results
+    python bench/predict_bench.py --no-tanzania --sizes 32768x1024,32768x4096,32768x8192 --reps 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+TANZANIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "oam_tanzania" / "tanzania_west_rgb.tif"
+DEFAULT_SIZES = "4096x4096,16384x4096,32768x1024,32768x2048,32768x4096"
+NUM_CLASSES = 7
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    text = text.lower().replace("k", "*1024")
+    w, _, h = text.partition("x")
+    return int(eval(w, {})), int(eval(h or w, {}))  # noqa: S307 - digits and '*1024' only
+
+
+def generate(path: Path, width: int, height: int) -> Path:
+    """Write a 3-band uint8 tiled GeoTIFF (uncompressed, so generation is I/O-cheap) strip by strip."""
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512]
+    block = np.stack([(np.sin(xx / (9 + 4 * i)) * np.cos(yy / (13 + 3 * i)) + 1) * 110 for i in range(3)])
+    block = np.clip(block + rng.normal(0, 12, block.shape), 0, 255).astype(np.uint8)
+    profile = dict(driver="GTiff", width=width, height=height, count=3, dtype="uint8", tiled=True, blockxsize=512,
+                   blockysize=512, crs="EPSG:32633", transform=Affine(0.5, 0, 400000, 0, -0.5, 5000000),
+                   bigtiff="yes")
+    reps = -(-width // 512)
+    with rasterio.open(path, "w", **profile) as dst:
+        for i, y0 in enumerate(range(0, height, 512)):
+            n = min(512, height - y0)
+            strip = np.roll(np.tile(block, (1, 1, reps)), 97 * i, axis=2)[:, :n, :width]
+            dst.write(strip, window=rasterio.windows.Window(0, y0, width, n))
+    return path
+
+
+def build(model_name: str, num_classes: int):
+    import torch
+    from torch import nn
+
+    from rsseg.checkpoint import ModelMeta
+
+    k = num_classes
+    meta = ModelMeta(classes=[f"class{i}" for i in range(k)], colors=["#%06x" % (i * 0x202020) for i in range(k)],
+                     bands=["red", "green", "blue"], mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+    torch.manual_seed(0)
+    if model_name == "tiny":
+        return nn.Conv2d(3, k, 1), meta
+    from rsseg.config import ModelConfig
+    from rsseg.models import build_model
+
+    return build_model(ModelConfig(pretrained=False), num_classes=k, in_channels=3), meta
+
+
+class TimedModel:
+    """Callable wrapper that sums the wall time of the model's forward calls (``seconds``).
+
+    Inside the pipeline this is the time the main thread spends in ``model(x)``; divided by the
+    pipeline's wall time it is the share of the run that is model compute, a second view of the
+    same target that does not depend on a separate bare-forward timing.
+    """
+
+    def __init__(self, model) -> None:
+        self.model, self.seconds = model, 0.0
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def to(self, device):
+        self.model = self.model.to(device)
+        return self
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+    def __call__(self, x):
+        t0 = time.perf_counter()
+        out = self.model(x)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(spec: dict) -> dict:
+    """Run one case in this (fresh) process: pipeline and bare forward, interleaved ``reps`` times."""
+    import rasterio
+    import torch
+
+    from rsseg.inference import Predictor, plan_windows, predict_file
+    from rsseg.inference.windows import padded_size, reflect_pad
+
+    model, meta = build(spec["model"], spec["classes"])
+    timed_model = TimedModel(model)
+    pred = Predictor(timed_model, meta, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"], device=spec["device"])
+    with rasterio.open(spec["input"]) as src:
+        width, height = src.width, src.height
+        windows = plan_windows(width, height, pred.tile, pred.overlap)
+        # the bare forward runs on real tiles of this raster: the first batch of the plan
+        tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.batch]]
+    ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
+    x = torch.from_numpy(np.stack([reflect_pad(t, ph, pw) for t in tiles]))
+    n_batches = len(windows) / x.shape[0]
+    timed = max(1, min(spec["bare_batches"] or int(np.ceil(n_batches)), int(np.ceil(n_batches))))
+
+    def bare() -> float:
+        """Seconds for the model alone (logits, no softmax/copies) on all windows' batches."""
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for _ in range(timed):
+                model(x)
+            return (time.perf_counter() - t0) / timed * n_batches
+
+    with torch.inference_mode():
+        model(x)  # warm-up (allocator, oneDNN kernels) before either timing
+    rss_warm = peak_rss_mb()
+    out = Path(spec["workdir"]) / "pred.tif"
+    pipe_s, bare_s, inside_s, rss_pipe = [], [], [], None
+    for rep in range(spec["reps"]):
+        timed_model.seconds = 0.0
+        t0 = time.perf_counter()
+        predict_file(pred, spec["input"], out, overwrite=True, progress=False)
+        pipe_s.append(time.perf_counter() - t0)
+        inside_s.append(timed_model.seconds)
+        if rss_pipe is None:  # high-water mark of the pipeline alone, before any bare timing
+            rss_pipe = peak_rss_mb()
+        bare_s.append(bare())
+    ratios = [b / p for b, p in zip(bare_s, pipe_s)]
+    mpix = width * height / 1e6
+    return {"case": spec["case"], "width": width, "height": height, "model": spec["model"], "classes": spec["classes"],
+            "device": str(pred.device), "tile": pred.tile, "overlap": pred.overlap, "batch": pred.batch,
+            "windows": len(windows), "reps": spec["reps"], "bare_batches_timed": timed,
+            "pipeline_s": pipe_s, "bare_forward_s": bare_s,
+            "pipeline_mpix_s": mpix / statistics.median(pipe_s), "bare_mpix_s": mpix / statistics.median(bare_s),
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "model_s_in_pipeline": inside_s,
+            "forward_share": statistics.median(i / p for i, p in zip(inside_s, pipe_s)),
+            "rss_after_warmup_mb": rss_warm, "peak_rss_mb": rss_pipe,
+            "accumulator_mb": spec["classes"] * windows[0].height * width * 2 / 2**20}
+
+
+def run_case(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode:
+        return {"case": spec["case"], "model": spec["model"], "error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def markdown(rows: list[dict], header: str) -> str:
+    cols = ["case", "model", "classes", "batch", "windows", "reps", "pipeline_mpix_s", "bare_mpix_s", "ratio",
+            "ratio_min", "ratio_max", "forward_share", "rss_after_warmup_mb", "peak_rss_mb", "accumulator_mb"]
+    lines = [header, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | error: {r['error']} |")
+            continue
+        lines.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default=DEFAULT_SIZES, help="generated rasters, WxH (k = 1024), comma-separated; '' for none")
+    ap.add_argument("--model", choices=("tiny", "unetformer"), default="tiny", help="model for the generated sizes")
+    ap.add_argument("--classes", type=int, default=7, help="classes of the generated-size model (LoveDA: 7)")
+    ap.add_argument("--tanzania-model", choices=("tiny", "unetformer"), default="unetformer")
+    ap.add_argument("--tanzania-classes", type=int, default=2, help="classes on Tanzania (building/background)")
+    ap.add_argument("--no-tanzania", action="store_true", help="skip the real Tanzania raster")
+    ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument("--overlap", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved pipeline / bare-forward repetitions per case")
+    ap.add_argument("--tanzania-reps", type=int, default=3)
+    ap.add_argument("--bare-batches", type=int, default=0,
+                    help="batches timed per bare-forward measurement, scaled to all windows (0: all of them)")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rsseg-bench-") as tmp:
+        common = dict(tile=args.tile, overlap=args.overlap, batch=args.batch, device=args.device,
+                      bare_batches=args.bare_batches, workdir=tmp)
+        if not args.no_tanzania:
+            if TANZANIA.is_file():
+                spec = dict(case="tanzania 4096x4096", input=str(TANZANIA), model=args.tanzania_model,
+                            classes=args.tanzania_classes, reps=args.tanzania_reps)
+                rows.append(run_case({**common, **spec}))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+            else:
+                print(f"skipping Tanzania: {TANZANIA} not found", file=sys.stderr)
+        for size in filter(None, args.sizes.split(",")):
+            w, h = parse_size(size)
+            t0 = time.perf_counter()
+            path = generate(Path(tmp) / f"gen_{w}x{h}.tif", w, h)
+            print(f"generated {w}x{h} in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+            spec = dict(case=f"generated {w}x{h}", input=str(path), model=args.model, classes=args.classes,
+                        reps=args.reps)
+            rows.append(run_case({**common, **spec}))
+            path.unlink()  # free the disk before the next (possibly larger) raster
+            print(json.dumps(rows[-1]), file=sys.stderr)
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+           "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+           "loadavg_at_end": [round(v, 2) for v in os.getloadavg()], "argv": sys.argv[1:]}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    (args.out / f"predict_bench-{stamp}.json").write_text(json.dumps({"env": env, "results": rows}, indent=2))
+    md = markdown(rows, f"# predict benchmark ({stamp})\n\nenv: `{json.dumps(env)}`")
+    (args.out / f"predict_bench-{stamp}.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()

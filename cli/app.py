@@ -1,0 +1,54 @@
+"""rsseg app."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--data-dir", default=".", type=click.Path(file_okay=False), help="Folder whose rasters and *.ckpt checkpoints the viewer may open (nothing outside it).")
+@click.option("--host", default="127.0.0.1", help="Address to bind; the default serves this machine only. 0.0.0.0 exposes the viewer to your network.")
+@click.option("--port", default=8501, type=click.IntRange(1, 65535), help="Port to serve on.")
+@click.option("--max-upload-mb", default=200.0, type=click.FloatRange(min=1), help="Largest GeoTIFF a browser may upload.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Where predictions and uploads are kept (default: a folder in the system temp dir).")
+@click.option("--headless", is_flag=True, help="Do not open a browser window.")
+def command(data_dir, host, port, max_upload_mb, cache_dir, headless):
+    """Open the map viewer: pick a raster and a checkpoint, run the model, inspect classes, areas and accuracy.
+
+    \b
+    Examples:
+      rsseg app --data-dir outputs/demo
+      rsseg app --data-dir /data/aerial --port 8600 --max-upload-mb 1024
+    """
+    import os
+    import subprocess
+    import sys
+
+    from rsseg.viewer import AppSettings, app_script
+
+    env = dict(os.environ)
+    if cache_dir:
+        env[AppSettings.ENV["cache_dir"]] = cache_dir
+    env[AppSettings.ENV["data_dir"]] = data_dir
+    env[AppSettings.ENV["max_upload_mb"]] = f"{max_upload_mb:g}"
+    settings = AppSettings.from_env(env)  # fails here, before the server starts, on a missing data dir
+    env.update(settings.to_env())
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        click.secho(f"warning: serving on {host}: anyone who can reach this address can run models on your files", fg="yellow", err=True)
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app_script()),
+        "--server.address", host, "--server.port", str(port),
+        "--server.maxUploadSize", str(max(1, round(max_upload_mb))),
+        "--server.headless", "true" if headless else "false",
+        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "viewer",
+    ]
+    click.echo(f"rsseg viewer on http://{host}:{port}  (data directory {settings.data_dir}; Ctrl-C to stop)")
+    if os.name == "posix":
+        # streamlit replaces this process, so Ctrl-C and kill reach the server itself
+        os.execve(sys.executable, cmd, env)
+    try:
+        code = subprocess.call(cmd, env=env)
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)

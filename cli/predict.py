@@ -1,0 +1,76 @@
+"""rsseg predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+def _bands(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        return [int(b) for b in value.split(",")]
+    except ValueError:
+        raise click.BadParameter("use 1-based band numbers separated by commas, e.g. 3,2,1") from None
+
+
+def _derive(template: str | None, src: Path, multiple: bool) -> Path | None:
+    """With several inputs, an output like out.tif becomes out_<input stem>.tif."""
+    if template is None:
+        return None
+    path = Path(template)
+    return path.with_name(f"{path.stem}_{src.stem}{path.suffix}") if multiple else path
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint written by rsseg train.")
+@click.option("-o", "--out", "output", required=True, type=click.Path(dir_okay=False), help="Class raster (Cloud-Optimized GeoTIFF). With several inputs, the input name is appended.")
+@click.option("--vector", type=click.Path(dir_okay=False), help="Polygons per class: .gpkg, .shp or .geojson.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Per-class area (and IoU with --reference) as JSON.")
+@click.option("--confidence", type=click.Path(dir_okay=False), help="Confidence raster: max probability x 255 (uint8).")
+@click.option("--reference", type=click.Path(dir_okay=False), help="Reference mask on the same grid: adds per-class IoU/F1 to the report.")
+@click.option("--tile", type=int, help="Window size in pixels (default: from the checkpoint's config).")
+@click.option("--overlap", type=int, help="Overlap between windows in pixels.")
+@click.option("--batch", type=int, help="Windows per forward pass.")
+@click.option("--tta", type=click.Choice(["none", "flip", "d4", "ms"]), help="Test-time augmentation (default: from the checkpoint's config).")
+@click.option("--bands", help="1-based input bands in the model's band order, e.g. 3,2,1 (default: the first N).")
+@click.option("--simplify", default=0.0, help="Polygon simplification tolerance in metres.")
+@click.option("--min-area", default=0.0, help="Drop polygons smaller than this many square metres.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
+@click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, device, overwrite):
+    """Segment rasters of any size with sliding windows at constant memory.
+
+    Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
+    overviews (COG); optionally polygons, a confidence raster and a per-class area report.
+
+    \b
+    Example:
+      rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
+    """
+    from rsseg.checkpoint import load_model
+    from rsseg.errors import RsSegError
+    from rsseg.inference import predict_file, resolve_device
+    from rsseg.inference.settings import predictor_from_checkpoint_config
+
+    dev = resolve_device(device)
+    model, meta = load_model(checkpoint, dev)
+    predictor = predictor_from_checkpoint_config(
+        model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta, device=dev
+    )
+    click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}) on {dev}")
+    multiple = len(inputs) > 1
+    if multiple and reference:
+        raise RsSegError("--reference applies to a single input; run predict once per raster to compare each")
+    for src in map(Path, inputs):
+        result = predict_file(
+            predictor, src, _derive(output, src, multiple),
+            vector_path=_derive(vector, src, multiple), report_path=_derive(report, src, multiple),
+            confidence_path=_derive(confidence, src, multiple), reference_path=reference,
+            bands=_bands(bands), simplify=simplify, min_area=min_area, overwrite=overwrite,
+        )
+        written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
+        click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))

@@ -1,0 +1,56 @@
+"""rsseg stats."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rsseg.config import DATASET_NAMES
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("path", type=click.Path(exists=True))
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), default="folder", help="Layout of PATH.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (class names, bands, ignore value).")
+@click.option("--split", default="train", help="Split to describe.")
+@click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), help="JSON output (default: print only).")
+@click.option("--no-cache", is_flag=True, help="Recompute even if cached statistics exist.")
+@click.argument("overrides", nargs=-1)
+def command(path, dataset, config_path, split, out_path, no_cache, overrides):
+    """Per-class pixel and image-level (region) counts, imbalance factors (n_max/n_min as in the
+    CeCo and RR papers) and per-band mean/std of a dataset root or a folder of images/ + masks/.
+
+    \b
+    Examples:
+      rsseg stats sample_tiles
+      rsseg stats data/LoveDA --dataset loveda -o loveda_stats.json
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from rsseg.config import training_config
+    from rsseg.data.stats import stats_for_path
+    from rsseg.io import atomic_path
+
+    cfg = training_config(config_path, dataset=dataset, root=str(path), overrides=list(overrides))
+    stats = stats_for_path(path, cfg, split=split, use_cache=not no_cache)
+    names = stats.classes or cfg.dataset.classes
+    table = Table(title=f"{path} ({split}: {stats.num_images} images)")
+    for col in ("class", "pixels", "pixel %", "images", "image %"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    total = max(1, sum(stats.pixel_counts))
+    for name, px, reg in zip(names, stats.pixel_counts, stats.region_counts, strict=True):
+        table.add_row(name, f"{px:,}", f"{100 * px / total:.2f}", f"{reg:,}", f"{100 * reg / max(1, stats.num_images):.1f}")
+    console = Console()
+    console.print(table)
+
+    def fmt(v):
+        return "n/a (a class is absent)" if v is None else f"{v:.2f}"
+
+    console.print(f"pixel imbalance n_max/n_min: {fmt(stats.pixel_imbalance)}   region imbalance: {fmt(stats.region_imbalance)}")
+    console.print("band mean: " + ", ".join(f"{m:.4f}" for m in stats.mean) + "   std: " + ", ".join(f"{s:.4f}" for s in stats.std) + "  (in [0,1] units)")
+    if out_path:
+        with atomic_path(Path(out_path)) as tmp:
+            tmp.write_text(stats.to_json())
+        console.print(f"wrote {out_path}")

@@ -1,0 +1,56 @@
+"""rsseg train."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import click
+
+from rsseg.config import DATASET_NAMES, REGULARIZERS
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), help="Dataset adapter (default: from --config, else folder).")
+@click.option("--root", type=click.Path(file_okay=False), help="Dataset root directory (overrides dataset.root).")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: bundled configs/<dataset>/ce.yaml).")
+@click.option(
+    "-r", "--regularizer", "regularizers", multiple=True,
+    type=click.Choice([*REGULARIZERS, "none"]),
+    help="Neural-collapse regularizer(s) to enable; repeat to combine (e.g. -r in2nect -r rr). 'none' disables all.",
+)
+@click.option("--max-epochs", type=int, help="Epochs (overrides optim.max_epochs).")
+@click.option("--batch-size", type=int, help="Batch size (overrides optim.batch_size).")
+@click.option("--devices", default="auto", help="Number of GPUs, or 'auto' (all GPUs when present, else the CPU).")
+@click.option("--precision", default="auto", help="'auto' (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision.")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a checkpoint (epoch, optimizer and schedule state).")
+@click.option("--seed", type=int, help="Random seed (overrides optim.seed).")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<dataset>-<methods>-<time>).")
+@click.argument("overrides", nargs=-1)
+def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, precision, resume, seed, out_dir, overrides):
+    """Train a UNetFormer; writes best.ckpt (by val mIoU), last.ckpt, config.yaml and CSV logs.
+
+    OVERRIDES are config keys as key=value, e.g. optim.lr=1e-3 loss.regularizers.in2nect.weight=0.3
+
+    \b
+    Examples:
+      rsseg train --dataset folder --root sample_tiles --max-epochs 5
+      rsseg train --dataset loveda --root data/LoveDA -r in2nect
+      rsseg train -c configs/potsdam/ceco.yaml --devices 2
+    """
+    from rsseg.config import training_config
+    from rsseg.training import train
+
+    flags = [f"optim.{k}={v}" for k, v in (("max_epochs", max_epochs), ("batch_size", batch_size), ("seed", seed)) if v is not None]
+    cfg = training_config(config_path, dataset=dataset, root=root, regularizers=list(regularizers), overrides=flags + list(overrides))
+    if out_dir is None:
+        methods = "+".join(cfg.loss.regularizers.enabled()) or "ce"
+        out_dir = f"runs/{cfg.dataset.name}-{methods}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    devices = int(devices) if str(devices).isdigit() else devices
+    result = train(cfg, out_dir, devices=devices, precision=precision, resume=resume)
+    if result.interrupted:
+        click.secho("training interrupted; the last completed checkpoint is intact", fg="yellow", err=True)
+    click.echo(f"run directory: {result.run_dir}")
+    if result.best:
+        click.echo(f"best checkpoint: {result.best} (val mIoU {100 * result.best_miou:.2f})")
+    if result.last:
+        click.echo(f"last checkpoint: {result.last}")

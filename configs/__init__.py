@@ -1,0 +1,1 @@
+"""Bundled YAML configs (installed as ``rsseg.configs``): one file per dataset x method."""

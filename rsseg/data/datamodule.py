@@ -1,0 +1,185 @@
+"""The LightningDataModule every dataset goes through (LoveDA, ISPRS Potsdam/Vaihingen, folders).
+
+TorchGeo's dataset classes are not used for reading: its ISPRS loaders read 6000 x 6000 tiles
+whole, map unknown label colours to clutter instead of ignore, and extract the archives into the
+(possibly read-only) root; rsseg reads windows straight from the files or zips instead, using
+TorchGeo's split lists and its LoveDA downloader.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import lightning as L
+import rasterio
+import torch
+from rasterio.errors import NotGeoreferencedWarning
+from torch.utils.data import DataLoader
+
+from rsseg.config import Config
+from rsseg.data.augment import augment_batch
+from rsseg.data.datasets import GridPatchDataset, Normalizer, RandomPatchDataset, iter_tiles
+from rsseg.data.defaults import EXTRA_BAND_MEAN, EXTRA_BAND_STD, IMAGENET_MEAN, IMAGENET_STD, resolve_dataset_config
+from rsseg.data.raster import TilePair
+from rsseg.data.sources import dataset_pairs
+from rsseg.data.stats import DatasetStats, split_stats
+from rsseg.errors import RsSegError
+
+
+def _gsd_from_file(path: str) -> float | None:
+    """Pixel size in metres from a raster's georeferencing (None without a CRS)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            crs, t, bounds = src.crs, src.transform, src.bounds
+    if crs is None or t.is_identity:
+        return None
+    if crs.is_geographic:
+        lat = math.radians((bounds.top + bounds.bottom) / 2)
+        return abs(t.a) * 111_320.0 * math.cos(lat)  # metres per degree of longitude at the centre
+    return abs(t.a) * crs.linear_units_factor[1]
+
+
+class RsSegDataModule(L.LightningDataModule):
+    """Train/val loaders of fixed-size patches plus whole tiles for evaluation.
+
+    Batches: ``{"image": float32 [B,C,H,W] normalised, "mask": int64 [B,H,W]}`` with 255 = ignore.
+    Training batches are augmented on the device in :meth:`on_after_batch_transfer`
+    (``crop_size`` crops); validation batches are ``patch_size`` grid windows.
+
+    ``patch_size`` = ``crop_size / min(scales)`` (so the smallest scale still sees a full crop's
+    worth of context), capped at the largest tile side and rounded up to a multiple of 32.
+    """
+
+    def __init__(self, cfg: Config, download: bool = False) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.ds = resolve_dataset_config(cfg.dataset)
+        self.download = download
+        self.classes: list[str] = list(self.ds.classes)
+        self.colors: list[str] = list(self.ds.colors)
+        self.bands: list[str] = list(self.ds.bands)
+        self.scale: float = self.ds.scale
+        self.ignore_index: int = self.ds.ignore_index
+        self.batch_size = cfg.optim.batch_size
+        self.crop_size = cfg.optim.crop_size
+        self.scales = list(cfg.optim.scales)
+        if not self.scales or min(self.scales) <= 0:
+            raise RsSegError("config key 'optim.scales' must list positive scale factors, e.g. [0.5, 1.0, 1.5]")
+        self._pairs: dict[str, list[TilePair]] = {}
+        self._stats: DatasetStats | None = None
+        self._norm: tuple[list[float], list[float]] | None = None
+        self.train_dataset: RandomPatchDataset | None = None
+        self.val_dataset: GridPatchDataset | None = None
+
+    # ------------------------------------------------------------------ metadata
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def pairs(self, split: str) -> list[TilePair]:
+        """Raster pairs of a split (found once, then remembered)."""
+        if split not in self._pairs:
+            eroded = self.ds.eroded_labels and split != "train"
+            self._pairs[split] = dataset_pairs(self.ds, split, self.download, eroded=eroded)
+        return self._pairs[split]
+
+    @property
+    def stats(self) -> DatasetStats:
+        """Statistics of the training split (computed on first use, cached on disk)."""
+        if self._stats is None:
+            self.pairs("train")  # LoveDA download, if asked, happens before statistics
+            self._stats = split_stats(self.ds, "train")
+        return self._stats
+
+    def _normalization(self) -> tuple[list[float], list[float]]:
+        if self._norm is None:
+            mode, n = self.ds.normalization, len(self.bands)
+            if mode == "custom":
+                mean, std = list(self.ds.mean or []), list(self.ds.std or [])
+            elif mode == "stats":
+                mean, std = list(self.stats.mean), list(self.stats.std)
+                std = [max(s, 1e-6) for s in std]  # a constant band must not divide by zero
+            else:  # imagenet: the first three bands take ImageNet's RGB statistics position by position
+                mean = [IMAGENET_MEAN[i] if i < 3 else EXTRA_BAND_MEAN for i in range(n)]
+                std = [IMAGENET_STD[i] if i < 3 else EXTRA_BAND_STD for i in range(n)]
+            self._norm = (mean, std)
+        return self._norm
+
+    @property
+    def mean(self) -> list[float]:
+        return self._normalization()[0]
+
+    @property
+    def std(self) -> list[float]:
+        return self._normalization()[1]
+
+    @property
+    def gsd(self) -> float | None:
+        """Ground sample distance in metres: config, dataset default, or the first training file."""
+        if self.ds.gsd is None:
+            self.ds.gsd = _gsd_from_file(self.pairs("train")[0].image)
+        return self.ds.gsd
+
+    @property
+    def patch_size(self) -> int:
+        biggest = max(max(p.height, p.width) for p in self.pairs("train"))
+        size = min(math.ceil(self.crop_size / min(self.scales)), max(biggest, self.crop_size))
+        return 32 * math.ceil(size / 32)
+
+    def normalizer(self) -> Normalizer:
+        return Normalizer(self.mean, self.std, self.scale)
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        if self.download:
+            self.pairs("train")
+
+    def setup(self, stage: str | None = None) -> None:
+        args = (self.patch_size, self.normalizer(), self.num_classes, self.ignore_index)
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = RandomPatchDataset(self.pairs("train"), *args)
+        if stage in (None, "fit", "validate") and self.val_dataset is None:
+            self.val_dataset = GridPatchDataset(self.pairs("val"), *args)
+
+    def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
+        workers = self.ds.num_workers
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers,
+                          drop_last=shuffle and len(dataset) > self.batch_size,
+                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup("fit")
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup("validate")
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """In2NeCT training augmentation of a batch (see :func:`rsseg.data.augment.augment_batch`)."""
+        image, mask = augment_batch(batch["image"], batch["mask"], self.crop_size, self.scales, self.ignore_index)
+        return {**batch, "image": image, "mask": mask}
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training:
+            return self.augment(batch)
+        return batch
+
+    # ------------------------------------------------------------------ evaluation
+    def eval_tiles(self, split: str) -> Iterator[dict]:
+        """Whole tiles of ``split`` (``val`` or ``test``; eroded labels when configured) for
+        sliding-window evaluation: ``{"image": [C,H,W] float normalised, "mask": [H,W] int64, "name"}``."""
+        pairs = self.pairs(split)
+        if pairs and pairs[0].mask is None:
+            raise RsSegError(f"the {split} split of {self.ds.name} has no labels (LoveDA Test masks are withheld); evaluate on val")
+        return iter_tiles(pairs, self.normalizer(), self.num_classes, self.ignore_index)
+
+
+def build_datamodule(cfg: Config, download: bool = False) -> RsSegDataModule:
+    """The datamodule for ``cfg.dataset`` (``download``: fetch LoveDA from Zenodo through TorchGeo)."""
+    return RsSegDataModule(cfg, download=download)

@@ -1,0 +1,295 @@
+"""Dataset statistics: class pixel/region frequencies, imbalance factors, per-band mean/std.
+
+Pixel and region (image-level) class counts feed the class-imbalance diagnostics and the priors of
+the neural-collapse regularizers: CeCo (Zhong et al., CVPR 2023) and Region Rebalance (Cui et al.)
+both measure imbalance as ``n_max / n_min`` over classes, with ``n`` the number of pixels (pixel
+imbalance) or the number of images in which the class appears (region / image-level imbalance);
+CeCo's balanced-softmax prior uses the log of the image-level class frequencies
+(:func:`log_region_prior`).
+
+Computation streams one file (and one block of rows) at a time, so a folder of 6000 x 6000 tiles
+is fine; results are cached as JSON per dataset root in the user cache directory
+(:func:`cache_dir`), keyed by a hash of the file list, sizes, modification times and the settings
+that change the numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rasterio.windows import Window
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from rsseg.config import Config, DatasetConfig
+from rsseg.data.defaults import resolve_dataset_config
+from rsseg.data.raster import TilePair, read_pair
+from rsseg.errors import RsSegError
+
+STATS_VERSION = 1
+#: rows read per block when streaming a large raster
+BLOCK_ROWS = 1024
+
+
+def imbalance_factor(counts: Sequence[int]) -> float | None:
+    """``n_max / n_min`` over classes with ``n > 0`` (CeCo / RR definition); None when no class occurs."""
+    present = [c for c in counts if c > 0]
+    return max(present) / min(present) if present else None
+
+
+@dataclass
+class DatasetStats:
+    """Statistics of one dataset split. Band statistics are in [0, 1] units (raw / scale).
+
+    Attributes:
+        pixel_counts: ``[K]`` labelled pixels per class (ignore excluded).
+        region_counts: ``[K]`` number of images in which each class appears (image-level counts).
+        num_images: images (tiles/files) seen.
+        mean, std: ``[C]`` per band over valid pixels (image nodata and ignore-labelled pixels excluded).
+        ignored_pixels: pixels labelled ``ignore_index`` (including image nodata).
+    """
+
+    num_classes: int
+    ignore_index: int
+    pixel_counts: list[int]
+    region_counts: list[int]
+    num_images: int
+    mean: list[float]
+    std: list[float]
+    ignored_pixels: int = 0
+    band_pixels: int = 0
+    classes: list[str] | None = None
+    source: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pixel_imbalance(self) -> float | None:
+        return imbalance_factor(self.pixel_counts)
+
+    @property
+    def region_imbalance(self) -> float | None:
+        return imbalance_factor(self.region_counts)
+
+    @property
+    def absent_classes(self) -> list[int]:
+        """Classes with no labelled pixel (the imbalance factors leave them out)."""
+        return [k for k, n in enumerate(self.pixel_counts) if n == 0]
+
+    @property
+    def pixel_frequencies(self) -> list[float]:
+        total = sum(self.pixel_counts)
+        return [n / total if total else 0.0 for n in self.pixel_counts]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.update(version=STATS_VERSION, pixel_imbalance=self.pixel_imbalance, region_imbalance=self.region_imbalance,
+                 absent_classes=self.absent_classes, pixel_frequencies=self.pixel_frequencies)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> DatasetStats:
+        d = json.loads(text)
+        if d.get("version") != STATS_VERSION:
+            raise ValueError(f"stats version {d.get('version')} != {STATS_VERSION}")
+        names = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class StatsAccumulator:
+    """Streaming accumulator: feed blocks of an image with :meth:`add`, then :meth:`end_image`.
+
+    Band moments are merged per block with Chan et al.'s parallel variance formula in float64, so
+    a billion-pixel dataset keeps full precision.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255, scale: float = 255.0) -> None:
+        self.k, self.ignore, self.scale = num_classes, ignore_index, scale
+        self.pixels = np.zeros(num_classes, dtype=np.int64)
+        self.regions = np.zeros(num_classes, dtype=np.int64)
+        self.present = np.zeros(num_classes, dtype=bool)
+        self.images = 0
+        self.ignored = 0
+        self.n = 0
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+
+    def add(self, image: np.ndarray | None, mask: np.ndarray | None, valid: np.ndarray | None = None) -> None:
+        """One block: raw ``image [C,h,w]`` (or None), labels ``mask [h,w]`` (0..K-1 / ignore, or None)."""
+        if mask is not None:
+            m = np.asarray(mask).astype(np.int64, copy=False).ravel()
+            bad = (m != self.ignore) & ((m < 0) | (m >= self.k))
+            if bad.any():
+                raise RsSegError(f"labels hold values {np.unique(m[bad]).tolist()[:20]} outside 0..{self.k - 1} and not {self.ignore}")
+            counts = np.bincount(np.where(m == self.ignore, self.k, m), minlength=self.k + 1)
+            self.pixels += counts[: self.k]
+            self.present |= counts[: self.k] > 0
+            self.ignored += int(counts[self.k])
+            keep = m != self.ignore
+            valid = keep if valid is None else (valid.ravel() & keep)
+        if image is None:
+            return
+        x = np.asarray(image).reshape(image.shape[0], -1)
+        if valid is not None:
+            x = x[:, np.asarray(valid).ravel()]
+        n = x.shape[1]
+        if n == 0:
+            return
+        x = x.astype(np.float64) / self.scale
+        mean = x.mean(axis=1)
+        m2 = ((x - mean[:, None]) ** 2).sum(axis=1)
+        if self.mean is None:
+            self.n, self.mean, self.m2 = n, mean, m2
+            return
+        total = self.n + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.n * n / total
+        self.n = total
+
+    def end_image(self) -> None:
+        self.regions += self.present
+        self.present[:] = False
+        self.images += 1
+
+    def result(self, classes: Sequence[str] | None = None, source: str | None = None) -> DatasetStats:
+        mean = [] if self.mean is None else self.mean.tolist()
+        std = [] if self.m2 is None else np.sqrt(self.m2 / max(self.n, 1)).tolist()
+        return DatasetStats(self.k, self.ignore, self.pixels.tolist(), self.regions.tolist(), self.images, mean, std,
+                            self.ignored, self.n, list(classes) if classes else None, source)
+
+
+def _as_numpy(x: Any) -> np.ndarray | None:
+    if x is None:
+        return None
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def compute_stats(
+    items: Iterable[Any], num_classes: int, ignore_index: int = 255, scale: float = 255.0, total: int | None = None,
+    desc: str = "stats",
+) -> DatasetStats:
+    """Statistics of an iterable of images (or a map-style dataset), one item = one image.
+
+    Args:
+        items: ``(image, mask)`` tuples or dicts with ``image`` ``[C,H,W]`` raw values (or None) and
+            ``mask`` ``[H,W]`` labels in 0..K-1 / ``ignore_index`` (or None); numpy or torch.
+        scale: divisor bringing raw values to [0, 1] for mean/std.
+    """
+    acc = StatsAccumulator(num_classes, ignore_index, scale)
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    for item in tqdm(items, total=total, desc=desc, disable=None):
+        image, mask = (item["image"], item.get("mask")) if isinstance(item, dict) else item
+        acc.add(_as_numpy(image), _as_numpy(mask))
+        acc.end_image()
+    return acc.result()
+
+
+def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: int, scale: float,
+                   classes: Sequence[str] | None = None, source: str | None = None) -> DatasetStats:
+    """Streaming statistics over raster pairs, ``BLOCK_ROWS`` rows at a time."""
+    acc = StatsAccumulator(num_classes, ignore_index, scale)
+    for pair in tqdm(pairs, desc="dataset statistics", unit="file", disable=None):
+        for row in range(0, pair.height, BLOCK_ROWS):
+            window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
+            image, mask = read_pair(pair, num_classes, ignore_index, window)
+            acc.add(image, mask)
+        acc.end_image()
+    return acc.result(classes, source)
+
+
+def _cache_key(pairs: Sequence[TilePair], ds: DatasetConfig, split: str) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([STATS_VERSION, ds.name, split, ds.scene, ds.bands, ds.scale, ds.ignore_index,
+                         len(ds.classes), ds.val_fraction]).encode())
+    for p in pairs:
+        h.update(f"{p.image}|{p.mask}|{p.band_indexes}|{p.encoding}".encode())
+        for f in (p.image, p.mask):
+            # a zip member changes only when its archive does
+            real = f[len("/vsizip/"):].split(".zip/", 1)[0] + ".zip" if f and f.startswith("/vsizip/") else f
+            if real and os.path.exists(real):
+                st = os.stat(real)
+                h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """``$RSSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/rsseg``, else ``~/.cache/rsseg``."""
+    if os.environ.get("RSSEG_CACHE_DIR"):
+        return Path(os.environ["RSSEG_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rsseg"
+
+
+def cache_path(root: str | Path, key: str) -> Path:
+    """The stats cache file of a dataset root: in the user cache, never inside the data folder
+    (shared data is read-only, and a repository's sample folder should stay clean)."""
+    root = Path(root).resolve()
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+    return cache_dir() / f"stats_{root.name}_{digest}_{key}.json"
+
+
+def _write_cache(path: Path, stats: DatasetStats) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp.write_text(stats.to_json())
+        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    except OSError as exc:
+        warnings.warn(f"could not cache dataset statistics at {path}: {exc}", stacklevel=2)
+
+
+def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True) -> DatasetStats:
+    """Statistics of one split of a resolved dataset config, cached (see module docstring)."""
+    from rsseg.data.sources import dataset_pairs
+
+    pairs = dataset_pairs(ds, split)
+    key = _cache_key(pairs, ds, split)
+    path = cache_path(ds.root or ".", key)
+    if use_cache and path.is_file():
+        try:
+            return DatasetStats.from_json(path.read_text())
+        except (ValueError, TypeError, KeyError):
+            pass  # stale or corrupt cache: recompute
+    stats = stats_of_pairs(pairs, len(ds.classes), ds.ignore_index, ds.scale, ds.classes, f"{ds.root}:{split}")
+    _write_cache(path, stats)
+    return stats
+
+
+def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cache: bool = True) -> DatasetStats:
+    """Statistics of the ``split`` (default: training) files of a dataset root or a folder.
+
+    ``path`` replaces ``cfg.dataset.root``; a folder may use any layout the folder datamodule
+    accepts, or hold a single ``image.*`` + ``mask.*`` pair. For a folder without a val folder the
+    training split excludes the held-out validation files, exactly as training sees it.
+    """
+    ds = resolve_dataset_config(cfg.dataset)
+    ds.root = str(path)
+    if not Path(path).exists():
+        raise RsSegError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")
+    return split_stats(ds, split, use_cache)
+
+
+def log_region_prior(stats: DatasetStats, smoothing: float = 1.0) -> Tensor:
+    """``[K]`` log image-level class frequencies, ``log((r_k + a) / sum_j (r_j + a))``.
+
+    The prior of CeCo's balanced-softmax center logits and of Region Rebalance; ``a`` (add-one
+    smoothing by default) keeps classes that never appear finite instead of ``-inf``.
+    """
+    r = torch.tensor(stats.region_counts, dtype=torch.float64) + smoothing
+    if not math.isfinite(float(r.sum())) or float(r.sum()) <= 0:
+        raise RsSegError("region counts are empty: compute statistics on a labelled split")
+    return (r / r.sum()).log().float()

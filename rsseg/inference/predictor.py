@@ -1,0 +1,276 @@
+"""Sliding-window predictor: batching, test-time augmentation and the threaded pipeline.
+
+One :class:`Predictor` serves every caller: ``predict_file`` streams a raster from disk,
+``predict_probs`` / ``predict_array`` tile an in-memory image (Streamlit app, ``rsseg evaluate``)
+through the same plan, batching and blending (:mod:`rsseg.inference.blend`).
+
+Pipeline (``Predictor.run``): a reader thread reads and normalises windows into batches, the
+calling thread runs the model, a blender thread accumulates probabilities into bands of rows and
+hands finished bands to a callback (which writes them). Bounded queues keep at most a couple of
+batches in flight, so memory stays flat and reading/blending/writing overlap model compute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rasterio.windows import Window
+from torch import nn
+
+from rsseg.checkpoint import ModelMeta
+from rsseg.errors import RsSegError
+from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
+from rsseg.inference.windows import check_tiling, padded_size, plan_windows, reflect_pad
+
+TTA_MODES = ("none", "flip", "d4", "ms")
+#: multi-scale TTA factors (the usual 0.75/1/1.25 of segmentation test-time scaling)
+MS_SCALES = (0.75, 1.0, 1.25)
+_POLL_S = 0.1
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RsSegError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+    return dev
+
+
+def _logits(out: object) -> torch.Tensor:
+    """Model outputs may be a tensor, a tuple (logits first) or a dict with 'logits'."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    raise TypeError(f"model returned {type(out).__name__}; expected logits [B,K,H,W]")
+
+
+def _d4(k: int, flip: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    def fwd(x: torch.Tensor) -> torch.Tensor:
+        x = torch.rot90(x, k, dims=(2, 3))
+        return torch.flip(x, dims=(3,)) if flip else x
+
+    def inv(x: torch.Tensor) -> torch.Tensor:
+        x = torch.flip(x, dims=(3,)) if flip else x
+        return torch.rot90(x, -k, dims=(2, 3))
+
+    return fwd, inv
+
+
+def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _get(q: queue.Queue, stop: threading.Event) -> object:
+    while not stop.is_set():
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            continue
+    return None
+
+
+def _blend_batch(rb: RowBlender, chunk: Sequence[Window], probs: torch.Tensor) -> None:
+    """Add a batch of window probabilities [B, K, H, W] (padded to multiples of 32) to ``rb``."""
+    for w, p in zip(chunk, probs):
+        rb.add(w, p[:, : int(w.height), : int(w.width)])
+
+
+class Predictor:
+    """A model on a device plus the tiling settings; see the module docstring.
+
+    ``model`` maps normalised [B, C, H, W] float (H, W multiples of 32) to logits [B, K, H, W].
+    """
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, tile: int = 1024, overlap: int = 256, batch: int = 8,
+                 tta: str = "none", device: str | torch.device = "auto") -> None:
+        check_tiling(tile, overlap)
+        if batch < 1:
+            raise RsSegError(f"batch must be at least 1 (got {batch})")
+        if tta not in TTA_MODES:
+            raise RsSegError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
+        if not (len(meta.mean) == len(meta.std) == meta.in_channels):
+            raise RsSegError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
+                             f"{len(meta.mean)} means and {len(meta.std)} stds")
+        self.meta, self.tile, self.overlap, self.batch, self.tta = meta, tile, overlap, batch, tta
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self._mean = np.asarray(meta.mean, np.float32)[:, None, None]
+        self._std = np.asarray(meta.std, np.float32)[:, None, None]
+        self._gain = (1.0 / (np.float32(meta.scale) * self._std)).astype(np.float32)
+        self._shift = (self._mean / self._std).astype(np.float32)
+
+    @property
+    def num_classes(self) -> int:
+        return self.meta.num_classes
+
+    def normalise(self, raw: np.ndarray) -> np.ndarray:
+        """Raw pixels [C, h, w] -> float32 ``(raw / scale - mean) / std`` (the checkpoint's recipe)."""
+        # one multiply-add into one float32 array (the naive expression allocates three)
+        out = raw.astype(np.float32)
+        out *= self._gain
+        out -= self._shift
+        return out
+
+    # -- model --------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(_logits(self.model(x)).float(), dim=1)
+
+    @torch.inference_mode()
+    def forward_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised batch [B, C, H, W] (H, W multiples of 32) -> probabilities [B, K, H, W] float32.
+
+        TTA averages softmax probabilities over flips (``flip``), the 8 dihedral transforms
+        (``d4``) or input scales :data:`MS_SCALES` (``ms``).
+        """
+        x = x.to(self.device, non_blocking=True)
+        with self._autocast():
+            if self.tta == "none":
+                return self._probs(x)
+            if self.tta in ("flip", "d4"):
+                views = [(False, 0), (True, 0)] if self.tta == "flip" else [(f, k) for k in range(4) for f in (False, True)]
+                total = None
+                for flip, k in views:
+                    fwd, inv = _d4(k, flip)
+                    p = inv(self._probs(fwd(x)))
+                    total = p if total is None else total + p
+                return total / len(views)
+            h, w = x.shape[-2:]
+            total = None
+            for s in MS_SCALES:
+                size = (max(32, padded_size(round(h * s))), max(32, padded_size(round(w * s))))
+                xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                logits = _logits(self.model(xs)).float()
+                if size != (h, w):
+                    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+                p = torch.softmax(logits, dim=1)
+                total = p if total is None else total + p
+            return total / len(MS_SCALES)
+
+    # -- pipeline -----------------------------------------------------------------------------
+    def _stack(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
+        h, w = tiles[0].shape[-2:]
+        ph, pw = padded_size(h), padded_size(w)
+        return np.stack([reflect_pad(t, ph, pw) for t in tiles])
+
+    def run(self, read_window: Callable[[Window], np.ndarray], width: int, height: int,
+            on_band: BandCallback) -> None:
+        """Tile a ``width`` x ``height`` image and stream blended bands of rows to ``on_band``.
+
+        ``read_window(window)`` returns normalised float32 [C, h, w] and is called only from the
+        reader thread; ``on_band(first_row, probs [K, n, W] float16 tensor)`` only from the
+        blender thread. The calling thread runs nothing but :meth:`forward_probs` (torch releases
+        the GIL inside ops, so reading, blending and writing proceed meanwhile). Queues hold one
+        batch each way, and every thread drops its reference to a batch as soon as it is handed
+        on, so at most ~3 batches of tiles and ~3 of probabilities exist at any time.
+        Exceptions from either thread (and Ctrl-C) stop all three and re-raise.
+        """
+        windows = plan_windows(width, height, self.tile, self.overlap)
+        stop = threading.Event()
+        batches: queue.Queue = queue.Queue(maxsize=1)
+        results: queue.Queue = queue.Queue(maxsize=1)
+        errors: list[BaseException] = []
+        done = object()
+
+        def reader() -> None:
+            try:
+                for i in range(0, len(windows), self.batch):
+                    chunk = windows[i:i + self.batch]
+                    if not _put(batches, (chunk, self._stack([read_window(w) for w in chunk])), stop):
+                        return
+                _put(batches, done, stop)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+                errors.append(exc)
+                stop.set()
+
+        def blender() -> None:
+            try:
+                rb = RowBlender(self.num_classes, width, height, windows, self.overlap, on_band)
+                while (item := _get(results, stop)) is not None and item is not done:
+                    _blend_batch(rb, *item)
+                    item = None  # drop the batch before blocking on the queue
+                if item is done and not rb.complete:
+                    raise RuntimeError(f"blender finished {rb.done_rows} of {height} rows")
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+                stop.set()
+
+        threads = [threading.Thread(target=reader, name="rsseg-reader", daemon=True),
+                   threading.Thread(target=blender, name="rsseg-blender", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            while (item := _get(batches, stop)) is not None and item is not done:
+                chunk, x = item[0], torch.from_numpy(item[1])
+                item = None  # free the input batch as soon as the forward is done with it
+                if self.device.type == "cuda":
+                    x = x.pin_memory()
+                # float16 halves the probabilities in flight; the blender accumulates in float16 too
+                probs = self.forward_probs(x).to(torch.float16).cpu()
+                x = None
+                if not _put(results, (chunk, probs), stop):
+                    break
+                probs = None
+            if item is done:
+                _put(results, done, stop)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=_POLL_S)
+        if errors:
+            raise errors[0]
+
+    def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
+        """Normalised image [C, H, W] -> blended probabilities [K, H, W] float32 (on the CPU).
+
+        Same window plan, batching, TTA and blending as :func:`rsseg.inference.predict_file`.
+        """
+        if image.ndim != 3:
+            raise ValueError(f"expected an image [C,H,W], got shape {tuple(image.shape)}")
+        arr = image.detach().float().cpu().numpy()
+        _, h, w = arr.shape
+        out = np.empty((self.num_classes, h, w), np.float32)
+
+        def on_band(y0: int, probs: torch.Tensor) -> None:
+            out[:, y0:y0 + probs.shape[1]] = probs.numpy()
+
+        def read(win: Window) -> np.ndarray:
+            return arr[:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
+
+        self.run(read, w, h, on_band)
+        return torch.from_numpy(out)
+
+    def predict_array(self, image: np.ndarray, return_probs: bool = False) -> np.ndarray:
+        """Raw image [C, H, W] (in the checkpoint's band order) -> class ids [H, W] uint8,
+        or probabilities [K, H, W] float32 with ``return_probs``."""
+        if image.ndim != 3 or image.shape[0] != self.meta.in_channels:
+            raise RsSegError(f"image has shape {tuple(image.shape)}; the model needs [{self.meta.in_channels}, H, W] "
+                             f"(bands {', '.join(self.meta.bands)})")
+        probs = self.predict_probs(torch.from_numpy(self.normalise(image))).numpy()
+        if return_probs:
+            return probs
+        return argmax_confidence(torch.from_numpy(probs))[0].numpy()

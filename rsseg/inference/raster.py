@@ -1,0 +1,139 @@
+"""Raster input checks and the class/confidence raster writers (tiled GeoTIFF -> COG).
+
+Outputs are first written as a tiled, compressed GeoTIFF in a temporary folder, band of rows by
+band of rows (buffered to whole tile rows so no compressed tile is written twice), then copied
+by GDAL's COG driver (overviews with ``mode`` resampling for class ids, ``average`` for
+confidence) into :func:`rsseg.io.atomic_path`, so the target appears only when complete.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from rasterio.windows import Window
+
+from rsseg.checkpoint import ModelMeta
+from rsseg.errors import RsSegError
+from rsseg.io import atomic_path
+
+BLOCK = 512
+CLASS_NODATA = 255
+#: confidence is max probability x 255 >= 255 / K >= 1, so 0 is free for nodata
+CONFIDENCE_NODATA = 0
+
+
+def open_input(path: str | Path) -> rasterio.DatasetReader:
+    """Open any GDAL-readable raster, turning GDAL errors into :class:`RsSegError`."""
+    path = Path(path)
+    if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
+        raise RsSegError(f"input raster not found: {path}")
+    try:
+        src = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise RsSegError(f"cannot read input raster {path}: {str(exc).splitlines()[0]} "
+                         "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2...)") from None
+    if src.width == 0 or src.height == 0 or src.count == 0:
+        src.close()
+        raise RsSegError(f"input raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
+    return src
+
+
+def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] | None) -> list[int]:
+    """1-based band indexes to feed the model, in the model's band order."""
+    need = meta.in_channels
+    if bands is None:
+        if src.count < need:
+            raise RsSegError(f"{src.name} has {src.count} band(s) but the model needs {need} "
+                             f"({', '.join(meta.bands)}); pass --bands with {need} band indexes")
+        return list(range(1, need + 1))
+    bands = [int(b) for b in bands]
+    if len(bands) != need:
+        raise RsSegError(f"--bands lists {len(bands)} band(s) but the model needs {need} ({', '.join(meta.bands)})")
+    bad = [b for b in bands if not 1 <= b <= src.count]
+    if bad:
+        raise RsSegError(f"--bands {bad} out of range: {src.name} has bands 1..{src.count}")
+    return bands
+
+
+def warn_if_not_georeferenced(src: rasterio.DatasetReader) -> None:
+    if src.crs is None:
+        warnings.warn(f"{src.name} has no CRS: outputs keep its pixel grid but are not georeferenced, "
+                      "and areas assume map units are metres", UserWarning, stacklevel=3)
+
+
+def block_cache(src: rasterio.DatasetReader, tile: int) -> rasterio.Env:
+    """GDAL block cache sized to one window row of input blocks (tile + one block row high).
+
+    GDAL's default cache is 5% of RAM (over 1 GB on most machines) and fills up as a large
+    raster streams through, so peak memory would grow with raster height until that cap. One
+    window row of blocks lets the horizontally overlapping windows of a row reuse decoded blocks;
+    the uint8 output blocks pass through the same cache and are small next to it.
+    """
+    itemsize = np.dtype(src.dtypes[0]).itemsize
+    nbytes = (min(tile, src.height) + BLOCK) * src.width * src.count * itemsize
+    return rasterio.Env(GDAL_CACHEMAX=max(64 * 2**20, nbytes))
+
+
+def tiled_profile(src: rasterio.DatasetReader, nodata: int) -> dict[str, Any]:
+    """Single-band uint8 tiled GeoTIFF on the same grid (size, CRS, transform) as ``src``.
+
+    LZW, not DEFLATE: this is the temporary file, recompressed by :func:`to_cog`; LZW costs ~4x
+    less CPU in the writer (which shares the cores with the model) and still keeps class maps
+    small on disk.
+    """
+    profile: dict[str, Any] = dict(driver="GTiff", width=src.width, height=src.height, count=1, dtype="uint8",
+                                   nodata=nodata, transform=src.transform, tiled=True, blockxsize=BLOCK,
+                                   blockysize=BLOCK, compress="lzw", bigtiff="if_safer")
+    if src.crs is not None:
+        profile["crs"] = src.crs
+    return profile
+
+
+def hex_to_rgba(color: str) -> tuple[int, int, int, int]:
+    c = color.lstrip("#")
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255
+
+
+def describe_classes(dst: rasterio.io.DatasetWriter, meta: ModelMeta) -> None:
+    """Palette (colour table), class names in tags and band description, of a class raster."""
+    cmap = {i: hex_to_rgba(c) for i, c in enumerate(meta.colors)}
+    cmap[CLASS_NODATA] = (0, 0, 0, 0)
+    dst.write_colormap(1, cmap)
+    dst.update_tags(CLASS_NAMES=",".join(meta.classes), **{f"CLASS_{i}": n for i, n in enumerate(meta.classes)})
+    dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(meta.classes)))
+
+
+class RowWriter:
+    """Write bands of rows to a tiled GeoTIFF, buffering up to whole tile rows."""
+
+    def __init__(self, dst: rasterio.io.DatasetWriter) -> None:
+        self.dst = dst
+        self.row = 0  # first raster row not yet written
+        self.pending: list[np.ndarray] = []
+
+    def write(self, y0: int, band: np.ndarray) -> None:
+        if y0 != self.row + sum(p.shape[0] for p in self.pending):
+            raise ValueError(f"rows must arrive in order: got {y0}")
+        self.pending.append(band)
+        buffered = sum(p.shape[0] for p in self.pending)
+        full = buffered if self.row + buffered == self.dst.height else (buffered // BLOCK) * BLOCK
+        if full:
+            data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+            self.dst.write(data[:full], 1, window=Window(0, self.row, self.dst.width, full))
+            self.pending = [data[full:]] if full < buffered else []
+            self.row += full
+
+
+def to_cog(tiled_path: str | Path, target: str | Path, resampling: str) -> Path:
+    """Copy a tiled GeoTIFF to a Cloud-Optimized GeoTIFF at ``target``, atomically."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        rasterio.shutil.copy(str(tiled_path), str(tmp), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(BLOCK),
+                             RESAMPLING=resampling.upper(), OVERVIEW_RESAMPLING=resampling.upper(),
+                             BIGTIFF="IF_SAFER")
+    return target

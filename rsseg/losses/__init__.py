@@ -1,0 +1,50 @@
+"""rsseg.losses: segmentation loss and neural-collapse regularizers.
+
+Primitives (pure functions): :func:`simplex_etf`, :func:`labels_to_embedding`,
+:func:`class_means`, :func:`inter_class_loss`, :func:`intra_class_loss`,
+:func:`center_collapse_loss`, :func:`within_class_loss`, :func:`between_class_loss`.
+Modules: :class:`In2NeCT`, :class:`CeCo`, :class:`RegionRebalance`, :class:`NCFeature`
+(built from config by :func:`build_regularizers`) and :class:`SegmentationLoss`.
+"""
+
+from rsseg.losses.centers import class_means, image_class_means, labels_to_embedding, upsampled_class_sums
+from rsseg.losses.collapse import (
+    between_class_loss,
+    center_collapse_loss,
+    inter_class_loss,
+    intra_class_loss,
+    within_class_loss,
+)
+from rsseg.losses.etf import simplex_etf
+from rsseg.losses.regularizers import (
+    CeCo,
+    In2NeCT,
+    NCFeature,
+    RegionRebalance,
+    build_regularizers,
+    log_prior_from_counts,
+    sample_per_class,
+)
+from rsseg.losses.segmentation import SegmentationLoss, soft_dice_loss
+
+__all__ = [
+    "CeCo",
+    "In2NeCT",
+    "NCFeature",
+    "RegionRebalance",
+    "SegmentationLoss",
+    "between_class_loss",
+    "build_regularizers",
+    "center_collapse_loss",
+    "class_means",
+    "image_class_means",
+    "inter_class_loss",
+    "intra_class_loss",
+    "labels_to_embedding",
+    "log_prior_from_counts",
+    "sample_per_class",
+    "simplex_etf",
+    "soft_dice_loss",
+    "upsampled_class_sums",
+    "within_class_loss",
+]

@@ -1,0 +1,179 @@
+"""Class centers: labels at embedding resolution, per-class sums/counts/means, DDP reduction.
+
+Every regularizer gathers pixel embeddings by class. This module is the one place where
+labels meet embeddings: :func:`labels_to_embedding` brings labels down to the embedding grid,
+and :func:`upsampled_class_sums` gives class sums of an embedding bilinearly upsampled to the
+label grid (CeCo's choice) without materialising the upsampled tensor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from rsseg.errors import RsSegError
+
+
+def labels_to_embedding(labels: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bring labels ``[B, H, W]`` to an embedding grid ``size = (h, w)`` by centre sampling.
+
+    Output pixel ``(i, j)`` takes the label at ``(floor((i + 0.5) H / h), floor((j + 0.5) W / w))``,
+    the label nearest the centre of the stride block it summarises. Nearest-neighbour resizing
+    (``F.interpolate(mode="nearest")``) samples the top-left corner instead, which shifts every
+    label by half a block against a convolutional feature map (whose receptive fields are
+    centred) and biases thin classes (roads) out of the sample. Exact for any ratio, also
+    non-integer; labels already at ``size`` are returned unchanged. Ignore values pass through.
+    """
+    if labels.ndim != 3:
+        raise RsSegError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
+    big_h, big_w = labels.shape[-2:]
+    h, w = int(size[0]), int(size[1])
+    if (h, w) == (big_h, big_w):
+        return labels
+    rows = ((torch.arange(h, device=labels.device, dtype=torch.float64) + 0.5) * (big_h / h)).floor().long()
+    cols = ((torch.arange(w, device=labels.device, dtype=torch.float64) + 0.5) * (big_w / w)).floor().long()
+    return labels.index_select(1, rows.clamp_(max=big_h - 1)).index_select(2, cols.clamp_(max=big_w - 1))
+
+
+def flat_class_index(labels: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+    """Flatten labels to ``[N]`` int64 with ignored pixels mapped to the spare bin ``num_classes``.
+
+    Raises :class:`RsSegError` for a value that is neither a class nor ``ignore_index``
+    (a dataset whose label encoding was not mapped to rsseg's convention).
+    """
+    y = labels.reshape(-1).long()
+    ignored = y == ignore_index
+    bad = ~ignored & ((y < 0) | (y >= num_classes))
+    if bool(bad.any()):
+        found = torch.unique(y[bad])[:8].tolist()
+        raise RsSegError(
+            f"labels hold values {found} outside the classes 0..{num_classes - 1} and the ignore value "
+            f"{ignore_index}: map the dataset's label encoding to class indices (no-data -> {ignore_index})"
+        )
+    return torch.where(ignored, torch.full_like(y, num_classes), y)
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """float32 for half/bfloat16/float32 inputs, float64 kept (tests compare in float64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def flatten_embedding(embedding: Tensor) -> Tensor:
+    """``[B, D, h, w]`` -> ``[B*h*w, D]`` in the compute dtype."""
+    if embedding.ndim != 4:
+        raise RsSegError(f"embedding must have shape [B, D, h, w], got {tuple(embedding.shape)}")
+    d = embedding.shape[1]
+    return embedding.to(compute_dtype(embedding)).permute(0, 2, 3, 1).reshape(-1, d)
+
+
+def scatter_class_sums(z: Tensor, index: Tensor, bins: int) -> tuple[Tensor, Tensor]:
+    """Sum rows of ``z [N, D]`` into ``bins`` groups by ``index [N]`` (one ``index_add``).
+
+    ``index == bins`` marks rows to drop (ignored pixels). Returns ``(sums [bins, D], counts [bins])``.
+    """
+    sums = z.new_zeros(bins + 1, z.shape[1]).index_add(0, index, z)[:bins]
+    counts = torch.bincount(index, minlength=bins + 1)[:bins]
+    return sums, counts
+
+
+def all_reduce_sums(sums: Tensor, counts: Tensor) -> tuple[Tensor, Tensor]:
+    """Sum class sums and counts over DDP ranks when ``torch.distributed`` is initialised.
+
+    ``sums`` goes through the autograd-aware ``torch.distributed.nn.functional.all_reduce``: its
+    backward all-reduces the incoming gradient, so each rank's pixels receive the gradient of the
+    loss on the global centers (DDP's gradient averaging then yields the gradient of the mean
+    loss). ``counts`` carries no gradient and uses the plain collective.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return sums, counts
+    from torch.distributed.nn.functional import all_reduce
+
+    sums = all_reduce(sums)
+    counts = counts.clone()
+    dist.all_reduce(counts)
+    return sums, counts
+
+
+def means_from_sums(sums: Tensor, counts: Tensor) -> Tensor:
+    """Class means ``sums / counts``; absent classes (count 0) get a zero mean, never NaN."""
+    return sums / counts.clamp_min(1).to(sums.dtype).unsqueeze(1)
+
+
+def class_means(
+    embedding: Tensor,
+    labels: Tensor,
+    num_classes: int,
+    ignore_index: int = 255,
+    sync: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Per-class mean embedding (In2NeCT Eq. 4, CeCo Eq. 3) in one scatter-add pass.
+
+    Args:
+        embedding: ``[B, D, h, w]``, any float dtype (computed in float32, float64 kept).
+        labels: ``[B, h, w]`` class indices; labels at another resolution are brought to the
+            embedding grid with :func:`labels_to_embedding`.
+        sync: reduce sums and counts over DDP ranks so the means use the global batch.
+
+    Returns:
+        ``(means [K, D], counts [K] int64)``: absent classes have count 0 and a zero mean.
+        Differentiable with respect to ``embedding``.
+    """
+    labels = labels_to_embedding(labels, tuple(embedding.shape[-2:]))
+    if labels.shape[0] != embedding.shape[0]:
+        raise RsSegError(f"embedding batch {embedding.shape[0]} and labels batch {labels.shape[0]} differ")
+    z = flatten_embedding(embedding)
+    sums, counts = scatter_class_sums(z, flat_class_index(labels, num_classes, ignore_index), num_classes)
+    if sync:
+        sums, counts = all_reduce_sums(sums, counts)
+    return means_from_sums(sums, counts), counts
+
+
+def image_class_means(
+    embedding: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255
+) -> tuple[Tensor, Tensor]:
+    """Region features (RR, Cui et al. Sec. 3.3): the mean embedding of each class in each image.
+
+    Returns ``(means [B*K, D], counts [B*K])``, row ``b*K + k`` for class ``k`` of image ``b``.
+    """
+    labels = labels_to_embedding(labels, tuple(embedding.shape[-2:]))
+    b, _, h, w = embedding.shape
+    y = flat_class_index(labels, num_classes, ignore_index).view(b, h * w)
+    image = torch.arange(b, device=y.device).unsqueeze(1) * num_classes
+    bins = b * num_classes
+    index = torch.where(y == num_classes, torch.full_like(y, bins), y + image).reshape(-1)
+    sums, counts = scatter_class_sums(flatten_embedding(embedding), index, bins)
+    return means_from_sums(sums, counts), counts
+
+
+def upsampled_class_sums(
+    features: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255
+) -> tuple[Tensor, Tensor]:
+    """Class sums of ``features [B, C, h, w]`` bilinearly upsampled to the label grid ``[B, H, W]``.
+
+    CeCo (Zhong et al.) upsamples features to label resolution before gathering centers. Class
+    sums are linear in the upsampled map, so ``sum_{p in k} up(f)_p = sum_q f_q (up^T 1_k)_q``:
+    the one-hot label map is pushed through the adjoint of ``F.interpolate`` (computed by autograd
+    on a K-channel map, no gradient kept) and contracted with the low-resolution features. The
+    result equals upsample-then-sum exactly while never building a ``[B, C, H, W]`` tensor.
+
+    Returns ``(sums [K, C], counts [K])`` with counts at label resolution.
+    """
+    b, c, h, w = features.shape
+    if labels.ndim != 3 or labels.shape[0] != b:
+        raise RsSegError(f"labels must have shape [{b}, H, W], got {tuple(labels.shape)}")
+    big = tuple(labels.shape[-2:])
+    y = flat_class_index(labels, num_classes, ignore_index)
+    counts = torch.bincount(y, minlength=num_classes + 1)[:num_classes]
+    dtype = compute_dtype(features)
+    onehot = F.one_hot(y.view(b, *big), num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2).to(dtype)
+    if big == (h, w):
+        weights = onehot
+    else:
+        with torch.enable_grad():
+            probe = torch.zeros(b, num_classes, h, w, dtype=dtype, device=features.device, requires_grad=True)
+            up = F.interpolate(probe, size=big, mode="bilinear", align_corners=False)
+            (weights,) = torch.autograd.grad(up, probe, grad_outputs=onehot)
+    sums = torch.einsum("bchw,bkhw->kc", features.to(dtype), weights)
+    return sums, counts

@@ -1,0 +1,173 @@
+"""Neural-collapse loss terms as pure functions of class means / sampled embeddings.
+
+In2NeCT (Shen et al.): :func:`inter_class_loss` (L_inter), :func:`intra_class_loss` (L_intra).
+CeCo (Zhong et al., CVPR 2023): :func:`center_collapse_loss` (L_CR).
+Long-tailed NC (Liu et al.): :func:`within_class_loss` (L_W, Eq. 13),
+:func:`between_class_loss` (L_B, Eq. 15).
+
+Absent classes (count 0) never contribute and never produce NaN/inf, in values or gradients:
+masks are applied as multiplicative weights or to finite values, never by ``where`` on a branch
+whose gradient could be NaN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rsseg.losses.centers import flat_class_index, means_from_sums, scatter_class_sums
+
+
+def present_mean(values: Tensor, present: Tensor) -> Tensor:
+    """Mean of ``values`` over ``present`` entries; 0 (still in the graph) when none is present."""
+    weights = present.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def _center_cross_entropy(
+    means: Tensor, counts: Tensor, classifier: Tensor, scale: float, log_prior: Tensor | None
+) -> Tensor:
+    """CE of each present, L2-normalised class mean against its own row of ``classifier``."""
+    k = means.shape[0]
+    logits = scale * F.normalize(means, dim=1) @ classifier.to(means.dtype).T  # [K, K]
+    if log_prior is not None:
+        logits = logits + log_prior.to(means.dtype).unsqueeze(0)
+    ce = F.cross_entropy(logits, torch.arange(k, device=means.device), reduction="none")
+    return present_mean(ce, counts > 0)
+
+
+def inter_class_loss(means: Tensor, counts: Tensor, etf: Tensor, scale: float = 5.0) -> Tensor:
+    """In2NeCT L_inter: class means against the fixed simplex-ETF classifier.
+
+    ``logits = scale * normalize(means) @ etf.T`` (``[K, K]``), target of row ``k`` is ``k``;
+    cross-entropy averaged over present classes (``counts > 0``). Shapes: ``means [K, D]``,
+    ``counts [K]``, ``etf [K, D]`` with unit-norm rows, so logits are scaled cosines.
+
+    Why this is the paper's Eq. 10 form and not Eq. 5 read literally: Eq. 5 normalises
+    ``exp(zbar_k . w*_k)`` by ``sum_k' exp(zbar_k' . w*_k')``, i.e. every mean against its OWN
+    vertex. That is minimised by equal matched scores (e.g. all means zero) and never pushes a
+    mean away from the other vertices, so it cannot separate classes. The paper's own gradient
+    analysis (Eq. 8-10) uses ``p(zbar_k) = exp(zbar_k . w*_k) / sum_k' exp(zbar_k . w*_k')``, the
+    standard softmax of one mean over all vertices, which is what this function computes (as CeCo
+    L_CR does). Normalising the mean and scaling (the CeCo alpha) keeps the logits bounded so the
+    loss cannot be driven down by inflating embedding norms.
+    """
+    return _center_cross_entropy(means, counts, etf, scale, None)
+
+
+def center_collapse_loss(
+    means: Tensor, counts: Tensor, etf: Tensor, scale: float = 5.0, log_prior: Tensor | None = None
+) -> Tensor:
+    """CeCo L_CR (Eq. 4): CE of normalised centers against the ETF scaled by alpha = ``scale``.
+
+    ``log_prior [K]``, if given, is added to every row of logits (balanced softmax). The released
+    CeCo code adds the log of image-level class frequencies there, which compensates for head
+    classes being present as centers in more batches than tail classes. Shapes as in
+    :func:`inter_class_loss`; same Eq. 10 reading of the softmax.
+    """
+    return _center_cross_entropy(means, counts, etf, scale, log_prior)
+
+
+def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
+    """In2NeCT L_intra (Eq. 6): class-balanced supervised contrastive loss on sampled pixels.
+
+    Args:
+        z: ``[N, D]`` L2-normalised embeddings (already sampled, e.g. <= M pixels per class).
+        y: ``[N]`` class indices (no ignore values).
+
+    For anchor ``i`` of class ``k`` with ``S_c`` the samples of class ``c``::
+
+        den_i  = sum_{c present} 1/|S_c \\ {i}| * sum_{j in S_c, j != i} exp(z_i.z_j / T)
+        loss_i = log den_i - mean_{i' in S_k, i' != i} z_i.z_i' / T
+
+    Averaged over the anchors of a class, then over the classes with >= 2 samples; 0 (still in the
+    graph) when fewer than 2 classes are present. The per-class ``1/|S_c|`` weights in the
+    denominator are the class balancing of Eq. 6; self-similarity is excluded everywhere.
+    Computed in log space: per (anchor, class) log-sum-exp, then a log-sum-exp over classes.
+    """
+    n = z.shape[0]
+    if n == 0:
+        return z.sum() * 0.0
+    classes, y = torch.unique(y, return_inverse=True)
+    k = classes.numel()
+    if k < 2:
+        return z.sum() * 0.0
+    sim = (z @ z.T) / temperature  # [N, N]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    onehot = F.one_hot(y, k).to(z.dtype)  # [N, K]
+    class_size = onehot.sum(0)  # [K]
+    others = class_size.unsqueeze(0) - onehot  # |S_c \ {i}|, [N, K]
+
+    sim_off = sim.masked_fill(eye, float("-inf"))
+    row_max = sim_off.max(dim=1, keepdim=True).values.detach()
+    group = torch.exp(sim_off - row_max) @ onehot  # sum_{j in S_c, j != i} exp(.), shifted; [N, K]
+    tiny = torch.finfo(z.dtype).tiny
+    # clamp_min keeps log finite for empty groups (their weight is masked to -inf below, and the
+    # clamp's zero gradient stops NaN from flowing back through them).
+    log_group = torch.log(group.clamp_min(tiny)) - torch.log(others.clamp_min(1.0))
+    log_group = log_group.masked_fill(others == 0, float("-inf"))
+    log_den = torch.logsumexp(log_group, dim=1) + row_max.squeeze(1)  # [N]
+
+    pos_count = others.gather(1, y.unsqueeze(1)).squeeze(1)  # |S_k| - 1
+    pos_sum = (sim.masked_fill(eye, 0.0) @ onehot).gather(1, y.unsqueeze(1)).squeeze(1)
+    anchor_loss = log_den - pos_sum / pos_count.clamp_min(1.0)
+    has_pos = (pos_count > 0).to(z.dtype)
+    per_class = (onehot * (anchor_loss * has_pos).unsqueeze(1)).sum(0) / class_size.clamp_min(1.0)
+    return present_mean(per_class, class_size >= 2)
+
+
+def within_class_loss(
+    features: Tensor,
+    labels: Tensor,
+    means: Tensor,
+    counts: Tensor,
+    ignore_index: int = 255,
+) -> Tensor:
+    """Long-tailed NC L_W (Liu et al. Eq. 13): inverse-class-size within-class distance.
+
+    ``(1/K_present) sum_k (1/n_k) sum_{y_i = k} ||h_i - mu_k||^2``: per class the mean squared
+    distance to the class mean, then the average over present classes (the 1/K keeps the scale
+    independent of how many classes a batch holds).
+
+    Args:
+        features: ``[B, D, h, w]`` with labels ``[B, h, w]`` at the same grid, or ``[N, D]``
+            with labels ``[N]``.
+        means, counts: ``[K, D]``, ``[K]`` from :func:`~rsseg.losses.centers.class_means` on the
+            same features (gradient flows through the means too, as in the paper).
+    """
+    k, d = means.shape
+    if features.ndim == 4:
+        z = features.to(means.dtype).permute(0, 2, 3, 1).reshape(-1, d)
+    else:
+        z = features.to(means.dtype)
+    index = flat_class_index(labels, k, ignore_index)
+    padded = torch.cat([means, means.new_zeros(1, d)])
+    sq = (z - padded[index]).pow(2).sum(1, keepdim=True)  # [N, 1]
+    per_class_sum, _ = scatter_class_sums(sq, index, k)
+    per_class = means_from_sums(per_class_sum, counts).squeeze(1)
+    return present_mean(per_class, counts > 0)
+
+
+def between_class_loss(means: Tensor, counts: Tensor, eps: float = 1e-5) -> Tensor:
+    """Long-tailed NC L_B (Liu et al. Eq. 15): minus the mean minimal pairwise angle.
+
+    Means are centred by the mean of present means (``mu_C``); for each present class the largest
+    cosine to any other present centred mean is taken, clamped to ``+-(1 - eps)`` so ``arccos``
+    keeps a finite gradient, and ``-mean_k arccos(.)`` is returned. 0 with fewer than 2 present.
+    """
+    present = counts > 0
+    weights = present.to(means.dtype)
+    num_present = weights.sum()
+    centre = (means * weights.unsqueeze(1)).sum(0) / num_present.clamp_min(1.0)
+    unit = F.normalize(means - centre, dim=1)
+    cos = unit @ unit.T
+    pair_ok = present.unsqueeze(0) & present.unsqueeze(1)
+    pair_ok &= ~torch.eye(means.shape[0], dtype=torch.bool, device=means.device)
+    # -2 is below any cosine, so masked pairs never win the max and carry no gradient
+    largest = cos.masked_fill(~pair_ok, -2.0).max(dim=1).values
+    angle = torch.arccos(largest.clamp(-1.0 + eps, 1.0 - eps))
+    if int(num_present.item()) < 2:
+        return means.sum() * 0.0
+    return -present_mean(angle, present)
+

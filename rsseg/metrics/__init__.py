@@ -1,0 +1,14 @@
+"""rsseg.metrics: segmentation scores, neural-collapse diagnostics, imbalance summaries."""
+
+from rsseg.metrics.collapse import CollapseStats
+from rsseg.metrics.imbalance import frequency_accuracy_correlation, imbalance_factors
+from rsseg.metrics.segmentation import confusion_matrix, head_common_tail, segmentation_scores
+
+__all__ = [
+    "CollapseStats",
+    "confusion_matrix",
+    "frequency_accuracy_correlation",
+    "head_common_tail",
+    "imbalance_factors",
+    "segmentation_scores",
+]

@@ -1,0 +1,134 @@
+"""Confusion matrix and the scores read from it: per-class IoU/F1/precision/recall, OA, mIoU, mF1.
+
+Conventions (ISPRS / In2NeCT Table 1): rows are the reference class, columns the prediction;
+OA counts every class, while mIoU / mF1 / mean precision / mean recall are averaged over the
+classes not in ``exclude`` (ISPRS benchmarks leave clutter out of the means).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rsseg.errors import RsSegError
+
+
+def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, Tensor):
+        return x
+    raise RsSegError(f"expected a torch tensor or numpy array, got {type(x).__name__}")
+
+
+def confusion_matrix(
+    pred: Tensor | np.ndarray, target: Tensor | np.ndarray, num_classes: int, ignore_index: int = 255
+) -> Tensor:
+    """``[K, K]`` int64 confusion matrix (rows = reference, columns = prediction), one bincount.
+
+    ``pred`` and ``target`` are class-index arrays of the same shape, torch or numpy (any integer
+    dtype, any device; the result lives on the input's device). Pixels whose reference is
+    ``ignore_index`` are skipped; a prediction of ``ignore_index`` on a valid reference pixel is
+    an error (predictions are always classes).
+    """
+    p, t = _as_tensor(pred), _as_tensor(target)
+    if p.shape != t.shape:
+        raise RsSegError(f"prediction shape {tuple(p.shape)} differs from reference shape {tuple(t.shape)}")
+    p = p.reshape(-1).to(t.device, torch.int64)
+    t = t.reshape(-1).to(torch.int64)
+    valid = t != ignore_index
+    p, t = p[valid], t[valid]
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+        raise RsSegError(
+            f"reference holds values outside 0..{num_classes - 1} and the ignore value {ignore_index}: "
+            "check the class list and the label encoding"
+        )
+    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes):
+        raise RsSegError(f"prediction holds values outside 0..{num_classes - 1}: check the number of classes")
+    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(num.shape, np.nan)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def segmentation_scores(
+    conf: Tensor | np.ndarray, class_names: list[str], exclude: list[int] | None = None
+) -> dict:
+    """Scores from a ``[K, K]`` confusion matrix (rows = reference, columns = prediction).
+
+    Returns ``{"oa", "miou", "mf1", "mean_precision", "mean_recall", "per_class", "excluded",
+    "total"}`` with ``per_class[name] = {"iou", "f1", "precision", "recall", "support"}``.
+
+    - ``oa``: trace / total over ALL classes (excluded ones too, the ISPRS convention).
+    - per class: ``iou = tp/(tp+fp+fn)``, ``f1 = 2tp/(2tp+fp+fn)``, ``precision = tp/(tp+fp)``,
+      ``recall = tp/(tp+fn)``. A ratio with a zero denominator is NaN: e.g. a class absent from
+      both reference and prediction has NaN IoU/F1 (no evidence either way), a class never
+      predicted has NaN precision.
+    - means over the classes not in ``exclude``, leaving NaN entries out, so the means are NaN
+      only when no class has any evidence at all. A class present in only one of reference and
+      prediction has IoU 0 and counts.
+    """
+    c = _as_tensor(conf).detach().cpu().numpy().astype(np.float64)
+    k = len(class_names)
+    if c.shape != (k, k):
+        raise RsSegError(f"confusion matrix of shape {c.shape} does not match {k} class names")
+    total = c.sum()
+    if total <= 0:
+        raise RsSegError("confusion matrix is empty: the reference has no valid (non-ignored) pixel")
+    excluded = sorted(set(exclude or []))
+    if any(not 0 <= i < k for i in excluded):
+        raise RsSegError(f"exclude indices {excluded} must lie in 0..{k - 1}")
+    tp = np.diag(c)
+    fp = c.sum(0) - tp
+    fn = c.sum(1) - tp
+    iou = _ratio(tp, tp + fp + fn)
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    keep = np.array([i not in excluded for i in range(k)])
+    per_class = {
+        name: {
+            "iou": float(iou[i]),
+            "f1": float(f1[i]),
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "support": int(tp[i] + fn[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "oa": float(tp.sum() / total),
+        "miou": _nanmean(iou[keep]),
+        "mf1": _nanmean(f1[keep]),
+        "mean_precision": _nanmean(precision[keep]),
+        "mean_recall": _nanmean(recall[keep]),
+        "per_class": per_class,
+        "excluded": [class_names[i] for i in excluded],
+        "total": int(total),
+    }
+
+
+def head_common_tail(freq: list[float]) -> list[str]:
+    """Split classes into ``"head"``/``"common"``/``"tail"`` by training-frequency terciles.
+
+    Classes are ranked by decreasing frequency (ties by index) and rank ``r`` of ``K`` goes to
+    group ``floor(3 r / K)``, the ScanNet200-style split used by CeCo (66/68/66 there).
+    """
+    k = len(freq)
+    order = sorted(range(k), key=lambda i: (-float(freq[i]), i))
+    names = ("head", "common", "tail")
+    groups = [""] * k
+    for rank, cls in enumerate(order):
+        groups[cls] = names[rank * 3 // k]
+    return groups

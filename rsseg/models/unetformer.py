@@ -1,0 +1,136 @@
+"""UNetFormer (Wang et al., "UNetFormer: A UNet-like transformer for efficient semantic
+segmentation of remote sensing urban scene imagery", ISPRS JPRS 190, 2022) and its factory.
+
+Beyond the paper the model emits, in training, a signed stride-4 embedding for the
+neural-collapse regularizers: the classifier input is a ReLU6 output (non-negative, so its class
+means cannot form a simplex ETF), hence a training-only bias-free 1x1 projection of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from rsseg.config import ModelConfig
+from rsseg.errors import RsSegError
+from rsseg.models.decoder import AuxHead, Decoder, SegmentationHead, upsample
+from rsseg.models.encoder import create_encoder
+from rsseg.models.layers import pad_to_multiple
+
+#: inputs are padded to a multiple of the encoder's output stride
+OUTPUT_STRIDE = 32
+
+
+class UNetFormer(nn.Module):
+    """UNetFormer: timm CNN encoder + global-local transformer decoder + FRH.
+
+    ``forward(x)`` with x [B, in_channels, H, W] (any H, W; reflect-padded to a multiple of 32
+    inside and cropped back):
+
+    * eval mode: logits [B, K, H, W];
+    * training mode: dict with ``"logits"`` [B, K, H, W], ``"aux"`` [B, K, H, W] (only when built
+      with an aux head) and ``"embedding"`` [B, embed_dim, ceil(H/4), ceil(W/4)], a signed
+      projection of the classifier input taken before dropout.
+    """
+
+    embedding_stride = 4
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        num_classes: int,
+        in_channels: int,
+        decode_channels: int = 64,
+        num_heads: int = 8,
+        window_size: int = 8,
+        dropout: float = 0.1,
+        embed_dim: int = 64,
+        aux_head: bool = True,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.in_channels = in_channels
+        self.embed_dim = embed_dim
+        self.encoder = encoder
+        channels = tuple(encoder.feature_info.channels())
+        self.decoder = Decoder(channels, decode_channels, num_heads, window_size)  # type: ignore[arg-type]
+        self.head = SegmentationHead(decode_channels, num_classes, dropout)
+        self.aux_head = AuxHead(decode_channels, num_classes, dropout) if aux_head else None
+        self.projection = nn.Conv2d(decode_channels, embed_dim, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if not self.training:
+            return self._run(x, embedding=False, aux=False)["logits"]
+        return self._run(x, embedding=True, aux=self.aux_head is not None)
+
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding) in any mode: validation measures the collapse of the embedding."""
+        out = self._run(x, embedding=True, aux=False)
+        return out["logits"], out["embedding"]
+
+    def _run(self, x: torch.Tensor, embedding: bool, aux: bool) -> dict[str, torch.Tensor]:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise RsSegError(
+                f"model input has shape {tuple(x.shape)}; expected [batch, {self.in_channels}, height, width] "
+                f"(the model was built for {self.in_channels} bands)"
+            )
+        height, width = x.shape[-2:]
+        padded = pad_to_multiple(x, OUTPUT_STRIDE)
+        full = padded.shape[-2:]
+        stride4, (d4, d3, d2) = self.decoder(*self.encoder(padded))
+        feature = self.head.feature(stride4)
+        out = {"logits": upsample(self.head.classifier(self.head.dropout(feature)), full)[:, :, :height, :width]}
+        if embedding:
+            s = self.embedding_stride
+            out["embedding"] = self.projection(feature)[:, :, : -(-height // s), : -(-width // s)]
+        if aux:
+            stride8 = d2.shape[-2:]
+            logits8 = self.aux_head(upsample(d4, stride8) + upsample(d3, stride8) + d2)
+            out["aux"] = upsample(logits8, full)[:, :, :height, :width]
+        return out
+
+    def backbone_parameters(self) -> Iterator[nn.Parameter]:
+        """Encoder parameters (the reference trains them at a 10x lower learning rate)."""
+        return self.encoder.parameters()
+
+    def decoder_parameters(self) -> Iterator[nn.Parameter]:
+        """Every parameter outside the encoder: decoder, heads and the embedding projection."""
+        encoder = {id(p) for p in self.encoder.parameters()}
+        return (p for p in self.parameters() if id(p) not in encoder)
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> UNetFormer:
+    """Build the model described by ``cfg`` for ``num_classes`` classes and ``in_channels`` bands.
+
+    Encoder weights: ``cfg.weights`` (local file, offline) if set, else timm's download when
+    ``cfg.pretrained``, else random initialisation.
+    """
+    if cfg.name.lower() != "unetformer":
+        raise RsSegError(f"unknown model.name {cfg.name!r}; the only model is 'unetformer'")
+    if num_classes < 1 or in_channels < 1:
+        raise RsSegError(f"need at least one class and one band (got {num_classes} classes, {in_channels} bands)")
+    if cfg.window_size < 2 or cfg.window_size % 2:
+        raise RsSegError(f"model.window_size must be an even number >= 2 (got {cfg.window_size}); the paper uses 8")
+    if cfg.decode_channels < 1 or cfg.num_heads < 1 or cfg.decode_channels % cfg.num_heads:
+        raise RsSegError(
+            f"model.decode_channels ({cfg.decode_channels}) must be a positive multiple of model.num_heads "
+            f"({cfg.num_heads}); the paper uses 64 and 8"
+        )
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise RsSegError(f"model.dropout must be in [0, 1) (got {cfg.dropout})")
+    if cfg.embed_dim < 1:
+        raise RsSegError(f"model.embed_dim must be positive (got {cfg.embed_dim})")
+    encoder = create_encoder(cfg.encoder, in_channels, pretrained=cfg.pretrained, weights=cfg.weights)
+    return UNetFormer(
+        encoder,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        decode_channels=cfg.decode_channels,
+        num_heads=cfg.num_heads,
+        window_size=cfg.window_size,
+        dropout=cfg.dropout,
+        embed_dim=cfg.embed_dim,
+        aux_head=cfg.aux_head,
+    )

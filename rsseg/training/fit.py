@@ -1,0 +1,163 @@
+"""The engineering of training: devices, precision, checkpoints, logging, resume.
+
+``train(cfg, out_dir)`` is what ``rsseg train`` and ``rsseg demo`` call.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import signal
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from rsseg.checkpoint import ModelMeta
+from rsseg.config import Config, config_to_yaml
+from rsseg.errors import RsSegError
+from rsseg.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written beside the target and renamed when complete, so Ctrl-C or a crash
+    during a save leaves the previous ``last.ckpt``/``best.ckpt`` intact."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best: Path | None
+    last: Path | None
+    best_miou: float | None
+    interrupted: bool
+
+
+def resolve_accelerator(devices: str | int | None, precision: str | None) -> tuple[str, Any, str]:
+    """GPU when present (bf16 mixed precision), CPU otherwise (float32)."""
+    cuda = torch.cuda.is_available()
+    accelerator = "gpu" if cuda else "cpu"
+    if devices in (None, "auto"):
+        devices = "auto" if cuda else 1
+    if precision in (None, "auto"):
+        precision = "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else ("16-mixed" if cuda else "32-true")
+    return accelerator, devices, precision
+
+
+def _loggers(run_dir: Path) -> list[Logger]:
+    # a new version_N per run, so resuming into the same directory never erases earlier logs
+    loggers: list[Logger] = [CSVLogger(run_dir, name="logs")]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
+    return loggers
+
+
+def build_meta(cfg: Config, dm: Any) -> ModelMeta:
+    stats = dm.stats  # training split, cached per dataset root
+    return ModelMeta(
+        classes=list(dm.classes),
+        colors=list(dm.colors),
+        bands=list(dm.bands),
+        mean=[float(v) for v in dm.mean],
+        std=[float(v) for v in dm.std],
+        scale=float(dm.scale),
+        ignore_index=int(dm.ignore_index),
+        patch_size=cfg.optim.crop_size,
+        gsd=dm.gsd,
+        config=cfg.to_dict(),
+        class_pixel_freq=list(stats.pixel_frequencies),
+        class_region_freq=[n / max(1, stats.num_images) for n in stats.region_counts],
+    )
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    devices: str | int | None = "auto",
+    precision: str | None = "auto",
+    resume: str | Path | None = None,
+    limit_train_batches: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    progress: bool = True,
+    callbacks: list[L.Callback] | None = None,
+) -> TrainResult:
+    """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``."""
+    from rsseg.data import build_datamodule, log_region_prior
+    from rsseg.training.task import SegmentationTask
+
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume is not None and not Path(resume).is_file():
+        raise RsSegError(f"--resume checkpoint not found: {resume}")
+    L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
+
+    dm = build_datamodule(cfg)
+    meta = build_meta(cfg, dm)
+    needs_prior = cfg.loss.regularizers.rr.enabled or (
+        cfg.loss.regularizers.ceco.enabled and cfg.loss.regularizers.ceco.use_prior
+    )
+    prior = log_region_prior(dm.stats) if needs_prior else None
+    task = SegmentationTask(cfg, meta, log_region_prior=prior)
+    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+
+    accelerator, devices, precision = resolve_accelerator(devices, precision)
+    n_devices = torch.cuda.device_count() if devices == "auto" else (devices if isinstance(devices, int) else 1)
+    strategy = "ddp" if accelerator == "gpu" and n_devices > 1 else "auto"
+    best_cb = ModelCheckpoint(
+        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_last=True, save_top_k=1,
+        enable_version_counter=False,
+    )
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        precision=precision,
+        max_epochs=cfg.optim.max_epochs,
+        callbacks=[best_cb, LearningRateMonitor(logging_interval="epoch"), *(callbacks or [])],
+        logger=_loggers(run_dir),
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        log_every_n_steps=1,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        default_root_dir=run_dir,
+    )
+    log.info("training on %s (%s devices, precision %s)", accelerator, devices, precision)
+    with warnings.catch_warnings():
+        # Lightning's advice about num_workers is noise for the small CPU runs this tool targets
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        try:
+            trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+        except SystemExit:
+            # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1) and leaves
+            # SIGINT ignored; report the interruption instead and give Ctrl-C back to the user.
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if not trainer.interrupted:
+                raise
+    best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
+    last = run_dir / "last.ckpt"
+    score = best_cb.best_model_score
+    return TrainResult(
+        run_dir=run_dir,
+        best=best if best and best.is_file() else None,
+        last=last if last.is_file() else None,
+        best_miou=float(score) if score is not None else None,
+        interrupted=trainer.interrupted,
+    )

@@ -1,0 +1,115 @@
+"""Which files the map viewer may touch: paths confined to one data directory, and uploads.
+
+The viewer is a web server: every path it opens comes from a browser (a select box, a query
+parameter, an uploaded file name), so every path is resolved (symlinks included) and must stay
+inside the configured data directory. Rasters are opened with the GeoTIFF driver only: GDAL picks
+a driver from the file's content, not its name, and a VRT disguised as ``.tif`` could otherwise
+make the server read any file on the machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import rasterio
+
+from rsseg.errors import RsSegError
+from rsseg.io import atomic_path
+
+RASTER_SUFFIXES = (".tif", ".tiff")
+CHECKPOINT_SUFFIXES = (".ckpt",)
+#: listing stops after this many files or folders so a huge data directory cannot stall the page
+MAX_LISTED = 2000
+MAX_WALKED_DIRS = 5000
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_stamp(path: str | Path) -> tuple[str, int, int]:
+    """(resolved path, mtime in ns, size): the cache key of a file's current content."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return str(p), st.st_mtime_ns, st.st_size
+
+
+def resolve_under(root: str | Path, relative: str | Path) -> Path:
+    """``root / relative`` resolved (symlinks followed); an error unless it stays inside ``root``."""
+    base = Path(root).resolve()
+    candidate = (base / Path(relative)).resolve()
+    if not candidate.is_relative_to(base):
+        raise RsSegError(f"{relative} is outside the data directory {base}; pick a file inside it (or start the app with --data-dir)")
+    if not candidate.is_file():
+        raise RsSegError(f"{relative} is not a file in the data directory {base}")
+    return candidate
+
+
+def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Path | None = None) -> list[str]:
+    """Files under ``root`` with one of ``suffixes``, as sorted POSIX paths relative to ``root``.
+
+    Hidden directories and ``exclude`` (the viewer's own cache) are skipped; symlinks that
+    resolve outside ``root`` are left out rather than followed.
+    """
+    base = Path(root).resolve()
+    if not base.is_dir():
+        raise RsSegError(f"data directory {root} does not exist; pass an existing folder with --data-dir")
+    skip = Path(exclude).resolve() if exclude else None
+    found: list[str] = []
+    for walked, (dirpath, dirnames, filenames) in enumerate(os.walk(base, followlinks=False)):
+        if walked >= MAX_WALKED_DIRS:
+            break
+        here = Path(dirpath)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
+        for name in sorted(filenames):
+            if not name.lower().endswith(suffixes) or name.startswith("."):
+                continue
+            path = here / name
+            if path.resolve().is_relative_to(base) and path.resolve().is_file():
+                found.append(path.relative_to(base).as_posix())
+            if len(found) >= MAX_LISTED:
+                return sorted(found)
+    return sorted(found)
+
+
+def open_geotiff(path: str | Path) -> rasterio.DatasetReader:
+    """Open ``path`` with the GeoTIFF driver only (see the module docstring)."""
+    try:
+        src = rasterio.open(path, driver="GTiff")
+    except rasterio.RasterioIOError:
+        raise RsSegError(f"{Path(path).name} is not a readable GeoTIFF; the viewer accepts .tif/.tiff GeoTIFF files only") from None
+    if src.count < 1 or src.width < 1 or src.height < 1:
+        src.close()
+        raise RsSegError(f"{Path(path).name} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
+    return src
+
+
+def check_raster(path: str | Path) -> Path:
+    """Check that ``path`` is a GeoTIFF before any reader that accepts every GDAL format sees it."""
+    open_geotiff(path).close()
+    return Path(path)
+
+
+def save_upload(data: bytes, name: str, dest_dir: str | Path, max_mb: float) -> Path:
+    """Store an uploaded GeoTIFF under ``dest_dir`` and return its path.
+
+    The name keeps only safe characters and is prefixed with a content hash, so the same upload
+    maps to the same file (and the same cached prediction) and two uploads never collide.
+    """
+    if len(data) > max_mb * 1024 * 1024:
+        raise RsSegError(f"upload {name!r} is {len(data) / 2**20:.1f} MB; the limit is {max_mb:g} MB (raise it with --max-upload-mb)")
+    clean = _SAFE_NAME.sub("_", Path(name).name).lstrip("._") or "upload.tif"
+    if not clean.lower().endswith(RASTER_SUFFIXES):
+        raise RsSegError(f"upload {name!r} is not a .tif/.tiff GeoTIFF")
+    dest = Path(dest_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / f"{hashlib.sha256(data).hexdigest()[:16]}-{clean}"
+    if not target.is_file():
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        try:
+            check_raster(target)
+        except RsSegError:
+            target.unlink(missing_ok=True)
+            raise
+    return target

@@ -1,0 +1,234 @@
+"""What the viewer computes: settings, cached predictions, area tables and reference scores.
+
+Predictions are cached on disk under ``<cache_dir>/predictions/<key>/``, keyed on the raster's
+and checkpoint's resolved path, modification time and size plus the prediction settings, so
+re-rendering the page (a click on the map, a slider) never re-runs the model, an edited file never
+serves a stale result, and a restarted server keeps its results. (Not ``st.cache_data``: the
+progress bar of a running prediction cannot live inside a replayed cached function.) Models are
+held by ``st.cache_resource`` in the app.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rsseg.checkpoint import ModelMeta, load_model
+from rsseg.errors import RsSegError
+from rsseg.inference import Predictor, predict_file, vectorize
+from rsseg.inference.windows import plan_windows
+from rsseg.io import atomic_path
+from rsseg.viewer.files import check_raster, file_stamp
+
+ProgressFn = Callable[[float, str], None]
+Loader = Callable[[str], tuple[nn.Module, ModelMeta]]
+
+DEFAULT_MAX_UPLOAD_MB = 200.0
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Server-side settings, fixed when the app starts (``rsseg app`` passes them as env vars)."""
+
+    data_dir: Path
+    cache_dir: Path
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+
+    ENV = {"data_dir": "RSSEG_DATA_DIR", "cache_dir": "RSSEG_CACHE_DIR", "max_upload_mb": "RSSEG_MAX_UPLOAD_MB"}
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> AppSettings:
+        env = os.environ if environ is None else environ
+        data_dir = Path(env.get(cls.ENV["data_dir"]) or ".").resolve()
+        if not data_dir.is_dir():
+            raise RsSegError(f"data directory {data_dir} does not exist; start the app with --data-dir <folder>")
+        cache = env.get(cls.ENV["cache_dir"])
+        cache_dir = Path(cache) if cache else Path(tempfile.gettempdir()) / f"rsseg-app-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+        try:
+            max_mb = float(env.get(cls.ENV["max_upload_mb"]) or DEFAULT_MAX_UPLOAD_MB)
+        except ValueError:
+            raise RsSegError(f"{cls.ENV['max_upload_mb']} must be a number of megabytes") from None
+        return cls(data_dir, cache_dir.resolve(), max_mb)
+
+    def to_env(self) -> dict[str, str]:
+        return {self.ENV["data_dir"]: str(self.data_dir), self.ENV["cache_dir"]: str(self.cache_dir),
+                self.ENV["max_upload_mb"]: f"{self.max_upload_mb:g}"}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Files of one cached prediction and its area report (``rsseg.inference`` report dict)."""
+
+    classes_tif: Path
+    polygons: Path
+    report_json: Path
+    report: dict[str, Any]
+    classes: list[str]
+    colors: list[str]
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_checkpoint(path: str, device: str | None = None) -> tuple[nn.Module, ModelMeta]:
+    """Load a checkpoint for the viewer (weights-only unpickling, see :mod:`rsseg.checkpoint`)."""
+    return load_model(path, device or default_device())
+
+
+def prediction_key(raster: str | Path, checkpoint: str | Path, tile: int, overlap: int, tta: str) -> str:
+    """Hex digest of (raster stamp, checkpoint stamp, settings): names the cache entry."""
+    payload = json.dumps([file_stamp(raster), file_stamp(checkpoint), tile, overlap, tta])
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+class _ReportingPredictor(Predictor):
+    """A :class:`Predictor` that reports windows done after each model batch.
+
+    ``forward_probs`` runs in the calling thread (the reader and blender are worker threads),
+    so the callback may update Streamlit elements, which only the script thread can do.
+    """
+
+    def __init__(self, *args: Any, on_progress: ProgressFn | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_progress, self._done, self._total = on_progress, 0, 1
+
+    def run(self, read_window: Any, width: int, height: int, on_band: Any) -> None:
+        self._done, self._total = 0, max(1, len(plan_windows(width, height, self.tile, self.overlap)))
+        super().run(read_window, width, height, on_band)
+
+    def forward_probs(self, x: torch.Tensor) -> torch.Tensor:
+        probs = super().forward_probs(x)
+        self._done += x.shape[0]
+        if self._on_progress is not None:
+            self._on_progress(min(1.0, self._done / self._total), f"predicted {self._done}/{self._total} windows")
+        return probs
+
+
+def _entry(cache_dir: str | Path, raster: Path, checkpoint: Path, tile: int, overlap: int, tta: str) -> Path:
+    return Path(cache_dir) / "predictions" / prediction_key(raster, checkpoint, tile, overlap, tta)
+
+
+def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str | Path, *, tile: int = 512,
+                    overlap: int = 128, tta: str = "none") -> Prediction | None:
+    """The cached prediction for these files (as they are now) and settings, or None."""
+    out = _entry(cache_dir, Path(raster), Path(checkpoint), tile, overlap, tta)
+    done = out / RESULT_FILE
+    if not done.is_file():
+        return None
+    cached = json.loads(done.read_text())
+    paths = [out / _NAMES[k] for k in ("classes_tif", "polygons", "report_json")]
+    if not all(p.is_file() for p in paths):
+        return None
+    return Prediction(*paths, report=cached["report"], classes=cached["classes"], colors=cached["colors"])
+
+
+_NAMES = {"classes_tif": "classes.tif", "polygons": "polygons.gpkg", "report_json": "report.json"}
+
+
+def run_prediction(
+    raster: str | Path,
+    checkpoint: str | Path,
+    cache_dir: str | Path,
+    *,
+    tile: int = 512,
+    overlap: int = 128,
+    tta: str = "none",
+    batch: int = 4,
+    loader: Loader = load_checkpoint,
+    on_progress: ProgressFn | None = None,
+) -> Prediction:
+    """Predict ``raster`` with ``checkpoint`` into the cache, or return the cached result.
+
+    Writes the class COG, a GeoPackage of polygons and the JSON area report; ``on_progress``
+    gets (fraction in [0, 1], message) for the model part (90 %) and the polygons (last 10 %).
+    """
+    report_progress = on_progress or (lambda f, msg: None)
+    raster, checkpoint = Path(raster), Path(checkpoint)
+    if (hit := find_prediction(raster, checkpoint, cache_dir, tile=tile, overlap=overlap, tta=tta)) is not None:
+        return hit
+    check_raster(raster)
+    out = _entry(cache_dir, raster, checkpoint, tile, overlap, tta)
+    out.mkdir(parents=True, exist_ok=True)
+    report_progress(0.0, "loading model")
+    model, meta = loader(str(checkpoint))
+    predictor = _ReportingPredictor(
+        model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta, device=next(model.parameters()).device,
+        on_progress=lambda f, msg: report_progress(0.9 * f, msg),
+    )
+    result = predict_file(predictor, raster, out / _NAMES["classes_tif"], report_path=out / _NAMES["report_json"],
+                          overwrite=True, progress=False)
+    report_progress(0.9, "polygonising")
+    vectorize(result.output_path, out / _NAMES["polygons"], meta.classes)
+    colors = meta.colors[: meta.num_classes]
+    with atomic_path(out / RESULT_FILE) as tmp:
+        tmp.write_text(json.dumps({"report": result.report, "classes": meta.classes, "colors": colors}))
+    report_progress(1.0, "done")
+    return Prediction(*(out / _NAMES[k] for k in ("classes_tif", "polygons", "report_json")), report=result.report,
+                      classes=meta.classes, colors=colors)
+
+
+def area_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (class, pixels, area_m2, area_ha, percent) of an ``rsseg.inference`` area report."""
+    return [
+        {"class": c["class_name"], "pixels": c["pixels"], "area_m2": round(c["area_m2"], 2),
+         "area_ha": round(c["area_m2"] / 1e4, 4), "percent": round(c["percent"], 2)}
+        for c in report["classes"]
+    ]
+
+
+def area_markdown(report: dict[str, Any]) -> str:
+    """The area report as a Markdown table (for the download button)."""
+    lines = [f"# Class areas: {Path(report.get('input', '')).name}", "",
+             "| class | pixels | area (m²) | area (ha) | % |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['class']} | {r['pixels']:,} | {r['area_m2']:,.1f} | {r['area_ha']:,.3f} | {r['percent']:.2f} |"
+              for r in area_table(report)]
+    lines += ["", f"Total valid area: {report['total_area_m2']:,.1f} m² ({report['valid_pixels']:,} px, "
+              f"{report['nodata_pixels']:,} nodata px)"]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class ReferenceScores:
+    report: dict[str, Any]
+    markdown: str
+    confusion_png: Path
+
+
+def score_reference(pred: Prediction, reference: str | Path) -> ReferenceScores:
+    """Per-class IoU/F1 and confusion matrix of a cached prediction against a reference mask.
+
+    Uses :mod:`rsseg.evaluation`; the files go beside the prediction, keyed on the reference's
+    stamp so a changed mask is scored again.
+    """
+    from rsseg.evaluation import build_report, evaluate_rasters, report_markdown, write_report
+
+    reference = check_raster(Path(reference))
+    key = hashlib.sha256(json.dumps(file_stamp(reference)).encode()).hexdigest()[:16]
+    conf = evaluate_rasters(pred.classes_tif, reference, num_classes=len(pred.classes))
+    report = build_report(conf, pred.classes, extra={"prediction": str(pred.classes_tif), "reference": str(reference)})
+    paths = write_report(report, pred.classes_tif.parent / f"evaluation-{key}")
+    return ReferenceScores(report, report_markdown(report), paths["confusion.png"])
+
+
+def app_script() -> Path:
+    """The Streamlit script of the viewer (``app/streamlit_app.py``), installed or in a checkout."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rsseg.app")
+    candidates = [Path(p) / "streamlit_app.py" for p in (spec.submodule_search_locations or [])] if spec else []
+    candidates.append(Path(__file__).resolve().parents[2] / "app" / "streamlit_app.py")
+    for c in candidates:
+        if c.is_file():
+            return c
+    raise RsSegError("the viewer's Streamlit script (app/streamlit_app.py) is not installed; reinstall rsseg")

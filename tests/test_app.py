@@ -1,0 +1,299 @@
+"""Map viewer: path confinement, uploads, rendering, and the Streamlit app driven with AppTest."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+from rasterio.windows import Window
+
+from rsseg import viewer
+from rsseg.errors import RsSegError
+
+CLASSES = ["background", "building"]
+COLORS = ["#000000", "#ff0000"]
+
+
+def _crop(src_path: Path, dst_path: Path, size: int = 256) -> None:
+    with rasterio.open(src_path) as src:
+        win = Window((src.width - size) // 2, (src.height - size) // 2, size, size)
+        profile = src.profile | {"width": size, "height": size, "transform": src.window_transform(win)}
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(src.read(window=win))
+
+
+@pytest.fixture(scope="session")
+def viewer_data(tmp_path_factory: pytest.TempPathFactory, sample_tiles: Path) -> dict[str, Path]:
+    """A data dir with a tiny checkpoint, a 256x256 crop of the Tanzania image and its mask, plus
+    a file outside it and a symlink pointing there (to test confinement)."""
+    from rsseg.checkpoint import ModelMeta, save_model
+    from rsseg.config import Config
+    from rsseg.models import build_model
+
+    root = tmp_path_factory.mktemp("viewer")
+    data, outside = root / "data", root / "outside"
+    (data / ".hidden").mkdir(parents=True)
+    outside.mkdir()
+    _crop(sample_tiles / "tanzania" / "image.tif", data / "small.tif")
+    _crop(sample_tiles / "tanzania" / "mask.tif", data / "small_mask.tif")
+    _crop(sample_tiles / "tanzania" / "mask.tif", outside / "secret.tif")
+    _crop(sample_tiles / "tanzania" / "mask.tif", data / ".hidden" / "skip.tif")
+    (data / "link.tif").symlink_to(outside / "secret.tif")
+    cfg = Config()
+    cfg.model.encoder, cfg.model.decode_channels, cfg.model.embed_dim, cfg.model.num_heads = "mobilenetv3_small_050", 32, 16, 4
+    model = build_model(cfg.model, num_classes=2, in_channels=3)
+    meta = ModelMeta(classes=CLASSES, colors=COLORS, bands=["red", "green", "blue"], mean=[0.5] * 3, std=[0.25] * 3,
+                     config=cfg.to_dict())
+    (data / "models").mkdir()
+    save_model(data / "models" / "m.ckpt", model, meta)
+    return {"data": data, "outside": outside, "cache": root / "cache", "raster": data / "small.tif",
+            "mask": data / "small_mask.tif", "ckpt": data / "models" / "m.ckpt"}
+
+
+@pytest.fixture(scope="session")
+def prediction(viewer_data: dict[str, Path]) -> viewer.Prediction:
+    return viewer.run_prediction(viewer_data["raster"], viewer_data["ckpt"], viewer_data["cache"], tile=256, overlap=0)
+
+
+# -- files: confinement and uploads ---------------------------------------------------------------
+
+def test_listing_stays_inside_data_dir(viewer_data: dict[str, Path]) -> None:
+    rasters = viewer.list_files(viewer_data["data"], viewer.RASTER_SUFFIXES)
+    assert rasters == ["small.tif", "small_mask.tif"]  # no symlink escape, no hidden folder
+    assert viewer.list_files(viewer_data["data"], viewer.CHECKPOINT_SUFFIXES) == ["models/m.ckpt"]
+
+
+@pytest.mark.parametrize("bad", ["../outside/secret.tif", "link.tif", "models/../../outside/secret.tif", "/etc/passwd"])
+def test_resolve_under_rejects_escapes(viewer_data: dict[str, Path], bad: str) -> None:
+    with pytest.raises(RsSegError, match="outside the data directory"):
+        viewer.resolve_under(viewer_data["data"], bad)
+
+
+def test_resolve_under_accepts_inside(viewer_data: dict[str, Path]) -> None:
+    assert viewer.resolve_under(viewer_data["data"], "models/../small.tif") == viewer_data["raster"].resolve()
+    with pytest.raises(RsSegError, match="not a file"):
+        viewer.resolve_under(viewer_data["data"], "models")
+
+
+def test_rasters_open_as_geotiff_only(tmp_path: Path) -> None:
+    # GDAL picks drivers by content: a VRT named .tif could read any file on the server
+    evil = tmp_path / "evil.tif"
+    evil.write_text('<VRTDataset rasterXSize="1" rasterYSize="1"><VRTRasterBand dataType="Byte" band="1">'
+                    '<SimpleSource><SourceFilename>/etc/hostname</SourceFilename></SimpleSource></VRTRasterBand></VRTDataset>')
+    with pytest.raises(RsSegError, match="not a readable GeoTIFF"):
+        viewer.check_raster(evil)
+    with pytest.raises(RsSegError, match="not a readable GeoTIFF"):
+        viewer.render_image(evil)
+
+
+def test_save_upload(viewer_data: dict[str, Path], tmp_path: Path) -> None:
+    data = viewer_data["raster"].read_bytes()
+    saved = viewer.save_upload(data, "../../etc/my image.tif", tmp_path / "up", max_mb=10)
+    assert saved.parent == tmp_path / "up" and saved.name.endswith("-my_image.tif") and saved.read_bytes() == data
+    assert viewer.save_upload(data, "other.tif", tmp_path / "up", max_mb=10).read_bytes() == data
+    with pytest.raises(RsSegError, match="limit is 0.01 MB"):
+        viewer.save_upload(data, "big.tif", tmp_path / "up", max_mb=0.01)
+    with pytest.raises(RsSegError, match="not a .tif"):
+        viewer.save_upload(data, "x.vrt", tmp_path / "up", max_mb=10)
+    with pytest.raises(RsSegError, match="not a readable GeoTIFF"):
+        viewer.save_upload(b"not a tiff", "fake.tif", tmp_path / "up", max_mb=10)
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "up").iterdir()) == ["my_image.tif", "other.tif"]
+
+
+# -- prediction cache, rendering, queries ---------------------------------------------------------
+
+def test_prediction_is_cached_on_disk(viewer_data: dict[str, Path], prediction: viewer.Prediction) -> None:
+    calls = []
+    again = viewer.run_prediction(viewer_data["raster"], viewer_data["ckpt"], viewer_data["cache"], tile=256, overlap=0,
+                                  loader=lambda p: calls.append(p))
+    assert again == prediction and calls == []  # found in the cache: the model is never loaded
+    assert viewer.find_prediction(viewer_data["raster"], viewer_data["ckpt"], viewer_data["cache"], tile=512, overlap=0) is None
+    rows = viewer.area_table(prediction.report)
+    assert [r["class"] for r in rows] == CLASSES
+    assert sum(r["pixels"] for r in rows) == 256 * 256
+    assert sum(r["percent"] for r in rows) == pytest.approx(100, abs=0.05)
+    md = viewer.area_markdown(prediction.report)
+    assert "| building |" in md and "Total valid area" in md
+
+
+def test_render_classes_uses_palette_and_nearest(prediction: viewer.Prediction) -> None:
+    from PIL import Image
+
+    ov = viewer.render_classes(prediction.classes_tif, COLORS, max_px=128)
+    assert max(ov.width, ov.height) <= 128
+    rgba = np.asarray(Image.open(io.BytesIO(ov.data)))
+    opaque = rgba[rgba[..., 3] == 255][:, :3]
+    assert len(opaque) > 0.9 * ov.width * ov.height
+    # nearest-neighbour: every opaque pixel is exactly one palette colour, no blends
+    assert {tuple(c) for c in np.unique(opaque, axis=0)} <= {(0, 0, 0), (255, 0, 0)}
+    (s, w), (n, e) = ov.bounds
+    assert -6.05 < s < n < -6.04 and 39.24 < w < e < 39.25  # Dar es Salaam area, from EPSG:3857
+
+
+def test_render_image_caps_size(sample_tiles: Path) -> None:
+    from PIL import Image
+
+    ov = viewer.render_image(sample_tiles / "tanzania" / "image.tif", max_px=200)
+    assert max(ov.width, ov.height) <= 200 and ov.data_url().startswith("data:image/webp;base64,")
+    assert Image.open(io.BytesIO(ov.data)).size == (ov.width, ov.height)
+
+
+def test_render_image_masks_nodata_collar(shared_data: Path) -> None:
+    from PIL import Image
+
+    # Landsat scene in UTM with a nodata collar: warped to Web Mercator, the collar is transparent
+    ov = viewer.render_image(shared_data / "landsat" / "RGB.byte.tif", max_px=256)
+    alpha = np.asarray(Image.open(io.BytesIO(ov.data)))[..., 3]
+    assert 0.2 < (alpha == 0).mean() < 0.6 and alpha[ov.height // 2, ov.width // 2] == 255
+    (s, w), (n, e) = ov.bounds
+    assert 23 < s < n < 26 and -80 < w < e < -76  # the Bahamas
+
+
+def test_query_point_reads_the_clicked_pixel(prediction: viewer.Prediction) -> None:
+    from pyproj import Transformer
+
+    with rasterio.open(prediction.classes_tif) as src:
+        ids = src.read(1)
+        x, y = src.xy(100, 37)
+        lon, lat = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(x, y)
+    hit = viewer.query_point(prediction.classes_tif, lat, lon)
+    assert (hit.row, hit.col, hit.value) == (100, 37, int(ids[100, 37]))
+    assert viewer.query_point(prediction.classes_tif, 0.0, 0.0) is None
+
+
+def test_polygons_geojson_in_wgs84(prediction: viewer.Prediction) -> None:
+    gj, total = viewer.polygons_geojson(prediction.polygons, COLORS, max_features=3)
+    assert total >= len(gj["features"]) and len(gj["features"]) <= 3
+    lon, lat = np.asarray(gj["features"][0]["geometry"]["coordinates"][0]).T
+    assert np.all((39.24 < lon) & (lon < 39.25) & (-6.05 < lat) & (lat < -6.04))
+    assert {f["properties"]["fill"] for f in gj["features"]} <= set(COLORS)
+
+
+def test_legend_escapes_untrusted_names() -> None:
+    html = viewer.legend_html(["<script>alert(1)</script>", "road"], ["#00ff00", "red;background:url(x)"])
+    assert 'id="rsseg-legend"' in html and "<script>" not in html and "&lt;script&gt;" in html
+    assert "#00ff00" in html and "url(x)" not in html
+
+
+def test_map_uses_local_leaflet_when_available(prediction: viewer.Prediction, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "leaflet.js").write_text("window.L = {};")
+    (tmp_path / "leaflet.css").write_text(".leaflet-control-layers-toggle{background-image:url(images/layers.png)}")
+    (tmp_path / "images" / "layers.png").write_bytes(b"\x89PNG fake")
+    monkeypatch.setenv("RSSEG_LEAFLET_DIR", str(tmp_path))
+    assets = viewer.local_leaflet()
+    assert assets is not None and assets.source == str(tmp_path)
+    ov = viewer.render_classes(prediction.classes_tif, COLORS, max_px=64)
+    m = viewer.build_map(classes=ov, legend=viewer.legend_html(CLASSES, COLORS), leaflet=assets)
+    assert [u for _, u in m.default_js] == [assets.js_url] and assets.js_url.startswith("data:text/javascript")
+    assert "images/layers.png" not in assets.css_url  # the CSS image is inlined too
+    page = m.get_root().render()
+    assert "rsseg-legend" in page and "imageOverlay" in page and "tile.openstreetmap" not in page
+    online = viewer.build_map(classes=ov, basemap="OpenStreetMap (online)")
+    assert "tile.openstreetmap.org" in online.get_root().render()
+
+
+# -- the Streamlit app ----------------------------------------------------------------------------
+
+@pytest.fixture()
+def app(viewer_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("RSSEG_DATA_DIR", str(viewer_data["data"]))
+    monkeypatch.setenv("RSSEG_CACHE_DIR", str(viewer_data["cache"] / "app"))
+    monkeypatch.setenv("RSSEG_MAX_UPLOAD_MB", "5")
+    at = AppTest.from_file(str(viewer.app_script()), default_timeout=60)
+    at.query_params["raster"] = "small.tif"
+    at.query_params["model"] = "models/m.ckpt"
+    return at
+
+
+@pytest.fixture()
+def media(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """Bytes behind each media URL (download buttons) the app registers during the test."""
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    store: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def spy(self, path_or_data, mimetype, kind, filename=None):  # noqa: ANN001, ANN202
+        file_id = original(self, path_or_data, mimetype, kind, filename)
+        store[self.get_url(file_id)] = path_or_data if isinstance(path_or_data, bytes) else Path(path_or_data).read_bytes()
+        return file_id
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", spy)
+    return store
+
+
+def test_app_predicts_and_offers_downloads(app, media: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    import rsseg.viewer.session as session
+
+    runs = []
+    real = session.predict_file
+    monkeypatch.setattr(session, "predict_file", lambda *a, **k: runs.append(1) or real(*a, **k))
+    app.run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="raster").options == ["small.tif", "small_mask.tif"]
+    assert app.selectbox(key="raster").value == "small.tif" and app.selectbox(key="model").value == "models/m.ckpt"
+    assert app.selectbox(key="basemap").value == "none"
+    assert not app.dataframe  # nothing predicted before Run
+    app.button(key="run").click().run()
+    assert not app.exception and not app.error
+    table = app.dataframe[0].value
+    assert list(table["class"]) == CLASSES and table["pixels"].sum() == 256 * 256
+    buttons = {b.label: b.proto.url for b in app.get("download_button")}
+    assert set(buttons) == {"Class raster (GeoTIFF)", "Polygons (GeoPackage)", "Area report (JSON)", "Area report (Markdown)"}
+    assert media[buttons["Class raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
+    assert media[buttons["Polygons (GeoPackage)"]].startswith(b"SQLite format 3")
+    assert json.loads(media[buttons["Area report (JSON)"]])["classes"][1]["class_name"] == "building"
+    assert b"| building |" in media[buttons["Area report (Markdown)"]]
+    app.slider(key="opacity").set_value(0.3).run()  # re-render: the model must not run again
+    assert not app.exception and app.dataframe and len(runs) == 1
+
+
+def test_app_scores_against_reference(app) -> None:
+    app.query_params["reference"] = "small_mask.tif"
+    app.query_params["run"] = "1"
+    app.run()
+    assert not app.exception and not app.error
+    md = "\n".join(m.value for m in app.markdown)
+    assert "| building |" in md and "mIoU" in md
+    assert len(app.image) == 1  # the confusion-matrix PNG
+
+
+def test_app_upload_respects_limit(app, viewer_data: dict[str, Path]) -> None:
+    app.run()
+    app.radio(key="source").set_value("Upload").run()
+    app.file_uploader(key="upload").set_value(("mine.tif", viewer_data["raster"].read_bytes(), "image/tiff")).run()
+    assert not app.exception and not app.error
+    assert app.button(key="run").disabled is False
+    app.file_uploader(key="upload").set_value(("big.tif", b"\0" * (6 * 2**20), "image/tiff")).run()
+    assert any("limit is 5 MB" in e.value for e in app.error)
+
+
+def test_cli_app_binds_localhost(viewer_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from rsseg.cli.main import main
+
+    seen = {}
+
+    def fake_exec(path: str, cmd: list[str], env: dict[str, str]) -> None:
+        seen.update(cmd=cmd, env=env)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", fake_exec)
+    result = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"]), "--max-upload-mb", "50", "--headless"])
+    assert result.exit_code == 0, result.output
+    cmd = seen["cmd"]
+    assert cmd[cmd.index("run") + 1] == str(viewer.app_script()) and Path(cmd[cmd.index("run") + 1]).is_file()
+    assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--server.maxUploadSize") + 1] == "50"
+    assert seen["env"]["RSSEG_DATA_DIR"] == str(viewer_data["data"].resolve())
+    bad = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"] / "nope")])
+    assert bad.exit_code == 2 and "does not exist" in bad.output
