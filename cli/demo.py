@@ -8,7 +8,7 @@ import click
 @click.command(context_settings={"show_default": True})
 @click.option("-o", "--out", "out_dir", default="outputs/demo", type=click.Path(file_okay=False), help="Where the run, rasters and reports go.")
 @click.option("--samples", type=click.Path(file_okay=False), help="sample_tiles folder (default: ./sample_tiles).")
-@click.option("--epochs", default=30, help="Training epochs on the 24 sample chips.")
+@click.option("--epochs", default=12, help="Training epochs on the 24 sample chips.")
 @click.option("-r", "--regularizer", "regularizers", multiple=True, default=["in2nect"], help="Regularizer(s) to train with.")
 def command(out_dir, samples, epochs, regularizers):
     """Train on the bundled sample tiles, predict the Tanzania crop, evaluate it against its mask."""
@@ -22,4 +22,4 @@ def command(out_dir, samples, epochs, regularizers):
     click.echo(f"polygons:       {r.polygons}")
     click.echo(f"area report:    {r.area_report}")
     click.echo(f"evaluation:     {r.eval_dir}/ (report.md, per_class.csv, confusion.png)")
-    click.echo(f"\nOpen the map viewer:  rsseg app --data-dir {r.classes_tif.parent.parent}  (then pick the raster and {r.checkpoint.name})")
+    click.echo(f"\nOpen the map viewer:  rsseg app --data-dir {r.viewer_dir}  (pick {r.sample_raster} and {r.checkpoint_rel})")

@@ -53,23 +53,31 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     """
     from rsseg.checkpoint import load_model
     from rsseg.errors import RsSegError
+    from rsseg.io import check_output
     from rsseg.inference import predict_file, resolve_device
     from rsseg.inference.settings import predictor_from_checkpoint_config
 
+    multiple = len(inputs) > 1
+    if multiple and reference:
+        raise RsSegError("--reference applies to a single input; run predict once per raster to compare each")
+    plans = [
+        (src, {name: _derive(t, src, multiple) for name, t in
+               (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
+        for src in map(Path, inputs)
+    ]
+    for _, targets in plans:  # refuse before any work, not after the first of several inputs
+        for target in targets.values():
+            if target is not None:
+                check_output(target, overwrite)
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     predictor = predictor_from_checkpoint_config(
         model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta, device=dev
     )
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}) on {dev}")
-    multiple = len(inputs) > 1
-    if multiple and reference:
-        raise RsSegError("--reference applies to a single input; run predict once per raster to compare each")
-    for src in map(Path, inputs):
+    for src, targets in plans:
         result = predict_file(
-            predictor, src, _derive(output, src, multiple),
-            vector_path=_derive(vector, src, multiple), report_path=_derive(report, src, multiple),
-            confidence_path=_derive(confidence, src, multiple), reference_path=reference,
+            predictor, src, targets.pop("output_path"), **targets, reference_path=reference,
             bands=_bands(bands), simplify=simplify, min_area=min_area, overwrite=overwrite,
         )
         written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]

@@ -7,6 +7,7 @@ against its mask, and prints where everything is.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,10 @@ class DemoResult:
     area_report: Path
     eval_dir: Path
     report_markdown: str
+    #: a data directory for `rsseg app` that holds both the sample raster and the checkpoint
+    viewer_dir: Path
+    sample_raster: Path
+    checkpoint_rel: Path
 
 
 def find_sample_tiles(path: str | Path | None = None) -> Path:
@@ -40,7 +45,7 @@ def run_demo(
     out_dir: str | Path,
     *,
     sample_dir: str | Path | None = None,
-    epochs: int = 30,
+    epochs: int = 12,
     regularizers: list[str] | None = None,
     crop_size: int = 256,
     progress: bool = True,
@@ -78,4 +83,8 @@ def run_demo(
     )
     eval_dir = out / "evaluation"
     write_report(report, eval_dir)
-    return DemoResult(ckpt, classes_tif, polygons, areas, eval_dir, report_markdown(report))
+    viewer_dir = Path(os.path.commonpath([image.resolve(), ckpt.resolve()]))
+    return DemoResult(
+        ckpt, classes_tif, polygons, areas, eval_dir, report_markdown(report),
+        viewer_dir, image.resolve().relative_to(viewer_dir), ckpt.resolve().relative_to(viewer_dir),
+    )

@@ -36,10 +36,16 @@ def _open(path: str | Path, what: str) -> rasterio.DatasetReader:
 
 
 def class_names_from_raster(path: str | Path) -> list[str] | None:
-    """Class names stored by ``rsseg predict`` in the ``class_names`` tag (JSON list), if any."""
+    """Class names that ``rsseg predict`` stores as ``CLASS_0``, ``CLASS_1``... tags, if any.
+
+    The per-class tags (not the comma-joined ``CLASS_NAMES``) are read so names may hold commas.
+    """
     with _open(path, "prediction") as src:
-        tag = src.tags().get("class_names")
-    return json.loads(tag) if tag else None
+        tags = src.tags()
+    names = []
+    while f"CLASS_{len(names)}" in tags:
+        names.append(tags[f"CLASS_{len(names)}"])
+    return names or None
 
 
 def _blocks(width: int, height: int, size: int = 1024) -> Iterable[Window]:

@@ -423,3 +423,18 @@ def test_interrupted_run_leaves_nothing(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         predict_file(p, src, tmp_path / "out.tif", vector_path=tmp_path / "v.gpkg", progress=False)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif"]
+
+
+def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
+    from rsseg.config import Config
+    from rsseg.inference.settings import CPU_MAX_BATCH, predictor_from_checkpoint_config
+
+    cfg = Config().to_dict()
+    cfg["inference"].update(tile=512, overlap=128, batch=8, tta="flip")
+    meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"],
+                     mean=[0.5] * 3, std=[0.25] * 3, config=cfg)
+    model = torch.nn.Conv2d(3, 2, 1)
+    p = predictor_from_checkpoint_config(model, meta, device="cpu")
+    assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH, "flip")
+    p = predictor_from_checkpoint_config(model, meta, tile=128, batch=3, tta="none", device="cpu")
+    assert (p.tile, p.overlap, p.batch, p.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile

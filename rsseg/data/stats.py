@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rasterio.windows import Window
 from torch import Tensor
 from tqdm.auto import tqdm
@@ -35,6 +33,7 @@ from rsseg.config import Config, DatasetConfig
 from rsseg.data.defaults import resolve_dataset_config
 from rsseg.data.raster import TilePair, read_pair
 from rsseg.errors import RsSegError
+from rsseg.losses import log_prior_from_counts
 
 STATS_VERSION = 1
 #: rows read per block when streaming a large raster
@@ -283,13 +282,10 @@ def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cach
     return split_stats(ds, split, use_cache)
 
 
-def log_region_prior(stats: DatasetStats, smoothing: float = 1.0) -> Tensor:
-    """``[K]`` log image-level class frequencies, ``log((r_k + a) / sum_j (r_j + a))``.
-
-    The prior of CeCo's balanced-softmax center logits and of Region Rebalance; ``a`` (add-one
-    smoothing by default) keeps classes that never appear finite instead of ``-inf``.
-    """
-    r = torch.tensor(stats.region_counts, dtype=torch.float64) + smoothing
-    if not math.isfinite(float(r.sum())) or float(r.sum()) <= 0:
+def log_region_prior(stats: DatasetStats) -> Tensor:
+    """``[K]`` log image-level class frequencies of a split, the prior of CeCo's balanced-softmax
+    center logits and of Region Rebalance (add-one smoothed: see
+    :func:`rsseg.losses.log_prior_from_counts`)."""
+    if stats.num_images == 0:
         raise RsSegError("region counts are empty: compute statistics on a labelled split")
-    return (r / r.sum()).log().float()
+    return log_prior_from_counts(stats.region_counts)
