@@ -11,13 +11,18 @@ import click
 @click.option("--size", default=512, help="Example input size used for tracing (height and width stay dynamic).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
 def command(checkpoint, out_path, size, overwrite):
-    """Export a checkpoint's inference graph (logits only, dynamic batch and size) to ONNX."""
-    from rsseg.checkpoint import load_model
+    """Export a checkpoint's inference graph (logits only, dynamic batch and size) to ONNX.
+
+    The model's metadata (bands, mean/std, classes, colours) is stored in the ONNX file's
+    metadata_props under the key "rsseg" (JSON).
+    """
+    from rsseg.checkpoint import export_checkpoint_onnx
     from rsseg.io import check_output
-    from rsseg.models import export_onnx
 
     check_output(out_path, overwrite)
-    model, meta = load_model(checkpoint)
-    path = export_onnx(model, out_path, in_channels=meta.in_channels, height=size, width=size)
-    click.echo(f"wrote {path} (input: float32 [N,{meta.in_channels},H,W] normalised as (raw/{meta.scale:g} - mean)/std; "
-               f"bands {','.join(meta.bands)}; classes {','.join(meta.classes)})")
+    path, meta = export_checkpoint_onnx(checkpoint, out_path, size)
+    click.echo(
+        f"wrote {path}\n  input: float32 [N,{meta.in_channels},H,W], bands {','.join(meta.bands)}, "
+        f"normalised as (raw/{meta.scale:g} - mean)/std\n  mean {[round(m, 4) for m in meta.mean]}, "
+        f"std {[round(s, 4) for s in meta.std]}\n  output: logits [N,{meta.num_classes},H,W], classes {','.join(meta.classes)}"
+    )

@@ -117,3 +117,25 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state, META_KEY: meta.to_dict()}, tmp)
     return path
+
+
+def export_checkpoint_onnx(
+    path: str | Path, out: str | Path, size: int = 512, dynamic: bool = True
+) -> tuple[Path, ModelMeta]:
+    """Export a checkpoint's inference graph to ONNX with its metadata in ``metadata_props``
+    (``rsseg`` key, JSON): bands, normalisation, classes and colours travel with the model."""
+    import json
+
+    import onnx
+
+    from rsseg.io import atomic_path
+    from rsseg.models import export_onnx
+
+    model, meta = load_model(path)
+    out = export_onnx(model, out, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
+    proto = onnx.load(str(out))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps({k: v for k, v in meta.to_dict().items() if k != "config"})
+    with atomic_path(out) as tmp:
+        onnx.save(proto, str(tmp))
+    return out, meta

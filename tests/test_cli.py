@@ -100,3 +100,21 @@ def test_bad_checkpoint_is_one_clean_line(tmp_path, sample_tiles):
     res = run("predict", str(sample_tiles / "tanzania" / "image.tif"), "-m", str(fake), "-o", str(tmp_path / "o.tif"))
     assert res.exit_code == 2 and res.output.startswith("error: cannot read checkpoint")
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_onnx_export_carries_the_metadata(checkpoint, tmp_path):
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from rsseg.checkpoint import export_checkpoint_onnx, load_model
+
+    out, meta = export_checkpoint_onnx(checkpoint, tmp_path / "m.onnx", size=64, dynamic=False)
+    props = {p.key: json.loads(p.value) for p in onnx.load(str(out)).metadata_props}
+    assert props["rsseg"]["classes"] == ["background", "building"] and props["rsseg"]["mean"] == [0.6, 0.5, 0.4]
+    x = torch.randn(1, 3, 64, 64)
+    model, _ = load_model(checkpoint)
+    with torch.inference_mode():
+        expected = model(x).numpy()
+    got = ort.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4
