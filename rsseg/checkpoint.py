@@ -18,6 +18,7 @@ from torch import nn
 
 from rsseg.config import Config, config_from_dict
 from rsseg.errors import RsSegError
+from rsseg.io import atomic_path, load_torch_file
 
 FORMAT = "rsseg-checkpoint/1"
 META_KEY = "rsseg"
@@ -71,13 +72,7 @@ def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise RsSegError(f"checkpoint not found: {path} (train one with `rsseg train`)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable checkpoint"
-        raise RsSegError(
-            f"cannot read checkpoint {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]} "
-            "(expected a .ckpt written by `rsseg train`)"
-        ) from None
+    ckpt = load_torch_file(path, "checkpoint", "a .ckpt written by `rsseg train`")
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         raise RsSegError(f"{path} is not an rsseg checkpoint (no '{META_KEY}' metadata); train one with `rsseg train`")
     return ckpt
@@ -110,8 +105,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     """Write a minimal checkpoint (weights + metadata) atomically; used by tests and exports."""
-    from rsseg.io import atomic_path
-
     path = Path(path)
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
@@ -128,7 +121,6 @@ def export_checkpoint_onnx(
 
     import onnx
 
-    from rsseg.io import atomic_path
     from rsseg.models import export_onnx
 
     model, meta = load_model(path)

@@ -7,6 +7,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from rsseg.errors import RsSegError
 
@@ -43,3 +44,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def load_torch_file(path: Path, what: str, expected: str) -> Any:
+    """``torch.load(weights_only=True)``: untrusted files never run code. A file that cannot be
+    read becomes an RsSegError naming ``what`` it should have been and the ``expected`` kind."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable file"
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise RsSegError(f"cannot read {what} {path}: {exc.__class__.__name__}: {first} (expected {expected})") from None

@@ -14,6 +14,7 @@ from timm.models import adapt_input_conv
 from torch import nn
 
 from rsseg.errors import RsSegError
+from rsseg.io import load_torch_file
 
 STRIDES = (4, 8, 16, 32)
 # 5-stage CNNs (ResNet, EfficientNet, RegNet) have the stride-2 stem at index 0; 4-stage models
@@ -69,18 +70,16 @@ def _pyramid_indices(name: str, in_channels: int) -> tuple[int, ...]:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    expected = "a .pth/.pt or .safetensors state dict of the timm model"
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
-        raise RsSegError(
-            f"cannot read encoder weights {path}: {exc.__class__.__name__}: {str(exc).splitlines()[0][:200]} "
-            "(expected a .pth/.pt or .safetensors state dict of the timm model)"
-        ) from None
+        except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
+            raise RsSegError(f"cannot read encoder weights {path}: {exc} (expected {expected})") from None
+    else:
+        state = load_torch_file(path, "encoder weights", expected)
     # accept checkpoints that wrap the state dict, and DataParallel's "module." prefix
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
