@@ -91,8 +91,6 @@ def train(
     devices: str | int | None = "auto",
     precision: str | None = "auto",
     resume: str | Path | None = None,
-    limit_train_batches: int | float | None = None,
-    limit_val_batches: int | float | None = None,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
 ) -> TrainResult:
@@ -133,8 +131,6 @@ def train(
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
         log_every_n_steps=1,
-        limit_train_batches=limit_train_batches,
-        limit_val_batches=limit_val_batches,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         default_root_dir=run_dir,
