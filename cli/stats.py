@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
@@ -31,7 +30,7 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
 
     from rsseg.config import training_config
     from rsseg.data.stats import stats_for_path
-    from rsseg.io import atomic_path
+    from rsseg.io import write_json
 
     cfg = training_config(config_path, dataset=dataset, root=str(path), overrides=list(overrides))
     stats = stats_for_path(path, cfg, split=split, use_cache=not no_cache)
@@ -51,6 +50,5 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
     console.print(f"pixel imbalance n_max/n_min: {fmt(stats.pixel_imbalance)}   region imbalance: {fmt(stats.region_imbalance)}")
     console.print("band mean: " + ", ".join(f"{m:.4f}" for m in stats.mean) + "   std: " + ", ".join(f"{s:.4f}" for s in stats.std) + "  (in [0,1] units)")
     if out_path:
-        with atomic_path(Path(out_path)) as tmp:
-            tmp.write_text(stats.to_json())
+        write_json(out_path, stats.to_dict())
         console.print(f"wrote {out_path}")

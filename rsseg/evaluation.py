@@ -10,29 +10,19 @@ Two entry points feed one report writer:
 from __future__ import annotations
 
 import csv
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
-from rsseg.io import atomic_path
+from rsseg.inference.raster import open_input
+from rsseg.io import atomic_path, write_json
 from rsseg.metrics import confusion_matrix, head_common_tail, segmentation_scores
-
-
-def _open(path: str | Path, what: str) -> rasterio.DatasetReader:
-    if not Path(path).is_file():
-        raise RsSegError(f"{what} raster not found: {path}")
-    try:
-        return rasterio.open(path)
-    except rasterio.RasterioIOError as exc:
-        raise RsSegError(f"cannot read {what} raster {path}: {exc}") from None
 
 
 def class_names_from_raster(path: str | Path) -> list[str] | None:
@@ -40,7 +30,7 @@ def class_names_from_raster(path: str | Path) -> list[str] | None:
 
     The per-class tags (not the comma-joined ``CLASS_NAMES``) are read so names may hold commas.
     """
-    with _open(path, "prediction") as src:
+    with open_input(path, "prediction") as src:
         tags = src.tags()
     names = []
     while f"CLASS_{len(names)}" in tags:
@@ -62,7 +52,7 @@ def evaluate_rasters(
     The rasters must share size, CRS and transform; reference pixels equal to ``ignore_index`` or
     to the reference's nodata are ignored, and so are prediction nodata pixels.
     """
-    with _open(pred_path, "prediction") as pred, _open(ref_path, "reference") as ref:
+    with open_input(pred_path, "prediction") as pred, open_input(ref_path, "reference") as ref:
         if (pred.width, pred.height) != (ref.width, ref.height):
             raise RsSegError(
                 f"{pred_path} is {pred.width}x{pred.height} but {ref_path} is {ref.width}x{ref.height}: "
@@ -231,8 +221,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("report.json", "report.md", "per_class.csv", "confusion.png")}
-    with atomic_path(paths["report.json"]) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    write_json(paths["report.json"], report)
     with atomic_path(paths["report.md"]) as tmp:
         tmp.write_text(report_markdown(report))
     with atomic_path(paths["per_class.csv"]) as tmp, tmp.open("w", newline="") as fh:

@@ -33,6 +33,7 @@ from rsseg.config import Config, DatasetConfig
 from rsseg.data.defaults import resolve_dataset_config
 from rsseg.data.raster import TilePair, read_pair
 from rsseg.errors import RsSegError
+from rsseg.io import write_json
 from rsseg.losses import log_prior_from_counts
 
 STATS_VERSION = 1
@@ -244,9 +245,7 @@ def cache_path(root: str | Path, key: str) -> Path:
 def _write_cache(path: Path, stats: DatasetStats) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(stats.to_json())
-        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        write_json(path, stats.to_dict())  # atomic: a concurrent reader never sees half a file
     except OSError as exc:
         warnings.warn(f"could not cache dataset statistics at {path}: {exc}", stacklevel=2)
 

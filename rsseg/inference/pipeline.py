@@ -30,9 +30,9 @@ from rsseg.inference.blend import argmax_confidence, confidence_u8
 from rsseg.inference.predictor import Predictor
 from rsseg.inference.raster import (CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, block_cache, describe_classes,
                                     open_input, select_bands, tiled_profile, to_cog, warn_if_not_georeferenced)
-from rsseg.inference.report import AreaAccumulator, open_reference, write_json
+from rsseg.inference.report import AreaAccumulator, open_reference
 from rsseg.inference.vectorize import SHAPEFILE_PARTS, vector_driver, vectorize
-from rsseg.io import check_output
+from rsseg.io import check_output, write_json
 
 
 @dataclass

@@ -27,19 +27,20 @@ CLASS_NODATA = 255
 CONFIDENCE_NODATA = 0
 
 
-def open_input(path: str | Path) -> rasterio.DatasetReader:
-    """Open any GDAL-readable raster, turning GDAL errors into :class:`RsSegError`."""
+def open_input(path: str | Path, what: str = "input") -> rasterio.DatasetReader:
+    """Open any GDAL-readable raster, turning GDAL errors into :class:`RsSegError` that call it the
+    ``what`` raster (input, prediction, reference...)."""
     path = Path(path)
     if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
-        raise RsSegError(f"input raster not found: {path}")
+        raise RsSegError(f"{what} raster not found: {path}")
     try:
         src = rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise RsSegError(f"cannot read input raster {path}: {str(exc).splitlines()[0]} "
+        raise RsSegError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
                          "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2...)") from None
     if src.width == 0 or src.height == 0 or src.count == 0:
         src.close()
-        raise RsSegError(f"input raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
+        raise RsSegError(f"{what} raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
     return src
 
 

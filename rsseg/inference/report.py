@@ -7,7 +7,6 @@ mask on the same grid, a confusion matrix accumulated band by band and scored wi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
-from rsseg.io import atomic_path
+from rsseg.inference.raster import open_input
 
 NODATA = 255
 
@@ -103,10 +102,7 @@ def _plain(obj: Any) -> Any:
 
 def open_reference(path: str | Path, width: int, height: int) -> rasterio.DatasetReader:
     """Open a reference mask and check it lies on the prediction's grid."""
-    try:
-        ref = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise RsSegError(f"cannot read reference mask {path}: {exc}") from None
+    ref = open_input(path, "reference mask")
     if (ref.width, ref.height) != (width, height):
         ref.close()
         raise RsSegError(f"reference mask {path} is {ref.width}x{ref.height} pixels but the input raster is "
@@ -129,11 +125,3 @@ def area_report(class_raster_path: str | Path, class_names: list[str], reference
             if ref:
                 ref.close()
     return acc.result()
-
-
-def write_json(path: str | Path, report: dict[str, Any]) -> Path:
-    """Write ``report`` as indented JSON, atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
-    return path
