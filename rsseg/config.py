@@ -9,6 +9,7 @@ with :func:`apply_overrides`.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -256,6 +257,22 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     return obj
 
 
+_HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+#: drawn for a malformed colour in (untrusted) checkpoint metadata
+FALLBACK_RGB = (128, 128, 128)
+
+
+def is_hex_color(color: object) -> bool:
+    return isinstance(color, str) and bool(_HEX_COLOR.match(color))
+
+
+def hex_rgb(color: str) -> tuple[int, int, int]:
+    """``'#rrggbb'`` -> (r, g, b); grey for anything malformed."""
+    if not is_hex_color(color):
+        return FALLBACK_RGB
+    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
 def _validate(cfg: Config) -> Config:
     ds = cfg.dataset
     if len(ds.colors) != len(ds.classes):
@@ -263,12 +280,8 @@ def _validate(cfg: Config) -> Config:
             f"config key 'dataset.colors' has {len(ds.colors)} entries but 'dataset.classes' has {len(ds.classes)}"
         )
     for i, c in enumerate(ds.colors):
-        if not (isinstance(c, str) and len(c) == 7 and c.startswith("#")):
+        if not is_hex_color(c):
             raise RsSegError(f"config key 'dataset.colors[{i}]' must be '#rrggbb', got {c!r}")
-        try:
-            int(c[1:], 16)
-        except ValueError:
-            raise RsSegError(f"config key 'dataset.colors[{i}]' must be '#rrggbb', got {c!r}") from None
     if not 0 <= ds.ignore_index <= 255 or ds.ignore_index < len(ds.classes):
         raise RsSegError("config key 'dataset.ignore_index' must be in [num_classes, 255]")
     if ds.normalization == "custom" and (ds.mean is None or ds.std is None):

@@ -18,6 +18,7 @@ import rasterio.shutil
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
+from rsseg.config import hex_rgb
 from rsseg.errors import RsSegError
 from rsseg.io import atomic_path
 
@@ -95,14 +96,9 @@ def tiled_profile(src: rasterio.DatasetReader, nodata: int) -> dict[str, Any]:
     return profile
 
 
-def hex_to_rgba(color: str) -> tuple[int, int, int, int]:
-    c = color.lstrip("#")
-    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16), 255
-
-
 def describe_classes(dst: rasterio.io.DatasetWriter, meta: ModelMeta) -> None:
     """Palette (colour table), class names in tags and band description, of a class raster."""
-    cmap = {i: hex_to_rgba(c) for i, c in enumerate(meta.colors)}
+    cmap = {i: (*hex_rgb(c), 255) for i, c in enumerate(meta.colors)}
     cmap[CLASS_NODATA] = (0, 0, 0, 0)
     dst.write_colormap(1, cmap)
     dst.update_tags(CLASS_NAMES=",".join(meta.classes), **{f"CLASS_{i}": n for i, n in enumerate(meta.classes)})

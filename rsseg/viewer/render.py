@@ -15,7 +15,6 @@ import html
 import io
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +27,13 @@ from rasterio.enums import Resampling
 from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
+from rsseg.config import hex_rgb, is_hex_color
 from rsseg.errors import RsSegError
 from rsseg.viewer.files import open_geotiff
 
 MAX_DISPLAY_PX = 1024
 WEB_MERCATOR = "EPSG:3857"
 LEGEND_CLASS = "rsseg-legend"
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,6 @@ def _encode(rgba: np.ndarray, fmt: str = "PNG") -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgba), mode="RGBA").save(buf, format=fmt, **({"quality": 80} if fmt == "WEBP" else {}))
     return buf.getvalue()
-
-
-def _hex_rgb(color: str) -> tuple[int, int, int]:
-    if not _HEX.match(color):
-        return (128, 128, 128)
-    return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
 
 
 def _decimated_shape(width: int, height: int, max_px: int) -> tuple[int, int]:
@@ -118,7 +111,7 @@ def render_classes(path: str | Path, colors: list[str], max_px: int = MAX_DISPLA
     ids = data[0].astype(np.int64)
     lut = np.zeros((256, 4), np.uint8)
     for i, c in enumerate(colors[:255]):
-        lut[i] = (*_hex_rgb(c), 255)
+        lut[i] = (*hex_rgb(c), 255)
     rgba = lut[np.clip(ids, 0, 255)]
     rgba[~valid | (ids < 0) | (ids > 255)] = 0
     if nodata is not None and not math.isnan(nodata):
@@ -161,7 +154,7 @@ def legend_html(classes: list[str], colors: list[str], title: str = "Classes") -
     rows = "".join(
         f'<div class="{LEGEND_CLASS}-item" style="display:flex;align-items:center;gap:6px;margin:2px 0">'
         f'<span class="{LEGEND_CLASS}-swatch" style="display:inline-block;width:14px;height:14px;border:1px solid #555;'
-        f'background:{c if _HEX.match(c) else "#808080"}"></span>{html.escape(name)}</div>'
+        f'background:{c if is_hex_color(c) else "#808080"}"></span>{html.escape(name)}</div>'
         for name, c in zip(classes, colors, strict=False)
     )
     return (
