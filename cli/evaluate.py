@@ -28,6 +28,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, device, classe
     """
     from rsseg.errors import RsSegError
     from rsseg.evaluation import build_report, class_names_from_raster, evaluate_checkpoint, evaluate_rasters, report_markdown, write_report
+    from rsseg.metrics import default_exclusions
 
     if checkpoint and rasters:
         raise RsSegError("give either PRED.tif REF.tif or --checkpoint, not both")
@@ -51,7 +52,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, device, classe
             raise RsSegError(f"--exclude names unknown classes {unknown}; classes are {names}")
         excluded = [names.index(c) for c in exclude.split(",") if c]
     else:
-        excluded = [names.index("clutter")] if dataset in ("potsdam", "vaihingen") and "clutter" in names else []
+        excluded = default_exclusions(dataset, names)
     report = build_report(conf, names, exclude=excluded, train_freq=freq, extra=extra)
     paths = write_report(report, out_dir)
     click.echo(report_markdown(report))

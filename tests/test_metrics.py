@@ -149,3 +149,12 @@ def test_imbalance_factors_and_correlation():
         frequency_accuracy_correlation([0.1], [0.1, 0.2])
     with pytest.raises(RsSegError):
         imbalance_factors([0, 0], [1, 1])
+
+
+def test_default_exclusions_follow_the_benchmark_conventions():
+    from rsseg.metrics import default_exclusions
+
+    isprs = ["impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter"]
+    assert default_exclusions("potsdam", isprs) == [5] and default_exclusions("vaihingen", isprs) == [5]
+    assert default_exclusions("loveda", ["background", "building", "clutter"]) == []
+    assert default_exclusions(None, isprs) == [] and default_exclusions("potsdam", isprs[:5]) == []

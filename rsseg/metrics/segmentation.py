@@ -119,6 +119,14 @@ def segmentation_scores(
     }
 
 
+def default_exclusions(dataset: str | None, class_names: list[str]) -> list[int]:
+    """Classes left out of mIoU/mF1 by a benchmark's convention: clutter for ISPRS Potsdam and
+    Vaihingen (OA keeps it); none elsewhere (LoveDA reports all 7 classes)."""
+    if dataset in ("potsdam", "vaihingen") and "clutter" in class_names:
+        return [class_names.index("clutter")]
+    return []
+
+
 def head_common_tail(freq: list[float]) -> list[str]:
     """Split classes into ``"head"``/``"common"``/``"tail"`` by training-frequency terciles.
 

@@ -14,7 +14,7 @@ from torch import Tensor
 from rsseg.checkpoint import META_KEY, ModelMeta
 from rsseg.config import Config
 from rsseg.losses import SegmentationLoss, build_regularizers
-from rsseg.metrics import CollapseStats, confusion_matrix, segmentation_scores
+from rsseg.metrics import CollapseStats, confusion_matrix, default_exclusions, segmentation_scores
 from rsseg.models import build_model
 
 
@@ -86,7 +86,8 @@ class SegmentationTask(L.LightningModule):
         conf = self._conf
         if self.trainer.world_size > 1:
             conf = self.all_gather(conf).sum(0)
-        scores = segmentation_scores(conf.cpu(), self.meta.classes, exclude=self._excluded())
+        exclude = default_exclusions(self.cfg.dataset.name, self.meta.classes)
+        scores = segmentation_scores(conf.cpu(), self.meta.classes, exclude=exclude)
         self.log("val/mIoU", scores["miou"], prog_bar=True, sync_dist=False)
         self.log("val/mF1", scores["mf1"], sync_dist=False)
         self.log("val/OA", scores["oa"], prog_bar=True, sync_dist=False)
@@ -99,13 +100,6 @@ class SegmentationTask(L.LightningModule):
         for key, name in (("nc1", "NC1"), ("max_angle", "delta_inter"), ("delta_intra", "delta_intra")):
             if diag.get(key) == diag.get(key):  # NaN (fewer than two classes present) is not logged
                 self.log(f"val/{name}", float(diag[key]), sync_dist=False)
-        self.last_val_scores = scores | {"collapse": diag}
-
-    def _excluded(self) -> list[int]:
-        # ISPRS convention: mIoU/mF1 exclude clutter, OA includes it
-        if self.cfg.dataset.name in ("potsdam", "vaihingen") and "clutter" in self.meta.classes:
-            return [self.meta.classes.index("clutter")]
-        return []
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
