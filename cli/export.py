@@ -19,8 +19,11 @@ def command(checkpoint, out_path, size, overwrite):
     from rsseg.checkpoint import export_checkpoint_onnx
     from rsseg.io import check_output
 
+    from rich.console import Console
+
     check_output(out_path, overwrite)
-    path, meta = export_checkpoint_onnx(checkpoint, out_path, size)
+    with Console(stderr=True).status(f"exporting {checkpoint} to ONNX (tracing with dynamic sizes takes a minute or two on a CPU)"):
+        path, meta = export_checkpoint_onnx(checkpoint, out_path, size)
     click.echo(
         f"wrote {path}\n  input: float32 [N,{meta.in_channels},H,W], bands {','.join(meta.bands)}, "
         f"normalised as (raw/{meta.scale:g} - mean)/std\n  mean {[round(m, 4) for m in meta.mean]}, "
