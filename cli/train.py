@@ -23,10 +23,11 @@ from rsseg.config import DATASET_NAMES, REGULARIZERS
 @click.option("--devices", default="auto", help="Number of GPUs, or 'auto' (all GPUs when present, else the CPU).")
 @click.option("--precision", default="auto", help="'auto' (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a checkpoint (epoch, optimizer and schedule state).")
+@click.option("--init-from", type=click.Path(dir_okay=False), help="Start from this checkpoint's weights (e.g. from `rsseg import`); fresh optimizer and schedule.")
 @click.option("--seed", type=int, help="Random seed (overrides optim.seed).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<dataset>-<methods>-<time>).")
 @click.argument("overrides", nargs=-1)
-def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, precision, resume, seed, out_dir, overrides):
+def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, precision, resume, init_from, seed, out_dir, overrides):
     """Train a UNetFormer; writes best.ckpt (by val mIoU), last.ckpt, config.yaml and CSV logs.
 
     OVERRIDES are config keys as key=value, e.g. optim.lr=1e-3 loss.regularizers.in2nect.weight=0.3
@@ -46,7 +47,7 @@ def command(dataset, root, config_path, regularizers, max_epochs, batch_size, de
         methods = "+".join(cfg.loss.regularizers.enabled()) or "ce"
         out_dir = f"runs/{cfg.dataset.name}-{methods}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     devices = int(devices) if str(devices).isdigit() else devices
-    result = train(cfg, out_dir, devices=devices, precision=precision, resume=resume)
+    result = train(cfg, out_dir, devices=devices, precision=precision, resume=resume, init_from=init_from)
     if result.interrupted:
         click.secho("training interrupted; the last completed checkpoint is intact", fg="yellow", err=True)
     click.echo(f"run directory: {result.run_dir}")

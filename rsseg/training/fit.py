@@ -84,6 +84,28 @@ def build_meta(cfg: Config, dm: Any) -> ModelMeta:
     )
 
 
+def init_weights(model: torch.nn.Module, path: str | Path, meta: ModelMeta) -> None:
+    """Copy the weights of the checkpoint ``path`` into ``model``, whose classes and bands must match."""
+    from rsseg.checkpoint import load_model
+
+    source, source_meta = load_model(path)
+    for what in ("classes", "bands"):
+        if getattr(source_meta, what) != getattr(meta, what):
+            raise RsSegError(
+                f"--init-from {path} has {what} {getattr(source_meta, what)} but the training config has "
+                f"{getattr(meta, what)}; set dataset.{what} to match"
+            )
+    target, weights = model.state_dict(), source.state_dict()
+    wrong = [k for k in target if k not in weights or weights[k].shape != target[k].shape]
+    wrong += [k for k in weights if k not in target]
+    if wrong:
+        raise RsSegError(
+            f"--init-from {path} was built with another model config ({len(wrong)} tensors differ, e.g. {', '.join(wrong[:3])}); "
+            f"use its model settings: {source_meta.config.get('model')}"
+        )
+    model.load_state_dict(weights)
+
+
 def train(
     cfg: Config,
     out_dir: str | Path,
@@ -91,10 +113,15 @@ def train(
     devices: str | int | None = "auto",
     precision: str | None = "auto",
     resume: str | Path | None = None,
+    init_from: str | Path | None = None,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``."""
+    """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``.
+
+    ``init_from``: start from the weights of an rsseg checkpoint (e.g. one made by ``rsseg import``)
+    with a fresh optimizer and schedule; ``resume`` continues a run instead.
+    """
     from rsseg.data import build_datamodule, log_region_prior
     from rsseg.training.task import SegmentationTask
 
@@ -111,6 +138,10 @@ def train(
     )
     prior = log_region_prior(dm.stats) if needs_prior else None
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
+    if init_from is not None:
+        if resume is not None:
+            raise RsSegError("give --init-from (weights only) or --resume (a whole run), not both")
+        init_weights(task.model, init_from, meta)
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
     accelerator, devices, precision = resolve_accelerator(devices, precision)
