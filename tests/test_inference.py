@@ -37,7 +37,7 @@ def conv_model(kernel: int, k: int = 3, c: int = 3, seed: int = 0) -> nn.Module:
 
 
 def predictor(kernel: int = 1, tile: int = TILE, overlap: int = OVERLAP, **kw) -> Predictor:
-    return Predictor(conv_model(kernel), make_meta(), tile=tile, overlap=overlap, batch=3, device="cpu", **kw)
+    return Predictor.from_model(conv_model(kernel), make_meta(), tile=tile, overlap=overlap, batch=3, device="cpu", **kw)
 
 
 def write_raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633",
@@ -130,7 +130,7 @@ def test_float16_blend_matches_float64_reference():
     torch.manual_seed(1)
     nn.init.normal_(model.weight, std=0.5)
     img = torch.from_numpy(smooth_image(h, w).astype(np.float32) / 255)
-    got = Predictor(model, make_meta(k=k), tile=TILE, overlap=OVERLAP, batch=3, device="cpu").predict_probs(img)
+    got = Predictor.from_model(model, make_meta(k=k), tile=TILE, overlap=OVERLAP, batch=3, device="cpu").predict_probs(img)
     acc, wsum = np.zeros((k, h, w)), np.zeros((h, w))
     for win in plan_windows(w, h, TILE, OVERLAP):
         ys, xs = slice(win.row_off, win.row_off + win.height), slice(win.col_off, win.col_off + win.width)
@@ -196,8 +196,8 @@ def test_blending_removes_seams_of_local_model():
     img = torch.from_numpy(smooth_image(160, 160).astype(np.float32) / 255)
     model = conv_model(5)
     whole = _whole(model, img)[:, 4:-4, 4:-4]
-    hard = Predictor(model, make_meta(), tile=TILE, overlap=0, batch=2, device="cpu").predict_probs(img)[:, 4:-4, 4:-4]
-    blended = Predictor(model, make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu").predict_probs(img)
+    hard = Predictor.from_model(model, make_meta(), tile=TILE, overlap=0, batch=2, device="cpu").predict_probs(img)[:, 4:-4, 4:-4]
+    blended = Predictor.from_model(model, make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu").predict_probs(img)
     blended = blended[:, 4:-4, 4:-4]
     # without overlap the zero padding at each tile edge shows as a seam
     assert (hard - whole).abs().max() > 0.02
@@ -234,7 +234,7 @@ def test_predict_array_normalises_raw_pixels():
 def test_output_grid_matches_input_and_is_a_cog(tmp_path, crs, transform):
     src = write_raster(tmp_path / "in.tif", smooth_image(90, 200), crs=crs, transform=transform)
     out = tmp_path / "out.tif"
-    res = predict_file(predictor(kernel=3), src, out, confidence_path=tmp_path / "conf.tif", progress=False)
+    res = predict_file(predictor(kernel=3), src, out, confidence_path=tmp_path / "conf.tif")
     with rasterio.open(src) as a, rasterio.open(out) as b, rasterio.open(tmp_path / "conf.tif") as c:
         assert (b.width, b.height, b.crs, b.transform) == (a.width, a.height, a.crs, a.transform)
         assert (c.width, c.height, c.crs, c.transform) == (a.width, a.height, a.crs, a.transform)
@@ -252,7 +252,7 @@ def test_file_output_equals_in_memory_prediction(tmp_path):
     raw = smooth_image(130, 170)
     src = write_raster(tmp_path / "in.tif", raw)
     p = predictor(kernel=3)
-    predict_file(p, src, tmp_path / "out.tif", progress=False)
+    predict_file(p, src, tmp_path / "out.tif")
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert np.array_equal(ds.read(1), p.predict_array(raw))
 
@@ -260,8 +260,7 @@ def test_file_output_equals_in_memory_prediction(tmp_path):
 def test_nodata_collar_is_respected(tmp_path, shared_data):
     src = shared_data / "landsat" / "RGB.byte.tif"
     out = tmp_path / "landsat.tif"
-    res = predict_file(Predictor(conv_model(3), make_meta(), tile=256, overlap=64, batch=4, device="cpu"), src, out,
-                       progress=False)
+    res = predict_file(Predictor.from_model(conv_model(3), make_meta(), tile=256, overlap=64, batch=4, device="cpu"), src, out)
     with rasterio.open(src) as a, rasterio.open(out) as b:
         invalid = (a.read_masks() == 0).all(axis=0)
         cls = b.read(1)
@@ -275,7 +274,7 @@ def test_small_raster_and_band_selection(tmp_path):
     raw = smooth_image(23, 17, c=4)
     src = write_raster(tmp_path / "small.tif", raw)
     p = predictor(kernel=1)
-    predict_file(p, src, tmp_path / "out.tif", bands=[3, 1, 2], progress=False)
+    predict_file(p, src, tmp_path / "out.tif", bands=[3, 1, 2])
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.shape == (23, 17)
         assert np.array_equal(ds.read(1), p.predict_array(raw[[2, 0, 1]]))
@@ -284,7 +283,7 @@ def test_small_raster_and_band_selection(tmp_path):
 def test_input_without_crs_warns_and_keeps_grid(tmp_path):
     src = write_raster(tmp_path / "nocrs.tif", smooth_image(40, 70), crs=None, transform=Affine(1, 0, 10, 0, -1, 50))
     with pytest.warns(UserWarning, match="no CRS"):
-        predict_file(predictor(), src, tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), src, tmp_path / "out.tif")
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.crs is None and ds.transform == Affine(1, 0, 10, 0, -1, 50) and ds.shape == (40, 70)
 
@@ -356,12 +355,13 @@ def test_report_with_reference(tmp_path):
     ref[-5:] = 255  # ignored
     write_raster(tmp_path / "ref.tif", ref[None])
     res = predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif",
-                       report_path=tmp_path / "rep.json", progress=False)
+                       report_path=tmp_path / "rep.json")
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep == json.loads(json.dumps(res.report))
-    conf = np.array(rep["confusion_matrix"])
+    conf = np.array(rep["metrics"]["confusion_matrix"])
     assert conf.sum() == 75 * 100 and np.trace(conf) == 65 * 100
-    assert "metrics" in rep
+    assert rep["metrics"]["OA"] == pytest.approx(65 / 75)
+    assert {"OA", "mIoU", "mF1", "per_class", "classes"} <= set(rep["metrics"])  # the keys of rsseg evaluate
 
 
 # -- bad inputs ------------------------------------------------------------------------------
@@ -369,9 +369,9 @@ def test_band_count_mismatch(tmp_path):
     src = write_raster(tmp_path / "one.tif", smooth_image(30, 30, c=1))
     out = tmp_path / "out.tif"
     with pytest.raises(RsSegError, match=r"1 band.*needs 3.*--bands"):
-        predict_file(predictor(), src, out, progress=False)
+        predict_file(predictor(), src, out)
     with pytest.raises(RsSegError, match="out of range"):
-        predict_file(predictor(), src, out, bands=[1, 1, 2], progress=False)
+        predict_file(predictor(), src, out, bands=[1, 1, 2])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif"]
 
 
@@ -379,13 +379,13 @@ def test_unreadable_and_empty_inputs(tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_text("not a raster")
     with pytest.raises(RsSegError, match="cannot read input raster"):
-        predict_file(predictor(), bad, tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), bad, tmp_path / "out.tif")
     with pytest.raises(RsSegError, match="not found"):
-        predict_file(predictor(), tmp_path / "missing.tif", tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), tmp_path / "missing.tif", tmp_path / "out.tif")
     empty = tmp_path / "empty.vrt"
     empty.write_text('<VRTDataset rasterXSize="0" rasterYSize="0"></VRTDataset>')
     with pytest.raises(RsSegError, match="empty|cannot read"):
-        predict_file(predictor(), empty, tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), empty, tmp_path / "out.tif")
     assert not (tmp_path / "out.tif").exists()
 
 
@@ -393,14 +393,13 @@ def test_existing_targets_and_unwritable_dir(tmp_path):
     src = write_raster(tmp_path / "in.tif", smooth_image(30, 30))
     (tmp_path / "rep.json").write_text("{}")
     with pytest.raises(RsSegError, match="already exists"):
-        predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json", progress=False)
+        predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json")
     assert not (tmp_path / "out.tif").exists()  # checked before any work
     with pytest.raises(RsSegError, match="does not exist"):
-        predict_file(predictor(), src, tmp_path / "nodir" / "out.tif", progress=False)
+        predict_file(predictor(), src, tmp_path / "nodir" / "out.tif")
     with pytest.raises(RsSegError, match="unsupported vector format"):
-        predict_file(predictor(), src, tmp_path / "out.tif", vector_path=tmp_path / "v.xyz", progress=False)
-    res = predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json", overwrite=True,
-                       progress=False)
+        predict_file(predictor(), src, tmp_path / "out.tif", vector_path=tmp_path / "v.xyz")
+    res = predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json", overwrite=True)
     assert json.loads((tmp_path / "rep.json").read_text())["valid_pixels"] == 900 == res.report["valid_pixels"]
 
 
@@ -419,22 +418,27 @@ class _Exploding(nn.Module):
 
 def test_interrupted_run_leaves_nothing(tmp_path):
     src = write_raster(tmp_path / "in.tif", smooth_image(200, 200))
-    p = Predictor(_Exploding(), make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu")
+    p = Predictor.from_model(_Exploding(), make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        predict_file(p, src, tmp_path / "out.tif", vector_path=tmp_path / "v.gpkg", progress=False)
+        predict_file(p, src, tmp_path / "out.tif", vector_path=tmp_path / "v.gpkg")
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif"]
 
 
-def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
+def _meta_with_inference(**inference) -> ModelMeta:
     from rsseg.config import Config
-    from rsseg.inference.settings import CPU_MAX_BATCH, predictor_from_checkpoint_config
 
     cfg = Config().to_dict()
-    cfg["inference"].update(tile=512, overlap=128, batch=8, tta="flip")
-    meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"],
+    cfg["inference"].update(inference)
+    return ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"],
                      mean=[0.5] * 3, std=[0.25] * 3, config=cfg)
+
+
+def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
+    from rsseg.inference.settings import CPU_MAX_BATCH
+
+    meta = _meta_with_inference(tile=512, overlap=128, batch=8, tta="flip")
     model = torch.nn.Conv2d(3, 2, 1)
-    p = predictor_from_checkpoint_config(model, meta, device="cpu")
+    p = Predictor.from_model(model, meta, device="cpu")
     assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH, "flip")
-    p = predictor_from_checkpoint_config(model, meta, tile=128, batch=3, tta="none", device="cpu")
+    p = Predictor.from_model(model, meta, tile=128, batch=3, tta="none", device="cpu")
     assert (p.tile, p.overlap, p.batch, p.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile
