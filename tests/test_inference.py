@@ -442,3 +442,191 @@ def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
     assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH, "flip")
     p = Predictor.from_model(model, meta, tile=128, batch=3, tta="none", device="cpu")
     assert (p.tile, p.overlap, p.batch, p.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile
+
+# -- one factory: checkpoint config -> CPU/GPU rule -> overrides ------------------------------
+def _tiny_checkpoint(path: Path, **inference) -> Path:
+    from rsseg.checkpoint import save_model
+    from rsseg.config import Config
+    from rsseg.models import build_model
+
+    cfg = Config()
+    cfg.model.encoder, cfg.model.decode_channels, cfg.model.embed_dim, cfg.model.num_heads = "mobilenetv3_small_050", 32, 16, 4
+    model = build_model(cfg.model, num_classes=2, in_channels=3)
+    d = cfg.to_dict()
+    d["inference"].update(inference)
+    meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"], mean=[0.5] * 3,
+                     std=[0.25] * 3, config=d)
+    return save_model(path, model, meta)
+
+
+def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, monkeypatch):
+    from rsseg.checkpoint import read_meta
+    from rsseg.inference import resolve_settings
+    from rsseg.inference.settings import CPU_MAX_BATCH
+
+    ckpt = _tiny_checkpoint(tmp_path / "m.ckpt", tile=256, overlap=64, batch=6, tta="d4")
+    p = Predictor.from_checkpoint(ckpt, device="cpu")
+    assert (p.tile, p.overlap, p.batch, p.tta, p.device.type) == (256, 64, CPU_MAX_BATCH, "d4", "cpu")
+    p = Predictor.from_checkpoint(ckpt, device="cpu", tile=128, batch=5, tta="none")
+    assert (p.tile, p.overlap, p.batch, p.tta) == (128, 64, 5, "none")  # the caller's values win
+    assert next(p.model.parameters()).device.type == "cpu"
+    meta = read_meta(ckpt)
+    with pytest.raises(RsSegError, match="tile must be positive"):  # 0 is refused, not read as "unset"
+        Predictor.from_model(conv_model(1, k=2), meta, device="cpu", tile=0)
+    with pytest.raises(RsSegError, match="unknown TTA mode"):
+        Predictor.from_model(conv_model(1, k=2), meta, device="cpu", tta="rot")
+    # on a GPU the configured batch applies (the CPU cap is the middle layer, under the overrides)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    s = resolve_settings(meta, device="auto")
+    assert (s.device.type, s.batch, s.tile) == ("cuda", 6, 256)
+    assert resolve_settings(meta, device="auto", batch=1).batch == 1
+
+
+def test_tta_modes_have_one_home():
+    from rsseg import config
+    from rsseg.inference import TTA_MODES
+
+    assert TTA_MODES is config.TTA_MODES and config._CHOICES["inference.tta"] is TTA_MODES
+
+
+# -- progress callbacks -----------------------------------------------------------------------
+def test_progress_callback_is_monotonic_ends_at_total_and_nothing_is_printed(tmp_path, capsys):
+    import threading
+
+    raw = smooth_image(150, 170)
+    src = write_raster(tmp_path / "in.tif", raw)
+    calls, threads = [], set()
+
+    def on_progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        threads.add(threading.get_ident())
+
+    capsys.readouterr()
+    predict_file(predictor(kernel=3), src, tmp_path / "out.tif", report_path=tmp_path / "r.json", on_progress=on_progress)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""  # library code prints nothing
+    total = len(plan_windows(170, 150, TILE, OVERLAP))
+    assert total > 3 and {t for _, t in calls} == {total}
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done) and done[-1] == total
+    assert threads == {threading.get_ident()}  # the calling thread: UI toolkits may be driven from it
+    calls.clear()
+    predictor(kernel=1).predict_array(raw, on_progress=on_progress)
+    assert calls[-1] == (total, total)
+
+
+# -- output products are writers --------------------------------------------------------------
+from rsseg.inference import ProductWriter, RasterWriter  # noqa: E402
+
+
+class EntropyWriter(RasterWriter):
+    """A new product in one class: normalised entropy of the probabilities x 254 (255 = nodata)."""
+
+    name = "entropy"
+
+    def values(self, rows, probs):
+        p = probs.float().clamp_min(1e-7)
+        h = -(p * p.log()).sum(0) / math.log(p.shape[0])
+        out = np.round(h.clamp(0, 1).numpy() * 254).astype(np.uint8)
+        if rows.nodata is not None:
+            out[rows.nodata] = 255
+        return out
+
+
+def _entropy_u8(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(probs.astype(np.float32), 1e-7, None)
+    h = -(p * np.log(p)).sum(0) / math.log(p.shape[0])
+    return np.round(np.clip(h, 0, 1) * 254).astype(np.uint8)
+
+
+def test_a_new_product_is_one_writer_class_and_round_trips(tmp_path):
+    raw = smooth_image(90, 110)
+    src = write_raster(tmp_path / "in.tif", raw)
+    p = predictor(kernel=3)
+    res = predict_file(p, src, tmp_path / "out.tif", products=[EntropyWriter(tmp_path / "entropy.tif")])
+    assert res.products == {"classes": tmp_path / "out.tif", "entropy": tmp_path / "entropy.tif"}
+    expected = _entropy_u8(p.predict_array(raw, return_probs=True))
+    with rasterio.open(tmp_path / "entropy.tif") as ds, rasterio.open(src) as s:
+        got = ds.read(1)
+        assert (ds.crs, ds.transform, ds.shape) == (s.crs, s.transform, s.shape) and ds.nodata == 255
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1 and got.std() > 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["entropy.tif", "in.tif", "out.tif"]  # no temp left
+
+
+class _FailingWriter(ProductWriter):
+    name = "failing"
+
+    def write(self, rows, probs):
+        raise OSError("No space left on device")
+
+
+def test_writers_are_checked_before_work_and_aborted_on_failure(tmp_path):
+    src = write_raster(tmp_path / "in.tif", smooth_image(70, 80))
+    with pytest.raises(RsSegError, match="entropy and classes outputs are both"):
+        predict_file(predictor(), src, tmp_path / "out.tif", products=[EntropyWriter(tmp_path / "out.tif")])
+    with pytest.raises(OSError, match="No space"):
+        predict_file(predictor(), src, tmp_path / "out.tif", confidence_path=tmp_path / "conf.tif",
+                     report_path=tmp_path / "r.json", products=[EntropyWriter(tmp_path / "e.tif"), _FailingWriter(None)])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif"]  # no target, no temporary folder
+
+
+# -- one scoring path: predict --reference and evaluate share one validation ------------------
+def _reference_case(tmp_path: Path):
+    raw = smooth_image(60, 70)
+    src = write_raster(tmp_path / "in.tif", raw)
+    p = predictor(kernel=1)
+    return src, p, p.predict_array(raw)
+
+
+def test_predict_reference_out_of_range_is_an_error_not_an_ignored_pixel(tmp_path):
+    src, p, pred = _reference_case(tmp_path)
+    ref = pred.copy()
+    ref[3, :4] = 7  # K = 3: not a class, not the ignore value
+    write_raster(tmp_path / "ref.tif", ref[None])
+    with pytest.raises(RsSegError, match=r"values \[7\] outside the 3 classes"):
+        predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif", report_path=tmp_path / "r.json")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif", "ref.tif"]
+    ref[3, :4] = 255  # the ignore value is fine, and so is the reference's own nodata
+    ref[4, :4] = 9
+    write_raster(tmp_path / "ref.tif", ref[None], nodata=9)
+    res = predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif")
+    assert res.report["metrics"]["OA"] == 1.0
+    assert np.array(res.report["metrics"]["confusion_matrix"]).sum() == 60 * 70 - 8
+
+
+@pytest.mark.parametrize("grid", ["transform", "crs", "size"])
+def test_predict_and_evaluate_refuse_a_reference_on_another_grid(tmp_path, grid):
+    from rsseg.evaluation import evaluate_rasters
+
+    src, p, pred = _reference_case(tmp_path)
+    kw = {"transform": Affine(2.0, 0, 500010, 0, -2.0, 100000)} if grid == "transform" else (
+        {"crs": "EPSG:32634"} if grid == "crs" else {})
+    ref = pred[None] if grid != "size" else pred[None, :-1]
+    write_raster(tmp_path / "ref.tif", ref, **kw)
+    msg = {"transform": "transforms", "crs": "CRS differ", "size": "same grid"}[grid]
+    with pytest.raises(RsSegError, match=msg):
+        predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif")
+    predict_file(p, src, tmp_path / "out.tif")
+    with pytest.raises(RsSegError, match=msg):
+        evaluate_rasters(tmp_path / "out.tif", tmp_path / "ref.tif", num_classes=3)
+
+
+def test_evaluate_refuses_prediction_ids_beyond_the_classes_and_bad_references(tmp_path):
+    from rsseg.evaluation import evaluate_rasters
+
+    pred = np.zeros((1, 20, 30), np.uint8)
+    pred[0, :5] = 1
+    write_raster(tmp_path / "ref.tif", pred.copy())
+    pred[0, 0, 0] = 4  # a 5-class raster scored as 3 classes: never silently class 0
+    write_raster(tmp_path / "pred.tif", pred)
+    with pytest.raises(RsSegError, match=r"class ids \[4\] but only 3 classes"):
+        evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
+    ref = pred.copy()
+    ref[0, 0, 0], ref[0, 1, 1] = 0, 3
+    write_raster(tmp_path / "ref2.tif", ref)
+    pred[0, 0, 0] = 255  # prediction nodata is not scored
+    write_raster(tmp_path / "pred.tif", pred, nodata=255)
+    with pytest.raises(RsSegError, match=r"values \[3\] outside the 3 classes"):
+        evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref2.tif", num_classes=3)
+    conf = evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
+    assert conf.sum() == 20 * 30 - 1 and torch.trace(conf) == conf.sum()
