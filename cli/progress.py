@@ -7,18 +7,29 @@ import sys
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, unit: str, *, transient: bool = False) -> Iterator[Callable[[int, int], None]]:
-    """A rich bar on stderr; yields the ``on_progress(done, total)`` callback that drives it."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
-                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  console=Console(file=sys.stderr), transient=transient) as bar:
-        task = bar.add_task(description, total=None)
+    """Yield an ``on_progress(done, total)`` callback that drives a rich bar on stderr.
 
-        def on_progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    The bar appears at the first call, so work before it (training, loading) keeps the terminal.
+    """
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn(unit),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                   console=Console(file=sys.stderr), transient=transient)
+    task: TaskID | None = None
 
+    def on_progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task(description, total=total)
+        bar.update(task, completed=done, total=total)
+
+    try:
         yield on_progress
+    finally:
+        if task is not None:
+            bar.stop()
