@@ -56,6 +56,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import RsSegError
     from rsseg.inference import Predictor, predict_file
+    from rsseg.inference.vectorize import vector_driver
     from rsseg.io import check_output
 
     multiple = len(inputs) > 1
@@ -66,10 +67,12 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
         for src in map(Path, inputs)
     ]
-    for _, targets in plans:  # refuse before any work, not after the first of several inputs
+    for _, targets in plans:  # refuse before any work (loading the model), not after the first of several inputs
         for target in targets.values():
             if target is not None:
                 check_output(target, overwrite)
+        if targets["vector_path"] is not None:
+            vector_driver(targets["vector_path"])
     predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "

@@ -169,3 +169,11 @@ def test_predict_reference_and_evaluate_share_one_validation(checkpoint, sample_
     res = run("evaluate", str(out), str(tmp_path / "utm.tif"), "-o", str(tmp_path / "rep2"))
     assert res.exit_code == 2 and "CRS differ" in res.output
     assert not (tmp_path / "rep2").exists()
+
+
+def test_unknown_vector_format_is_refused_before_the_model_loads(tmp_path, sample_tiles):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_bytes(b"not a checkpoint")  # would fail to load: the vector check must come first
+    res = run("predict", str(sample_tiles / "tanzania" / "image.tif"), "-m", str(fake), "-o", str(tmp_path / "o.tif"),
+              "--vector", str(tmp_path / "v.xyz"))
+    assert res.exit_code == 2 and ".xyz" in res.output and "cannot read checkpoint" not in res.output, res.output

@@ -630,3 +630,15 @@ def test_evaluate_refuses_prediction_ids_beyond_the_classes_and_bad_references(t
         evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref2.tif", num_classes=3)
     conf = evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
     assert conf.sum() == 20 * 30 - 1 and torch.trace(conf) == conf.sum()
+
+
+def test_confusion_accumulator_float_reference_with_nan_nodata():
+    from rsseg.inference import ConfusionAccumulator
+
+    acc = ConfusionAccumulator(2, reference_nodata=float("nan"))
+    acc.update(np.array([[0, 1, 1]], np.uint8), np.array([[0.0, np.nan, 1.0]], np.float32))
+    assert acc.conf.tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(RsSegError, match=r"values \[0.5\]"):
+        acc.update(np.array([[0]], np.uint8), np.array([[0.5]], np.float32))
+    with pytest.raises(RsSegError, match="values"):  # NaN that is not the nodata value is not a class
+        ConfusionAccumulator(2).update(np.array([[0]], np.uint8), np.array([[np.nan]], np.float32))

@@ -78,31 +78,29 @@ class ConfusionAccumulator:
 
         if prediction.shape != reference.shape:
             raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} differ in shape")
-        p = prediction.astype(np.int64)
-        r = reference.astype(np.int64) if np.issubdtype(reference.dtype, np.integer) else reference
+        p, r = np.asarray(prediction), np.asarray(reference)
         skip_ref = r == self.ignore_index
-        if self.reference_nodata is not None and not (isinstance(self.reference_nodata, float) and math.isnan(self.reference_nodata)):
-            skip_ref |= r == self.reference_nodata
-        if not np.issubdtype(np.asarray(r).dtype, np.integer):
-            bad = ~skip_ref & (np.isnan(r) | (r != np.round(r)) | (r < 0) | (r >= self.k))
-            skip_ref |= np.isnan(r)
-        else:
-            bad = ~skip_ref & ((r < 0) | (r >= self.k))
+        nd = self.reference_nodata
+        if nd is not None:
+            skip_ref |= np.isnan(r) if isinstance(nd, float) and math.isnan(nd) else r == nd
+        # a float reference must hold whole class ids; NaN fails every comparison, so it is bad unless nodata
+        whole = (r == np.floor(r)) if r.dtype.kind == "f" else True
+        bad = ~skip_ref & ~((r >= 0) & (r < self.k) & whole)
         if bad.any():
             vals = np.unique(r[bad])[:10].tolist()
             raise RsSegError(f"{self.reference_name} holds values {vals} outside the {self.k} classes "
                              f"(0..{self.k - 1}, {self.ignore_index} = ignore); recode it or give the right class names")
-        skip_pred = p == self.prediction_nodata if self.prediction_nodata is not None else np.zeros_like(skip_ref)
-        bad = ~skip_pred & ((p < 0) | (p >= self.k))
+        skip_pred = p == self.prediction_nodata if self.prediction_nodata is not None else np.zeros(p.shape, bool)
+        bad = ~skip_pred & ~((p >= 0) & (p < self.k))
         if bad.any():
             vals = np.unique(p[bad])[:10].tolist()
             raise RsSegError(f"{self.prediction_name} holds class ids {vals} but only {self.k} classes are named "
                              f"(0..{self.k - 1}); pass the full class list (--classes) or check the raster")
-        skip = skip_ref | skip_pred
-        if skip.all():
+        keep = ~(skip_ref | skip_pred)
+        if not keep.any():
             return
-        p, r = p[~skip], np.asarray(r[~skip], np.int64)
-        self.conf += confusion_matrix(torch.from_numpy(p), torch.from_numpy(r), self.k, self.ignore_index).to(torch.int64).cpu()
+        pk, rk = torch.from_numpy(p[keep].astype(np.int64)), torch.from_numpy(r[keep].astype(np.int64))
+        self.conf += confusion_matrix(pk, rk, self.k, self.ignore_index).to(torch.int64).cpu()
 
 
 def _blocks(width: int, height: int, size: int = 1024) -> Iterable[Window]:
