@@ -13,10 +13,12 @@ from streamlit_folium import st_folium
 from rsseg import viewer
 from rsseg.checkpoint import read_meta
 from rsseg.errors import RsSegError
-from rsseg.inference import TTA_MODES
+from rsseg.config import TTA_MODES
 
 NO_REFERENCE = "(none)"
+#: choices offered by the sliders (the checkpoint's own values are added)
 TILES = [256, 512, 1024, 2048]
+OVERLAPS = [0, 32, 64, 128, 256]
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading model…")
@@ -95,11 +97,16 @@ with st.sidebar:
         ref_path = None if rel == NO_REFERENCE else viewer.resolve_under(settings.data_dir, rel)
     except RsSegError as exc:
         st.error(str(exc))
-    inf = meta.build_config().inference if meta is not None else None
     with st.expander("Prediction settings"):
-        tile = st.select_slider("Tile (px)", TILES, value=inf.tile if inf and inf.tile in TILES else 512, key="tile")
-        overlap = st.select_slider("Overlap (px)", [0, 32, 64, 128, 256], value=min(tile // 4, 256), key="overlap")
-        tta = st.selectbox("Test-time augmentation", list(TTA_MODES), key="tta")
+        # the checkpoint's settings (rsseg.inference.settings) are the widgets' starting values
+        start = viewer.prediction_settings(meta) if meta is not None else None
+        tiles = sorted({*TILES, start.tile}) if start else TILES
+        tile = st.select_slider("Tile (px)", tiles, value=start.tile if start else tiles[0], key="tile")
+        fit = viewer.prediction_settings(meta, tile=tile).overlap if meta is not None else tile // 4
+        overlap = st.select_slider("Overlap (px)", sorted({*OVERLAPS, fit} - {o for o in OVERLAPS if o >= tile}),
+                                   value=fit, key="overlap")
+        tta = st.selectbox("Test-time augmentation", list(TTA_MODES), index=TTA_MODES.index(start.tta) if start else 0,
+                           key="tta")
     clicked_run = st.button("Run prediction", type="primary", disabled=raster_path is None or ckpt_path is None, key="run")
     st.divider()
     basemap = st.selectbox("Basemap", list(viewer.BASEMAPS), key="basemap", help="Online basemaps need internet access.")

@@ -51,12 +51,12 @@ def run_one(method: str, seed: int, args: argparse.Namespace, work: Path) -> dic
     result = train(cfg, run_dir, progress=False)
     train_s = time.perf_counter() - t0
     ckpt = result.best or result.last
-    conf, meta = evaluate_checkpoint(ckpt, split="val", tile=256, overlap=0, progress=False)
+    conf, meta = evaluate_checkpoint(ckpt, split="val", tile=256, overlap=0)
     val = segmentation_scores(conf, meta["classes"])
     model, meta_obj = load_model(ckpt)
-    predictor = Predictor(model, meta_obj, tile=512, overlap=64, batch=4, device="auto")
+    predictor = Predictor.from_model(model, meta_obj, tile=512, overlap=64, batch=4, tta="none", device="auto")
     pred_tif = run_dir / "tanzania_classes.tif"
-    predict_file(predictor, args.data / "oam_tanzania" / "tanzania_west_rgb.tif", pred_tif, overwrite=True, progress=False)
+    predict_file(predictor, args.data / "oam_tanzania" / "tanzania_west_rgb.tif", pred_tif, overwrite=True)
     tz = segmentation_scores(
         evaluate_rasters(pred_tif, args.data / "oam_tanzania" / "tanzania_west_buildings.tif", num_classes=2),
         meta["classes"],

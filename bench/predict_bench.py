@@ -131,7 +131,8 @@ def child(spec: dict) -> dict:
 
     model, meta = build(spec["model"], spec["classes"])
     timed_model = TimedModel(model)
-    pred = Predictor(timed_model, meta, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"], device=spec["device"])
+    pred = Predictor.from_model(timed_model, meta, tile=spec["tile"], overlap=spec["overlap"], batch=spec["batch"],
+                                tta="none", device=spec["device"])
     with rasterio.open(spec["input"]) as src:
         width, height = src.width, src.height
         windows = plan_windows(width, height, pred.tile, pred.overlap)
@@ -158,7 +159,7 @@ def child(spec: dict) -> dict:
     for rep in range(spec["reps"]):
         timed_model.seconds = 0.0
         t0 = time.perf_counter()
-        predict_file(pred, spec["input"], out, overwrite=True, progress=False)
+        predict_file(pred, spec["input"], out, overwrite=True)
         pipe_s.append(time.perf_counter() - t0)
         inside_s.append(timed_model.seconds)
         if rss_pipe is None:  # high-water mark of the pipeline alone, before any bare timing

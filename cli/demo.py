@@ -12,9 +12,11 @@ import click
 @click.option("-r", "--regularizer", "regularizers", multiple=True, default=["in2nect"], help="Regularizer(s) to train with.")
 def command(out_dir, samples, epochs, regularizers):
     """Train on the bundled sample tiles, predict the Tanzania crop, evaluate it against its mask."""
+    from rsseg.cli.progress import progress_bar
     from rsseg.demo import run_demo
 
-    r = run_demo(out_dir, sample_dir=samples, epochs=epochs, regularizers=list(regularizers))
+    with progress_bar("predicting the Tanzania crop", "windows") as on_progress:
+        r = run_demo(out_dir, sample_dir=samples, epochs=epochs, regularizers=list(regularizers), on_progress=on_progress)
     click.echo("\nBuilding map of the held-out Tanzania crop vs its OpenStreetMap mask:\n")
     click.echo(r.report_markdown)
     click.echo(f"checkpoint:     {r.checkpoint}")

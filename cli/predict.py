@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from rsseg.config import TTA_MODES
+
 
 def _bands(value: str | None) -> list[int] | None:
     if not value:
@@ -35,7 +37,7 @@ def _derive(template: str | None, src: Path, multiple: bool) -> Path | None:
 @click.option("--tile", type=int, help="Window size in pixels (default: from the checkpoint's config).")
 @click.option("--overlap", type=int, help="Overlap between windows in pixels.")
 @click.option("--batch", type=int, help="Windows per forward pass.")
-@click.option("--tta", type=click.Choice(["none", "flip", "d4", "ms"]), help="Test-time augmentation (default: from the checkpoint's config).")
+@click.option("--tta", type=click.Choice(TTA_MODES), help="Test-time augmentation (default: from the checkpoint's config).")
 @click.option("--bands", help="1-based input bands in the model's band order, e.g. 3,2,1 (default: the first N).")
 @click.option("--simplify", default=0.0, help="Polygon simplification tolerance in metres.")
 @click.option("--min-area", default=0.0, help="Drop polygons smaller than this many square metres.")
@@ -51,11 +53,11 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     Example:
       rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
     """
-    from rsseg.checkpoint import load_model
+    from rsseg.cli.progress import progress_bar
     from rsseg.errors import RsSegError
+    from rsseg.inference import Predictor, predict_file
+    from rsseg.inference.vectorize import vector_driver
     from rsseg.io import check_output
-    from rsseg.inference import predict_file, resolve_device
-    from rsseg.inference.settings import predictor_from_checkpoint_config
 
     multiple = len(inputs) > 1
     if multiple and reference:
@@ -65,20 +67,25 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
         for src in map(Path, inputs)
     ]
-    for _, targets in plans:  # refuse before any work, not after the first of several inputs
+    for _, targets in plans:  # refuse before any work (loading the model), not after the first of several inputs
         for target in targets.values():
             if target is not None:
                 check_output(target, overwrite)
-    dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
-    predictor = predictor_from_checkpoint_config(
-        model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta, device=dev
-    )
-    click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}) on {dev}")
+        if targets["vector_path"] is not None:
+            vector_driver(targets["vector_path"])
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+    meta = predictor.meta
+    click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
+               f"{predictor.settings}")
     for src, targets in plans:
-        result = predict_file(
-            predictor, src, targets.pop("output_path"), **targets, reference_path=reference,
-            bands=_bands(bands), simplify=simplify, min_area=min_area, overwrite=overwrite,
-        )
+        with progress_bar(src.name, "windows") as on_progress:
+            result = predict_file(
+                predictor, src, targets.pop("output_path"), **targets, reference_path=reference,
+                bands=_bands(bands), simplify=simplify, min_area=min_area, overwrite=overwrite, on_progress=on_progress,
+            )
         written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
         click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
+        if "metrics" in result.report:
+            m = result.report["metrics"]
+            click.echo("against the reference: " + ", ".join(
+                f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))

@@ -161,7 +161,7 @@ class InferenceConfig:
     tile: int = 1024
     overlap: int = 256
     batch: int = 8
-    #: none, flip, d4 or ms
+    #: one of :data:`TTA_MODES`
     tta: str = "none"
 
 
@@ -177,6 +177,9 @@ class Config:
         return dataclasses.asdict(self)
 
 
+#: test-time augmentation modes (the one list: config check, CLI choices, viewer, predictor)
+TTA_MODES = ("none", "flip", "d4", "ms")
+
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset.name": DATASET_NAMES,
     "dataset.scene": ("urban", "rural", "both"),
@@ -185,7 +188,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "loss.seg": ("ce", "ce_dice"),
     "optim.optimizer": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "poly", "constant"),
-    "inference.tta": ("none", "flip", "d4", "ms"),
+    "inference.tta": TTA_MODES,
 }
 
 

@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rsseg.config import bundled_config, training_config
 from rsseg.errors import RsSegError
+
+if TYPE_CHECKING:
+    from rsseg.inference.predictor import ProgressFn
 
 
 @dataclass
@@ -49,9 +53,11 @@ def run_demo(
     regularizers: list[str] | None = None,
     crop_size: int = 256,
     progress: bool = True,
+    on_progress: ProgressFn | None = None,
 ) -> DemoResult:
-    from rsseg.checkpoint import load_model
-    from rsseg.evaluation import build_report, evaluate_rasters, report_markdown, write_report
+    """Train, predict and evaluate; ``progress`` shows Lightning's training bar, ``on_progress(done,
+    total)`` receives the prediction's windows."""
+    from rsseg.evaluation import evaluate_prediction
     from rsseg.inference import Predictor, predict_file
     from rsseg.training import train
 
@@ -69,22 +75,17 @@ def run_demo(
     if ckpt is None:
         raise RsSegError("training produced no checkpoint")
 
-    model, meta = load_model(ckpt)
-    predictor = Predictor(model, meta, tile=512, overlap=128, batch=4, device="auto")
+    # the checkpoint's own inference settings (CPU batch cap included), like `rsseg predict`
+    predictor = Predictor.from_checkpoint(ckpt)
     image, mask = samples / "tanzania" / "image.tif", samples / "tanzania" / "mask.tif"
     classes_tif, polygons, areas = out / "tanzania_classes.tif", out / "tanzania_buildings.gpkg", out / "tanzania_areas.json"
-    predict_file(
-        predictor, image, classes_tif, vector_path=polygons, report_path=areas, overwrite=True, progress=progress
-    )
-    conf = evaluate_rasters(classes_tif, mask, num_classes=meta.num_classes, ignore_index=meta.ignore_index)
-    report = build_report(
-        conf, meta.classes, train_freq=meta.class_pixel_freq,
-        extra={"prediction": str(classes_tif), "reference": str(mask), "checkpoint": str(ckpt)},
-    )
+    predict_file(predictor, image, classes_tif, vector_path=polygons, report_path=areas, overwrite=True,
+                 on_progress=on_progress)
     eval_dir = out / "evaluation"
-    write_report(report, eval_dir)
+    evaluation = evaluate_prediction(classes_tif, mask, eval_dir, train_freq=predictor.meta.class_pixel_freq,
+                                     extra={"checkpoint": str(ckpt)})
     viewer_dir = Path(os.path.commonpath([image.resolve(), ckpt.resolve()]))
     return DemoResult(
-        ckpt, classes_tif, polygons, areas, eval_dir, report_markdown(report),
+        ckpt, classes_tif, polygons, areas, eval_dir, evaluation.markdown,
         viewer_dir, image.resolve().relative_to(viewer_dir), ckpt.resolve().relative_to(viewer_dir),
     )

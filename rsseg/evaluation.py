@@ -1,28 +1,30 @@
 """``rsseg evaluate``: confusion matrices from rasters or checkpoints, written as reports.
 
-Two entry points feed one report writer:
-- :func:`evaluate_rasters`: a prediction raster against a reference raster on the same grid,
-  read block by block (constant memory);
+Scoring itself (validation, confusion matrix, report keys) has one home,
+:mod:`rsseg.inference.scoring`; this module adds the two evaluate sources and the report files:
+- :func:`evaluate_rasters`: a prediction raster against a reference raster on the same grid;
 - :func:`evaluate_checkpoint`: a checkpoint run with sliding windows (and optional TTA) over the
-  whole tiles of a dataset split.
+  whole tiles of a dataset split;
+- :func:`write_evaluation`: the one evaluate sequence (score -> report.json/.md, per_class.csv,
+  confusion.png) that ``rsseg evaluate``, the demo and the viewer share.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
+from rsseg.inference.predictor import ProgressFn
 from rsseg.inference.raster import open_input
+from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
 from rsseg.io import atomic_path, write_json
-from rsseg.metrics import confusion_matrix, head_common_tail, segmentation_scores
 
 
 def class_names_from_raster(path: str | Path) -> list[str] | None:
@@ -38,49 +40,26 @@ def class_names_from_raster(path: str | Path) -> list[str] | None:
     return names or None
 
 
-def _blocks(width: int, height: int, size: int = 1024) -> Iterable[Window]:
-    for row in range(0, height, size):
-        for col in range(0, width, size):
-            yield Window(col, row, min(size, width - col), min(size, height - row))
+def raster_class_names(pred_path: str | Path, given: list[str] | None = None) -> list[str]:
+    """The class names to score a prediction raster with: ``given`` (``--classes``) or its tags.
 
-
-def evaluate_rasters(
-    pred_path: str | Path, ref_path: str | Path, num_classes: int, ignore_index: int = 255
-) -> torch.Tensor:
-    """Confusion matrix [K,K] (rows reference, columns prediction) of two aligned class rasters.
-
-    The rasters must share size, CRS and transform; reference pixels equal to ``ignore_index`` or
-    to the reference's nodata are ignored, and so are prediction nodata pixels.
+    Both present with different counts is an error: one of them describes another model.
     """
-    with open_input(pred_path, "prediction") as pred, open_input(ref_path, "reference") as ref:
-        if (pred.width, pred.height) != (ref.width, ref.height):
-            raise RsSegError(
-                f"{pred_path} is {pred.width}x{pred.height} but {ref_path} is {ref.width}x{ref.height}: "
-                "evaluate needs rasters on the same grid (reproject/resample one with gdalwarp first)"
-            )
-        if pred.crs != ref.crs:
-            raise RsSegError(f"CRS differ: {pred_path} has {pred.crs}, {ref_path} has {ref.crs}")
-        if not np.allclose(tuple(pred.transform)[:6], tuple(ref.transform)[:6], rtol=0, atol=1e-9 * max(1.0, abs(pred.transform.a))):
-            raise RsSegError(f"pixel grids differ: {pred_path} and {ref_path} have different transforms")
-        conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-        for window in _blocks(pred.width, pred.height):
-            p = pred.read(1, window=window).astype(np.int64)
-            r = ref.read(1, window=window).astype(np.int64)
-            invalid = r == ignore_index
-            if ref.nodata is not None:
-                invalid |= r == int(ref.nodata)
-            if pred.nodata is not None:
-                invalid |= p == int(pred.nodata)
-            bad = (~invalid) & ((r < 0) | (r >= num_classes))
-            if bad.any():
-                raise RsSegError(
-                    f"reference {ref_path} holds values {sorted(set(np.unique(r[bad]).tolist()))[:10]} outside the "
-                    f"{num_classes} classes (0..{num_classes - 1}, {ignore_index} = ignore)"
-                )
-            r[invalid] = ignore_index
-            p[invalid | (p >= num_classes)] = 0
-            conf += confusion_matrix(torch.from_numpy(p), torch.from_numpy(r), num_classes, ignore_index)
-    return conf
+    stored = class_names_from_raster(pred_path)
+    if given and stored and len(given) != len(stored):
+        raise RsSegError(f"--classes names {len(given)} classes but {pred_path} was written with {len(stored)} "
+                         f"({', '.join(stored)}); drop --classes or give all {len(stored)}")
+    names = given or stored
+    if not names:
+        raise RsSegError(f"{pred_path} carries no class names; pass --classes name0,name1,...")
+    return names
+
+
+def evaluate_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Confusion matrix [K,K] (rows reference, columns prediction) of two aligned class rasters
+    (:func:`rsseg.inference.scoring.score_rasters`: same size, CRS and transform; values checked)."""
+    return score_rasters(pred_path, ref_path, num_classes, ignore_index)
 
 
 def evaluate_checkpoint(
@@ -94,83 +73,39 @@ def evaluate_checkpoint(
     batch: int | None = None,
     device: str = "auto",
     eroded_labels: bool | None = None,
-    progress: bool = True,
+    on_progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run a checkpoint with sliding windows over every whole tile of a dataset split.
 
-    Returns the confusion matrix and the checkpoint's metadata as a dict.
+    Returns the confusion matrix and the checkpoint's metadata as a dict. ``on_progress(done,
+    total)`` counts tiles.
     """
-    from rich.progress import Progress
-
-    from rsseg.checkpoint import load_model
     from rsseg.data import build_datamodule
-    from rsseg.inference.settings import predictor_from_checkpoint_config
+    from rsseg.inference.predictor import Predictor
 
-    model, meta = load_model(checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+    meta = predictor.meta
     cfg = meta.build_config()
     if root is not None:
         cfg.dataset.root = root
     if eroded_labels is not None:
         cfg.dataset.eroded_labels = eroded_labels
-    predictor = predictor_from_checkpoint_config(
-        model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta, device=device
-    )
     dm = build_datamodule(cfg)
-    k = meta.num_classes
-    conf = torch.zeros(k, k, dtype=torch.int64)
     tiles = list(dm.eval_tiles(split))
     if not tiles:
         raise RsSegError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"evaluating {split}", total=len(tiles))
-        for item in tiles:
-            probs = predictor.predict_probs(item["image"])
-            conf += confusion_matrix(probs.argmax(0).cpu(), item["mask"], k, meta.ignore_index)
-            bar.advance(task)
-    return conf, meta.to_dict()
-
-
-def _json_number(v: float | int) -> float | int | None:
-    """NaN (no evidence for a class) becomes null in JSON."""
-    return None if isinstance(v, float) and math.isnan(v) else v
+    acc = ConfusionAccumulator(meta.num_classes, ignore_index=meta.ignore_index, prediction_nodata=None,
+                               reference_name=f"{split} labels")
+    for i, item in enumerate(tiles, 1):
+        probs = predictor.predict_probs(item["image"])
+        acc.update(probs.argmax(0).numpy(), np.asarray(item["mask"]))
+        if on_progress is not None:
+            on_progress(i, len(tiles))
+    return acc.conf, meta.to_dict()
 
 
 def _fmt(v: float) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}"
-
-
-def build_report(
-    conf: torch.Tensor,
-    class_names: list[str],
-    *,
-    exclude: list[int] | None = None,
-    train_freq: list[float] | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Scores of a confusion matrix as plain data (what report.json holds)."""
-    scores = segmentation_scores(conf, class_names, exclude=exclude)
-    report: dict[str, Any] = {
-        "classes": class_names,
-        "excluded_from_means": scores["excluded"],
-        "OA": scores["oa"],
-        "mIoU": scores["miou"],
-        "mF1": scores["mf1"],
-        "per_class": [
-            {"class": name} | {k: _json_number(v) for k, v in scores["per_class"][name].items()} for name in class_names
-        ],
-        "confusion_matrix": conf.tolist(),
-    }
-    if train_freq is not None:
-        groups = head_common_tail(train_freq)
-        report["groups"] = {}
-        for group in ("head", "common", "tail"):
-            ious = [row["iou"] for row, g in zip(report["per_class"], groups, strict=True) if g == group and row["iou"] is not None]
-            report["groups"][group] = float(np.mean(ious)) if ious else None
-        for row, g in zip(report["per_class"], groups, strict=True):
-            row["group"] = g
-    if extra:
-        report |= extra
-    return report
 
 
 def report_markdown(report: dict[str, Any]) -> str:
@@ -231,3 +166,46 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
         writer.writerows(report["per_class"])
     _confusion_png(torch.tensor(report["confusion_matrix"]), report["classes"], paths["confusion.png"])
     return paths
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What :func:`write_evaluation` produced: the report dict, its Markdown, and the files."""
+
+    report: dict[str, Any]
+    markdown: str
+    paths: dict[str, Path]
+
+
+def write_evaluation(conf: torch.Tensor, class_names: list[str], out_dir: str | Path, *,
+                     exclude: list[str] | None = None, dataset: str | None = None,
+                     train_freq: list[float] | None = None, extra: dict[str, Any] | None = None) -> Evaluation:
+    """The one evaluate sequence: scores (:func:`score_report`) -> report files in ``out_dir``.
+
+    ``exclude``: class names left out of mIoU/mF1 (OA keeps them); ``None`` applies the dataset's
+    convention (:func:`rsseg.metrics.default_exclusions`).
+    """
+    from rsseg.metrics import default_exclusions
+
+    if exclude is None:
+        excluded = default_exclusions(dataset, class_names)
+    else:
+        unknown = [c for c in exclude if c not in class_names]
+        if unknown:
+            raise RsSegError(f"--exclude names unknown classes {unknown}; classes are {class_names}")
+        excluded = [class_names.index(c) for c in exclude]
+    report = score_report(conf, class_names, exclude=excluded, train_freq=train_freq, extra=extra)
+    return Evaluation(report, report_markdown(report), write_report(report, out_dir))
+
+
+def evaluate_prediction(pred_path: str | Path, ref_path: str | Path, out_dir: str | Path, *,
+                        class_names: list[str] | None = None, **kwargs: Any) -> Evaluation:
+    """Score a class raster against a reference on its grid and write the report files.
+
+    ``class_names``: default the names stored in the prediction; ``kwargs`` go to
+    :func:`write_evaluation` (``extra`` gains the two paths).
+    """
+    names = raster_class_names(pred_path, class_names)
+    conf = score_rasters(pred_path, ref_path, len(names))
+    extra = {"prediction": str(pred_path), "reference": str(ref_path), **(kwargs.pop("extra", None) or {})}
+    return write_evaluation(conf, names, out_dir, extra=extra, **kwargs)

@@ -121,6 +121,22 @@ def test_prediction_is_cached_on_disk(viewer_data: dict[str, Path], prediction: 
     assert "| building |" in md and "Total valid area" in md
 
 
+def test_viewer_predicts_with_the_one_settings_resolution(viewer_data: dict[str, Path], tmp_path: Path) -> None:
+    from rsseg.checkpoint import read_meta
+    from rsseg.inference import resolve_settings
+
+    s, r = viewer.prediction_settings(viewer_data["ckpt"], tile=128), resolve_settings(read_meta(viewer_data["ckpt"]), tile=128)
+    assert (s.tile, s.overlap, s.tta) == (r.tile, r.overlap, r.tta) == (128, 32, "none")  # overlap fitted to the tile
+    seen: list[tuple[float, str]] = []
+    pred = viewer.run_prediction(viewer_data["raster"], viewer_data["ckpt"], tmp_path / "cache", tile=128,
+                                 on_progress=lambda f, msg: seen.append((f, msg)))
+    # the overlap left unset resolves the same way when the cache is looked up
+    assert viewer.find_prediction(viewer_data["raster"], viewer_data["ckpt"], tmp_path / "cache", tile=128) == pred
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert any(msg == "predicted 9/9 windows" for _, msg in seen)  # 256 px in 128 px windows with 32 px overlap
+
+
 def test_render_classes_uses_palette_and_nearest(prediction: viewer.Prediction) -> None:
     from PIL import Image
 

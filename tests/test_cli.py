@@ -118,3 +118,62 @@ def test_onnx_export_carries_the_metadata(checkpoint, tmp_path):
         expected = model(x).numpy()
     got = ort.InferenceSession(str(out)).run(None, {"image": x.numpy()})[0]
     assert np.abs(got - expected).max() < 1e-4
+
+
+def _crop(src: Path, dst: Path, size: int = 96, **changes) -> np.ndarray:
+    """Write the top-left ``size`` x ``size`` pixels of ``src`` to ``dst`` (profile amended by ``changes``)."""
+    from rasterio.windows import Window
+
+    with rasterio.open(src) as s:
+        win = Window(0, 0, size, size)
+        data = s.read(window=win)
+        profile = s.profile | {"width": size, "height": size, "transform": s.window_transform(win)} | changes
+    with rasterio.open(dst, "w", **profile) as d:
+        d.write(data)
+    return data
+
+
+def test_predict_reference_and_evaluate_share_one_validation(checkpoint, sample_tiles, tmp_path):
+    image, mask = tmp_path / "image.tif", tmp_path / "mask.tif"
+    _crop(sample_tiles / "tanzania" / "image.tif", image)
+    labels = _crop(sample_tiles / "tanzania" / "mask.tif", mask, nodata=None)
+    bad = labels.copy()
+    bad[0, 0, :3] = 6  # 2 classes: 6 is neither a class nor the ignore value 255
+    with rasterio.open(mask) as m:
+        profile = m.profile
+    with rasterio.open(tmp_path / "bad.tif", "w", **profile) as d:
+        d.write(bad)
+    out = tmp_path / "classes.tif"
+    res = run("predict", str(image), "-m", str(checkpoint), "-o", str(out), "--reference", str(tmp_path / "bad.tif"),
+              "--report", str(tmp_path / "r.json"), "--tile", "64", "--overlap", "16")
+    assert res.exit_code == 2 and "values [6] outside the 2 classes" in res.output, res.output
+    assert not out.exists() and not (tmp_path / "r.json").exists()
+
+    res = run("predict", str(image), "-m", str(checkpoint), "-o", str(out), "--reference", str(mask),
+              "--report", str(tmp_path / "r.json"), "--tile", "64", "--overlap", "16")
+    assert res.exit_code == 0, res.output
+    predicted = json.loads((tmp_path / "r.json").read_text())["metrics"]
+    res = run("evaluate", str(out), str(mask), "-o", str(tmp_path / "rep"))
+    assert res.exit_code == 0, res.output
+    evaluated = json.loads((tmp_path / "rep" / "report.json").read_text())
+    for key in ("OA", "mIoU", "mF1", "per_class", "confusion_matrix", "classes"):  # one set of keys, same numbers
+        assert predicted[key] == evaluated[key], key
+
+    res = run("evaluate", str(out), str(tmp_path / "bad.tif"), "-o", str(tmp_path / "rep2"))
+    assert res.exit_code == 2 and "values [6] outside the 2 classes" in res.output
+    res = run("evaluate", str(tmp_path / "bad.tif"), str(mask), "--classes", "background,building", "-o", str(tmp_path / "rep2"))
+    assert res.exit_code == 2 and "class ids [6] but only 2 classes" in res.output
+    res = run("evaluate", str(out), str(mask), "--classes", "a,b,c", "-o", str(tmp_path / "rep2"))
+    assert res.exit_code == 2 and "--classes names 3 classes" in res.output
+    _crop(sample_tiles / "tanzania" / "mask.tif", tmp_path / "utm.tif", crs="EPSG:32737")
+    res = run("evaluate", str(out), str(tmp_path / "utm.tif"), "-o", str(tmp_path / "rep2"))
+    assert res.exit_code == 2 and "CRS differ" in res.output
+    assert not (tmp_path / "rep2").exists()
+
+
+def test_unknown_vector_format_is_refused_before_the_model_loads(tmp_path, sample_tiles):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_bytes(b"not a checkpoint")  # would fail to load: the vector check must come first
+    res = run("predict", str(sample_tiles / "tanzania" / "image.tif"), "-m", str(fake), "-o", str(tmp_path / "o.tif"),
+              "--vector", str(tmp_path / "v.xyz"))
+    assert res.exit_code == 2 and ".xyz" in res.output and "cannot read checkpoint" not in res.output, res.output

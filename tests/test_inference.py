@@ -37,7 +37,7 @@ def conv_model(kernel: int, k: int = 3, c: int = 3, seed: int = 0) -> nn.Module:
 
 
 def predictor(kernel: int = 1, tile: int = TILE, overlap: int = OVERLAP, **kw) -> Predictor:
-    return Predictor(conv_model(kernel), make_meta(), tile=tile, overlap=overlap, batch=3, device="cpu", **kw)
+    return Predictor.from_model(conv_model(kernel), make_meta(), tile=tile, overlap=overlap, batch=3, device="cpu", **kw)
 
 
 def write_raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633",
@@ -130,7 +130,7 @@ def test_float16_blend_matches_float64_reference():
     torch.manual_seed(1)
     nn.init.normal_(model.weight, std=0.5)
     img = torch.from_numpy(smooth_image(h, w).astype(np.float32) / 255)
-    got = Predictor(model, make_meta(k=k), tile=TILE, overlap=OVERLAP, batch=3, device="cpu").predict_probs(img)
+    got = Predictor.from_model(model, make_meta(k=k), tile=TILE, overlap=OVERLAP, batch=3, device="cpu").predict_probs(img)
     acc, wsum = np.zeros((k, h, w)), np.zeros((h, w))
     for win in plan_windows(w, h, TILE, OVERLAP):
         ys, xs = slice(win.row_off, win.row_off + win.height), slice(win.col_off, win.col_off + win.width)
@@ -196,8 +196,8 @@ def test_blending_removes_seams_of_local_model():
     img = torch.from_numpy(smooth_image(160, 160).astype(np.float32) / 255)
     model = conv_model(5)
     whole = _whole(model, img)[:, 4:-4, 4:-4]
-    hard = Predictor(model, make_meta(), tile=TILE, overlap=0, batch=2, device="cpu").predict_probs(img)[:, 4:-4, 4:-4]
-    blended = Predictor(model, make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu").predict_probs(img)
+    hard = Predictor.from_model(model, make_meta(), tile=TILE, overlap=0, batch=2, device="cpu").predict_probs(img)[:, 4:-4, 4:-4]
+    blended = Predictor.from_model(model, make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu").predict_probs(img)
     blended = blended[:, 4:-4, 4:-4]
     # without overlap the zero padding at each tile edge shows as a seam
     assert (hard - whole).abs().max() > 0.02
@@ -234,7 +234,7 @@ def test_predict_array_normalises_raw_pixels():
 def test_output_grid_matches_input_and_is_a_cog(tmp_path, crs, transform):
     src = write_raster(tmp_path / "in.tif", smooth_image(90, 200), crs=crs, transform=transform)
     out = tmp_path / "out.tif"
-    res = predict_file(predictor(kernel=3), src, out, confidence_path=tmp_path / "conf.tif", progress=False)
+    res = predict_file(predictor(kernel=3), src, out, confidence_path=tmp_path / "conf.tif")
     with rasterio.open(src) as a, rasterio.open(out) as b, rasterio.open(tmp_path / "conf.tif") as c:
         assert (b.width, b.height, b.crs, b.transform) == (a.width, a.height, a.crs, a.transform)
         assert (c.width, c.height, c.crs, c.transform) == (a.width, a.height, a.crs, a.transform)
@@ -252,7 +252,7 @@ def test_file_output_equals_in_memory_prediction(tmp_path):
     raw = smooth_image(130, 170)
     src = write_raster(tmp_path / "in.tif", raw)
     p = predictor(kernel=3)
-    predict_file(p, src, tmp_path / "out.tif", progress=False)
+    predict_file(p, src, tmp_path / "out.tif")
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert np.array_equal(ds.read(1), p.predict_array(raw))
 
@@ -260,8 +260,7 @@ def test_file_output_equals_in_memory_prediction(tmp_path):
 def test_nodata_collar_is_respected(tmp_path, shared_data):
     src = shared_data / "landsat" / "RGB.byte.tif"
     out = tmp_path / "landsat.tif"
-    res = predict_file(Predictor(conv_model(3), make_meta(), tile=256, overlap=64, batch=4, device="cpu"), src, out,
-                       progress=False)
+    res = predict_file(Predictor.from_model(conv_model(3), make_meta(), tile=256, overlap=64, batch=4, device="cpu"), src, out)
     with rasterio.open(src) as a, rasterio.open(out) as b:
         invalid = (a.read_masks() == 0).all(axis=0)
         cls = b.read(1)
@@ -275,7 +274,7 @@ def test_small_raster_and_band_selection(tmp_path):
     raw = smooth_image(23, 17, c=4)
     src = write_raster(tmp_path / "small.tif", raw)
     p = predictor(kernel=1)
-    predict_file(p, src, tmp_path / "out.tif", bands=[3, 1, 2], progress=False)
+    predict_file(p, src, tmp_path / "out.tif", bands=[3, 1, 2])
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.shape == (23, 17)
         assert np.array_equal(ds.read(1), p.predict_array(raw[[2, 0, 1]]))
@@ -284,7 +283,7 @@ def test_small_raster_and_band_selection(tmp_path):
 def test_input_without_crs_warns_and_keeps_grid(tmp_path):
     src = write_raster(tmp_path / "nocrs.tif", smooth_image(40, 70), crs=None, transform=Affine(1, 0, 10, 0, -1, 50))
     with pytest.warns(UserWarning, match="no CRS"):
-        predict_file(predictor(), src, tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), src, tmp_path / "out.tif")
     with rasterio.open(tmp_path / "out.tif") as ds:
         assert ds.crs is None and ds.transform == Affine(1, 0, 10, 0, -1, 50) and ds.shape == (40, 70)
 
@@ -356,12 +355,13 @@ def test_report_with_reference(tmp_path):
     ref[-5:] = 255  # ignored
     write_raster(tmp_path / "ref.tif", ref[None])
     res = predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif",
-                       report_path=tmp_path / "rep.json", progress=False)
+                       report_path=tmp_path / "rep.json")
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep == json.loads(json.dumps(res.report))
-    conf = np.array(rep["confusion_matrix"])
+    conf = np.array(rep["metrics"]["confusion_matrix"])
     assert conf.sum() == 75 * 100 and np.trace(conf) == 65 * 100
-    assert "metrics" in rep
+    assert rep["metrics"]["OA"] == pytest.approx(65 / 75)
+    assert {"OA", "mIoU", "mF1", "per_class", "classes"} <= set(rep["metrics"])  # the keys of rsseg evaluate
 
 
 # -- bad inputs ------------------------------------------------------------------------------
@@ -369,9 +369,9 @@ def test_band_count_mismatch(tmp_path):
     src = write_raster(tmp_path / "one.tif", smooth_image(30, 30, c=1))
     out = tmp_path / "out.tif"
     with pytest.raises(RsSegError, match=r"1 band.*needs 3.*--bands"):
-        predict_file(predictor(), src, out, progress=False)
+        predict_file(predictor(), src, out)
     with pytest.raises(RsSegError, match="out of range"):
-        predict_file(predictor(), src, out, bands=[1, 1, 2], progress=False)
+        predict_file(predictor(), src, out, bands=[1, 1, 2])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif"]
 
 
@@ -379,13 +379,13 @@ def test_unreadable_and_empty_inputs(tmp_path):
     bad = tmp_path / "bad.tif"
     bad.write_text("not a raster")
     with pytest.raises(RsSegError, match="cannot read input raster"):
-        predict_file(predictor(), bad, tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), bad, tmp_path / "out.tif")
     with pytest.raises(RsSegError, match="not found"):
-        predict_file(predictor(), tmp_path / "missing.tif", tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), tmp_path / "missing.tif", tmp_path / "out.tif")
     empty = tmp_path / "empty.vrt"
     empty.write_text('<VRTDataset rasterXSize="0" rasterYSize="0"></VRTDataset>')
     with pytest.raises(RsSegError, match="empty|cannot read"):
-        predict_file(predictor(), empty, tmp_path / "out.tif", progress=False)
+        predict_file(predictor(), empty, tmp_path / "out.tif")
     assert not (tmp_path / "out.tif").exists()
 
 
@@ -393,14 +393,13 @@ def test_existing_targets_and_unwritable_dir(tmp_path):
     src = write_raster(tmp_path / "in.tif", smooth_image(30, 30))
     (tmp_path / "rep.json").write_text("{}")
     with pytest.raises(RsSegError, match="already exists"):
-        predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json", progress=False)
+        predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json")
     assert not (tmp_path / "out.tif").exists()  # checked before any work
     with pytest.raises(RsSegError, match="does not exist"):
-        predict_file(predictor(), src, tmp_path / "nodir" / "out.tif", progress=False)
+        predict_file(predictor(), src, tmp_path / "nodir" / "out.tif")
     with pytest.raises(RsSegError, match="unsupported vector format"):
-        predict_file(predictor(), src, tmp_path / "out.tif", vector_path=tmp_path / "v.xyz", progress=False)
-    res = predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json", overwrite=True,
-                       progress=False)
+        predict_file(predictor(), src, tmp_path / "out.tif", vector_path=tmp_path / "v.xyz")
+    res = predict_file(predictor(), src, tmp_path / "out.tif", report_path=tmp_path / "rep.json", overwrite=True)
     assert json.loads((tmp_path / "rep.json").read_text())["valid_pixels"] == 900 == res.report["valid_pixels"]
 
 
@@ -419,22 +418,227 @@ class _Exploding(nn.Module):
 
 def test_interrupted_run_leaves_nothing(tmp_path):
     src = write_raster(tmp_path / "in.tif", smooth_image(200, 200))
-    p = Predictor(_Exploding(), make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu")
+    p = Predictor.from_model(_Exploding(), make_meta(), tile=TILE, overlap=OVERLAP, batch=2, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        predict_file(p, src, tmp_path / "out.tif", vector_path=tmp_path / "v.gpkg", progress=False)
+        predict_file(p, src, tmp_path / "out.tif", vector_path=tmp_path / "v.gpkg")
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif"]
 
 
-def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
+def _meta_with_inference(**inference) -> ModelMeta:
     from rsseg.config import Config
-    from rsseg.inference.settings import CPU_MAX_BATCH, predictor_from_checkpoint_config
 
     cfg = Config().to_dict()
-    cfg["inference"].update(tile=512, overlap=128, batch=8, tta="flip")
-    meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"],
+    cfg["inference"].update(inference)
+    return ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"],
                      mean=[0.5] * 3, std=[0.25] * 3, config=cfg)
+
+
+def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
+    from rsseg.inference.settings import CPU_MAX_BATCH
+
+    meta = _meta_with_inference(tile=512, overlap=128, batch=8, tta="flip")
     model = torch.nn.Conv2d(3, 2, 1)
-    p = predictor_from_checkpoint_config(model, meta, device="cpu")
+    p = Predictor.from_model(model, meta, device="cpu")
     assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH, "flip")
-    p = predictor_from_checkpoint_config(model, meta, tile=128, batch=3, tta="none", device="cpu")
+    p = Predictor.from_model(model, meta, tile=128, batch=3, tta="none", device="cpu")
     assert (p.tile, p.overlap, p.batch, p.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile
+
+# -- one factory: checkpoint config -> CPU/GPU rule -> overrides ------------------------------
+def _tiny_checkpoint(path: Path, **inference) -> Path:
+    from rsseg.checkpoint import save_model
+    from rsseg.config import Config
+    from rsseg.models import build_model
+
+    cfg = Config()
+    cfg.model.encoder, cfg.model.decode_channels, cfg.model.embed_dim, cfg.model.num_heads = "mobilenetv3_small_050", 32, 16, 4
+    model = build_model(cfg.model, num_classes=2, in_channels=3)
+    d = cfg.to_dict()
+    d["inference"].update(inference)
+    meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"], mean=[0.5] * 3,
+                     std=[0.25] * 3, config=d)
+    return save_model(path, model, meta)
+
+
+def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, monkeypatch):
+    from rsseg.checkpoint import read_meta
+    from rsseg.inference import resolve_settings
+    from rsseg.inference.settings import CPU_MAX_BATCH
+
+    ckpt = _tiny_checkpoint(tmp_path / "m.ckpt", tile=256, overlap=64, batch=6, tta="d4")
+    p = Predictor.from_checkpoint(ckpt, device="cpu")
+    assert (p.tile, p.overlap, p.batch, p.tta, p.device.type) == (256, 64, CPU_MAX_BATCH, "d4", "cpu")
+    p = Predictor.from_checkpoint(ckpt, device="cpu", tile=128, batch=5, tta="none")
+    assert (p.tile, p.overlap, p.batch, p.tta) == (128, 64, 5, "none")  # the caller's values win
+    assert next(p.model.parameters()).device.type == "cpu"
+    meta = read_meta(ckpt)
+    with pytest.raises(RsSegError, match="tile must be positive"):  # 0 is refused, not read as "unset"
+        Predictor.from_model(conv_model(1, k=2), meta, device="cpu", tile=0)
+    with pytest.raises(RsSegError, match="unknown TTA mode"):
+        Predictor.from_model(conv_model(1, k=2), meta, device="cpu", tta="rot")
+    # on a GPU the configured batch applies (the CPU cap is the middle layer, under the overrides)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    s = resolve_settings(meta, device="auto")
+    assert (s.device.type, s.batch, s.tile) == ("cuda", 6, 256)
+    assert resolve_settings(meta, device="auto", batch=1).batch == 1
+
+
+def test_tta_modes_have_one_home():
+    from rsseg import config
+    from rsseg.inference import TTA_MODES
+
+    assert TTA_MODES is config.TTA_MODES and config._CHOICES["inference.tta"] is TTA_MODES
+
+
+# -- progress callbacks -----------------------------------------------------------------------
+def test_progress_callback_is_monotonic_ends_at_total_and_nothing_is_printed(tmp_path, capsys):
+    import threading
+
+    raw = smooth_image(150, 170)
+    src = write_raster(tmp_path / "in.tif", raw)
+    calls, threads = [], set()
+
+    def on_progress(done: int, total: int) -> None:
+        calls.append((done, total))
+        threads.add(threading.get_ident())
+
+    capsys.readouterr()
+    predict_file(predictor(kernel=3), src, tmp_path / "out.tif", report_path=tmp_path / "r.json", on_progress=on_progress)
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""  # library code prints nothing
+    total = len(plan_windows(170, 150, TILE, OVERLAP))
+    assert total > 3 and {t for _, t in calls} == {total}
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and len(set(done)) == len(done) and done[-1] == total
+    assert threads == {threading.get_ident()}  # the calling thread: UI toolkits may be driven from it
+    calls.clear()
+    predictor(kernel=1).predict_array(raw, on_progress=on_progress)
+    assert calls[-1] == (total, total)
+
+
+# -- output products are writers --------------------------------------------------------------
+from rsseg.inference import ProductWriter, RasterWriter  # noqa: E402
+
+
+class EntropyWriter(RasterWriter):
+    """A new product in one class: normalised entropy of the probabilities x 254 (255 = nodata)."""
+
+    name = "entropy"
+
+    def values(self, rows, probs):
+        p = probs.float().clamp_min(1e-7)
+        h = -(p * p.log()).sum(0) / math.log(p.shape[0])
+        out = np.round(h.clamp(0, 1).numpy() * 254).astype(np.uint8)
+        if rows.nodata is not None:
+            out[rows.nodata] = 255
+        return out
+
+
+def _entropy_u8(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(probs.astype(np.float32), 1e-7, None)
+    h = -(p * np.log(p)).sum(0) / math.log(p.shape[0])
+    return np.round(np.clip(h, 0, 1) * 254).astype(np.uint8)
+
+
+def test_a_new_product_is_one_writer_class_and_round_trips(tmp_path):
+    raw = smooth_image(90, 110)
+    src = write_raster(tmp_path / "in.tif", raw)
+    p = predictor(kernel=3)
+    res = predict_file(p, src, tmp_path / "out.tif", products=[EntropyWriter(tmp_path / "entropy.tif")])
+    assert res.products == {"classes": tmp_path / "out.tif", "entropy": tmp_path / "entropy.tif"}
+    expected = _entropy_u8(p.predict_array(raw, return_probs=True))
+    with rasterio.open(tmp_path / "entropy.tif") as ds, rasterio.open(src) as s:
+        got = ds.read(1)
+        assert (ds.crs, ds.transform, ds.shape) == (s.crs, s.transform, s.shape) and ds.nodata == 255
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1 and got.std() > 0
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["entropy.tif", "in.tif", "out.tif"]  # no temp left
+
+
+class _FailingWriter(ProductWriter):
+    name = "failing"
+
+    def write(self, rows, probs):
+        raise OSError("No space left on device")
+
+
+def test_writers_are_checked_before_work_and_aborted_on_failure(tmp_path):
+    src = write_raster(tmp_path / "in.tif", smooth_image(70, 80))
+    with pytest.raises(RsSegError, match="entropy and classes outputs are both"):
+        predict_file(predictor(), src, tmp_path / "out.tif", products=[EntropyWriter(tmp_path / "out.tif")])
+    with pytest.raises(OSError, match="No space"):
+        predict_file(predictor(), src, tmp_path / "out.tif", confidence_path=tmp_path / "conf.tif",
+                     report_path=tmp_path / "r.json", products=[EntropyWriter(tmp_path / "e.tif"), _FailingWriter(None)])
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif"]  # no target, no temporary folder
+
+
+# -- one scoring path: predict --reference and evaluate share one validation ------------------
+def _reference_case(tmp_path: Path):
+    raw = smooth_image(60, 70)
+    src = write_raster(tmp_path / "in.tif", raw)
+    p = predictor(kernel=1)
+    return src, p, p.predict_array(raw)
+
+
+def test_predict_reference_out_of_range_is_an_error_not_an_ignored_pixel(tmp_path):
+    src, p, pred = _reference_case(tmp_path)
+    ref = pred.copy()
+    ref[3, :4] = 7  # K = 3: not a class, not the ignore value
+    write_raster(tmp_path / "ref.tif", ref[None])
+    with pytest.raises(RsSegError, match=r"values \[7\] outside the 3 classes"):
+        predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif", report_path=tmp_path / "r.json")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif", "ref.tif"]
+    ref[3, :4] = 255  # the ignore value is fine, and so is the reference's own nodata
+    ref[4, :4] = 9
+    write_raster(tmp_path / "ref.tif", ref[None], nodata=9)
+    res = predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif")
+    assert res.report["metrics"]["OA"] == 1.0
+    assert np.array(res.report["metrics"]["confusion_matrix"]).sum() == 60 * 70 - 8
+
+
+@pytest.mark.parametrize("grid", ["transform", "crs", "size"])
+def test_predict_and_evaluate_refuse_a_reference_on_another_grid(tmp_path, grid):
+    from rsseg.evaluation import evaluate_rasters
+
+    src, p, pred = _reference_case(tmp_path)
+    kw = {"transform": Affine(2.0, 0, 500010, 0, -2.0, 100000)} if grid == "transform" else (
+        {"crs": "EPSG:32634"} if grid == "crs" else {})
+    ref = pred[None] if grid != "size" else pred[None, :-1]
+    write_raster(tmp_path / "ref.tif", ref, **kw)
+    msg = {"transform": "transforms", "crs": "CRS differ", "size": "same grid"}[grid]
+    with pytest.raises(RsSegError, match=msg):
+        predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif")
+    predict_file(p, src, tmp_path / "out.tif")
+    with pytest.raises(RsSegError, match=msg):
+        evaluate_rasters(tmp_path / "out.tif", tmp_path / "ref.tif", num_classes=3)
+
+
+def test_evaluate_refuses_prediction_ids_beyond_the_classes_and_bad_references(tmp_path):
+    from rsseg.evaluation import evaluate_rasters
+
+    pred = np.zeros((1, 20, 30), np.uint8)
+    pred[0, :5] = 1
+    write_raster(tmp_path / "ref.tif", pred.copy())
+    pred[0, 0, 0] = 4  # a 5-class raster scored as 3 classes: never silently class 0
+    write_raster(tmp_path / "pred.tif", pred)
+    with pytest.raises(RsSegError, match=r"class ids \[4\] but only 3 classes"):
+        evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
+    ref = pred.copy()
+    ref[0, 0, 0], ref[0, 1, 1] = 0, 3
+    write_raster(tmp_path / "ref2.tif", ref)
+    pred[0, 0, 0] = 255  # prediction nodata is not scored
+    write_raster(tmp_path / "pred.tif", pred, nodata=255)
+    with pytest.raises(RsSegError, match=r"values \[3\] outside the 3 classes"):
+        evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref2.tif", num_classes=3)
+    conf = evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
+    assert conf.sum() == 20 * 30 - 1 and torch.trace(conf) == conf.sum()
+
+
+def test_confusion_accumulator_float_reference_with_nan_nodata():
+    from rsseg.inference import ConfusionAccumulator
+
+    acc = ConfusionAccumulator(2, reference_nodata=float("nan"))
+    acc.update(np.array([[0, 1, 1]], np.uint8), np.array([[0.0, np.nan, 1.0]], np.float32))
+    assert acc.conf.tolist() == [[1, 0], [0, 1]]
+    with pytest.raises(RsSegError, match=r"values \[0.5\]"):
+        acc.update(np.array([[0]], np.uint8), np.array([[0.5]], np.float32))
+    with pytest.raises(RsSegError, match="values"):  # NaN that is not the nodata value is not a class
+        ConfusionAccumulator(2).update(np.array([[0]], np.uint8), np.array([[np.nan]], np.float32))

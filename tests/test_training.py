@@ -62,7 +62,7 @@ def test_validation_logs_per_class_metrics_and_collapse(trained):
 
 
 def test_evaluate_checkpoint_covers_every_valid_pixel(trained, sample_tiles, tmp_path):
-    conf, meta = evaluate_checkpoint(trained.best, split="val", tile=128, overlap=32, progress=False)
+    conf, meta = evaluate_checkpoint(trained.best, split="val", tile=128, overlap=32)
     assert conf.shape == (2, 2) and int(conf.sum()) == 8 * 256 * 256  # 8 val chips, no ignore pixels
     out = tmp_path / "report"
     res = CliRunner().invoke(main, ["evaluate", "-m", str(trained.best), "--split", "val", "--tile", "128", "-o", str(out)])

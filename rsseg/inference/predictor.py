@@ -16,6 +16,8 @@ import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,22 +28,15 @@ from torch import nn
 from rsseg.checkpoint import ModelMeta
 from rsseg.errors import RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
+from rsseg.inference.settings import TTA_MODES, resolve_device, resolve_settings
 from rsseg.inference.windows import check_tiling, padded_size, plan_windows, reflect_pad
 
-TTA_MODES = ("none", "flip", "d4", "ms")
 #: multi-scale TTA factors (the usual 0.75/1/1.25 of segmentation test-time scaling)
 MS_SCALES = (0.75, 1.0, 1.25)
 _POLL_S = 0.1
 
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RsSegError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
-    return dev
+#: ``on_progress(done, total)``: windows predicted so far and in all; called from the calling thread
+ProgressFn = Callable[[int, int], None]
 
 
 def _logits(out: object) -> torch.Tensor:
@@ -96,10 +91,12 @@ class Predictor:
     """A model on a device plus the tiling settings; see the module docstring.
 
     ``model`` maps normalised [B, C, H, W] float (H, W multiples of 32) to logits [B, K, H, W].
+    Build one with :meth:`from_checkpoint` (or :meth:`from_model` for a model already loaded):
+    they resolve unset settings in one place (:func:`rsseg.inference.settings.resolve_settings`).
     """
 
-    def __init__(self, model: nn.Module, meta: ModelMeta, tile: int = 1024, overlap: int = 256, batch: int = 8,
-                 tta: str = "none", device: str | torch.device = "auto") -> None:
+    def __init__(self, model: nn.Module, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str,
+                 device: str | torch.device) -> None:
         check_tiling(tile, overlap)
         if batch < 1:
             raise RsSegError(f"batch must be at least 1 (got {batch})")
@@ -115,6 +112,29 @@ class Predictor:
         self._std = np.asarray(meta.std, np.float32)[:, None, None]
         self._gain = (1.0 / (np.float32(meta.scale) * self._std)).astype(np.float32)
         self._shift = (self._mean / self._std).astype(np.float32)
+
+    @classmethod
+    def from_model(cls, model: nn.Module, meta: ModelMeta, *, device: str | torch.device = "auto",
+                   tile: int | None = None, overlap: int | None = None, batch: int | None = None,
+                   tta: str | None = None) -> Predictor:
+        """A predictor for a loaded model: checkpoint config -> CPU/GPU rule -> these overrides."""
+        s = resolve_settings(meta, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+        return cls(model, meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta, device=s.device)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", **overrides: Any) -> Predictor:
+        """Load ``path`` (weights only, :func:`rsseg.checkpoint.load_model`) onto the resolved device and
+        build the predictor; ``overrides``: ``tile``, ``overlap``, ``batch``, ``tta`` (``None`` = unset)."""
+        from rsseg.checkpoint import load_model
+
+        dev = resolve_device(device)
+        model, meta = load_model(path, dev)
+        return cls.from_model(model, meta, device=dev, **overrides)
+
+    @property
+    def settings(self) -> str:
+        """One line describing the settings (for the CLI and logs)."""
+        return f"device {self.device}, tile {self.tile}/{self.overlap}, batch {self.batch}, tta {self.tta}"
 
     @property
     def num_classes(self) -> int:
@@ -175,7 +195,7 @@ class Predictor:
         return np.stack([reflect_pad(t, ph, pw) for t in tiles])
 
     def run(self, read_window: Callable[[Window], np.ndarray], width: int, height: int,
-            on_band: BandCallback) -> None:
+            on_band: BandCallback, on_progress: ProgressFn | None = None) -> None:
         """Tile a ``width`` x ``height`` image and stream blended bands of rows to ``on_band``.
 
         ``read_window(window)`` returns normalised float32 [C, h, w] and is called only from the
@@ -185,8 +205,12 @@ class Predictor:
         batch each way, and every thread drops its reference to a batch as soon as it is handed
         on, so at most ~3 batches of tiles and ~3 of probabilities exist at any time.
         Exceptions from either thread (and Ctrl-C) stop all three and re-raise.
+        ``on_progress(done, total)`` (windows) runs in the calling thread after every batch, so it
+        may drive UI elements that only that thread may touch (Streamlit); the last call has
+        ``done == total``.
         """
         windows = plan_windows(width, height, self.tile, self.overlap)
+        n_done = 0
         stop = threading.Event()
         batches: queue.Queue = queue.Queue(maxsize=1)
         results: queue.Queue = queue.Queue(maxsize=1)
@@ -232,6 +256,9 @@ class Predictor:
                 if not _put(results, (chunk, probs), stop):
                     break
                 probs = None
+                n_done += len(chunk)
+                if on_progress is not None:
+                    on_progress(n_done, len(windows))
             if item is done:
                 _put(results, done, stop)
         except BaseException:
@@ -244,7 +271,7 @@ class Predictor:
         if errors:
             raise errors[0]
 
-    def predict_probs(self, image: torch.Tensor) -> torch.Tensor:
+    def predict_probs(self, image: torch.Tensor, on_progress: ProgressFn | None = None) -> torch.Tensor:
         """Normalised image [C, H, W] -> blended probabilities [K, H, W] float32 (on the CPU).
 
         Same window plan, batching, TTA and blending as :func:`rsseg.inference.predict_file`.
@@ -261,16 +288,17 @@ class Predictor:
         def read(win: Window) -> np.ndarray:
             return arr[:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
 
-        self.run(read, w, h, on_band)
+        self.run(read, w, h, on_band, on_progress)
         return torch.from_numpy(out)
 
-    def predict_array(self, image: np.ndarray, return_probs: bool = False) -> np.ndarray:
+    def predict_array(self, image: np.ndarray, return_probs: bool = False,
+                      on_progress: ProgressFn | None = None) -> np.ndarray:
         """Raw image [C, H, W] (in the checkpoint's band order) -> class ids [H, W] uint8,
         or probabilities [K, H, W] float32 with ``return_probs``."""
         if image.ndim != 3 or image.shape[0] != self.meta.in_channels:
             raise RsSegError(f"image has shape {tuple(image.shape)}; the model needs [{self.meta.in_channels}, H, W] "
                              f"(bands {', '.join(self.meta.bands)})")
-        probs = self.predict_probs(torch.from_numpy(self.normalise(image))).numpy()
+        probs = self.predict_probs(torch.from_numpy(self.normalise(image)), on_progress).numpy()
         if return_probs:
             return probs
         return argmax_confidence(torch.from_numpy(probs))[0].numpy()

@@ -28,15 +28,19 @@ CLASS_NODATA = 255
 CONFIDENCE_NODATA = 0
 
 
-def open_input(path: str | Path, what: str = "input") -> rasterio.DatasetReader:
-    """Open any GDAL-readable raster, turning GDAL errors into :class:`RsSegError` that call it the
-    ``what`` raster (input, prediction, reference...)."""
+def open_input(path: str | Path, what: str = "input", *, geotiff_only: bool = False) -> rasterio.DatasetReader:
+    """The one raster opener: any GDAL-readable raster (or, with ``geotiff_only``, the GeoTIFF
+    driver only, for paths that come from a browser), GDAL errors turned into :class:`RsSegError`
+    that call it the ``what`` raster (input, prediction, reference...)."""
     path = Path(path)
     if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
         raise RsSegError(f"{what} raster not found: {path}")
     try:
-        src = rasterio.open(path)
+        src = rasterio.open(path, driver="GTiff") if geotiff_only else rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
+        if geotiff_only:
+            raise RsSegError(f"{what} raster {path.name} is not a readable GeoTIFF; only .tif/.tiff GeoTIFF files "
+                             "are accepted here") from None
         raise RsSegError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
                          "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2...)") from None
     if src.width == 0 or src.height == 0 or src.count == 0:

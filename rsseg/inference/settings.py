@@ -1,37 +1,66 @@
-"""Sliding-window settings: flags override the checkpoint's ``inference`` config section."""
+"""The one resolution of prediction settings and the one device resolver.
+
+Order, latest wins: the checkpoint's ``inference`` config section (its schema and defaults are
+:class:`rsseg.config.InferenceConfig`) -> the CPU/GPU rule (:data:`CPU_MAX_BATCH`) -> the
+caller's overrides (CLI flags, viewer widgets). Every caller (``rsseg predict``, ``rsseg
+evaluate``, the viewer, the demo) goes through :func:`resolve_settings`, via
+:meth:`rsseg.inference.Predictor.from_checkpoint` / ``from_model``.
+"""
 
 from __future__ import annotations
 
-from torch import nn
+from dataclasses import dataclass
+
+import torch
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.inference.predictor import Predictor, resolve_device
+from rsseg.config import TTA_MODES
+from rsseg.errors import RsSegError
 
 #: default batch on CPU (bench/predict_bench.py: batch 2 keeps a 32k-wide raster near 2 GB)
 CPU_MAX_BATCH = 2
 
+__all__ = ["CPU_MAX_BATCH", "PredictSettings", "TTA_MODES", "resolve_device", "resolve_settings"]
 
-def predictor_from_checkpoint_config(
-    model: nn.Module,
-    meta: ModelMeta,
-    *,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch: int | None = None,
-    tta: str | None = None,
-    device: str = "auto",
-) -> Predictor:
-    """A :class:`Predictor` whose unset settings come from the checkpoint's config.
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise RsSegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RsSegError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+    return dev
+
+
+@dataclass(frozen=True)
+class PredictSettings:
+    """Resolved sliding-window settings: nothing here is ``None``."""
+
+    tile: int
+    overlap: int
+    batch: int
+    tta: str
+    device: torch.device
+
+
+def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", tile: int | None = None,
+                     overlap: int | None = None, batch: int | None = None, tta: str | None = None) -> PredictSettings:
+    """Settings for ``meta``'s checkpoint: its config, then the CPU rule, then the given overrides.
 
     A tile given without an overlap keeps the configured overlap when it fits, else a quarter of
     the tile, so ``--tile 128`` alone never fails on a default overlap of 256. Without an explicit
-    batch, CPUs run at most :data:`CPU_MAX_BATCH` windows at a time.
+    batch, CPUs run at most :data:`CPU_MAX_BATCH` windows at a time (a batch of 8 large tiles costs
+    GBs of activations on a CPU and buys no throughput).
     """
     inf = meta.build_config().inference
-    tile = tile or inf.tile
+    dev = resolve_device(device)
+    tile = inf.tile if tile is None else tile
     if overlap is None:
         overlap = inf.overlap if inf.overlap < tile else tile // 4
     if batch is None:
-        # on a CPU a batch of 8 large tiles costs GBs of activations and no throughput
-        batch = inf.batch if resolve_device(device).type == "cuda" else min(inf.batch, CPU_MAX_BATCH)
-    return Predictor(model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta or inf.tta, device=device)
+        batch = inf.batch if dev.type == "cuda" else min(inf.batch, CPU_MAX_BATCH)
+    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev)

@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
+from rsseg.inference.raster import open_input
 from rsseg.io import atomic_path
 
 if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only when polygons are made
@@ -72,7 +73,7 @@ def polygonize(class_raster_path: str | Path, class_names: list[str], simplify: 
     """Polygons of a class raster as a GeoDataFrame (class_id, class_name, area_m2) in its CRS."""
     if window_size < 1:
         raise RsSegError(f"window_size must be positive (got {window_size})")
-    with rasterio.open(class_raster_path) as src:
+    with open_input(class_raster_path, "class") as src:
         geoms, classes, border = _trace(src, window_size)
         for value, pieces in sorted(border.items()):
             merged = shapely.get_parts(shapely.union_all(pieces))

@@ -12,12 +12,13 @@ from rsseg.viewer.mapview import BASEMAPS, LeafletAssets, build_map, local_leafl
 from rsseg.viewer.render import (LEGEND_CLASS, MAX_DISPLAY_PX, Overlay, PointValue, legend_html, polygons_geojson,
                                  query_point, render_classes, render_image)
 from rsseg.viewer.session import (AppSettings, Prediction, ReferenceScores, app_script, area_markdown, area_table,
-                                  find_prediction, load_checkpoint, prediction_key, run_prediction, score_reference)
+                                  find_prediction, load_checkpoint, prediction_key, prediction_settings, run_prediction,
+                                  score_reference)
 
 __all__ = [
     "BASEMAPS", "CHECKPOINT_SUFFIXES", "LEGEND_CLASS", "MAX_DISPLAY_PX", "RASTER_SUFFIXES", "AppSettings",
     "LeafletAssets", "Overlay", "PointValue", "Prediction", "ReferenceScores", "app_script", "area_markdown",
     "area_table", "build_map", "find_prediction", "check_raster", "file_stamp", "legend_html", "list_files", "load_checkpoint",
-    "local_leaflet", "open_geotiff", "polygons_geojson", "prediction_key", "query_point", "render_classes", "render_image",
+    "local_leaflet", "open_geotiff", "polygons_geojson", "prediction_key", "prediction_settings", "query_point", "render_classes", "render_image",
     "resolve_under", "run_prediction", "save_upload", "score_reference",
 ]

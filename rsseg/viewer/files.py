@@ -17,6 +17,7 @@ from pathlib import Path
 import rasterio
 
 from rsseg.errors import RsSegError
+from rsseg.inference.raster import open_input
 from rsseg.io import atomic_path
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -74,14 +75,7 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
 
 def open_geotiff(path: str | Path) -> rasterio.DatasetReader:
     """Open ``path`` with the GeoTIFF driver only (see the module docstring)."""
-    try:
-        src = rasterio.open(path, driver="GTiff")
-    except rasterio.RasterioIOError:
-        raise RsSegError(f"{Path(path).name} is not a readable GeoTIFF; the viewer accepts .tif/.tiff GeoTIFF files only") from None
-    if src.count < 1 or src.width < 1 or src.height < 1:
-        src.close()
-        raise RsSegError(f"{Path(path).name} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
-    return src
+    return open_input(path, "viewer", geotiff_only=True)
 
 
 def check_raster(path: str | Path) -> Path:

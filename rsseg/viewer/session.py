@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from rsseg.checkpoint import ModelMeta, load_model
+from rsseg.checkpoint import ModelMeta, load_model, read_meta
 from rsseg.errors import RsSegError
-from rsseg.inference import Predictor, predict_file, vectorize
-from rsseg.inference.windows import plan_windows
+from rsseg.inference import PredictSettings, Predictor, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.io import atomic_path
 from rsseg.viewer.files import check_raster, file_stamp
 
+#: the viewer's progress: (fraction in [0, 1], message), rendered by the app as a Streamlit bar
 ProgressFn = Callable[[float, str], None]
 Loader = Callable[[str], tuple[nn.Module, ModelMeta]]
 
@@ -77,13 +76,16 @@ class Prediction:
     colors: list[str]
 
 
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def load_checkpoint(path: str, device: str | None = None) -> tuple[nn.Module, ModelMeta]:
+def load_checkpoint(path: str, device: str = "auto") -> tuple[nn.Module, ModelMeta]:
     """Load a checkpoint for the viewer (weights-only unpickling, see :mod:`rsseg.checkpoint`)."""
-    return load_model(path, device or default_device())
+    return load_model(path, resolve_device(device))
+
+
+def prediction_settings(checkpoint: str | Path | ModelMeta, *, tile: int | None = None, overlap: int | None = None,
+                        tta: str | None = None, device: str = "auto") -> PredictSettings:
+    """The settings a viewer prediction runs with: the checkpoint's, then the widgets' overrides."""
+    meta = checkpoint if isinstance(checkpoint, ModelMeta) else read_meta(checkpoint)
+    return resolve_settings(meta, device=device, tile=tile, overlap=overlap, tta=tta)
 
 
 def prediction_key(raster: str | Path, checkpoint: str | Path, tile: int, overlap: int, tta: str) -> str:
@@ -92,37 +94,18 @@ def prediction_key(raster: str | Path, checkpoint: str | Path, tile: int, overla
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-class _ReportingPredictor(Predictor):
-    """A :class:`Predictor` that reports windows done after each model batch.
-
-    ``forward_probs`` runs in the calling thread (the reader and blender are worker threads),
-    so the callback may update Streamlit elements, which only the script thread can do.
-    """
-
-    def __init__(self, *args: Any, on_progress: ProgressFn | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._on_progress, self._done, self._total = on_progress, 0, 1
-
-    def run(self, read_window: Any, width: int, height: int, on_band: Any) -> None:
-        self._done, self._total = 0, max(1, len(plan_windows(width, height, self.tile, self.overlap)))
-        super().run(read_window, width, height, on_band)
-
-    def forward_probs(self, x: torch.Tensor) -> torch.Tensor:
-        probs = super().forward_probs(x)
-        self._done += x.shape[0]
-        if self._on_progress is not None:
-            self._on_progress(min(1.0, self._done / self._total), f"predicted {self._done}/{self._total} windows")
-        return probs
+def _entry(cache_dir: str | Path, raster: Path, checkpoint: Path, s: PredictSettings | Predictor) -> Path:
+    return Path(cache_dir) / "predictions" / prediction_key(raster, checkpoint, s.tile, s.overlap, s.tta)
 
 
-def _entry(cache_dir: str | Path, raster: Path, checkpoint: Path, tile: int, overlap: int, tta: str) -> Path:
-    return Path(cache_dir) / "predictions" / prediction_key(raster, checkpoint, tile, overlap, tta)
+_NAMES = {"classes_tif": "classes.tif", "polygons": "polygons.gpkg", "report_json": "report.json"}
 
 
-def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str | Path, *, tile: int = 512,
-                    overlap: int = 128, tta: str = "none") -> Prediction | None:
+def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str | Path, *, tile: int | None = None,
+                    overlap: int | None = None, tta: str | None = None) -> Prediction | None:
     """The cached prediction for these files (as they are now) and settings, or None."""
-    out = _entry(cache_dir, Path(raster), Path(checkpoint), tile, overlap, tta)
+    out = _entry(cache_dir, Path(raster), Path(checkpoint),
+                 prediction_settings(checkpoint, tile=tile, overlap=overlap, tta=tta))
     done = out / RESULT_FILE
     if not done.is_file():
         return None
@@ -133,41 +116,41 @@ def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str |
     return Prediction(*paths, report=cached["report"], classes=cached["classes"], colors=cached["colors"])
 
 
-_NAMES = {"classes_tif": "classes.tif", "polygons": "polygons.gpkg", "report_json": "report.json"}
-
-
 def run_prediction(
     raster: str | Path,
     checkpoint: str | Path,
     cache_dir: str | Path,
     *,
-    tile: int = 512,
-    overlap: int = 128,
-    tta: str = "none",
-    batch: int = 4,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tta: str | None = None,
+    batch: int | None = None,
     loader: Loader = load_checkpoint,
     on_progress: ProgressFn | None = None,
 ) -> Prediction:
     """Predict ``raster`` with ``checkpoint`` into the cache, or return the cached result.
 
-    Writes the class COG, a GeoPackage of polygons and the JSON area report; ``on_progress``
-    gets (fraction in [0, 1], message) for the model part (90 %) and the polygons (last 10 %).
+    Unset settings come from the checkpoint (:func:`prediction_settings`). Writes the class COG,
+    a GeoPackage of polygons and the JSON area report; ``on_progress`` gets (fraction in [0, 1],
+    message) for the model part (90 %) and the polygons (last 10 %), from the calling thread.
     """
     report_progress = on_progress or (lambda f, msg: None)
     raster, checkpoint = Path(raster), Path(checkpoint)
     if (hit := find_prediction(raster, checkpoint, cache_dir, tile=tile, overlap=overlap, tta=tta)) is not None:
         return hit
     check_raster(raster)
-    out = _entry(cache_dir, raster, checkpoint, tile, overlap, tta)
-    out.mkdir(parents=True, exist_ok=True)
     report_progress(0.0, "loading model")
     model, meta = loader(str(checkpoint))
-    predictor = _ReportingPredictor(
-        model, meta, tile=tile, overlap=overlap, batch=batch, tta=tta, device=next(model.parameters()).device,
-        on_progress=lambda f, msg: report_progress(0.9 * f, msg),
-    )
+    predictor = Predictor.from_model(model, meta, device=next(model.parameters()).device, tile=tile, overlap=overlap,
+                                     batch=batch, tta=tta)
+    out = _entry(cache_dir, raster, checkpoint, predictor)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def windows_done(done: int, total: int) -> None:
+        report_progress(0.9 * done / total, f"predicted {done}/{total} windows")
+
     result = predict_file(predictor, raster, out / _NAMES["classes_tif"], report_path=out / _NAMES["report_json"],
-                          overwrite=True, progress=False)
+                          overwrite=True, on_progress=windows_done)
     report_progress(0.9, "polygonising")
     vectorize(result.output_path, out / _NAMES["polygons"], meta.classes)
     colors = meta.colors[: meta.num_classes]
@@ -208,17 +191,16 @@ class ReferenceScores:
 def score_reference(pred: Prediction, reference: str | Path) -> ReferenceScores:
     """Per-class IoU/F1 and confusion matrix of a cached prediction against a reference mask.
 
-    Uses :mod:`rsseg.evaluation`; the files go beside the prediction, keyed on the reference's
-    stamp so a changed mask is scored again.
+    The evaluate sequence of :func:`rsseg.evaluation.evaluate_prediction`; the files go beside
+    the prediction, keyed on the reference's stamp so a changed mask is scored again.
     """
-    from rsseg.evaluation import build_report, evaluate_rasters, report_markdown, write_report
+    from rsseg.evaluation import evaluate_prediction
 
     reference = check_raster(Path(reference))
     key = hashlib.sha256(json.dumps(file_stamp(reference)).encode()).hexdigest()[:16]
-    conf = evaluate_rasters(pred.classes_tif, reference, num_classes=len(pred.classes))
-    report = build_report(conf, pred.classes, extra={"prediction": str(pred.classes_tif), "reference": str(reference)})
-    paths = write_report(report, pred.classes_tif.parent / f"evaluation-{key}")
-    return ReferenceScores(report, report_markdown(report), paths["confusion.png"])
+    result = evaluate_prediction(pred.classes_tif, reference, pred.classes_tif.parent / f"evaluation-{key}",
+                                 class_names=pred.classes)
+    return ReferenceScores(result.report, result.markdown, result.paths["confusion.png"])
 
 
 def app_script() -> Path:

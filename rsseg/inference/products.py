@@ -1,0 +1,218 @@
+"""Output products of ``predict_file`` as writer objects.
+
+Every product (class raster, confidence raster, polygons, area report, or a new one such as a
+probability or entropy raster) is one :class:`ProductWriter` subclass with the life cycle
+
+``targets()`` / ``check()``  before any work: the paths it will write, and product-specific checks;
+``open(ctx)``                before the first band (main thread);
+``write(rows, probs)``       once per finished band of rows, in row order (the blender thread);
+``close()``                  after the last band: finish the product and move it onto its target
+                             atomically (temporary file beside the target, then a rename);
+``abort()``                  on any failure: release handles and temporary files, never touching
+                             the target.
+
+``predict_file`` closes the writers in list order, so a writer that reads another's finished
+file (the polygons read the class raster) comes after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from rsseg.checkpoint import ModelMeta
+from rsseg.inference.areas import AreaModel
+from rsseg.inference.blend import confidence_u8
+from rsseg.inference.raster import CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, describe_classes, tiled_profile, to_cog
+from rsseg.inference.report import AreaAccumulator
+from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
+from rsseg.inference.vectorize import SHAPEFILE_PARTS, vector_driver, vectorize
+from rsseg.io import write_json
+
+
+@dataclass
+class ProductContext:
+    """What a writer may know when it opens: the input raster, the model metadata, a temporary
+    folder beside the class raster target, and the report header (input, size, CRS, device)."""
+
+    src: rasterio.DatasetReader
+    meta: ModelMeta
+    tmpdir: Path
+    header: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Rows:
+    """One finished band of rows: class ids [n, W] uint8 (255 on nodata), max probability [n, W],
+    and the input's nodata mask [n, W] bool (``None`` when every pixel is valid)."""
+
+    y0: int
+    classes: np.ndarray
+    confidence: torch.Tensor
+    nodata: np.ndarray | None
+
+    @property
+    def window(self) -> Window:
+        return Window(0, self.y0, self.classes.shape[1], self.classes.shape[0])
+
+
+class ProductWriter:
+    """Base class of output products; see the module docstring. ``name`` keys ``PredictResult.products``."""
+
+    name = "product"
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+
+    def targets(self) -> list[Path]:
+        """Every file this product writes (checked against --overwrite before any work)."""
+        return [self.path] if self.path is not None else []
+
+    def check(self) -> None:
+        """Product-specific checks before any work (e.g. a known vector format)."""
+
+    def open(self, ctx: ProductContext) -> None:
+        self.ctx = ctx
+
+    def write(self, rows: Rows, probs: torch.Tensor) -> None:
+        """``probs``: blended probabilities [K, n, W] float16 of the same rows."""
+
+    def close(self) -> Path | None:
+        return self.path
+
+    def abort(self) -> None:
+        """Release resources after a failure; the target is never touched."""
+
+
+class RasterWriter(ProductWriter):
+    """A single-band uint8 raster on the input's grid, streamed to a tiled GeoTIFF in the
+    temporary folder and copied to a COG at the target. Subclasses say what goes in a band."""
+
+    nodata = CLASS_NODATA
+    resampling = "average"
+
+    def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+    def describe(self, dst: rasterio.io.DatasetWriter) -> None:
+        """Tags, palette, band description of the temporary raster (copied into the COG)."""
+
+    def open(self, ctx: ProductContext) -> None:
+        super().open(ctx)
+        self.tmp = ctx.tmpdir / f"{self.name}.tif"
+        self.dst = rasterio.open(self.tmp, "w", **tiled_profile(ctx.src, self.nodata))
+        self.describe(self.dst)
+        self.rows = RowWriter(self.dst)
+
+    def write(self, rows: Rows, probs: torch.Tensor) -> None:
+        self.rows.write(rows.y0, self.values(rows, probs))
+
+    def close(self) -> Path:
+        self.dst.close()
+        return to_cog(self.tmp, self.path, self.resampling)
+
+    def abort(self) -> None:
+        if getattr(self, "dst", None) is not None:
+            self.dst.close()
+
+
+class ClassRasterWriter(RasterWriter):
+    """uint8 class ids, 255 on input nodata, with palette and class names; overviews by mode."""
+
+    name = "classes"
+    resampling = "mode"
+
+    def describe(self, dst: rasterio.io.DatasetWriter) -> None:
+        describe_classes(dst, self.ctx.meta)
+
+    def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
+        return rows.classes
+
+
+class ConfidenceWriter(RasterWriter):
+    """Max probability x 255 as uint8 (>= 255 / K >= 1, so 0 is free for nodata)."""
+
+    name = "confidence"
+    nodata = CONFIDENCE_NODATA
+
+    def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
+        c8 = confidence_u8(rows.confidence.clone()).numpy()
+        if rows.nodata is not None:
+            c8[rows.nodata] = CONFIDENCE_NODATA
+        return c8
+
+
+class VectorWriter(ProductWriter):
+    """Polygons per class (.gpkg/.shp/.geojson) traced from the finished class raster."""
+
+    name = "vector"
+
+    def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: float = 0.0,
+                 min_area: float = 0.0) -> None:
+        super().__init__(path)
+        self.classes, self.simplify, self.min_area = classes, simplify, min_area
+        self.num_polygons: int | None = None
+
+    def targets(self) -> list[Path]:
+        if self.path.suffix.lower() == ".shp":
+            return [self.path.with_suffix(ext) for ext in SHAPEFILE_PARTS]
+        return [self.path]
+
+    def check(self) -> None:
+        vector_driver(self.path)
+
+    def close(self) -> Path:
+        self.num_polygons = vectorize(self.classes.path, self.path, self.ctx.meta.classes, simplify=self.simplify,
+                                      min_area=self.min_area)
+        return self.path
+
+
+class AreaReportWriter(ProductWriter):
+    """Per-class pixels and geodesic areas; with a reference mask on the same grid, the scores of
+    :mod:`rsseg.inference.scoring` under ``metrics``. Always kept in memory (``report``) for the
+    caller; written as JSON when it has a path."""
+
+    name = "report"
+
+    def __init__(self, path: str | Path | None = None, reference_path: str | Path | None = None) -> None:
+        super().__init__(path)
+        self.reference_path = reference_path
+        self.ref: rasterio.DatasetReader | None = None
+        self.report: dict[str, Any] = {}
+
+    def open(self, ctx: ProductContext) -> None:
+        super().open(ctx)
+        src = ctx.src
+        self.areas = AreaAccumulator(ctx.meta.classes, AreaModel(src.transform, src.crs, src.width, src.height))
+        self.scores = None
+        if self.reference_path is not None:
+            self.ref = open_reference(self.reference_path, src)
+            self.scores = ConfusionAccumulator(ctx.meta.num_classes, ignore_index=ctx.meta.ignore_index,
+                                               reference_nodata=self.ref.nodata, prediction_nodata=CLASS_NODATA,
+                                               reference_name=f"reference mask {self.reference_path}")
+
+    def write(self, rows: Rows, probs: torch.Tensor) -> None:
+        self.areas.update(rows.y0, rows.classes)
+        if self.scores is not None:
+            self.scores.update(rows.classes, self.ref.read(1, window=rows.window))
+
+    def close(self) -> Path | None:
+        self._release()
+        self.report = {**self.ctx.header, **self.areas.result()}
+        if self.scores is not None:
+            self.report["metrics"] = score_report(self.scores.conf, self.ctx.meta.classes)
+        return write_json(self.path, self.report) if self.path is not None else None
+
+    def _release(self) -> None:
+        if self.ref is not None:
+            self.ref.close()
+            self.ref = None
+
+    def abort(self) -> None:
+        self._release()
