@@ -10,19 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rsseg.errors import RsSegError
+from rsseg.errors import CheckpointError, OutputExistsError, OutputPathError
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:
     """Fail early, before any work, when ``path`` exists (without --overwrite) or cannot be written."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise RsSegError(f"{path} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise RsSegError(f"output directory {parent} does not exist; create it first")
+        raise OutputPathError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
-        raise RsSegError(f"output directory {parent} is not writable")
+        raise OutputPathError(f"output directory {parent} is not writable")
     return path
 
 
@@ -57,11 +57,11 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def load_torch_file(path: Path, what: str, expected: str) -> Any:
     """``torch.load(weights_only=True)``: untrusted files never run code. A file that cannot be
-    read becomes an RsSegError naming ``what`` it should have been and the ``expected`` kind."""
+    read becomes a CheckpointError naming ``what`` it should have been and the ``expected`` kind."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable file"
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise RsSegError(f"cannot read {what} {path}: {exc.__class__.__name__}: {first} (expected {expected})") from None
+        raise CheckpointError(f"cannot read {what} {path}: {exc.__class__.__name__}: {first} (expected {expected})") from None

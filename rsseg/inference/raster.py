@@ -19,11 +19,11 @@ from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import hex_rgb
+from rsseg.data.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.io import atomic_path
 
 BLOCK = 512
-CLASS_NODATA = 255
 #: confidence is max probability x 255 >= 255 / K >= 1, so 0 is free for nodata
 CONFIDENCE_NODATA = 0
 

@@ -15,11 +15,11 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.raster import open_input
 
-NODATA = 255
 
 
 class AreaAccumulator:

@@ -23,6 +23,7 @@ from affine import Affine
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
 from rsseg.io import atomic_path
@@ -32,7 +33,6 @@ if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only wh
 
 DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")  # .shp last: it appears only when the rest is there
-NODATA = 255
 
 
 def vector_driver(path: str | Path) -> str:
