@@ -140,3 +140,23 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(RsSegError, match="does not exist"):
         stats_for_path(tmp_path / "nope", _folder_cfg())
+
+
+def test_progress_goes_through_on_progress_and_nothing_is_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        write_raster(root / "train" / "images" / f"{i}.tif", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+        write_raster(root / "train" / "masks" / f"{i}.tif", rng.integers(0, 2, (8, 8), dtype=np.uint8))
+    calls: list[tuple[int, int]] = []
+    stats = stats_for_path(root, _folder_cfg(("a", "b")), on_progress=lambda done, total: calls.append((done, total)))
+    assert stats.num_images == 4 and calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()
+    stats_for_path(root, _folder_cfg(("a", "b")), on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == []  # served from the cache: nothing computed, nothing reported
+    seen: list[tuple[int, int]] = []
+    compute_stats(iter([(None, np.zeros((2, 2)))] * 2), 2, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 0), (2, 0)]  # total unknown for a plain iterator
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""

@@ -1,21 +1,26 @@
 """Dataset specs behind a registry: one module per dataset, each registering a
 :class:`~rsseg.data.datasets.base.DatasetSpec` with :func:`register_dataset`.
 
-Adding a dataset = one module here (imported below) + its ``configs/<name>/`` YAMLs.
+Adding a dataset = one module in this package (every module here is imported, which registers
+its spec) + its ``configs/<name>/`` YAMLs.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.data.datasets import folder, loveda, potsdam, vaihingen  # noqa: F401  (registers the specs)
 from rsseg.data.datasets.base import SPLITS, DatasetSpec, dataset_names, get_dataset, holdout, register_dataset
 from rsseg.data.raster import TilePair
 from rsseg.errors import ConfigError, DatasetNotFoundError
 
 if TYPE_CHECKING:
     from rsseg.config import DatasetConfig
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "SPLITS",
