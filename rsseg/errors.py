@@ -32,6 +32,10 @@ class InputRasterError(RsSegError, ValueError):
     """A raster cannot be read, or does not fit its partner (size, CRS, band count)."""
 
 
+class InputNotFoundError(RsSegError, FileNotFoundError):
+    """An input raster path does not exist."""
+
+
 class LabelError(RsSegError, ValueError):
     """A label raster or label array holds values that are neither a class nor the ignore value."""
 

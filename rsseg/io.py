@@ -1,4 +1,4 @@
-"""Small file-system helpers shared by every writer: atomic outputs and overwrite policy."""
+"""Small file-system helpers: the one raster opener, atomic outputs and the overwrite policy."""
 
 from __future__ import annotations
 
@@ -6,11 +6,44 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rsseg.errors import CheckpointError, OutputExistsError, OutputPathError
+from rsseg.errors import (CheckpointError, InputNotFoundError, InputRasterError, OutputExistsError,
+                          OutputPathError)
+
+if TYPE_CHECKING:
+    import rasterio
+
+
+def open_raster(path: str | Path, what: str = "input") -> rasterio.DatasetReader:
+    """Open any GDAL-readable raster for reading; every rsseg reader goes through here.
+
+    Failures become one-line errors that call it the ``what`` raster (input, prediction,
+    reference, dataset...): :class:`InputNotFoundError` for a missing local file,
+    :class:`InputRasterError` for an unreadable or empty one. Paths GDAL resolves itself
+    (``/vsizip/...``, URLs) are passed through. Rasterio's NotGeoreferencedWarning is silenced:
+    a PNG tile has no CRS by design, and predict warns about a missing CRS in its own words.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    name = str(path)
+    if not name.startswith("/vsi") and "://" not in name and not Path(name).exists():
+        raise InputNotFoundError(f"{what} raster not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(name)
+    except RasterioIOError as exc:
+        raise InputRasterError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
+                               "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2, PNG...)") from None
+    if src.width == 0 or src.height == 0 or src.count == 0:
+        src.close()
+        raise InputRasterError(f"{what} raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
+    return src
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:

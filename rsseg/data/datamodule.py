@@ -9,14 +9,11 @@ TorchGeo's split lists and its LoveDA downloader.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.data import DataLoader
 
 from rsseg.config import Config
@@ -27,14 +24,13 @@ from rsseg.data.raster import TilePair
 from rsseg.data.stats import DatasetStats, split_stats
 from rsseg.data.tiles import GridPatchDataset, RandomPatchDataset, iter_tiles
 from rsseg.errors import ConfigError, DatasetNotFoundError
+from rsseg.io import open_raster
 
 
 def _gsd_from_file(path: str) -> float | None:
     """Pixel size in metres from a raster's georeferencing (None without a CRS)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            crs, t, bounds = src.crs, src.transform, src.bounds
+    with open_raster(path, "dataset image") as src:
+        crs, t, bounds = src.crs, src.transform, src.bounds
     if crs is None or t.is_identity:
         return None
     if crs.is_geographic:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
-from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
 
 from rsseg.errors import InputRasterError, LabelError
+from rsseg.io import open_raster
 
 
 @dataclass(frozen=True)
@@ -36,19 +36,9 @@ class TilePair:
     dataset: str = "folder"
 
 
-def open_raster(path: str) -> rasterio.DatasetReader:
-    """Open a dataset raster for reading (a missing CRS is fine: PNG tiles have none)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return rasterio.open(path)
-    except RasterioIOError as exc:
-        raise InputRasterError(f"cannot read raster {path}: {exc} (is it a GeoTIFF/PNG and readable?)") from None
-
-
 def raster_info(path: str) -> tuple[int, int, int, object]:
     """``(height, width, band_count, crs)`` of a raster, reading only its header."""
-    with open_raster(path) as src:
+    with open_raster(path, "dataset") as src:
         return src.height, src.width, src.count, src.crs
 
 
@@ -84,7 +74,7 @@ def _image_valid(src: rasterio.DatasetReader, window: Window | None) -> np.ndarr
 
 def read_image(pair: TilePair, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw image ``[C, h, w]`` (file dtype) and its validity mask ``[h, w]`` (None: all valid)."""
-    with open_raster(pair.image) as src:
+    with open_raster(pair.image, "dataset image") as src:
         if max(pair.band_indexes) > src.count:
             raise InputRasterError(f"image {pair.image} has {src.count} bands; bands {list(pair.band_indexes)} were requested")
         return src.read(list(pair.band_indexes), window=window), _image_valid(src, window)

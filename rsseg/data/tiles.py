@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import Normalizer
-from rsseg.data.raster import TilePair, open_raster, read_image
+from rsseg.data.raster import TilePair, read_image
+from rsseg.io import open_raster
 
 
 def read_mask(pair: TilePair, num_classes: int, ignore_index: int, window: Window | None = None) -> np.ndarray:
@@ -29,7 +30,7 @@ def read_mask(pair: TilePair, num_classes: int, ignore_index: int, window: Windo
     the spec of ``pair.dataset``."""
     if pair.mask is None:
         raise ValueError(f"{pair.name} has no mask")
-    with open_raster(pair.mask) as src:
+    with open_raster(pair.mask, "dataset label") as src:
         return get_dataset(pair.dataset).decode_labels(src, window, num_classes, ignore_index)
 
 
