@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-
 import click
 
-from rsseg.config import DATASET_NAMES
+from rsseg.data.datasets import dataset_names
 
 
 @click.command(context_settings={"show_default": True})
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--dataset", type=click.Choice(DATASET_NAMES), default="folder", help="Layout of PATH.")
+@click.option("--dataset", type=click.Choice(dataset_names()), default="folder", help="Layout of PATH.")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (class names, bands, ignore value).")
 @click.option("--split", default="train", help="Split to describe.")
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), help="JSON output (default: print only).")
@@ -26,6 +25,7 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
       rsseg stats data/LoveDA --dataset loveda -o loveda_stats.json
     """
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
     from rsseg.config import training_config
@@ -33,7 +33,16 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
     from rsseg.io import write_json
 
     cfg = training_config(config_path, dataset=dataset, root=str(path), overrides=list(overrides))
-    stats = stats_for_path(path, cfg, split=split, use_cache=not no_cache)
+    console = Console()
+    # rich draws the bar only on a terminal; the library reports files done through on_progress
+    with Progress(TextColumn("dataset statistics"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("stats", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        stats = stats_for_path(path, cfg, split=split, use_cache=not no_cache, on_progress=on_progress)
     names = stats.classes or cfg.dataset.classes
     table = Table(title=f"{path} ({split}: {stats.num_images} images)")
     for col in ("class", "pixels", "pixel %", "images", "image %"):
@@ -41,7 +50,6 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
     total = max(1, sum(stats.pixel_counts))
     for name, px, reg in zip(names, stats.pixel_counts, stats.region_counts, strict=True):
         table.add_row(name, f"{px:,}", f"{100 * px / total:.2f}", f"{reg:,}", f"{100 * reg / max(1, stats.num_images):.1f}")
-    console = Console()
     console.print(table)
 
     def fmt(v):

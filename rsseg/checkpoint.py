@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from rsseg.config import Config, config_from_dict
-from rsseg.errors import RsSegError
+from rsseg.data.constants import IGNORE_INDEX
+from rsseg.errors import CheckpointError, CheckpointNotFoundError
 from rsseg.io import atomic_path, load_torch_file
 
 FORMAT = "rsseg-checkpoint/1"
@@ -38,7 +39,7 @@ class ModelMeta:
     mean: list[float]
     std: list[float]
     scale: float = 255.0
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     patch_size: int = 512
     gsd: float | None = None
     #: full training config (``Config.to_dict()``), including the regularizer settings
@@ -71,10 +72,10 @@ class ModelMeta:
 def _read(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise RsSegError(f"checkpoint not found: {path} (train one with `rsseg train`)")
+        raise CheckpointNotFoundError(f"checkpoint not found: {path} (train one with `rsseg train`)")
     ckpt = load_torch_file(path, "checkpoint", "a .ckpt written by `rsseg train`")
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
-        raise RsSegError(f"{path} is not an rsseg checkpoint (no '{META_KEY}' metadata); train one with `rsseg train`")
+        raise CheckpointError(f"{path} is not an rsseg checkpoint (no '{META_KEY}' metadata); train one with `rsseg train`")
     return ckpt
 
 
@@ -96,7 +97,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise RsSegError(
+        raise CheckpointError(
             f"checkpoint {path} does not match its model config "
             f"(missing {len(missing)} tensors e.g. {missing[:3]}, unexpected {len(unexpected)} e.g. {unexpected[:3]})"
         )

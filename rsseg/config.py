@@ -18,14 +18,27 @@ from typing import Any
 
 import yaml
 
-from rsseg.errors import RsSegError
+from rsseg.data.constants import IGNORE_INDEX
+from rsseg.errors import ConfigError, RsSegError
 
-DATASET_NAMES = ("loveda", "potsdam", "vaihingen", "folder")
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: ``DATASET_NAMES`` is read from the dataset registry (rsseg.data.datasets) on first
+    # use, so the registry stays the one list of datasets and importing rsseg.config stays cheap.
+    if name == "DATASET_NAMES":
+        from rsseg.data.datasets import dataset_names
+
+        return dataset_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class DatasetConfig:
-    """What to read and how its labels are encoded (labels inside rsseg use ``ignore_index``)."""
+    """What to read and how its labels are encoded (labels inside rsseg use ``ignore_index``).
+
+    ``name`` is a registered dataset (:mod:`rsseg.data.datasets`); its spec fills in the classes,
+    colours, bands and gsd left at these generic defaults (:func:`rsseg.data.datasets.resolve_dataset_config`).
+    """
 
     name: str = "folder"
     root: str | None = None
@@ -34,7 +47,7 @@ class DatasetConfig:
     classes: list[str] = field(default_factory=lambda: ["background", "building"])
     #: one ``#rrggbb`` colour per class
     colors: list[str] = field(default_factory=lambda: ["#000000", "#ff0000"])
-    ignore_index: int = 255
+    ignore_index: int = IGNORE_INDEX
     #: LoveDA scene filter: urban, rural or both
     scene: str = "both"
     #: ISPRS: use the eroded "noBoundary" labels for evaluation
@@ -181,7 +194,6 @@ class Config:
 TTA_MODES = ("none", "flip", "d4", "ms")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset.name": DATASET_NAMES,
     "dataset.scene": ("urban", "rural", "both"),
     "dataset.normalization": ("imagenet", "stats", "custom"),
     "model.name": ("unetformer",),
@@ -205,23 +217,23 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
                 continue
             try:
                 return _check_value(key, value, arg)
-            except RsSegError as exc:
+            except ConfigError as exc:
                 errors.append(str(exc))
-        raise RsSegError(errors[0])
+        raise ConfigError(errors[0])
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):
-            raise RsSegError(f"config key '{key}' must be a list, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a list, got {value!r}")
         return [_check_value(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if hint is bool:
         if not isinstance(value, bool):
-            raise RsSegError(f"config key '{key}' must be true or false, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be true or false, got {value!r}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise RsSegError(f"config key '{key}' must be an integer, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be an integer, got {value!r}")
         return value
     if hint is float:
         if isinstance(value, str):
@@ -231,13 +243,13 @@ def _check_value(key: str, value: Any, hint: Any) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RsSegError(f"config key '{key}' must be a number, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise RsSegError(f"config key '{key}' must be a string, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be a string, got {value!r}")
         if key in _CHOICES and value not in _CHOICES[key]:
-            raise RsSegError(f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(_CHOICES[key])}, got {value!r}")
         return value
     raise TypeError(f"unsupported config type {hint!r} for {key}")  # a bug in the schema
 
@@ -246,13 +258,13 @@ def _build(cls: type, data: Any, prefix: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise RsSegError(f"config section '{prefix or '<top>'}' must be a mapping, got {data!r}")
+        raise ConfigError(f"config section '{prefix or '<top>'}' must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
         if key not in known:
             where = f"{prefix}.{key}" if prefix else str(key)
-            raise RsSegError(f"unknown config key '{where}' (known keys here: {', '.join(sorted(known))})")
+            raise ConfigError(f"unknown config key '{where}' (known keys here: {', '.join(sorted(known))})")
     kwargs = {}
     for name, value in data.items():
         kwargs[name] = _check_value(f"{prefix}.{name}" if prefix else name, value, hints[name])
@@ -277,26 +289,32 @@ def hex_rgb(color: str) -> tuple[int, int, int]:
 
 
 def _validate(cfg: Config) -> Config:
-    ds = cfg.dataset
+    from rsseg.data.datasets import dataset_names, resolve_dataset_config
+
+    if cfg.dataset.name not in dataset_names():
+        raise ConfigError(
+            f"config key 'dataset.name' must be one of {', '.join(dataset_names())}, got {cfg.dataset.name!r}")
+    # the dataset's spec fills in classes, colours, bands and gsd the config leaves at the defaults
+    cfg.dataset = ds = resolve_dataset_config(cfg.dataset)
     if len(ds.colors) != len(ds.classes):
-        raise RsSegError(
+        raise ConfigError(
             f"config key 'dataset.colors' has {len(ds.colors)} entries but 'dataset.classes' has {len(ds.classes)}"
         )
     for i, c in enumerate(ds.colors):
         if not is_hex_color(c):
-            raise RsSegError(f"config key 'dataset.colors[{i}]' must be '#rrggbb', got {c!r}")
+            raise ConfigError(f"config key 'dataset.colors[{i}]' must be '#rrggbb', got {c!r}")
     if not 0 <= ds.ignore_index <= 255 or ds.ignore_index < len(ds.classes):
-        raise RsSegError("config key 'dataset.ignore_index' must be in [num_classes, 255]")
+        raise ConfigError("config key 'dataset.ignore_index' must be in [num_classes, 255]")
     if ds.normalization == "custom" and (ds.mean is None or ds.std is None):
-        raise RsSegError("config keys 'dataset.mean' and 'dataset.std' are required when dataset.normalization is custom")
+        raise ConfigError("config keys 'dataset.mean' and 'dataset.std' are required when dataset.normalization is custom")
     for key in ("mean", "std"):
         v = getattr(ds, key)
         if v is not None and len(v) != len(ds.bands):
-            raise RsSegError(f"config key 'dataset.{key}' needs one value per band ({len(ds.bands)}), got {len(v)}")
+            raise ConfigError(f"config key 'dataset.{key}' needs one value per band ({len(ds.bands)}), got {len(v)}")
     if cfg.inference.overlap >= cfg.inference.tile:
-        raise RsSegError("config key 'inference.overlap' must be smaller than 'inference.tile'")
+        raise ConfigError("config key 'inference.overlap' must be smaller than 'inference.tile'")
     if cfg.optim.crop_size % 32:
-        raise RsSegError("config key 'optim.crop_size' must be a multiple of 32")
+        raise ConfigError("config key 'optim.crop_size' must be a multiple of 32")
     return cfg
 
 
@@ -315,15 +333,15 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """Read a config file, resolving its optional ``base:`` (a path or list of paths, relative to
     the file) first, so one file per dataset x method only states what differs."""
     if not path.is_file():
-        raise RsSegError(f"config file not found: {path} (see configs/ for examples)")
+        raise ConfigError(f"config file not found: {path} (see configs/ for examples)")
     if path.resolve() in seen:
-        raise RsSegError(f"config file {path} includes itself through 'base'")
+        raise ConfigError(f"config file {path} includes itself through 'base'")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise RsSegError(f"config file {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise RsSegError(f"config file {path} must hold a mapping of sections (dataset, model, ...)")
+        raise ConfigError(f"config file {path} must hold a mapping of sections (dataset, model, ...)")
     bases = data.pop("base", None) or []
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
@@ -345,7 +363,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise RsSegError(f"override {item!r} must look like key=value, e.g. optim.lr=0.001")
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. optim.lr=0.001")
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw)
@@ -356,7 +374,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise RsSegError(f"override {item!r}: '{part}' is not a section")
+                raise ConfigError(f"override {item!r}: '{part}' is not a section")
         node[parts[-1]] = value
     return data
 
@@ -374,7 +392,7 @@ def bundled_config(dataset: str, method: str = "ce") -> Path:
 
     path = Path(str(files("rsseg.configs").joinpath(dataset, f"{method}.yaml")))
     if not path.is_file():
-        raise RsSegError(f"no bundled config for dataset {dataset!r} and method {method!r}")
+        raise ConfigError(f"no bundled config for dataset {dataset!r} and method {method!r}")
     return path
 
 
@@ -388,8 +406,10 @@ def training_config(
 ) -> Config:
     """The config ``rsseg train`` runs: a YAML file (or the bundled one for ``dataset``), then the
     flags, then ``key=value`` overrides, each on top of the previous."""
-    if dataset is not None and dataset not in DATASET_NAMES:
-        raise RsSegError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_NAMES)}")
+    if dataset is not None:
+        from rsseg.data.datasets import get_dataset
+
+        get_dataset(dataset)  # an unknown name fails here, listing the registered ones
     data = _read_yaml(Path(config)) if config else _read_yaml(bundled_config(dataset or "folder"))
     flags: list[str] = []
     if dataset is not None:

@@ -22,7 +22,7 @@ import torch
 
 from rsseg.errors import RsSegError
 from rsseg.inference.predictor import ProgressFn
-from rsseg.inference.raster import open_input
+from rsseg.io import open_raster
 from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
 from rsseg.io import atomic_path, write_json
 
@@ -32,7 +32,7 @@ def class_names_from_raster(path: str | Path) -> list[str] | None:
 
     The per-class tags (not the comma-joined ``CLASS_NAMES``) are read so names may hold commas.
     """
-    with open_input(path, "prediction") as src:
+    with open_raster(path, "prediction") as src:
         tags = src.tags()
     names = []
     while f"CLASS_{len(names)}" in tags:

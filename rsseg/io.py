@@ -1,4 +1,4 @@
-"""Small file-system helpers shared by every writer: atomic outputs and overwrite policy."""
+"""Small file-system helpers: the one raster opener, atomic outputs and the overwrite policy."""
 
 from __future__ import annotations
 
@@ -6,23 +6,60 @@ import contextlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rsseg.errors import RsSegError
+from rsseg.errors import (CheckpointError, InputNotFoundError, InputRasterError, OutputExistsError,
+                          OutputPathError)
+
+if TYPE_CHECKING:
+    import rasterio
+
+
+def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = False) -> rasterio.DatasetReader:
+    """Open any GDAL-readable raster for reading; every rsseg reader goes through here.
+
+    Failures become one-line errors that call it the ``what`` raster (input, prediction,
+    reference, dataset...): :class:`InputNotFoundError` for a missing local file,
+    :class:`InputRasterError` for an unreadable or empty one. Paths GDAL resolves itself
+    (``/vsizip/...``, URLs) are passed through; ``geotiff_only`` admits the GeoTIFF driver alone
+    (for paths that come from a browser upload). Rasterio's NotGeoreferencedWarning is silenced:
+    a PNG tile has no CRS by design, and predict warns about a missing CRS in its own words.
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    name = str(path)
+    if not name.startswith("/vsi") and "://" not in name and not Path(name).exists():
+        raise InputNotFoundError(f"{what} raster not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(name, driver="GTiff") if geotiff_only else rasterio.open(name)
+    except RasterioIOError as exc:
+        if geotiff_only:
+            raise InputRasterError(f"{what} raster {Path(name).name} is not a readable GeoTIFF; only .tif/.tiff "
+                                   "GeoTIFF files are accepted here") from None
+        raise InputRasterError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
+                               "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2, PNG...)") from None
+    if src.width == 0 or src.height == 0 or src.count == 0:
+        src.close()
+        raise InputRasterError(f"{what} raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
+    return src
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:
     """Fail early, before any work, when ``path`` exists (without --overwrite) or cannot be written."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise RsSegError(f"{path} already exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
-        raise RsSegError(f"output directory {parent} does not exist; create it first")
+        raise OutputPathError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
-        raise RsSegError(f"output directory {parent} is not writable")
+        raise OutputPathError(f"output directory {parent} is not writable")
     return path
 
 
@@ -57,11 +94,11 @@ def write_json(path: str | Path, data: Any) -> Path:
 
 def load_torch_file(path: Path, what: str, expected: str) -> Any:
     """``torch.load(weights_only=True)``: untrusted files never run code. A file that cannot be
-    read becomes an RsSegError naming ``what`` it should have been and the ``expected`` kind."""
+    read becomes a CheckpointError naming ``what`` it should have been and the ``expected`` kind."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable file"
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise RsSegError(f"cannot read {what} {path}: {exc.__class__.__name__}: {first} (expected {expected})") from None
+        raise CheckpointError(f"cannot read {what} {path}: {exc.__class__.__name__}: {first} (expected {expected})") from None

@@ -1,12 +1,48 @@
-"""Shared fixtures: where the real sample data lives, skipping cleanly when it is absent."""
+"""Shared fixtures and helpers: where the real sample data lives (skipping cleanly when it is
+absent), and one way to write a small test raster (:func:`write_raster`, importable as
+``from conftest import write_raster``)."""
+
+from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+import rasterio
+from affine import Affine
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_TILES = REPO / "sample_tiles"
+
+#: 2 m pixels in UTM 33N: a valid georeferenced grid for synthetic rasters
+UTM_TRANSFORM = Affine(2.0, 0, 500000, 0, -2.0, 100000)
+
+
+def write_raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633", transform: Affine | None = None,
+                 nodata: float | None = None) -> Path:
+    """Write ``data`` (``[C, H, W]``, or ``[H, W]`` for one band) as a GeoTIFF at ``path``, creating
+    its folder. ``transform`` defaults to :data:`UTM_TRANSFORM` when ``crs`` is set; ``crs=None``
+    without a transform writes no georeferencing at all (like a PNG tile)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = data if data.ndim == 3 else data[None]
+    profile = dict(driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0], dtype=arr.dtype,
+                   nodata=nodata)
+    if crs:
+        profile["crs"] = crs
+    if transform is not None or crs:
+        profile["transform"] = transform if transform is not None else UTM_TRANSFORM
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(arr)
+    return path
+
+
+def tif_bytes(tmp: Path, data: np.ndarray) -> bytes:
+    """The bytes of a GeoTIFF holding ``data`` without georeferencing (e.g. a zip archive member)."""
+    p = write_raster(tmp / "member.tif", data, crs=None)
+    out = p.read_bytes()
+    p.unlink()
+    return out
 
 
 @pytest.fixture(scope="session")

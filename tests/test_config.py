@@ -74,3 +74,19 @@ def test_overrides_apply_on_top_and_are_typed(tmp_path):
         apply_overrides({}, ["optim.lr"])
     with pytest.raises(RsSegError, match="optim.epochs"):
         load_config(None, ["optim.epochs=3"])
+
+
+def test_config_errors_are_value_errors_and_datasets_come_from_the_registry():
+    from rsseg.config import DATASET_NAMES, training_config
+    from rsseg.data.datasets import dataset_names
+    from rsseg.errors import ConfigError
+
+    assert DATASET_NAMES == dataset_names()
+    with pytest.raises(ValueError, match="dataset.name"):
+        config_from_dict({"dataset": {"name": "landsat"}})
+    with pytest.raises(ConfigError, match="unknown dataset 'landsat'"):
+        training_config(dataset="landsat")
+    # a benchmark config names the dataset; the spec fills in its classes (LoveDA: 7, barren #9f81b7)
+    cfg = load_config(CONFIGS / "loveda" / "ce.yaml")
+    assert cfg.dataset.colors[cfg.dataset.classes.index("barren")] == "#9f81b7"
+    assert load_config(CONFIGS / "potsdam" / "ce.yaml").dataset.classes[2] == "low vegetation"

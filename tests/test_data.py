@@ -11,12 +11,13 @@ import pytest
 import rasterio
 import torch
 from PIL import Image
-from rasterio.transform import from_origin
 
+from conftest import tif_bytes, write_raster
 from rsseg.config import config_from_dict
-from rsseg.data import augment_batch, build_datamodule, dataset_defaults
-from rsseg.data.defaults import IMAGENET_MEAN, ISPRS_RGB
-from rsseg.errors import RsSegError
+from rsseg.data import augment_batch, build_datamodule, dataset_names, get_dataset
+from rsseg.data.datasets.isprs import ISPRS_RGB
+from rsseg.data.normalize import IMAGENET_MEAN
+from rsseg.errors import ConfigError, DatasetNotFoundError, RsSegError
 
 
 @pytest.fixture(autouse=True)
@@ -29,34 +30,83 @@ def _cfg(name: str, root: Path, **ds):
                              "optim": {"batch_size": 2, "crop_size": 32}})
 
 
-def _write_tif(path: Path, array: np.ndarray, crs: str | None = "EPSG:32636", nodata=None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = array if array.ndim == 3 else array[None]
-    kw = {"crs": crs, "transform": from_origin(500000, 9000000, 0.5, 0.5)} if crs else {}
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                       dtype=arr.dtype, nodata=nodata, **kw) as dst:
-        dst.write(arr)
+# --------------------------------------------------------------------------------------- dataset specs
+def test_dataset_specs():
+    lv = get_dataset("loveda")
+    assert lv.classes == ("background", "building", "road", "water", "barren", "forest", "agriculture")
+    # LoveDA's reference palette: barren is (159, 129, 183), agriculture (255, 195, 128)
+    assert len(lv.colors) == 7 and lv.colors[1] == "#ff0000" and lv.colors[4] == "#9f81b7" and lv.colors[6] == "#ffc380"
+    isprs = get_dataset("potsdam")
+    assert isprs.classes[0] == "impervious surfaces" and isprs.classes[2] == "low vegetation" and isprs.classes[5] == "clutter"
+    assert isprs.colors == ("#ffffff", "#0000ff", "#00ffff", "#00ff00", "#ffff00", "#ff0000")
+    assert get_dataset("vaihingen").bands == ("nir", "red", "green")
+    assert get_dataset("folder").classes == ()  # from the config
+    with pytest.raises(ConfigError, match="loveda"):
+        get_dataset("nope")
 
 
-def _tif_bytes(tmp: Path, array: np.ndarray) -> bytes:
-    p = tmp / "member.tif"
-    _write_tif(p, array, crs=None)
-    data = p.read_bytes()
-    p.unlink()
-    return data
+def test_registry_is_the_one_list_of_datasets():
+    from rsseg.config import DATASET_NAMES
+    from rsseg.data.datasets import DatasetSpec, dataset_names, register_dataset
+
+    assert set(DATASET_NAMES) == set(dataset_names()) >= {"loveda", "potsdam", "vaihingen", "folder"}
+    with pytest.raises(ConfigError, match="dataset.name"):
+        config_from_dict({"dataset": {"name": "nope"}})
+    with pytest.raises(ValueError, match="twice"):
+
+        @register_dataset
+        class Again(DatasetSpec):
+            name = "loveda"
 
 
-# --------------------------------------------------------------------------------------- defaults
-def test_dataset_defaults():
-    lv = dataset_defaults("loveda")
-    assert lv["classes"] == ["background", "building", "road", "water", "barren", "forest", "agriculture"]
-    assert len(lv["colors"]) == 7 and lv["colors"][1] == "#ff0000"
-    isprs = dataset_defaults("potsdam")
-    assert isprs["classes"][0] == "impervious surfaces" and isprs["classes"][5] == "clutter"
-    assert isprs["colors"] == ["#ffffff", "#0000ff", "#00ffff", "#00ff00", "#ffff00", "#ff0000"]
-    assert dataset_defaults("vaihingen")["bands"] == ["nir", "red", "green"]
-    with pytest.raises(RsSegError):
-        dataset_defaults("folder")
+@pytest.mark.parametrize("name", dataset_names())
+def test_bundled_configs_agree_with_the_spec(name):
+    """Every shipped configs/<dataset>/*.yaml resolves to its spec's classes, colours, bands and gsd:
+    the YAMLs cannot drift from the spec (they only name the dataset)."""
+    from rsseg.config import bundled_config, load_config
+    from rsseg.data import resolve_dataset_config
+
+    spec = get_dataset(name)
+    yamls = sorted(bundled_config(name).parent.glob("*.yaml"))
+    assert len(yamls) >= 2
+    for path in yamls:
+        ds = resolve_dataset_config(load_config(path).dataset)
+        assert ds.name == name, path
+        if spec.classes:
+            assert (tuple(ds.classes), tuple(ds.colors), tuple(ds.bands), ds.gsd) == (
+                spec.classes, spec.colors, spec.bands, spec.gsd), path
+
+
+def test_errors_subclass_builtins(tmp_path):
+    with pytest.raises(FileNotFoundError, match="zenodo"):
+        build_datamodule(_cfg("loveda", tmp_path / "absent")).pairs("train")
+    with pytest.raises(ValueError, match="dataset.bands"):
+        build_datamodule(_cfg("potsdam", tmp_path, bands=["red", "swir"]))
+    assert issubclass(DatasetNotFoundError, RsSegError) and issubclass(ConfigError, RsSegError)
+
+
+def test_datamodule_and_predictor_normalise_identically(tmp_path):
+    """One normalisation for training and inference: a tile the datamodule serves equals what the
+    predictor feeds the model for the same raw pixels (custom stats, 4 bands, uint16)."""
+    from rsseg.checkpoint import ModelMeta
+    from rsseg.inference import Predictor
+
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        write_raster(tmp_path / "images" / f"t{i}.tif", rng.integers(0, 4096, (4, 24, 40), dtype=np.uint16))
+        write_raster(tmp_path / "masks" / f"t{i}.tif", rng.integers(0, 2, (24, 40), dtype=np.uint8))
+    mean, std = [0.11, 0.2, 0.33, 0.4], [0.05, 0.1, 0.15, 0.21]
+    dm = build_datamodule(_cfg("folder", tmp_path, bands=["b", "g", "r", "n"], normalization="custom",
+                               mean=mean, std=std, scale=4095.0))
+    meta = ModelMeta(classes=dm.classes, colors=dm.colors, bands=dm.bands, mean=dm.mean, std=dm.std, scale=dm.scale)
+    predictor = Predictor(torch.nn.Conv2d(4, 2, 1), meta, tile=64, overlap=16, batch=1, device="cpu")
+    for tile in dm.eval_tiles("val"):
+        with rasterio.open(tmp_path / "images" / f"{tile['name']}.tif") as src:
+            raw = src.read()
+        x = predictor.normalise(raw)
+        assert x.dtype == np.float32 and np.array_equal(tile["image"].numpy(), x)
+        expect = (raw / 4095.0 - np.array(mean)[:, None, None]) / np.array(std)[:, None, None]
+        assert np.allclose(x, expect, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------- LoveDA
@@ -82,7 +132,7 @@ def _loveda(root: Path, bad_value: int | None = None) -> dict[str, np.ndarray]:
 def test_loveda_label_mapping_and_scene_filter(tmp_path):
     raw = _loveda(tmp_path)
     dm = build_datamodule(_cfg("loveda", tmp_path))
-    assert dm.classes == dataset_defaults("loveda")["classes"] and dm.num_classes == 7
+    assert dm.classes == list(get_dataset("loveda").classes) and dm.num_classes == 7
     assert len(dm.pairs("train")) == 4 and len(dm.pairs("val")) == 2
     tiles = list(dm.eval_tiles("val"))
     assert {t["name"] for t in tiles} == {"urban/U0", "rural/R0"}
@@ -153,13 +203,13 @@ def _potsdam(root: Path) -> dict[str, np.ndarray]:
         for k, tile in enumerate(POTSDAM_TRAIN + POTSDAM_TEST):
             # band b holds 10*(b+1) + tile number: band order is visible in the data
             img = np.stack([np.full((32, 32), 10 * (b + 1) + k, np.uint8) for b in range(4)])
-            zi.writestr(f"4_Ortho_RGBIR/{tile}_RGBIR.tif", _tif_bytes(root, img))
+            zi.writestr(f"4_Ortho_RGBIR/{tile}_RGBIR.tif", tif_bytes(root, img))
             zi.writestr(f"4_Ortho_RGBIR/{tile}_RGBIR.tfw", "0.05\n0\n0\n-0.05\n0\n0\n")
             rgb, idx = _isprs_label(rng)
-            zl.writestr(f"{tile}_label.tif", _tif_bytes(root, rgb))
+            zl.writestr(f"{tile}_label.tif", tif_bytes(root, rgb))
             eroded = rgb.copy()
             eroded[:, 5, :] = 0  # a boundary row
-            ze.writestr(f"{tile}_label_noBoundary.tif", _tif_bytes(root, eroded))
+            ze.writestr(f"{tile}_label_noBoundary.tif", tif_bytes(root, eroded))
             labels[tile] = idx
     return labels
 
@@ -200,10 +250,10 @@ def test_vaihingen_zips_irrg(tmp_path):
          zipfile.ZipFile(tmp_path / "ISPRS_semantic_labeling_Vaihingen_ground_truth_COMPLETE.zip", "w") as zl:
         for tile in tiles:
             img = np.stack([np.full((32, 32), v, np.uint8) for v in (200, 100, 50)])  # IR, R, G
-            zi.writestr(f"top/{tile}.tif", _tif_bytes(tmp_path, img))
-            zi.writestr(f"dsm/dsm_09cm_matching_{tile[15:]}.tif", _tif_bytes(tmp_path, img[:1]))
+            zi.writestr(f"top/{tile}.tif", tif_bytes(tmp_path, img))
+            zi.writestr(f"dsm/dsm_09cm_matching_{tile[15:]}.tif", tif_bytes(tmp_path, img[:1]))
             rgb, idx = _isprs_label(rng)
-            zl.writestr(f"{tile}.tif", _tif_bytes(tmp_path, rgb))
+            zl.writestr(f"{tile}.tif", tif_bytes(tmp_path, rgb))
             labels[tile] = idx
     dm = build_datamodule(_cfg("vaihingen", tmp_path))
     assert dm.bands == ["nir", "red", "green"] and dm.gsd == 0.09
@@ -230,8 +280,8 @@ def _folder(root: Path, sizes=((40, 50), (70, 90), (30, 30)), nodata_first=True)
         msk = rng.integers(0, 2, (h, w), dtype=np.uint8)
         if i == 0 and nodata_first:
             img[:, :5, :] = 0
-        _write_tif(root / "images" / f"t{i}.tif", img, nodata=0)
-        _write_tif(root / "masks" / f"t{i}.tif", msk)
+        write_raster(root / "images" / f"t{i}.tif", img, nodata=0)
+        write_raster(root / "masks" / f"t{i}.tif", msk)
 
 
 def test_folder_mixed_sizes_collate_nodata_and_holdout(tmp_path):
@@ -247,7 +297,7 @@ def test_folder_mixed_sizes_collate_nodata_and_holdout(tmp_path):
     # nodata rows of t0 are ignored wherever t0 lands
     dm_all = build_datamodule(_cfg("folder", tmp_path, val_fraction=0.3))
     t0 = next(p for p in dm_all.pairs("train") + dm_all.pairs("val") if p.name == "t0")
-    from rsseg.data.raster import read_pair
+    from rsseg.data.tiles import read_pair
 
     _, mask = read_pair(t0, 2, 255)
     assert (mask[:5] == 255).all() and (mask[5:] != 255).all()
@@ -255,13 +305,13 @@ def test_folder_mixed_sizes_collate_nodata_and_holdout(tmp_path):
 
 def test_folder_errors_name_files(tmp_path):
     _folder(tmp_path, sizes=((20, 20), (20, 20)))
-    _write_tif(tmp_path / "masks" / "t1.tif", np.zeros((20, 21), np.uint8))
+    write_raster(tmp_path / "masks" / "t1.tif", np.zeros((20, 21), np.uint8))
     with pytest.raises(RsSegError, match=r"images/t1.tif.*masks/t1.tif"):
         build_datamodule(_cfg("folder", tmp_path)).pairs("train")
-    _write_tif(tmp_path / "masks" / "t1.tif", np.zeros((20, 20), np.uint8), crs="EPSG:4326")
+    write_raster(tmp_path / "masks" / "t1.tif", np.zeros((20, 20), np.uint8), crs="EPSG:4326")
     with pytest.raises(RsSegError, match=r"CRS"):
         build_datamodule(_cfg("folder", tmp_path)).pairs("train")
-    _write_tif(tmp_path / "masks" / "t1.tif", np.full((20, 20), 7, np.uint8))
+    write_raster(tmp_path / "masks" / "t1.tif", np.full((20, 20), 7, np.uint8))
     dm = build_datamodule(_cfg("folder", tmp_path, val_fraction=0.5))
     with pytest.raises(RsSegError, match=r"masks/t1.tif.*\[7\]"):
         list(dm.eval_tiles("train")) + list(dm.eval_tiles("val"))
@@ -376,10 +426,10 @@ def test_mask_nodata_outside_classes_is_ignored(tmp_path):
     _folder(tmp_path, sizes=((20, 20), (20, 20)), nodata_first=False)
     msk = np.zeros((20, 20), np.uint8)
     msk[:, :4] = 200
-    _write_tif(tmp_path / "masks" / "t0.tif", msk, nodata=200)
+    write_raster(tmp_path / "masks" / "t0.tif", msk, nodata=200)
     dm = build_datamodule(_cfg("folder", tmp_path))
     t0 = next(p for p in dm.pairs("train") + dm.pairs("val") if p.name == "t0")
-    from rsseg.data.raster import read_pair
+    from rsseg.data.tiles import read_pair
 
     _, mask = read_pair(t0, 2, 255)
     assert (mask[:, :4] == 255).all() and (mask[:, 4:] == 0).all()

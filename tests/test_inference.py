@@ -16,6 +16,7 @@ from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 from torch import nn
 
+from conftest import write_raster
 from rsseg.checkpoint import ModelMeta
 from rsseg.errors import RsSegError
 from rsseg.inference import (Predictor, RowBlender, area_report, blend_weight, plan_windows, polygonize,
@@ -38,17 +39,6 @@ def conv_model(kernel: int, k: int = 3, c: int = 3, seed: int = 0) -> nn.Module:
 
 def predictor(kernel: int = 1, tile: int = TILE, overlap: int = OVERLAP, **kw) -> Predictor:
     return Predictor.from_model(conv_model(kernel), make_meta(), tile=tile, overlap=overlap, batch=3, device="cpu", **kw)
-
-
-def write_raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633",
-                 transform: Affine = Affine(2.0, 0, 500000, 0, -2.0, 100000), nodata: float | None = None) -> Path:
-    profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=data.dtype,
-                   transform=transform, nodata=nodata)
-    if crs:
-        profile["crs"] = crs
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
 
 
 def smooth_image(h: int, w: int, c: int = 3, seed: int = 0) -> np.ndarray:

@@ -15,6 +15,7 @@ import rasterio
 import torch
 
 import rsseg.data.stats as stats_mod
+from conftest import write_raster
 from rsseg.config import config_from_dict
 from rsseg.data.stats import DatasetStats, compute_stats, log_region_prior, stats_for_path
 from rsseg.errors import RsSegError
@@ -108,20 +109,12 @@ def test_sample_tiles(sample_tiles):
         _check_against_reference(stats_for_path(tanzania, _folder_cfg()), [tanzania / "image.tif"])
 
 
-def _write(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = arr if arr.ndim == 3 else arr[None]
-    with rasterio.open(path, "w", driver="GTiff", width=arr.shape[2], height=arr.shape[1], count=arr.shape[0],
-                       dtype=arr.dtype) as dst:
-        dst.write(arr)
-
-
 def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
     root = tmp_path / "data"
     rng = np.random.default_rng(0)
     for i in range(3):
-        _write(root / "images" / f"{i}.tif", rng.integers(0, 256, (3, 16, 16), dtype=np.uint8))
-        _write(root / "masks" / f"{i}.tif", rng.integers(0, 3, (16, 16), dtype=np.uint8))
+        write_raster(root / "images" / f"{i}.tif", rng.integers(0, 256, (3, 16, 16), dtype=np.uint8))
+        write_raster(root / "masks" / f"{i}.tif", rng.integers(0, 3, (16, 16), dtype=np.uint8))
     cfg = _folder_cfg(("a", "b", "c"))
     first = stats_for_path(root, cfg)
     assert list((tmp_path / "cache").glob("stats_data_*.json"))  # cached in the user cache dir
@@ -135,10 +128,10 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
     # changing a training file (size/mtime) invalidates the cache
-    from rsseg.data.sources import holdout
+    from rsseg.data.datasets import holdout
 
     train_idx = [i for i in range(3) if i not in holdout(3, cfg.dataset.val_fraction)]
-    _write(root / "masks" / f"{train_idx[0]}.tif", np.zeros((16, 16), np.uint8))
+    write_raster(root / "masks" / f"{train_idx[0]}.tif", np.zeros((16, 16), np.uint8))
     again = stats_for_path(root, cfg)
     assert again != first and again.pixel_counts[0] > first.pixel_counts[0]
     assert math.isclose(sum(again.pixel_counts), sum(first.pixel_counts))
@@ -147,3 +140,23 @@ def test_cache_reused_and_invalidated(tmp_path, monkeypatch):
 def test_missing_path_is_a_clear_error(tmp_path):
     with pytest.raises(RsSegError, match="does not exist"):
         stats_for_path(tmp_path / "nope", _folder_cfg())
+
+
+def test_progress_goes_through_on_progress_and_nothing_is_printed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        write_raster(root / "train" / "images" / f"{i}.tif", rng.integers(0, 256, (3, 8, 8), dtype=np.uint8))
+        write_raster(root / "train" / "masks" / f"{i}.tif", rng.integers(0, 2, (8, 8), dtype=np.uint8))
+    calls: list[tuple[int, int]] = []
+    stats = stats_for_path(root, _folder_cfg(("a", "b")), on_progress=lambda done, total: calls.append((done, total)))
+    assert stats.num_images == 4 and calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    calls.clear()
+    stats_for_path(root, _folder_cfg(("a", "b")), on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == []  # served from the cache: nothing computed, nothing reported
+    seen: list[tuple[int, int]] = []
+    compute_stats(iter([(None, np.zeros((2, 2)))] * 2), 2, on_progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(1, 0), (2, 0)]  # total unknown for a plain iterator
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""

@@ -1,24 +1,50 @@
 """Datasets, datamodules, batch augmentation and dataset statistics.
 
-Public API: :func:`build_datamodule` / :class:`RsSegDataModule`, :func:`dataset_defaults`,
-:func:`augment_batch`, and the statistics in :mod:`rsseg.data.stats`.
+Public API: :func:`build_datamodule` / :class:`RsSegDataModule`, the dataset registry
+(:func:`get_dataset`, :func:`resolve_dataset_config`, :mod:`rsseg.data.datasets`), the one
+normalisation (:class:`Normalizer`), :func:`augment_batch`, and the statistics in
+:mod:`rsseg.data.stats`.
+
+Names are imported on first use (PEP 562): ``rsseg.config`` reads the dataset registry and the
+ignore constant from here, and importing the datamodule (Lightning) eagerly would both slow every
+import down and close an import cycle through ``rsseg.config``.
 """
 
-from rsseg.data.augment import augment_batch
-from rsseg.data.datamodule import RsSegDataModule, build_datamodule
-from rsseg.data.defaults import IMAGENET_MEAN, IMAGENET_STD, dataset_defaults, resolve_dataset_config
-from rsseg.data.stats import DatasetStats, compute_stats, log_region_prior, stats_for_path
+from __future__ import annotations
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "DatasetStats",
-    "RsSegDataModule",
-    "augment_batch",
-    "build_datamodule",
-    "compute_stats",
-    "dataset_defaults",
-    "log_region_prior",
-    "resolve_dataset_config",
-    "stats_for_path",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "IGNORE_INDEX": "rsseg.data.constants",
+    "IMAGENET_MEAN": "rsseg.data.normalize",
+    "IMAGENET_STD": "rsseg.data.normalize",
+    "Normalizer": "rsseg.data.normalize",
+    "DatasetSpec": "rsseg.data.datasets",
+    "dataset_names": "rsseg.data.datasets",
+    "get_dataset": "rsseg.data.datasets",
+    "register_dataset": "rsseg.data.datasets",
+    "resolve_dataset_config": "rsseg.data.datasets",
+    "augment_batch": "rsseg.data.augment",
+    "RsSegDataModule": "rsseg.data.datamodule",
+    "build_datamodule": "rsseg.data.datamodule",
+    "DatasetStats": "rsseg.data.stats",
+    "compute_stats": "rsseg.data.stats",
+    "log_region_prior": "rsseg.data.stats",
+    "stats_for_path": "rsseg.data.stats",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    try:  # a submodule, e.g. ``rsseg.data.stats`` after a bare ``import rsseg.data``
+        return importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -9,32 +9,28 @@ TorchGeo's split lists and its LoveDA downloader.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-import rasterio
 import torch
-from rasterio.errors import NotGeoreferencedWarning
 from torch.utils.data import DataLoader
 
 from rsseg.config import Config
 from rsseg.data.augment import augment_batch
-from rsseg.data.datasets import GridPatchDataset, Normalizer, RandomPatchDataset, iter_tiles
-from rsseg.data.defaults import EXTRA_BAND_MEAN, EXTRA_BAND_STD, IMAGENET_MEAN, IMAGENET_STD, resolve_dataset_config
+from rsseg.data.datasets import dataset_pairs, resolve_dataset_config
+from rsseg.data.normalize import Normalizer, imagenet_stats
 from rsseg.data.raster import TilePair
-from rsseg.data.sources import dataset_pairs
 from rsseg.data.stats import DatasetStats, split_stats
-from rsseg.errors import RsSegError
+from rsseg.data.tiles import GridPatchDataset, RandomPatchDataset, iter_tiles
+from rsseg.errors import ConfigError, DatasetNotFoundError
+from rsseg.io import open_raster
 
 
 def _gsd_from_file(path: str) -> float | None:
     """Pixel size in metres from a raster's georeferencing (None without a CRS)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path) as src:
-            crs, t, bounds = src.crs, src.transform, src.bounds
+    with open_raster(path, "dataset image") as src:
+        crs, t, bounds = src.crs, src.transform, src.bounds
     if crs is None or t.is_identity:
         return None
     if crs.is_geographic:
@@ -68,7 +64,7 @@ class RsSegDataModule(L.LightningDataModule):
         self.crop_size = cfg.optim.crop_size
         self.scales = list(cfg.optim.scales)
         if not self.scales or min(self.scales) <= 0:
-            raise RsSegError("config key 'optim.scales' must list positive scale factors, e.g. [0.5, 1.0, 1.5]")
+            raise ConfigError("config key 'optim.scales' must list positive scale factors, e.g. [0.5, 1.0, 1.5]")
         self._pairs: dict[str, list[TilePair]] = {}
         self._stats: DatasetStats | None = None
         self._norm: tuple[list[float], list[float]] | None = None
@@ -103,9 +99,8 @@ class RsSegDataModule(L.LightningDataModule):
             elif mode == "stats":
                 mean, std = list(self.stats.mean), list(self.stats.std)
                 std = [max(s, 1e-6) for s in std]  # a constant band must not divide by zero
-            else:  # imagenet: the first three bands take ImageNet's RGB statistics position by position
-                mean = [IMAGENET_MEAN[i] if i < 3 else EXTRA_BAND_MEAN for i in range(n)]
-                std = [IMAGENET_STD[i] if i < 3 else EXTRA_BAND_STD for i in range(n)]
+            else:
+                mean, std = imagenet_stats(n)
             self._norm = (mean, std)
         return self._norm
 
@@ -176,7 +171,7 @@ class RsSegDataModule(L.LightningDataModule):
         sliding-window evaluation: ``{"image": [C,H,W] float normalised, "mask": [H,W] int64, "name"}``."""
         pairs = self.pairs(split)
         if pairs and pairs[0].mask is None:
-            raise RsSegError(f"the {split} split of {self.ds.name} has no labels (LoveDA Test masks are withheld); evaluate on val")
+            raise DatasetNotFoundError(f"the {split} split of {self.ds.name} has no labels (LoveDA Test masks are withheld); evaluate on val")
         return iter_tiles(pairs, self.normalizer(), self.num_classes, self.ignore_index)
 
 

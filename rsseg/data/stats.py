@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,18 +27,23 @@ from typing import Any
 import numpy as np
 from rasterio.windows import Window
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from rsseg.config import Config, DatasetConfig
-from rsseg.data.defaults import resolve_dataset_config
-from rsseg.data.raster import TilePair, read_pair
-from rsseg.errors import RsSegError
+from rsseg.data.constants import IGNORE_INDEX
+from rsseg.data.datasets import dataset_pairs, resolve_dataset_config
+from rsseg.data.raster import TilePair
+from rsseg.data.tiles import read_pair
+from rsseg.errors import DatasetNotFoundError, LabelError
 from rsseg.io import write_json
 from rsseg.losses import log_prior_from_counts
 
 STATS_VERSION = 1
 #: rows read per block when streaming a large raster
 BLOCK_ROWS = 1024
+
+#: ``on_progress(done, total)``: called after each image with the images done so far and the
+#: total (0 when unknown). Library code prints nothing; the CLI renders this with rich.
+ProgressCallback = Callable[[int, int], None]
 
 
 def imbalance_factor(counts: Sequence[int]) -> float | None:
@@ -115,7 +120,7 @@ class StatsAccumulator:
     a billion-pixel dataset keeps full precision.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, scale: float = 255.0) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, scale: float = 255.0) -> None:
         self.k, self.ignore, self.scale = num_classes, ignore_index, scale
         self.pixels = np.zeros(num_classes, dtype=np.int64)
         self.regions = np.zeros(num_classes, dtype=np.int64)
@@ -132,7 +137,7 @@ class StatsAccumulator:
             m = np.asarray(mask).astype(np.int64, copy=False).ravel()
             bad = (m != self.ignore) & ((m < 0) | (m >= self.k))
             if bad.any():
-                raise RsSegError(f"labels hold values {np.unique(m[bad]).tolist()[:20]} outside 0..{self.k - 1} and not {self.ignore}")
+                raise LabelError(f"labels hold values {np.unique(m[bad]).tolist()[:20]} outside 0..{self.k - 1} and not {self.ignore}")
             counts = np.bincount(np.where(m == self.ignore, self.k, m), minlength=self.k + 1)
             self.pixels += counts[: self.k]
             self.present |= counts[: self.k] > 0
@@ -178,8 +183,8 @@ def _as_numpy(x: Any) -> np.ndarray | None:
 
 
 def compute_stats(
-    items: Iterable[Any], num_classes: int, ignore_index: int = 255, scale: float = 255.0, total: int | None = None,
-    desc: str = "stats",
+    items: Iterable[Any], num_classes: int, ignore_index: int = IGNORE_INDEX, scale: float = 255.0,
+    total: int | None = None, on_progress: ProgressCallback | None = None,
 ) -> DatasetStats:
     """Statistics of an iterable of images (or a map-style dataset), one item = one image.
 
@@ -187,27 +192,34 @@ def compute_stats(
         items: ``(image, mask)`` tuples or dicts with ``image`` ``[C,H,W]`` raw values (or None) and
             ``mask`` ``[H,W]`` labels in 0..K-1 / ``ignore_index`` (or None); numpy or torch.
         scale: divisor bringing raw values to [0, 1] for mean/std.
+        total: number of items, for ``on_progress`` (default: ``len(items)`` when defined).
+        on_progress: see :data:`ProgressCallback`; None is silent.
     """
     acc = StatsAccumulator(num_classes, ignore_index, scale)
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    for item in tqdm(items, total=total, desc=desc, disable=None):
+    for done, item in enumerate(items, 1):
         image, mask = (item["image"], item.get("mask")) if isinstance(item, dict) else item
         acc.add(_as_numpy(image), _as_numpy(mask))
         acc.end_image()
+        if on_progress is not None:
+            on_progress(done, total or 0)
     return acc.result()
 
 
 def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: int, scale: float,
-                   classes: Sequence[str] | None = None, source: str | None = None) -> DatasetStats:
+                   classes: Sequence[str] | None = None, source: str | None = None,
+                   on_progress: ProgressCallback | None = None) -> DatasetStats:
     """Streaming statistics over raster pairs, ``BLOCK_ROWS`` rows at a time."""
     acc = StatsAccumulator(num_classes, ignore_index, scale)
-    for pair in tqdm(pairs, desc="dataset statistics", unit="file", disable=None):
+    for done, pair in enumerate(pairs, 1):
         for row in range(0, pair.height, BLOCK_ROWS):
             window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
             image, mask = read_pair(pair, num_classes, ignore_index, window)
             acc.add(image, mask)
         acc.end_image()
+        if on_progress is not None:
+            on_progress(done, len(pairs))
     return acc.result(classes, source)
 
 
@@ -216,7 +228,7 @@ def _cache_key(pairs: Sequence[TilePair], ds: DatasetConfig, split: str) -> str:
     h.update(json.dumps([STATS_VERSION, ds.name, split, ds.scene, ds.bands, ds.scale, ds.ignore_index,
                          len(ds.classes), ds.val_fraction]).encode())
     for p in pairs:
-        h.update(f"{p.image}|{p.mask}|{p.band_indexes}|{p.encoding}".encode())
+        h.update(f"{p.image}|{p.mask}|{p.band_indexes}|{p.dataset}".encode())
         for f in (p.image, p.mask):
             # a zip member changes only when its archive does
             real = f[len("/vsizip/"):].split(".zip/", 1)[0] + ".zip" if f and f.startswith("/vsizip/") else f
@@ -250,10 +262,10 @@ def _write_cache(path: Path, stats: DatasetStats) -> None:
         warnings.warn(f"could not cache dataset statistics at {path}: {exc}", stacklevel=2)
 
 
-def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True) -> DatasetStats:
-    """Statistics of one split of a resolved dataset config, cached (see module docstring)."""
-    from rsseg.data.sources import dataset_pairs
-
+def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True,
+                on_progress: ProgressCallback | None = None) -> DatasetStats:
+    """Statistics of one split of a resolved dataset config, cached (see module docstring).
+    ``on_progress`` (:data:`ProgressCallback`) is called per file only when computing."""
     pairs = dataset_pairs(ds, split)
     key = _cache_key(pairs, ds, split)
     path = cache_path(ds.root or ".", key)
@@ -262,23 +274,26 @@ def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True)
             return DatasetStats.from_json(path.read_text())
         except (ValueError, TypeError, KeyError):
             pass  # stale or corrupt cache: recompute
-    stats = stats_of_pairs(pairs, len(ds.classes), ds.ignore_index, ds.scale, ds.classes, f"{ds.root}:{split}")
+    stats = stats_of_pairs(pairs, len(ds.classes), ds.ignore_index, ds.scale, ds.classes, f"{ds.root}:{split}",
+                           on_progress)
     _write_cache(path, stats)
     return stats
 
 
-def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cache: bool = True) -> DatasetStats:
+def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cache: bool = True,
+                   on_progress: ProgressCallback | None = None) -> DatasetStats:
     """Statistics of the ``split`` (default: training) files of a dataset root or a folder.
 
     ``path`` replaces ``cfg.dataset.root``; a folder may use any layout the folder datamodule
     accepts, or hold a single ``image.*`` + ``mask.*`` pair. For a folder without a val folder the
     training split excludes the held-out validation files, exactly as training sees it.
+    ``on_progress`` (:data:`ProgressCallback`) reports files done when statistics are computed.
     """
     ds = resolve_dataset_config(cfg.dataset)
     ds.root = str(path)
     if not Path(path).exists():
-        raise RsSegError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")
-    return split_stats(ds, split, use_cache)
+        raise DatasetNotFoundError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")
+    return split_stats(ds, split, use_cache, on_progress)
 
 
 def log_region_prior(stats: DatasetStats) -> Tensor:
@@ -286,5 +301,5 @@ def log_region_prior(stats: DatasetStats) -> Tensor:
     center logits and of Region Rebalance (add-one smoothed: see
     :func:`rsseg.losses.log_prior_from_counts`)."""
     if stats.num_images == 0:
-        raise RsSegError("region counts are empty: compute statistics on a labelled split")
+        raise LabelError("region counts are empty: compute statistics on a labelled split")
     return log_prior_from_counts(stats.region_counts)

@@ -16,7 +16,7 @@ from rsseg.inference.pipeline import PredictResult, predict_file
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, RasterWriter, Rows, VectorWriter)
-from rsseg.inference.raster import open_input
+from rsseg.io import open_raster
 from rsseg.inference.report import AreaAccumulator, area_report
 from rsseg.inference.scoring import ConfusionAccumulator, check_same_grid, score_rasters, score_report
 from rsseg.inference.settings import TTA_MODES, PredictSettings, resolve_device, resolve_settings
@@ -27,7 +27,7 @@ __all__ = [
     "AreaAccumulator", "AreaModel", "AreaReportWriter", "ClassRasterWriter", "ConfidenceWriter",
     "ConfusionAccumulator", "PredictResult", "PredictSettings", "Predictor", "ProductContext", "ProductWriter",
     "ProgressFn", "RasterWriter", "RowBlender", "Rows", "TTA_MODES", "VectorWriter", "area_report",
-    "argmax_confidence", "blend_weight", "check_same_grid", "open_input", "plan_windows", "polygonize",
+    "argmax_confidence", "blend_weight", "check_same_grid", "open_raster", "plan_windows", "polygonize",
     "predict_file", "resolve_device", "resolve_settings", "score_rasters", "score_report", "vectorize",
     "write_vector",
 ]

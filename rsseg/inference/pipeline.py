@@ -26,7 +26,8 @@ from rsseg.inference.blend import argmax_confidence
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
-from rsseg.inference.raster import CLASS_NODATA, block_cache, open_input, select_bands, warn_if_not_georeferenced
+from rsseg.inference.raster import CLASS_NODATA, block_cache, select_bands, warn_if_not_georeferenced
+from rsseg.io import open_raster
 from rsseg.io import check_output
 
 
@@ -95,7 +96,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         raise RsSegError(f"{meta.num_classes} classes do not fit uint8 class ids with 255 as nodata")
 
     result = PredictResult(input_path, classes.path)
-    with open_input(input_path) as src, block_cache(src, predictor.tile), \
+    with open_raster(input_path) as src, block_cache(src, predictor.tile), \
             tempfile.TemporaryDirectory(prefix=f".{classes.path.stem}.", dir=classes.path.parent) as tmpdir:
         sel = select_bands(src, meta, bands)
         warn_if_not_georeferenced(src)
@@ -104,7 +105,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                   "crs": src.crs.to_string() if src.crs else None, "device": str(predictor.device)}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
         # separate handles: GDAL datasets must not be shared between the reader and writer threads
-        reader_src = open_input(input_path)
+        reader_src = open_raster(input_path)
         opened: list[ProductWriter] = []
         try:
             for writer in writers:

@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from torch import nn
 
 from rsseg.checkpoint import ModelMeta
+from rsseg.data.normalize import Normalizer
 from rsseg.errors import RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.settings import TTA_MODES, resolve_device, resolve_settings
@@ -108,10 +109,7 @@ class Predictor:
         self.meta, self.tile, self.overlap, self.batch, self.tta = meta, tile, overlap, batch, tta
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
-        self._mean = np.asarray(meta.mean, np.float32)[:, None, None]
-        self._std = np.asarray(meta.std, np.float32)[:, None, None]
-        self._gain = (1.0 / (np.float32(meta.scale) * self._std)).astype(np.float32)
-        self._shift = (self._mean / self._std).astype(np.float32)
+        self._normalise = Normalizer(meta.mean, meta.std, meta.scale)
 
     @classmethod
     def from_model(cls, model: nn.Module, meta: ModelMeta, *, device: str | torch.device = "auto",
@@ -141,12 +139,9 @@ class Predictor:
         return self.meta.num_classes
 
     def normalise(self, raw: np.ndarray) -> np.ndarray:
-        """Raw pixels [C, h, w] -> float32 ``(raw / scale - mean) / std`` (the checkpoint's recipe)."""
-        # one multiply-add into one float32 array (the naive expression allocates three)
-        out = raw.astype(np.float32)
-        out *= self._gain
-        out -= self._shift
-        return out
+        """Raw pixels [C, h, w] -> float32 ``(raw / scale - mean) / std`` (the checkpoint's recipe,
+        through the one normaliser training uses too)."""
+        return self._normalise(raw)
 
     # -- model --------------------------------------------------------------------------------
     def _autocast(self) -> contextlib.AbstractContextManager:

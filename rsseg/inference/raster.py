@@ -19,34 +19,13 @@ from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import hex_rgb
+from rsseg.data.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.io import atomic_path
 
 BLOCK = 512
-CLASS_NODATA = 255
 #: confidence is max probability x 255 >= 255 / K >= 1, so 0 is free for nodata
 CONFIDENCE_NODATA = 0
-
-
-def open_input(path: str | Path, what: str = "input", *, geotiff_only: bool = False) -> rasterio.DatasetReader:
-    """The one raster opener: any GDAL-readable raster (or, with ``geotiff_only``, the GeoTIFF
-    driver only, for paths that come from a browser), GDAL errors turned into :class:`RsSegError`
-    that call it the ``what`` raster (input, prediction, reference...)."""
-    path = Path(path)
-    if not path.exists() and "://" not in str(path) and not str(path).startswith("/vsi"):
-        raise RsSegError(f"{what} raster not found: {path}")
-    try:
-        src = rasterio.open(path, driver="GTiff") if geotiff_only else rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        if geotiff_only:
-            raise RsSegError(f"{what} raster {path.name} is not a readable GeoTIFF; only .tif/.tiff GeoTIFF files "
-                             "are accepted here") from None
-        raise RsSegError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
-                         "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2...)") from None
-    if src.width == 0 or src.height == 0 or src.count == 0:
-        src.close()
-        raise RsSegError(f"{what} raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
-    return src
 
 
 def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] | None) -> list[int]:

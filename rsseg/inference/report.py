@@ -13,7 +13,8 @@ import numpy as np
 from rasterio.windows import Window
 
 from rsseg.inference.areas import AreaModel
-from rsseg.inference.raster import CLASS_NODATA, open_input
+from rsseg.inference.raster import CLASS_NODATA
+from rsseg.io import open_raster
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
 
 
@@ -59,7 +60,7 @@ def area_report(class_raster_path: str | Path, class_names: list[str], reference
                 rows_per_band: int = 1024) -> dict[str, Any]:
     """Report for an existing class raster (uint8 ids, 255 nodata), read ``rows_per_band`` rows at a time;
     with ``reference_path`` (a mask on the same grid) the scores go under ``metrics``."""
-    with open_input(class_raster_path, "class") as src:
+    with open_raster(class_raster_path, "class") as src:
         acc = AreaAccumulator(class_names, AreaModel(src.transform, src.crs, src.width, src.height))
         ref = open_reference(reference_path, src, "class raster") if reference_path else None
         scores = (ConfusionAccumulator(len(class_names), reference_nodata=ref.nodata, prediction_nodata=CLASS_NODATA,

@@ -25,7 +25,8 @@ import torch
 from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
-from rsseg.inference.raster import CLASS_NODATA, open_input
+from rsseg.inference.raster import CLASS_NODATA
+from rsseg.io import open_raster
 
 #: label value never scored (rsseg's one ignore value; class rasters use it as nodata)
 IGNORE_INDEX = CLASS_NODATA
@@ -49,7 +50,7 @@ def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, p
 
 def open_reference(path: str | Path, like: rasterio.DatasetReader, like_name: str = "input") -> rasterio.DatasetReader:
     """Open a reference mask and check it lies on ``like``'s pixel grid."""
-    ref = open_input(path, "reference mask")
+    ref = open_raster(path, "reference mask")
     try:
         check_same_grid(like, ref, like_name, "reference mask")
     except RsSegError:
@@ -116,7 +117,7 @@ def score_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
     Reference pixels equal to ``ignore_index`` or to the reference's nodata are not scored, and
     neither are prediction nodata pixels.
     """
-    with open_input(pred_path, "prediction") as pred, open_input(ref_path, "reference") as ref:
+    with open_raster(pred_path, "prediction") as pred, open_raster(ref_path, "reference") as ref:
         check_same_grid(pred, ref)
         acc = ConfusionAccumulator(num_classes, ignore_index=ignore_index, reference_nodata=ref.nodata,
                                    prediction_nodata=pred.nodata, reference_name=f"reference {ref_path}",

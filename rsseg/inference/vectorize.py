@@ -23,9 +23,10 @@ from affine import Affine
 from rasterio.features import shapes
 from rasterio.windows import Window
 
+from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
-from rsseg.inference.raster import open_input
+from rsseg.io import open_raster
 from rsseg.io import atomic_path
 
 if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only when polygons are made
@@ -33,7 +34,6 @@ if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only wh
 
 DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")  # .shp last: it appears only when the rest is there
-NODATA = 255
 
 
 def vector_driver(path: str | Path) -> str:
@@ -73,7 +73,7 @@ def polygonize(class_raster_path: str | Path, class_names: list[str], simplify: 
     """Polygons of a class raster as a GeoDataFrame (class_id, class_name, area_m2) in its CRS."""
     if window_size < 1:
         raise RsSegError(f"window_size must be positive (got {window_size})")
-    with open_input(class_raster_path, "class") as src:
+    with open_raster(class_raster_path, "class") as src:
         geoms, classes, border = _trace(src, window_size)
         for value, pieces in sorted(border.items()):
             merged = shapely.get_parts(shapely.union_all(pieces))

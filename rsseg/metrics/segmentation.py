@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rsseg.errors import RsSegError
+from rsseg.data.constants import IGNORE_INDEX
+from rsseg.errors import LabelError
 
 
 def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
@@ -21,11 +22,11 @@ def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
         return torch.from_numpy(np.ascontiguousarray(x))
     if isinstance(x, Tensor):
         return x
-    raise RsSegError(f"expected a torch tensor or numpy array, got {type(x).__name__}")
+    raise TypeError(f"expected a torch tensor or numpy array, got {type(x).__name__}")
 
 
 def confusion_matrix(
-    pred: Tensor | np.ndarray, target: Tensor | np.ndarray, num_classes: int, ignore_index: int = 255
+    pred: Tensor | np.ndarray, target: Tensor | np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> Tensor:
     """``[K, K]`` int64 confusion matrix (rows = reference, columns = prediction), one bincount.
 
@@ -36,18 +37,18 @@ def confusion_matrix(
     """
     p, t = _as_tensor(pred), _as_tensor(target)
     if p.shape != t.shape:
-        raise RsSegError(f"prediction shape {tuple(p.shape)} differs from reference shape {tuple(t.shape)}")
+        raise ValueError(f"prediction shape {tuple(p.shape)} differs from reference shape {tuple(t.shape)}")
     p = p.reshape(-1).to(t.device, torch.int64)
     t = t.reshape(-1).to(torch.int64)
     valid = t != ignore_index
     p, t = p[valid], t[valid]
     if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise RsSegError(
+        raise LabelError(
             f"reference holds values outside 0..{num_classes - 1} and the ignore value {ignore_index}: "
             "check the class list and the label encoding"
         )
     if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes):
-        raise RsSegError(f"prediction holds values outside 0..{num_classes - 1}: check the number of classes")
+        raise LabelError(f"prediction holds values outside 0..{num_classes - 1}: check the number of classes")
     return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).view(num_classes, num_classes)
 
 
@@ -82,13 +83,13 @@ def segmentation_scores(
     c = _as_tensor(conf).detach().cpu().numpy().astype(np.float64)
     k = len(class_names)
     if c.shape != (k, k):
-        raise RsSegError(f"confusion matrix of shape {c.shape} does not match {k} class names")
+        raise ValueError(f"confusion matrix of shape {c.shape} does not match {k} class names")
     total = c.sum()
     if total <= 0:
-        raise RsSegError("confusion matrix is empty: the reference has no valid (non-ignored) pixel")
+        raise LabelError("confusion matrix is empty: the reference has no valid (non-ignored) pixel")
     excluded = sorted(set(exclude or []))
     if any(not 0 <= i < k for i in excluded):
-        raise RsSegError(f"exclude indices {excluded} must lie in 0..{k - 1}")
+        raise ValueError(f"exclude indices {excluded} must lie in 0..{k - 1}")
     tp = np.diag(c)
     fp = c.sum(0) - tp
     fn = c.sum(1) - tp
@@ -120,11 +121,14 @@ def segmentation_scores(
 
 
 def default_exclusions(dataset: str | None, class_names: list[str]) -> list[int]:
-    """Classes left out of mIoU/mF1 by a benchmark's convention: clutter for ISPRS Potsdam and
-    Vaihingen (OA keeps it); none elsewhere (LoveDA reports all 7 classes)."""
-    if dataset in ("potsdam", "vaihingen") and "clutter" in class_names:
-        return [class_names.index("clutter")]
-    return []
+    """Classes left out of mIoU/mF1 by a benchmark's convention, from the dataset's spec
+    (:attr:`rsseg.data.datasets.DatasetSpec.exclude`): clutter for ISPRS Potsdam and Vaihingen
+    (OA keeps it); none elsewhere (LoveDA reports all 7 classes), nor for an unknown dataset."""
+    from rsseg.data.datasets import dataset_names, get_dataset
+
+    if dataset not in dataset_names():
+        return []
+    return get_dataset(dataset).exclusions(class_names)
 
 
 def head_common_tail(freq: list[float]) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import rasterio
 
 from rsseg.errors import RsSegError
-from rsseg.inference.raster import open_input
+from rsseg.io import open_raster
 from rsseg.io import atomic_path
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -75,7 +75,7 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
 
 def open_geotiff(path: str | Path) -> rasterio.DatasetReader:
     """Open ``path`` with the GeoTIFF driver only (see the module docstring)."""
-    return open_input(path, "viewer", geotiff_only=True)
+    return open_raster(path, "viewer", geotiff_only=True)
 
 
 def check_raster(path: str | Path) -> Path:

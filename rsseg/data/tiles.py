@@ -1,4 +1,5 @@
-"""Map-style datasets over raster pairs: random training patches, a validation grid, whole tiles.
+"""Reading image/label pairs, and map-style datasets over them: random training patches, a
+validation grid, whole tiles.
 
 Every sample has one fixed size ``P x P`` (``patch_size``) so the default collate can stack a batch
 of tiles of any sizes: a tile larger than P gives random (training) or grid (validation) windows,
@@ -17,19 +18,33 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from rsseg.data.raster import TilePair, read_pair
+from rsseg.data.constants import IGNORE_INDEX
+from rsseg.data.datasets import get_dataset
+from rsseg.data.normalize import Normalizer
+from rsseg.data.raster import TilePair, read_image
+from rsseg.io import open_raster
 
 
-class Normalizer:
-    """``(raw / scale - mean) / std`` per band; ``mean``/``std`` in [0, 1] units."""
+def read_mask(pair: TilePair, num_classes: int, ignore_index: int, window: Window | None = None) -> np.ndarray:
+    """Labels ``[h, w]`` uint8 in rsseg's encoding (classes 0..K-1, ``ignore_index``), decoded by
+    the spec of ``pair.dataset``."""
+    if pair.mask is None:
+        raise ValueError(f"{pair.name} has no mask")
+    with open_raster(pair.mask, "dataset label") as src:
+        return get_dataset(pair.dataset).decode_labels(src, window, num_classes, ignore_index)
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], scale: float) -> None:
-        self.mean = np.asarray(mean, dtype=np.float32)[:, None, None]
-        self.std = np.asarray(std, dtype=np.float32)[:, None, None]
-        self.scale = np.float32(scale)
 
-    def __call__(self, raw: np.ndarray) -> np.ndarray:
-        return (raw.astype(np.float32) / self.scale - self.mean) / self.std
+def read_pair(
+    pair: TilePair, num_classes: int, ignore_index: int, window: Window | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Raw image ``[C, h, w]`` and labels ``[h, w]`` (None without a mask); image nodata -> ignore."""
+    image, valid = read_image(pair, window)
+    if pair.mask is None:
+        return image, None
+    mask = read_mask(pair, num_classes, ignore_index, window)
+    if valid is not None:
+        mask[~valid] = ignore_index
+    return image, mask
 
 
 def grid_starts(length: int, patch: int) -> list[int]:
@@ -42,7 +57,7 @@ def grid_starts(length: int, patch: int) -> list[int]:
 
 class _PairDataset(Dataset):
     def __init__(self, pairs: Sequence[TilePair], patch_size: int, normalizer: Normalizer, num_classes: int,
-                 ignore_index: int = 255) -> None:
+                 ignore_index: int = IGNORE_INDEX) -> None:
         self.pairs = list(pairs)
         self.patch = patch_size
         self.norm = normalizer
@@ -101,7 +116,7 @@ class GridPatchDataset(_PairDataset):
 
 
 def iter_tiles(pairs: Sequence[TilePair], normalizer: Normalizer, num_classes: int,
-               ignore_index: int = 255) -> Iterator[dict]:
+               ignore_index: int = IGNORE_INDEX) -> Iterator[dict]:
     """Whole tiles for sliding-window evaluation: ``image [C,H,W]`` float normalised, ``mask [H,W]``
     int64 (all ``ignore_index`` when the split has no labels), ``name``."""
     for pair in pairs:

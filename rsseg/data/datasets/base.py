@@ -1,0 +1,169 @@
+"""What rsseg knows about a dataset, in one object: :class:`DatasetSpec`, and the registry of specs.
+
+A spec holds a dataset's classes and colours, the bands its files carry, its default bands and
+ground sample distance, how its labels are decoded, how image/label files are paired per split,
+which classes its benchmark leaves out of the mean scores, and where to get it. Every
+dataset-specific decision in rsseg is a lookup here (``get_dataset(cfg.dataset.name)``), never a
+comparison with a dataset name. A new dataset is one module that subclasses :class:`DatasetSpec`
+and decorates it with :func:`register_dataset` (as timm registers models), plus its configs.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import numpy as np
+from rasterio import DatasetReader
+from rasterio.windows import Window
+
+from rsseg.data.raster import TilePair, read_index_labels
+from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError
+
+if TYPE_CHECKING:  # rsseg.config imports the registry lazily; no import cycle at runtime
+    from rsseg.config import DatasetConfig
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetSpec:
+    """One dataset's facts and file conventions. Subclasses set the class attributes and
+    implement :meth:`pairs`; :meth:`decode_labels` defaults to index-coded labels.
+
+    Empty ``classes`` / ``file_bands`` mean "from the config" (a user folder).
+    """
+
+    #: registry key, the value of ``dataset.name``
+    name: ClassVar[str]
+    #: human-readable name used in messages
+    title: ClassVar[str]
+    #: class names in label order
+    classes: ClassVar[tuple[str, ...]] = ()
+    #: one ``#rrggbb`` colour per class
+    colors: ClassVar[tuple[str, ...]] = ()
+    #: band names of the image files, in file order
+    file_bands: ClassVar[tuple[str, ...]] = ()
+    #: default model bands (a subset of ``file_bands``, in model order)
+    bands: ClassVar[tuple[str, ...]] = ()
+    #: ground sample distance in metres
+    gsd: ClassVar[float | None] = None
+    #: classes the benchmark leaves out of mIoU/mF1 (OA keeps them)
+    exclude: ClassVar[tuple[str, ...]] = ()
+    #: the expected files under ``dataset.root``
+    layout: ClassVar[str] = ""
+    #: where to get the data (shown with "dataset not found")
+    download_hint: ClassVar[str] = ""
+    #: whether ``pairs(..., download=True)`` can fetch the data when ``dataset.root`` is missing
+    downloadable: ClassVar[bool] = False
+
+    # -------------------------------------------------------------- files
+    def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
+        """Image/label pairs of ``split`` (one of :data:`SPLITS`) for a resolved dataset config."""
+        raise NotImplementedError
+
+    def decode_labels(self, src: DatasetReader, window: Window | None, num_classes: int,
+                      ignore_index: int) -> np.ndarray:
+        """Labels ``[h, w]`` uint8 (classes 0..K-1, ``ignore_index``) of an open label raster."""
+        return read_index_labels(src, window, num_classes, ignore_index)
+
+    def hint(self) -> str:
+        """Where the files are expected and where to get them (for "not found" errors)."""
+        text = f"{self.title} expects {self.layout}"
+        return f"{text} ({self.download_hint})" if self.download_hint else text
+
+    def not_found(self, what: str) -> DatasetNotFoundError:
+        return DatasetNotFoundError(f"{what}; {self.hint()}")
+
+    # -------------------------------------------------------------- config
+    def resolve(self, ds: DatasetConfig) -> DatasetConfig:
+        """A copy of ``ds`` with this dataset's classes, colours, bands and gsd filled in.
+
+        A key still at the generic :class:`~rsseg.config.DatasetConfig` default takes the
+        dataset's value; a key the user set is kept, but a class list of the wrong length is an
+        error (the label encoding is fixed by the dataset), and so is a band the files lack.
+        """
+        from rsseg.config import DatasetConfig
+
+        ds = copy.deepcopy(ds)
+        if not self.classes:
+            return ds
+        generic = DatasetConfig()
+        if ds.classes == generic.classes:
+            ds.classes = list(self.classes)
+        if ds.colors == generic.colors:
+            ds.colors = list(self.colors)
+        if ds.bands == generic.bands:
+            ds.bands = list(self.bands)
+        if ds.gsd is None:
+            ds.gsd = self.gsd
+        k = len(self.classes)
+        if len(ds.classes) != k or len(ds.colors) != k:
+            raise ConfigError(
+                f"dataset {self.name} has {k} classes ({', '.join(self.classes)}) but the config lists "
+                f"{len(ds.classes)} classes / {len(ds.colors)} colours; remove dataset.classes and "
+                "dataset.colors from the config to use the defaults"
+            )
+        unknown = [b for b in ds.bands if b not in self.file_bands]
+        if unknown:
+            raise ConfigError(
+                f"dataset {self.name} has bands {', '.join(self.file_bands)}; config key 'dataset.bands' asks for "
+                f"{', '.join(unknown)}"
+            )
+        return ds
+
+    def exclusions(self, class_names: Sequence[str]) -> list[int]:
+        """Indices of :attr:`exclude` in ``class_names`` (classes the names lack are skipped)."""
+        return [list(class_names).index(c) for c in self.exclude if c in class_names]
+
+    def band_indexes(self, wanted: Sequence[str]) -> tuple[int, ...]:
+        """1-based indexes into the files' bands of the ``wanted`` band names."""
+        return tuple(self.file_bands.index(b) + 1 for b in wanted)
+
+
+# ------------------------------------------------------------------------------------ registry
+_REGISTRY: dict[str, DatasetSpec] = {}
+S = TypeVar("S", bound=type[DatasetSpec])
+
+
+def register_dataset(cls: S) -> S:
+    """Class decorator: make ``cls()`` the spec of ``dataset.name == cls.name``."""
+    if cls.name in _REGISTRY:
+        raise ValueError(f"dataset {cls.name!r} is registered twice")
+    _REGISTRY[cls.name] = cls()
+    return cls
+
+
+def dataset_names() -> tuple[str, ...]:
+    """Registered dataset names, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The spec registered as ``name``."""
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+# ------------------------------------------------------------------------------------ shared helpers
+def holdout(n: int, fraction: float, seed: int = 0) -> list[int]:
+    """Indices (sorted) of the ``max(1, round(fraction * n))`` items held out for validation.
+
+    Deterministic for a given ``n``/``fraction``/``seed`` so every run validates on the same files.
+    """
+    if n < 2:
+        raise DatasetError(
+            f"cannot hold out a validation set from {n} training file(s); add more files or a val/ folder "
+            "(<root>/val/images + <root>/val/masks)"
+        )
+    k = min(n - 1, max(1, round(fraction * n)))
+    return sorted(random.Random(seed).sample(range(n), k))
+
+
+def split_holdout(pairs: list[TilePair], split: str, fraction: float) -> list[TilePair]:
+    """``val``: the :func:`holdout` pairs; ``train``: the others."""
+    val = set(holdout(len(pairs), fraction))
+    keep: Callable[[int], bool] = (lambda i: i in val) if split == "val" else (lambda i: i not in val)
+    return [p for i, p in enumerate(pairs) if keep(i)]

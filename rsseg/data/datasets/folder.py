@@ -1,0 +1,89 @@
+"""The user's own rasters: a folder of images/ + masks/ with matching file names.
+
+Classes, colours and bands come from the config (``dataset.classes`` ...); masks hold class
+indices 0..K-1 (their declared nodata, when not a class, is ignored). The files hold the
+configured bands first, in order (extra bands, e.g. alpha, are skipped). Without a ``val/``
+folder, ``val`` is a deterministic held-out subset of the training files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rsseg.data.datasets.base import SPLITS, DatasetSpec, register_dataset, split_holdout
+from rsseg.data.raster import TilePair, check_pair
+from rsseg.errors import DatasetError, DatasetNotFoundError, InputRasterError
+
+if TYPE_CHECKING:
+    from rsseg.config import DatasetConfig
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
+
+
+def _rasters(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()}
+
+
+@register_dataset
+class Folder(DatasetSpec):
+    name = "folder"
+    title = "a folder dataset"
+    layout = "<root>/images + <root>/masks, or <root>/{train,val}/{images,masks} (matching file names)"
+
+    def _pairs_in(self, images: Path, masks: Path, ds: DatasetConfig) -> list[TilePair]:
+        imgs, msks = _rasters(images), _rasters(masks)
+        unmatched = sorted(set(imgs) - set(msks))
+        if unmatched:
+            raise DatasetError(
+                f"{len(unmatched)} image(s) in {images} have no mask of the same name in {masks}, "
+                f"e.g. {imgs[unmatched[0]].name}"
+            )
+        pairs = []
+        for stem, img in imgs.items():
+            h, w, count = check_pair(str(img), str(msks[stem]))
+            if count < len(ds.bands):
+                raise InputRasterError(
+                    f"image {img} has {count} band(s) but dataset.bands lists {len(ds.bands)} ({', '.join(ds.bands)})"
+                )
+            pairs.append(TilePair(stem, str(img), str(msks[stem]), h, w, tuple(range(1, len(ds.bands) + 1)), self.name))
+        if not pairs:
+            raise DatasetNotFoundError(f"no rasters ({', '.join(RASTER_SUFFIXES)}) in {images}")
+        return pairs
+
+    def layout_of(self, root: Path) -> dict[str, tuple[Path, Path]]:
+        """Which ``(images, masks)`` folders or single files exist for each split under ``root``."""
+        if not root.is_dir():
+            raise DatasetNotFoundError(f"dataset folder {root} does not exist; expected {self.layout}")
+        found = {}
+        for split in SPLITS:
+            if (root / split / "images").is_dir() and (root / split / "masks").is_dir():
+                found[split] = (root / split / "images", root / split / "masks")
+        if "train" not in found and (root / "images").is_dir() and (root / "masks").is_dir():
+            found["all"] = (root / "images", root / "masks")
+        if not found:
+            single = _rasters(root)
+            if "image" in single and "mask" in single:
+                found["single"] = (single["image"], single["mask"])
+        if not found:
+            raise DatasetNotFoundError(
+                f"no images/masks folders under {root}; expected {self.layout}, or image.tif + mask.tif")
+        return found
+
+    def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
+        """Pairs of a user folder for ``split``; without a ``val`` folder, val is held out of train."""
+        root = Path(ds.root or "")
+        layout = self.layout_of(root)
+        if "single" in layout:
+            img, msk = layout["single"]
+            if split != "train":
+                raise DatasetNotFoundError(f"{root} holds one image/mask pair: it has no {split} split; use {self.layout}")
+            h, w, _ = check_pair(str(img), str(msk))
+            return [TilePair(root.name, str(img), str(msk), h, w, tuple(range(1, len(ds.bands) + 1)), self.name)]
+        if split in layout:
+            return self._pairs_in(*layout[split], ds)
+        if split == "test":
+            raise DatasetNotFoundError(f"{root} has no test split (expected {root}/test/images + {root}/test/masks)")
+        source = layout.get("train", layout.get("all"))
+        assert source is not None
+        return split_holdout(self._pairs_in(*source, ds), split, ds.val_fraction)
