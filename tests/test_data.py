@@ -99,7 +99,7 @@ def test_datamodule_and_predictor_normalise_identically(tmp_path):
     dm = build_datamodule(_cfg("folder", tmp_path, bands=["b", "g", "r", "n"], normalization="custom",
                                mean=mean, std=std, scale=4095.0))
     meta = ModelMeta(classes=dm.classes, colors=dm.colors, bands=dm.bands, mean=dm.mean, std=dm.std, scale=dm.scale)
-    predictor = Predictor(torch.nn.Conv2d(4, 2, 1), meta, tile=64, overlap=16, batch=1, device="cpu")
+    predictor = Predictor.from_model(torch.nn.Conv2d(4, 2, 1), meta, tile=64, overlap=16, batch=1, tta="none", device="cpu")
     for tile in dm.eval_tiles("val"):
         with rasterio.open(tmp_path / "images" / f"{tile['name']}.tif") as src:
             raw = src.read()

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from rsseg.checkpoint import load_model, read_meta
 from rsseg.cli.main import main
 from rsseg.config import ModelConfig
-from rsseg.data.defaults import IMAGENET_MEAN, IMAGENET_STD
+from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from rsseg.models import build_model
 from rsseg.models.attention import relative_position_index
 

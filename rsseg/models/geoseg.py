@@ -26,7 +26,8 @@ import torch
 
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.config import Config, DatasetConfig, ModelConfig, config_from_dict, is_hex_color
-from rsseg.data.defaults import IMAGENET_MEAN, IMAGENET_STD, dataset_defaults
+from rsseg.data.datasets import get_dataset
+from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from rsseg.errors import RsSegError
 from rsseg.io import load_torch_file
 from rsseg.models.attention import relative_position_index
@@ -94,8 +95,8 @@ class GeoSegDataset:
 def _benchmark(name: str) -> GeoSegDataset:
     # GeoSeg's class order for LoveDA, Potsdam and Vaihingen is the benchmark's, as in rsseg; its
     # Vaihingen tiles are the IRRG false-colour orthophotos, its Potsdam split the RGB tiles
-    d = dataset_defaults(name)
-    return GeoSegDataset(d["classes"], d["colors"], d["bands"], d["gsd"], name)
+    spec = get_dataset(name)
+    return GeoSegDataset(list(spec.classes), list(spec.colors), list(spec.bands), spec.gsd, name)
 
 
 def geoseg_dataset(name: str) -> GeoSegDataset:
