@@ -47,7 +47,9 @@ if [[ $DRY == 1 ]]; then
     for split_n in train:4 val:2; do
         split=${split_n%:*}
         mkdir -p "$TRAIN_ROOT/$split/images" "$TRAIN_ROOT/$split/masks"
-        for f in $(ls "sample_tiles/$split/images" | head -n "${split_n#*:}"); do
+        files=("sample_tiles/$split/images"/*)
+        for f in "${files[@]:0:${split_n#*:}}"; do
+            f=${f##*/}
             ln -s "$PWD/sample_tiles/$split/images/$f" "$TRAIN_ROOT/$split/images/$f"
             ln -s "$PWD/sample_tiles/$split/masks/$f" "$TRAIN_ROOT/$split/masks/$f"
         done

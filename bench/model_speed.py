@@ -7,7 +7,8 @@ variant is ``eager`` (float32, ``torch.no_grad``, default threads), ``onnx`` (th
 
 - ``inference_mode``: ``torch.inference_mode`` instead of ``no_grad``;
 - ``channels_last``: model and input in NHWC memory format (oneDNN / cuDNN prefer it);
-- ``threads``: intra-op threads = physical cores (CPU only);
+- ``threads``: intra-op threads = physical cores (CPU only; the others use torch's default or
+  ``--threads``, ONNX Runtime the same number);
 - ``bf16``: bfloat16 autocast (on CPU only offered when the CPU has native bf16:
   ``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo);
 - ``compile``: ``torch.compile`` (default mode, static shapes; compile time is reported apart).
@@ -139,7 +140,7 @@ class Runner:
         self.compile_s = time.perf_counter() - t0  # export time, reported like compile time
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = physical_cores()
+        opts.intra_op_num_threads = torch.get_num_threads()  # the same budget as eager (--threads)
         providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
         session = ort.InferenceSession(str(path), opts, providers=providers)
 
@@ -208,7 +209,7 @@ def markdown(env: dict, rows: list[dict]) -> str:
         f"# UNetFormer forward speed ({env['device']})",
         "",
         f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['physical_cores']} physical cores "
-        f"(torch default {env['torch_threads']} threads), native bf16: {env['native_bf16']}, "
+        f"({env['torch_threads']} intra-op threads), native bf16: {env['native_bf16']}, "
         f"load average {env['load_average_start'][0]:.1f} -> {env['load_average_end'][0]:.1f}. "
         f"Paper: {PAPER_FPS_512} FPS at 512x512 on an RTX 3090. Ratios: variant time / eager time of the same "
         "interleaved repeat, median (min-max); < 1 is faster.",
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 7 CPU, 10 CUDA)")
     parser.add_argument("--iters", type=int, default=None, help="forwards per timing (default 1 CPU, 20 CUDA)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed calls per variant (default 1 CPU, 5 CUDA)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="intra-op threads of every variant but 'threads' (torch and ONNX Runtime; default torch's)")
     parser.add_argument("--name", default=None, help="output file stem (default model_speed_<device>)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
@@ -255,6 +258,8 @@ def main() -> None:
         variants = ["eager", *[v for v in variants if v != "eager"]]
     if cuda:
         torch.backends.cudnn.benchmark = True
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         import onnxruntime
 
