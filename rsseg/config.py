@@ -20,7 +20,50 @@ import yaml
 
 from rsseg.errors import RsSegError
 
-DATASET_NAMES = ("loveda", "potsdam", "vaihingen", "folder")
+DATASET_NAMES = ("loveda", "potsdam", "vaihingen", "folder", "geo", "torchgeo")
+
+
+# ---- geo / torchgeo dataset kinds (rsseg.data.geo, rsseg.data.torchgeo_adapter) ------------------
+@dataclass
+class GeoSourceConfig:
+    """``dataset.name: geo``: georeferenced scenes + vector labels, read through TorchGeo's
+    ``RasterDataset & VectorDataset`` and tiled by its samplers (see :mod:`rsseg.data.geo`).
+
+    Paths are relative to ``dataset.root`` (when set); ``images`` may hold globs.
+    """
+
+    #: image files or globs (GeoTIFF/COG/VRT...); several scenes and CRSs are fine
+    images: list[str] = field(default_factory=list)
+    #: vector label files (GPKG, SHP, GeoJSON, FlatGeobuf, ...), reprojected to the imagery's CRS
+    labels: list[str] = field(default_factory=list)
+    #: layer of a multi-layer label file (GeoPackage); default the first
+    layer: str | None = None
+    #: attribute holding each polygon's class: a name in dataset.classes or a class index
+    attribute: str | None = None
+    #: or: every polygon is this class (e.g. building footprints)
+    label_class: str | None = None
+    #: class of the pixels no polygon covers; null = ignore them (labels only where drawn)
+    background: str | None = "background"
+    #: optional vector file whose polygons limit training and validation (where labels are complete)
+    aoi: str | None = None
+    #: side of the square blocks (pixels) the region is split into for the spatial train/val split
+    block_size: int = 1024
+    #: random training patches per epoch (default: about the training area / patch area)
+    samples_per_epoch: int | None = None
+
+
+@dataclass
+class TorchGeoSourceConfig:
+    """``dataset.name: torchgeo``: any TorchGeo segmentation datamodule, by class path and init
+    arguments as LightningCLI writes them (see :mod:`rsseg.data.torchgeo_adapter`)."""
+
+    #: e.g. torchgeo.datamodules.LoveDADataModule
+    class_path: str | None = None
+    #: keyword arguments of the class (dataset.root, when set, is passed as ``root``)
+    init_args: dict[str, Any] = field(default_factory=dict)
+    #: raw mask value -> rsseg class index (255 = ignore), e.g. LoveDA [255, 0, 1, 2, 3, 4, 5, 6];
+    #: null: mask values are already class indices
+    label_map: list[int] | None = None
 
 
 @dataclass
@@ -50,6 +93,10 @@ class DatasetConfig:
     #: ground sample distance in metres, if known
     gsd: float | None = None
     num_workers: int = 0
+    #: ``name: geo`` settings
+    geo: GeoSourceConfig = field(default_factory=GeoSourceConfig)
+    #: ``name: torchgeo`` settings
+    torchgeo: TorchGeoSourceConfig = field(default_factory=TorchGeoSourceConfig)
 
 
 @dataclass
@@ -191,7 +238,14 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
     """Return ``value`` coerced to ``hint`` or raise naming ``key``."""
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise RsSegError(f"config key '{key}' must be a mapping of names to values, got {value!r}")
+        _, item = typing.get_args(hint)
+        return {k: _check_value(f"{key}.{k}", v, item) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
@@ -290,11 +344,41 @@ def _validate(cfg: Config) -> Config:
         v = getattr(ds, key)
         if v is not None and len(v) != len(ds.bands):
             raise RsSegError(f"config key 'dataset.{key}' needs one value per band ({len(ds.bands)}), got {len(v)}")
+    _validate_geo_sources(ds)
     if cfg.inference.overlap >= cfg.inference.tile:
         raise RsSegError("config key 'inference.overlap' must be smaller than 'inference.tile'")
     if cfg.optim.crop_size % 32:
         raise RsSegError("config key 'optim.crop_size' must be a multiple of 32")
     return cfg
+
+
+def _validate_geo_sources(ds: DatasetConfig) -> None:
+    """The ``geo`` / ``torchgeo`` settings a run cannot start without."""
+    if ds.name == "geo":
+        g = ds.geo
+        if not g.images or not g.labels:
+            raise RsSegError("dataset 'geo' needs config keys 'dataset.geo.images' (image files or globs) and "
+                             "'dataset.geo.labels' (vector files), e.g. dataset.geo.images=[scene.tif] "
+                             "dataset.geo.labels=[buildings.gpkg]")
+        if (g.attribute is None) == (g.label_class is None):
+            raise RsSegError("dataset 'geo' needs exactly one of 'dataset.geo.attribute' (the field holding each "
+                             "polygon's class) or 'dataset.geo.label_class' (every polygon is that class)")
+        for key in ("label_class", "background"):
+            name = getattr(g, key)
+            if name is not None and name not in ds.classes:
+                raise RsSegError(f"config key 'dataset.geo.{key}' is {name!r}, which is not in dataset.classes "
+                                 f"({', '.join(ds.classes)})")
+        if g.block_size < 32:
+            raise RsSegError("config key 'dataset.geo.block_size' must be at least 32 pixels")
+    if ds.name == "torchgeo":
+        t = ds.torchgeo
+        if not t.class_path or "." not in t.class_path:
+            raise RsSegError("dataset 'torchgeo' needs config key 'dataset.torchgeo.class_path', e.g. "
+                             "torchgeo.datamodules.LoveDADataModule")
+        bad = [v for v in t.label_map or [] if not (0 <= v < len(ds.classes) or v == ds.ignore_index)]
+        if bad:
+            raise RsSegError(f"config key 'dataset.torchgeo.label_map' holds {bad}: each entry must be a class "
+                             f"index 0..{len(ds.classes) - 1} or the ignore value {ds.ignore_index}")
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:

@@ -182,4 +182,13 @@ class RsSegDataModule(L.LightningDataModule):
 
 def build_datamodule(cfg: Config, download: bool = False) -> RsSegDataModule:
     """The datamodule for ``cfg.dataset`` (``download``: fetch LoveDA from Zenodo through TorchGeo)."""
+    # geo / torchgeo kinds: imported here, TorchGeo's dataset modules are slow to import
+    if cfg.dataset.name == "geo":
+        from rsseg.data.geo import GeoDataModule
+
+        return GeoDataModule(cfg, download=download)
+    if cfg.dataset.name == "torchgeo":
+        from rsseg.data.torchgeo_adapter import TorchGeoAdapterDataModule
+
+        return TorchGeoAdapterDataModule(cfg, download=download)
     return RsSegDataModule(cfg, download=download)

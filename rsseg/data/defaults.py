@@ -63,7 +63,7 @@ def resolve_dataset_config(ds: DatasetConfig) -> DatasetConfig:
     by the dataset).
     """
     ds = copy.deepcopy(ds)
-    if ds.name == "folder":
+    if ds.name in ("folder", "geo", "torchgeo"):  # classes, colours and bands come from the config
         return ds
     generic = DatasetConfig()
     d = dataset_defaults(ds.name)
