@@ -10,7 +10,7 @@ from rsseg.config import DATASET_NAMES
 
 @click.command(context_settings={"show_default": True})
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--dataset", type=click.Choice(DATASET_NAMES), default="folder", help="Layout of PATH.")
+@click.option("--dataset", type=click.Choice(DATASET_NAMES), help="Layout of PATH (default: from --config, else folder).")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (class names, bands, ignore value).")
 @click.option("--split", default="train", help="Split to describe.")
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), help="JSON output (default: print only).")
@@ -24,6 +24,7 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
     Examples:
       rsseg stats sample_tiles
       rsseg stats data/LoveDA --dataset loveda -o loveda_stats.json
+      rsseg stats data/scene -c scene.yaml --split val     (a geo config: PATH is dataset.root)
     """
     from rich.console import Console
     from rich.table import Table

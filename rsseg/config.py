@@ -40,7 +40,7 @@ class GeoSourceConfig:
     layer: str | None = None
     #: attribute holding each polygon's class: a name in dataset.classes or a class index
     attribute: str | None = None
-    #: or: every polygon is this class (e.g. building footprints)
+    #: without ``attribute``: every polygon is this class (e.g. building footprints)
     label_class: str | None = None
     #: class of the pixels no polygon covers; null = ignore them (labels only where drawn)
     background: str | None = "background"
@@ -360,10 +360,10 @@ def _validate_geo_sources(ds: DatasetConfig) -> None:
             raise RsSegError("dataset 'geo' needs config keys 'dataset.geo.images' (image files or globs) and "
                              "'dataset.geo.labels' (vector files), e.g. dataset.geo.images=[scene.tif] "
                              "dataset.geo.labels=[buildings.gpkg]")
-        if (g.attribute is None) == (g.label_class is None):
-            raise RsSegError("dataset 'geo' needs exactly one of 'dataset.geo.attribute' (the field holding each "
-                             "polygon's class) or 'dataset.geo.label_class' (every polygon is that class)")
-        for key in ("label_class", "background"):
+        if g.attribute is None and g.label_class is None:
+            raise RsSegError("dataset 'geo' needs 'dataset.geo.attribute' (the field holding each polygon's class) "
+                             "or 'dataset.geo.label_class' (every polygon is that class)")
+        for key in ("background",) if g.attribute is not None else ("label_class", "background"):
             name = getattr(g, key)
             if name is not None and name not in ds.classes:
                 raise RsSegError(f"config key 'dataset.geo.{key}' is {name!r}, which is not in dataset.classes "

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import glob
 import math
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,15 +112,15 @@ class SceneImagery(RasterDataset):
 class VectorLabels(VectorDataset):
     """Label polygons rasterised per query box; the burnt value is ``class index + 1`` (0 = no polygon).
 
-    ``attribute`` holds a class name from ``classes`` or a class index; with ``label_class`` every
-    polygon is that class. A feature whose attribute is empty draws nothing.
+    ``attribute`` holds a class name from ``classes`` or a class index; without it every polygon is
+    ``label_class``. A feature whose attribute is empty draws nothing.
     """
 
     def __init__(self, files: Sequence[str], *, crs: Any, res: tuple[float, float], layer: str | None,
                  classes: Sequence[str], attribute: str | None = None, label_class: str | None = None) -> None:
         self.classes = list(classes)
         self.attribute = attribute
-        self.fixed = None if label_class is None else self.classes.index(label_class) + 1
+        self.fixed = None if attribute is not None or label_class is None else self.classes.index(label_class) + 1
         super().__init__(paths=list(files), crs=crs, res=res, layer=layer, label_name=attribute)
 
     def burn_value(self, value: Any) -> int:
@@ -396,10 +395,13 @@ class GeoDataModule(RsSegDataModule):
     def pairs(self, split: str) -> list:
         raise RsSegError("a geo dataset has no image/mask file pairs; it is read through TorchGeo by region")
 
+    def split_stats(self, split: str) -> DatasetStats:
+        return self.scene.stats(split)
+
     @property
     def stats(self) -> DatasetStats:
         if self._stats is None:
-            self._stats = self.scene.stats("train")
+            self._stats = self.split_stats("train")
         return self._stats
 
     @property
@@ -453,8 +455,3 @@ class GeoDataModule(RsSegDataModule):
             image, labels = self.scene.read_block(block)
             yield {"image": torch.from_numpy(norm(image)), "mask": torch.from_numpy(labels.astype(np.int64)),
                    "name": block.name}
-
-
-def quiet_torchgeo() -> None:
-    """TorchGeo 0.10 warns that its own deprecated samplers are subclassed; nothing for users to act on."""
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torchgeo\..*")

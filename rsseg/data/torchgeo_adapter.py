@@ -75,28 +75,33 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
     # ------------------------------------------------------------------ the batch contract
     def to_contract(self, batch: dict[str, Any]) -> dict[str, Tensor]:
         """A TorchGeo batch (raw ``image [B,C,H,W]``, ``mask [B,H,W]`` or ``[B,1,H,W]``) in rsseg's encoding."""
-        image = batch["image"]
+        if "mask" not in batch:
+            raise RsSegError(f"{self.class_path} gives no 'mask' in its samples: it is not a segmentation datamodule")
+        return {"image": self.map_image(batch["image"]), "mask": self.map_mask(batch["mask"])}
+
+    def map_image(self, image: Tensor) -> Tensor:
+        """Raw ``[B,C,H,W]`` -> ``(raw / scale - mean) / std`` float32."""
         if image.ndim != 4 or image.shape[1] != len(self.bands):
             raise RsSegError(f"{self.class_path} gives images of shape {tuple(image.shape)}; rsseg expects [B, C, H, W] "
                              f"with C = {len(self.bands)} bands (config key 'dataset.bands')")
         mean = torch.tensor(self.mean, dtype=torch.float32, device=image.device)[:, None, None]
         std = torch.tensor(self.std, dtype=torch.float32, device=image.device)[:, None, None]
-        image = (image.float() / self.scale - mean) / std
-        if "mask" not in batch:
-            raise RsSegError(f"{self.class_path} gives no 'mask' in its samples: it is not a segmentation datamodule")
-        mask = batch["mask"].long()
+        return (image.float() / self.scale - mean) / std
+
+    def map_mask(self, mask: Tensor) -> Tensor:
+        """Raw mask ``[B,H,W]`` (or ``[B,1,H,W]``) -> int64 class indices, ``ignore_index`` elsewhere."""
+        mask = mask.long()
         if mask.ndim == 4 and mask.shape[1] == 1:
             mask = mask[:, 0]
         if self.label_map is not None:
             lut = self.label_map.to(mask.device)
             known = (mask >= 0) & (mask < len(lut))
-            mask = torch.where(known, lut[mask.clamp(0, len(lut) - 1)], self.ignore_index)
-        else:
-            bad = (mask != self.ignore_index) & ((mask < 0) | (mask >= self.num_classes))
-            if bool(bad.any()):
-                raise RsSegError(f"{self.class_path} masks hold values {mask[bad].unique().tolist()[:10]} outside the "
-                                 f"{self.num_classes} classes; set 'dataset.torchgeo.label_map' (raw value -> class, 255 ignore)")
-        return {"image": image, "mask": mask}
+            return torch.where(known, lut[mask.clamp(0, len(lut) - 1)], self.ignore_index)
+        bad = (mask != self.ignore_index) & ((mask < 0) | (mask >= self.num_classes))
+        if bool(bad.any()):
+            raise RsSegError(f"{self.class_path} masks hold values {mask[bad].unique().tolist()[:10]} outside the "
+                             f"{self.num_classes} classes; set 'dataset.torchgeo.label_map' (raw value -> class, 255 ignore)")
+        return mask
 
     # ------------------------------------------------------------------ metadata
     def pairs(self, split: str) -> list:
@@ -117,23 +122,25 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
         except Exception as exc:  # MisconfigurationException: the datamodule defines no such split
             raise RsSegError(f"{self.class_path} has no {split} split: {exc}") from None
 
+    def split_stats(self, split: str) -> DatasetStats:
+        """Statistics of the wrapped datamodule's ``split`` samples (one sample = one image)."""
+        acc = StatsAccumulator(self.num_classes, self.ignore_index, self.scale)
+        loader = self._split_loader(split)
+        if loader.drop_last:  # TorchGeo drops the last partial training batch; statistics count every sample
+            loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                                collate_fn=loader.collate_fn, num_workers=loader.num_workers)
+        for batch in loader:
+            masks = self.map_mask(batch["mask"])
+            for image, mask in zip(batch["image"], masks, strict=True):
+                acc.add(image.numpy(), mask.numpy())
+                acc.end_image()
+        return acc.result(self.classes, f"{self.class_path}:{split}")
+
     @property
     def stats(self) -> DatasetStats:
-        """Statistics of the wrapped datamodule's training samples (one sample = one image)."""
         if self._stats is None:
-            acc = StatsAccumulator(self.num_classes, self.ignore_index, self.scale)
-            for batch in self._split_loader("train"):
-                masks = self._masks(batch)
-                for image, mask in zip(batch["image"], masks, strict=True):
-                    acc.add(image.numpy(), mask.numpy())
-                    acc.end_image()
-            self._stats = acc.result(self.classes, f"{self.class_path}:train")
+            self._stats = self.split_stats("train")
         return self._stats
-
-    def _masks(self, batch: dict[str, Any]) -> Tensor:
-        """Masks of a raw batch in rsseg's encoding (without touching the image)."""
-        fake = {"image": torch.zeros(batch["mask"].shape[0], len(self.bands), 1, 1), "mask": batch["mask"]}
-        return self.to_contract(fake)["mask"]
 
     @property
     def gsd(self) -> float | None:
