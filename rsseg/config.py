@@ -355,11 +355,7 @@ def _validate(cfg: Config) -> Config:
 def _validate_geo_sources(ds: DatasetConfig) -> None:
     """The ``geo`` / ``torchgeo`` settings a run cannot start without."""
     if ds.name == "geo":
-        g = ds.geo
-        if not g.images or not g.labels:
-            raise RsSegError("dataset 'geo' needs config keys 'dataset.geo.images' (image files or globs) and "
-                             "'dataset.geo.labels' (vector files), e.g. dataset.geo.images=[scene.tif] "
-                             "dataset.geo.labels=[buildings.gpkg]")
+        g = ds.geo  # the files themselves are checked where they are read (rsseg.data.geo)
         if g.attribute is None and g.label_class is None:
             raise RsSegError("dataset 'geo' needs 'dataset.geo.attribute' (the field holding each polygon's class) "
                              "or 'dataset.geo.label_class' (every polygon is that class)")

@@ -54,13 +54,13 @@ def geo_dataset(tanzania: Path, **geo) -> dict:
 
 def pixel_box(transform, row0: int, col0: int, row1: int, col1: int):
     """Polygon of a pixel window (rows/cols may be fractional)."""
-    (x0, y0), (x1, y1) = transform * (col0, row0), transform * (col1, row1)
+    (x0, y0), (x1, y1) = transform @ (col0, row0), transform @ (col1, row1)
     return shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
 def block_offset(block, transform) -> tuple[int, int]:
     xmin, _, _, ymax = block.box.bounds
-    col, row = ~transform * (xmin, ymax)
+    col, row = ~transform @ (xmin, ymax)
     return round(row), round(col)
 
 
@@ -71,8 +71,12 @@ def scene_mosaic(scene: GeoScene, transform, shape) -> tuple[np.ndarray, np.ndar
     for block in scene.blocks:
         im, lab = scene.read_block(block)
         r, c = block_offset(block, transform)
-        labels[r : r + lab.shape[0], c : c + lab.shape[1]] = lab
-        image[:, r : r + lab.shape[0], c : c + lab.shape[1]] = im
+        # the part of the block on the canvas (a warped scene's footprint may reach past it)
+        r0, c0 = max(r, 0), max(c, 0)
+        r1, c1 = min(r + lab.shape[0], shape[0]), min(c + lab.shape[1], shape[1])
+        if r1 > r0 and c1 > c0:
+            labels[r0:r1, c0:c1] = lab[r0 - r : r1 - r, c0 - c : c1 - c]
+            image[:, r0:r1, c0:c1] = im[:, r0 - r : r1 - r, c0 - c : c1 - c]
     return image, labels
 
 
@@ -192,7 +196,6 @@ def test_evaluate_checkpoint_scores_the_validation_blocks(geo_run, tanzania, gri
 
 # ------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize(("change", "message"), [
-    ({"geo": {"images": [], "labels": ["x.gpkg"], "label_class": "building"}}, "dataset.geo.images"),
     ({"geo": {"images": ["a.tif"], "labels": ["x.gpkg"], "label_class": "roof"}}, "not in dataset.classes"),
     ({"torchgeo": {"class_path": None}, "name": "torchgeo"}, "class_path"),
 ])
@@ -203,6 +206,9 @@ def test_config_errors_name_the_key(change, message):
 
 
 def test_label_values_without_a_class_and_disjoint_scenes_fail_in_one_line(tanzania, shared_data):
+    cfg = config_from_dict({"dataset": {**geo_dataset(tanzania, label_class="building"), "geo": {"labels": ["x.gpkg"], "label_class": "building"}}})
+    with pytest.raises(RsSegError, match="dataset.geo.images"):
+        GeoScene(cfg.dataset)
     cfg = config_from_dict({"dataset": geo_dataset(tanzania, attribute="osm_id")})
     with pytest.raises(RsSegError, match="osm_id"):
         GeoScene(cfg.dataset)
@@ -286,3 +292,38 @@ def test_torchgeo_class_path_errors_are_one_line():
         cfg = config_from_dict({"dataset": {**base, "torchgeo": {"class_path": path}}})
         with pytest.raises(RsSegError, match=message):
             build_datamodule(cfg)
+
+
+def test_several_scenes_in_different_crss_form_one_dataset(tanzania, grid, tmp_path):
+    """The top 1024 rows of the mosaic as two scenes: the left half as it is (EPSG:3857), the right
+    half warped to UTM 37S. The labels still come out on the first scene's grid."""
+    from rasterio.warp import calculate_default_transform, reproject
+    from rasterio.windows import Window
+
+    transform, _, reference, rgb = grid
+    with rasterio.open(tanzania / "tanzania_west_rgb.tif") as src:
+        profile = {**src.profile, "driver": "GTiff", "compress": "deflate", "photometric": "rgb", "tiled": False}
+        profile.pop("blockxsize"), profile.pop("blockysize")
+        for name, col in (("a_left", 0), ("b_right", 2048)):
+            win = Window(col, 0, 2048, 1024)
+            data, t = src.read(window=win), src.window_transform(win)
+            if name == "a_left":
+                with rasterio.open(tmp_path / f"{name}.tif", "w", **{**profile, "width": 2048, "height": 1024, "transform": t}) as dst:
+                    dst.write(data)
+                continue
+            dst_t, w, h = calculate_default_transform(src.crs, "EPSG:32737", 2048, 1024, *rasterio.windows.bounds(win, src.transform))
+            with rasterio.open(tmp_path / f"{name}.tif", "w", **{**profile, "crs": "EPSG:32737", "width": w, "height": h,
+                                                                  "transform": dst_t, "nodata": 0}) as dst:
+                reproject(data, rasterio.band(dst, [1, 2, 3]), src_transform=t, src_crs=src.crs, dst_transform=dst_t,
+                          dst_crs="EPSG:32737")
+    cfg = config_from_dict({"dataset": geo_dataset(tanzania, label_class="building") | {"root": str(tmp_path)} | {
+        "geo": {"images": ["*.tif"], "labels": [str(tanzania / "tanzania_west_buildings.gpkg")],
+                "label_class": "building", "block_size": 1024}}})
+    scene = GeoScene(cfg.dataset)
+    assert len(scene.files) == 2 and scene.imagery.crs.to_epsg() == 3857
+    image, labels = scene_mosaic(scene, transform, (1024, 4096))
+    # the left scene reads back exactly; labels are drawn on the first scene's grid everywhere
+    assert np.array_equal(image[:, :, :2048], rgb[:, :1024, :2048].astype(np.float32))
+    labelled = labels != 255
+    assert labelled[:, :2040].all() and labelled.mean() > 0.99
+    assert np.array_equal(labels[labelled], reference[:1024][labelled])

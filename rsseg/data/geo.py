@@ -65,6 +65,10 @@ def _resolve(root: str | None, entry: str) -> str:
 
 def image_files(ds: DatasetConfig) -> list[str]:
     """The scene files named by ``dataset.geo.images`` (paths or globs, relative to ``dataset.root``)."""
+    if not ds.geo.images or not ds.geo.labels:
+        raise RsSegError("dataset 'geo' needs config keys 'dataset.geo.images' (image files or globs) and "
+                         "'dataset.geo.labels' (vector files), e.g. dataset.geo.images=[scene.tif] "
+                         "dataset.geo.labels=[buildings.gpkg]")
     files: list[str] = []
     for entry in ds.geo.images:
         pattern = _resolve(ds.root, entry)
@@ -218,9 +222,11 @@ class GeoScene:
                                      f"({', '.join(ds.bands)})")
                 if src.crs is None and not src.gcps[0]:
                     raise RsSegError(f"image {f} is not georeferenced (no CRS); vector labels need a georeferenced scene")
-        with rasterio.open(self.files[0]) as src:
-            self.nodata = src.nodata
         self.imagery = SceneImagery(self.files, ds.bands)
+        # TorchGeo takes CRS and resolution from the first of its (sorted) files: its grid is the scene grid
+        with rasterio.open(self.imagery.files[0]) as src:
+            self.nodata = src.nodata
+            self.origin = (src.transform.c, src.transform.f)
         lfiles = label_files(ds)
         self.labels = VectorLabels(lfiles, crs=self.imagery.crs, res=self.imagery.res, layer=g.layer,
                                    classes=self.classes, attribute=g.attribute, label_class=g.label_class)
@@ -243,11 +249,14 @@ class GeoScene:
     def _split(self, block: int, val_fraction: float, seed: int) -> list[Block]:
         xmin, ymin, xmax, ymax = self.footprint.bounds
         bw, bh = block * self.res[0], block * self.res[1]
+        # blocks are anchored at the first scene's top-left corner, so they follow its pixel grid
+        ox, oy = self.origin
+        rows = range(math.floor(round((oy - ymax) / bh, 6)), math.ceil(round((oy - ymin) / bh, 6)))
+        cols = range(math.floor(round((xmin - ox) / bw, 6)), math.ceil(round((xmax - ox) / bw, 6)))
         cells = []
-        for r in range(math.ceil(round((ymax - ymin) / bh, 6))):
-            for c in range(math.ceil(round((xmax - xmin) / bw, 6))):
-                # anchored at the top-left corner, so blocks follow the first scene's pixel grid
-                box = shapely.box(xmin + c * bw, max(ymin, ymax - (r + 1) * bh), min(xmax, xmin + (c + 1) * bw), ymax - r * bh)
+        for r in rows:
+            for c in cols:
+                box = shapely.box(ox + c * bw, oy - (r + 1) * bh, ox + (c + 1) * bw, oy - r * bh)
                 ground = box & self.region
                 if ground.area >= self.res[0] * self.res[1]:
                     cells.append((f"block_r{r}_c{c}", box, ground))
