@@ -34,6 +34,15 @@ def run(*args: str):
     return CliRunner().invoke(main, list(args))
 
 
+@pytest.fixture(scope="module", autouse=True)
+def stats_cache(tmp_path_factory) -> Path:
+    """Dataset statistics are cached per user; tests keep theirs to themselves."""
+    path = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RSSEG_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="module")
 def tanzania(shared_data) -> Path:
     return shared_data / "oam_tanzania"
@@ -168,12 +177,16 @@ def test_train_on_scene_and_osm_buildings_records_what_predict_needs(geo_run):
     assert meta.config["dataset"]["geo"]["label_class"] == "building"
 
 
-def test_stats_count_the_training_ground_of_the_mask(geo_run, tanzania, aoi, grid, tmp_path):
+def test_stats_count_the_training_ground_of_the_mask(geo_run, tanzania, aoi, grid, stats_cache, tmp_path):
     cfg_path, _ = geo_run
+    # training cached the statistics of its training ground: stats --no-cache recomputes the same
+    assert list(stats_cache.glob("stats_oam_tanzania_*.json"))
     out = tmp_path / "stats.json"
-    res = run("stats", str(tanzania), "-c", str(cfg_path), "-o", str(out))
+    res = run("stats", str(tanzania), "-c", str(cfg_path), "-o", str(out), "--no-cache")
     assert res.exit_code == 0, res.output
     stats = json.loads(out.read_text())
+    res = run("stats", str(tanzania), "-c", str(cfg_path), "-o", str(tmp_path / "cached.json"))
+    assert json.loads((tmp_path / "cached.json").read_text()) == stats
     transform, _, reference, rgb = grid
     scene = GeoScene(config_from_dict(small_geo_cfg(tanzania, aoi)).dataset)
     inside = geometry_mask([scene.ground("train")], reference.shape, transform, invert=True)

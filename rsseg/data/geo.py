@@ -24,8 +24,12 @@ training, ``rsseg stats`` and ``rsseg evaluate -m`` use.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
+import hashlib
+import json
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +51,7 @@ from rsseg.config import Config, DatasetConfig
 from rsseg.data.datamodule import RsSegDataModule, _gsd_from_file
 from rsseg.data.datasets import Normalizer
 from rsseg.data.sources import holdout
-from rsseg.data.stats import DatasetStats, StatsAccumulator
+from rsseg.data.stats import STATS_VERSION, DatasetStats, StatsAccumulator, _write_cache, cache_path
 from rsseg.errors import RsSegError
 
 #: largest side (pixels) read at once when a whole block is read (statistics, evaluation)
@@ -325,8 +329,32 @@ class GeoScene:
             labels[r : r + lab.shape[0], c : c + lab.shape[1]] = lab
         return image, labels
 
-    def stats(self, split: str = "train") -> DatasetStats:
-        """Statistics of a split; each block counts as one image for the region (image-level) counts."""
+    def cache_key(self, split: str) -> str:
+        """Hash of everything the statistics of ``split`` depend on (settings, files, their sizes and times)."""
+        h = hashlib.sha256()
+        h.update(json.dumps([STATS_VERSION, "geo", split, dataclasses.asdict(self.ds.geo), self.classes, self.ds.bands,
+                             self.ds.scale, self.ignore, self.ds.val_fraction]).encode())
+        for f in [*self.files, *self.labels.files, *([_resolve(self.ds.root, self.ds.geo.aoi)] if self.ds.geo.aoi else [])]:
+            st = os.stat(f)
+            h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+    def stats(self, split: str = "train", use_cache: bool = True) -> DatasetStats:
+        """Statistics of a split; each block counts as one image for the region (image-level) counts.
+
+        Cached in the user cache directory like every dataset's (see :mod:`rsseg.data.stats`).
+        """
+        path = cache_path(self.ds.root or Path(self.files[0]).parent, self.cache_key(split))
+        if use_cache and path.is_file():
+            try:
+                return DatasetStats.from_json(path.read_text())
+            except (ValueError, TypeError, KeyError):
+                pass  # stale or corrupt cache: recompute
+        stats = self._compute_stats(split)
+        _write_cache(path, stats)
+        return stats
+
+    def _compute_stats(self, split: str) -> DatasetStats:
         acc = StatsAccumulator(len(self.classes), self.ignore, self.ds.scale)
         for block in self.split_blocks(split):
             for box in self.block_boxes(block):
@@ -404,8 +432,8 @@ class GeoDataModule(RsSegDataModule):
     def pairs(self, split: str) -> list:
         raise RsSegError("a geo dataset has no image/mask file pairs; it is read through TorchGeo by region")
 
-    def split_stats(self, split: str) -> DatasetStats:
-        return self.scene.stats(split)
+    def split_stats(self, split: str, use_cache: bool = True) -> DatasetStats:
+        return self.scene.stats(split, use_cache)
 
     @property
     def stats(self) -> DatasetStats:

@@ -277,14 +277,14 @@ def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cach
     if not Path(path).exists():
         raise RsSegError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")
     if cfg.dataset.name in ("geo", "torchgeo"):
-        # read through TorchGeo (regions / a wrapped datamodule), not file pairs; not cached
+        # read through TorchGeo (regions / a wrapped datamodule), not file pairs
         import copy
 
         from rsseg.data.datamodule import build_datamodule
 
         cfg = copy.deepcopy(cfg)
         cfg.dataset.root = str(path)
-        return build_datamodule(cfg).split_stats(split)  # type: ignore[attr-defined]
+        return build_datamodule(cfg).split_stats(split, use_cache)  # type: ignore[attr-defined]
     ds = resolve_dataset_config(cfg.dataset)
     ds.root = str(path)
     return split_stats(ds, split, use_cache)

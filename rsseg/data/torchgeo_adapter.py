@@ -122,8 +122,9 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
         except Exception as exc:  # MisconfigurationException: the datamodule defines no such split
             raise RsSegError(f"{self.class_path} has no {split} split: {exc}") from None
 
-    def split_stats(self, split: str) -> DatasetStats:
-        """Statistics of the wrapped datamodule's ``split`` samples (one sample = one image)."""
+    def split_stats(self, split: str, use_cache: bool = False) -> DatasetStats:
+        """Statistics of the wrapped datamodule's ``split`` samples (one sample = one image); not
+        cached (``use_cache`` is accepted for the common interface): what a datamodule reads is its own."""
         acc = StatsAccumulator(self.num_classes, self.ignore_index, self.scale)
         loader = self._split_loader(split)
         if loader.drop_last:  # TorchGeo drops the last partial training batch; statistics count every sample
