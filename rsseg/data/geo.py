@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import rasterio
 import shapely
 import torch
@@ -133,7 +134,7 @@ class VectorLabels(VectorDataset):
 
     def burn_value(self, value: Any) -> int:
         """0 (draw nothing) for an empty value, else the class index + 1; RsSegError for unknown values."""
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or (np.ndim(value) == 0 and bool(pd.isna(value))):
             return 0
         if isinstance(value, str):
             if value in self.classes:
@@ -431,6 +432,9 @@ class GeoDataModule(RsSegDataModule):
 
     def pairs(self, split: str) -> list:
         raise RsSegError("a geo dataset has no image/mask file pairs; it is read through TorchGeo by region")
+
+    def prepare_data(self) -> None:
+        pass  # nothing to download: the scenes and labels are the user's files
 
     def split_stats(self, split: str, use_cache: bool = True) -> DatasetStats:
         return self.scene.stats(split, use_cache)
