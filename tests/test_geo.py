@@ -218,7 +218,14 @@ def test_config_errors_name_the_key(change, message):
         config_from_dict({"dataset": ds})
 
 
-def test_label_values_without_a_class_and_disjoint_scenes_fail_in_one_line(tanzania, shared_data):
+def test_label_values_without_a_class_and_disjoint_scenes_fail_in_one_line(tanzania, shared_data, tmp_path):
+    gdf = gpd.read_file(tanzania / "tanzania_west_buildings.gpkg", layer="buildings").set_crs(None, allow_override=True)
+    gdf.to_file(tmp_path / "no_crs.shp")
+    cfg = config_from_dict({"dataset": {**geo_dataset(tanzania, label_class="building"),
+                                        "geo": {"images": ["tanzania_west_rgb.tif"], "labels": [str(tmp_path / "no_crs.shp")],
+                                                "label_class": "building"}}})
+    with pytest.raises(RsSegError, match="no CRS"):
+        GeoScene(cfg.dataset)
     cfg = config_from_dict({"dataset": {**geo_dataset(tanzania, label_class="building"), "geo": {"labels": ["x.gpkg"], "label_class": "building"}}})
     with pytest.raises(RsSegError, match="dataset.geo.images"):
         GeoScene(cfg.dataset)

@@ -102,6 +102,9 @@ def label_files(ds: DatasetConfig) -> list[str]:
         if ds.geo.layer is not None and ds.geo.layer not in layers:
             raise RsSegError(f"label file {path} has no layer {ds.geo.layer!r} (config key 'dataset.geo.layer'); "
                              f"its layers: {', '.join(layers)}")
+        if pyogrio.read_info(path, layer=ds.geo.layer)["crs"] is None:
+            # TorchGeo would silently read it as EPSG:4326
+            raise RsSegError(f"label file {path} has no CRS; save it with one (a Shapefile needs its .prj)")
         files.append(path)
     return files
 
