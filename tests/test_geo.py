@@ -145,15 +145,20 @@ def test_spatial_split_keeps_validation_off_training_ground(tanzania, aoi, grid)
     assert len(boxes) == 8
     for x, y in boxes:  # every training patch lies wholly on training ground
         assert shapely.box(x.start, y.start, x.stop, y.stop).difference(train).area < 1e-9
-    batch = next(iter(dm.val_dataloader()))
-    assert batch["image"].shape[1:] == (3, 64, 64) and batch["mask"].dtype == torch.int64
-    # validation scores each pixel of the validation ground exactly once, nothing outside it
+    # validation (grid patches and whole blocks alike) scores each pixel of the validation ground
+    # exactly once, with its reference label, and nothing outside it
     transform, _, reference, _ = grid
-    scored = 0
+    inside = geometry_mask([val], reference.shape, transform, invert=True)
+    expected = np.bincount(reference[inside], minlength=2)
+    counts = np.zeros(2, np.int64)
+    for batch in dm.val_dataloader():
+        assert batch["image"].shape[1:] == (3, 64, 64) and batch["mask"].dtype == torch.int64
+        counts += np.bincount(batch["mask"][batch["mask"] != 255].numpy(), minlength=2)
+    assert counts.tolist() == expected.tolist()
+    counts[:] = 0
     for item in dm.eval_tiles("val"):
-        scored += int((item["mask"] != 255).sum())
-    expected = geometry_mask([val], reference.shape, transform, invert=True).sum()
-    assert scored == expected
+        counts += np.bincount(item["mask"][item["mask"] != 255].numpy(), minlength=2)
+    assert counts.tolist() == expected.tolist()
 
 
 # ------------------------------------------------------------------------------------------ train, stats, evaluate

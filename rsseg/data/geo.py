@@ -372,26 +372,26 @@ class GeoScene:
 class GeoPatches(Dataset):
     """Map-style view of a :class:`GeoScene` indexed by sampler boxes, giving rsseg samples.
 
-    A box is scored on the ground of the cell that holds its centre (the validation block it was
-    gridded from; the whole training ground for training patches), so overlapping grid patches of
-    neighbouring blocks never score a pixel twice.
+    ``cells`` are ``(where, ground)`` pairs: a box is scored on the ground of the cell whose
+    ``where`` holds its centre (the block a validation grid was laid over; for training the whole
+    training ground), so overlapping grid patches of neighbouring blocks never score a pixel twice.
     """
 
-    def __init__(self, scene: GeoScene, cells: Sequence[BaseGeometry], normalizer: Normalizer) -> None:
+    def __init__(self, scene: GeoScene, cells: Sequence[tuple[BaseGeometry, BaseGeometry]], normalizer: Normalizer) -> None:
         self.scene = scene
         self.cells = list(cells)
         self.norm = normalizer
 
-    def _cell(self, box: Box) -> BaseGeometry:
+    def _ground(self, box: Box) -> BaseGeometry:
         x, y = box
         centre = shapely.Point((x.start + x.stop) / 2, (y.start + y.stop) / 2)
-        for cell in self.cells:
-            if cell.covers(centre):
-                return cell
-        return min(self.cells, key=centre.distance)
+        for where, ground in self.cells:
+            if where.covers(centre):
+                return ground
+        return shapely.Polygon()  # not on any cell: nothing to score
 
     def __getitem__(self, box: Box) -> dict[str, Tensor]:
-        image, labels = self.scene.read(box[:2], self._cell(box))
+        image, labels = self.scene.read(box[:2], self._ground(box))
         return {"image": torch.from_numpy(self.norm(image)), "mask": torch.from_numpy(labels.astype(np.int64))}
 
     def __len__(self) -> int:  # indexed by boxes, not integers: the sampler sets the epoch length
@@ -470,11 +470,11 @@ class GeoDataModule(RsSegDataModule):
                     "'dataset.geo.block_size', lower 'optim.crop_size', or widen the AOI")
             self.train_sampler = RandomPatchSampler(scene.imagery, size=size, roi=ground,
                                                     length=self.ds.geo.samples_per_epoch, generator=self.cfg.optim.seed)
-            self.train_dataset = GeoPatches(scene, [ground], norm)  # type: ignore[assignment]
+            self.train_dataset = GeoPatches(scene, [(ground, ground)], norm)  # type: ignore[assignment]
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             blocks = scene.split_blocks("val")
             self.val_sampler = ChainSampler([GriddedPatchSampler(scene.imagery, size=size, roi=b.ground) for b in blocks])
-            self.val_dataset = GeoPatches(scene, [b.ground for b in blocks], norm)  # type: ignore[assignment]
+            self.val_dataset = GeoPatches(scene, [(b.box, b.ground) for b in blocks], norm)  # type: ignore[assignment]
 
     def _geo_loader(self, dataset: Dataset, sampler: Sampler, train: bool) -> DataLoader:
         workers = self.ds.num_workers
