@@ -9,7 +9,7 @@ from rsseg.data.datasets import dataset_names
 
 @click.command(context_settings={"show_default": True})
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--dataset", type=click.Choice(dataset_names()), default="folder", help="Layout of PATH.")
+@click.option("--dataset", type=click.Choice(dataset_names()), help="Layout of PATH (default: from --config, else folder).")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (class names, bands, ignore value).")
 @click.option("--split", default="train", help="Split to describe.")
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), help="JSON output (default: print only).")
@@ -23,6 +23,7 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
     Examples:
       rsseg stats sample_tiles
       rsseg stats data/LoveDA --dataset loveda -o loveda_stats.json
+      rsseg stats data/scene -c scene.yaml --split val     (a geo config: PATH is dataset.root)
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

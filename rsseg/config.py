@@ -30,6 +30,47 @@ def __getattr__(name: str) -> Any:
 
         return dataset_names()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# ---- geo / torchgeo dataset kinds (rsseg.data.geo, rsseg.data.torchgeo_adapter) ------------------
+@dataclass
+class GeoSourceConfig:
+    """``dataset.name: geo``: georeferenced scenes + vector labels, read through TorchGeo's
+    ``RasterDataset & VectorDataset`` and tiled by its samplers (see :mod:`rsseg.data.geo`).
+
+    Paths are relative to ``dataset.root`` (when set); ``images`` may hold globs.
+    """
+
+    #: image files or globs (GeoTIFF/COG/VRT...); several scenes and CRSs are fine
+    images: list[str] = field(default_factory=list)
+    #: vector label files (GPKG, SHP, GeoJSON, FlatGeobuf, ...), reprojected to the imagery's CRS
+    labels: list[str] = field(default_factory=list)
+    #: layer of a multi-layer label file (GeoPackage); default the first
+    layer: str | None = None
+    #: attribute holding each polygon's class: a name in dataset.classes or a class index
+    attribute: str | None = None
+    #: without ``attribute``: every polygon is this class (e.g. building footprints)
+    label_class: str | None = None
+    #: class of the pixels no polygon covers; null = ignore them (labels only where drawn)
+    background: str | None = "background"
+    #: optional vector file whose polygons limit training and validation (where labels are complete)
+    aoi: str | None = None
+    #: side of the square blocks (pixels) the region is split into for the spatial train/val split
+    block_size: int = 1024
+    #: random training patches per epoch (default: about the training area / patch area)
+    samples_per_epoch: int | None = None
+
+
+@dataclass
+class TorchGeoSourceConfig:
+    """``dataset.name: torchgeo``: any TorchGeo segmentation datamodule, by class path and init
+    arguments as LightningCLI writes them (see :mod:`rsseg.data.torchgeo_adapter`)."""
+
+    #: e.g. torchgeo.datamodules.LoveDADataModule
+    class_path: str | None = None
+    #: keyword arguments of the class (dataset.root, when set, is passed as ``root``)
+    init_args: dict[str, Any] = field(default_factory=dict)
+    #: raw mask value -> rsseg class index (255 = ignore), e.g. LoveDA [255, 0, 1, 2, 3, 4, 5, 6];
+    #: null: mask values are already class indices
+    label_map: list[int] | None = None
 
 
 @dataclass
@@ -63,6 +104,10 @@ class DatasetConfig:
     #: ground sample distance in metres, if known
     gsd: float | None = None
     num_workers: int = 0
+    #: ``name: geo`` settings
+    geo: GeoSourceConfig = field(default_factory=GeoSourceConfig)
+    #: ``name: torchgeo`` settings
+    torchgeo: TorchGeoSourceConfig = field(default_factory=TorchGeoSourceConfig)
 
 
 @dataclass
@@ -206,7 +251,14 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 
 def _check_value(key: str, value: Any, hint: Any) -> Any:
     """Return ``value`` coerced to ``hint`` or raise naming ``key``."""
+    if hint is Any:
+        return value
     origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key '{key}' must be a mapping of names to values, got {value!r}")
+        _, item = typing.get_args(hint)
+        return {k: _check_value(f"{key}.{k}", v, item) for k, v in value.items()}
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
@@ -311,6 +363,9 @@ def _validate(cfg: Config) -> Config:
         v = getattr(ds, key)
         if v is not None and len(v) != len(ds.bands):
             raise ConfigError(f"config key 'dataset.{key}' needs one value per band ({len(ds.bands)}), got {len(v)}")
+    from rsseg.data.datasets import get_dataset
+
+    get_dataset(ds.name).validate(ds)
     if cfg.inference.overlap >= cfg.inference.tile:
         raise ConfigError("config key 'inference.overlap' must be smaller than 'inference.tile'")
     if cfg.optim.crop_size % 32:

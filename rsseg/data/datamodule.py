@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from rsseg.config import Config
 from rsseg.data.augment import augment_batch
-from rsseg.data.datasets import dataset_pairs, resolve_dataset_config
+from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.normalize import Normalizer, imagenet_stats
 from rsseg.data.raster import TilePair
 from rsseg.data.stats import DatasetStats, split_stats
@@ -177,4 +177,4 @@ class RsSegDataModule(L.LightningDataModule):
 
 def build_datamodule(cfg: Config, download: bool = False) -> RsSegDataModule:
     """The datamodule for ``cfg.dataset`` (``download``: fetch LoveDA from Zenodo through TorchGeo)."""
-    return RsSegDataModule(cfg, download=download)
+    return get_dataset(cfg.dataset.name).build_datamodule(cfg, download=download)

@@ -15,6 +15,7 @@ that change the numbers.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from rsseg.config import Config, DatasetConfig
 from rsseg.data.constants import IGNORE_INDEX
-from rsseg.data.datasets import dataset_pairs, resolve_dataset_config
+from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_pair
 from rsseg.errors import DatasetNotFoundError, LabelError
@@ -289,11 +290,11 @@ def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cach
     training split excludes the held-out validation files, exactly as training sees it.
     ``on_progress`` (:data:`ProgressCallback`) reports files done when statistics are computed.
     """
-    ds = resolve_dataset_config(cfg.dataset)
-    ds.root = str(path)
     if not Path(path).exists():
         raise DatasetNotFoundError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")
-    return split_stats(ds, split, use_cache, on_progress)
+    cfg = copy.deepcopy(cfg)
+    cfg.dataset.root = str(path)
+    return get_dataset(cfg.dataset.name).split_stats(cfg, split, use_cache, on_progress)
 
 
 def log_region_prior(stats: DatasetStats) -> Tensor:

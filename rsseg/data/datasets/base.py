@@ -23,7 +23,9 @@ from rsseg.data.raster import TilePair, read_index_labels
 from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError
 
 if TYPE_CHECKING:  # rsseg.config imports the registry lazily; no import cycle at runtime
-    from rsseg.config import DatasetConfig
+    from rsseg.config import Config, DatasetConfig
+    from rsseg.data.datamodule import RsSegDataModule
+    from rsseg.data.stats import DatasetStats, ProgressCallback
 
 SPLITS = ("train", "val", "test")
 
@@ -112,6 +114,24 @@ class DatasetSpec:
                 f"{', '.join(unknown)}"
             )
         return ds
+
+    # -------------------------------------------------------------- reading
+    def build_datamodule(self, cfg: Config, download: bool = False) -> RsSegDataModule:
+        """The datamodule that serves this dataset: file pairs through :class:`RsSegDataModule`;
+        datasets read otherwise (TorchGeo regions, a wrapped datamodule) override this."""
+        from rsseg.data.datamodule import RsSegDataModule
+
+        return RsSegDataModule(cfg, download=download)
+
+    def split_stats(self, cfg: Config, split: str, use_cache: bool = True,
+                    on_progress: ProgressCallback | None = None) -> DatasetStats:
+        """Class and band statistics of ``split`` (``cfg.dataset.root`` already set)."""
+        from rsseg.data.stats import split_stats
+
+        return split_stats(self.resolve(cfg.dataset), split, use_cache, on_progress)
+
+    def validate(self, ds: DatasetConfig) -> None:
+        """Refuse, with a :class:`ConfigError`, settings a run of this dataset cannot start with."""
 
     def exclusions(self, class_names: Sequence[str]) -> list[int]:
         """Indices of :attr:`exclude` in ``class_names`` (classes the names lack are skipped)."""
