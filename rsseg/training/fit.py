@@ -94,12 +94,15 @@ def train(
     resume: str | Path | None = None,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
+    trainer_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``.
 
     ``devices`` per node (GPUs, or CPU processes when there is no GPU) times ``num_nodes``
     processes train with DDP (NCCL on GPUs, gloo on CPUs); every parameter receives a gradient
-    each step, so DDP runs without unused-parameter detection.
+    each step, so DDP runs without unused-parameter detection. ``trainer_options``: extra
+    ``lightning.Trainer`` arguments for benchmarks (e.g. ``limit_train_batches``,
+    ``check_val_every_n_epoch``).
     """
     from rsseg.data import build_datamodule, log_region_prior
     from rsseg.training.task import SegmentationTask
@@ -145,6 +148,7 @@ def train(
         num_sanity_val_steps=0,
         enable_model_summary=False,
         default_root_dir=run_dir,
+        **(trainer_options or {}),
     )
     log.info("training on %s (%s devices, precision %s)", accelerator, devices, precision)
     with warnings.catch_warnings():
