@@ -173,3 +173,26 @@ def test_default_exclusions_follow_the_benchmark_conventions():
     assert default_exclusions("potsdam", isprs) == [5] and default_exclusions("vaihingen", isprs) == [5]
     assert default_exclusions("loveda", ["background", "building", "clutter"]) == []
     assert default_exclusions(None, isprs) == [] and default_exclusions("potsdam", isprs[:5]) == []
+
+
+def test_collapse_diagnostics_measure_the_classifier_input():
+    """What `rsseg evaluate -m` reports: the model's own embedding and classifier weights."""
+    import dataclasses
+
+    from rsseg.config import ModelConfig
+    from rsseg.metrics.collapse import collapse_diagnostics
+    from rsseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(ModelConfig(), embed_dim=16), num_classes=3, in_channels=3)
+    image = torch.randn(3, 64, 96)
+    mask = torch.randint(0, 3, (64, 96))
+    out = collapse_diagnostics(model, [{"image": image, "mask": mask}], 3, window=64)
+    model.eval()
+    stats = CollapseStats(3, 16)
+    with torch.no_grad():
+        for x0 in (0, 64):
+            _, emb = model.forward_with_embedding(image[None, :, :, x0 : x0 + 64])
+            stats.update(emb, mask[None, :, x0 : x0 + 64])
+    assert out == pytest.approx(stats.compute(model.classifier_weight))
+    assert {"nc1", "delta_inter", "delta_intra", "nc3", "w_equiangularity"} <= set(out)

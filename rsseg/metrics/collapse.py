@@ -154,13 +154,16 @@ def collapse_diagnostics(
     num_classes: int,
     ignore_index: int = 255,
     device: torch.device | str = "cpu",
+    window: int = 1024,
 ) -> dict[str, float]:
     """Collapse diagnostics of ``model``'s classifier input over ``batches``.
 
     ``model``: a :class:`~rsseg.models.UNetFormer` (``forward_with_embedding``, ``embed_dim``,
     ``classifier_weight``), put in eval mode here. ``batches`` yield ``{"image": [C, H, W] or
     [B, C, H, W] normalised float, "mask": [H, W] or [B, H, W] int64}`` (e.g. the datamodule's
-    ``eval_tiles``). Returns the dict of :meth:`CollapseStats.compute` with the classifier keys.
+    ``eval_tiles``); images larger than ``window`` are measured window by window (non-overlapping,
+    so memory stays bounded on 6000 x 6000 ISPRS tiles). Returns the dict of
+    :meth:`CollapseStats.compute` with the classifier keys.
     """
     was_training = model.training
     model.eval()
@@ -170,8 +173,12 @@ def collapse_diagnostics(
             image, mask = batch["image"], batch["mask"]
             if image.ndim == 3:
                 image, mask = image[None], mask[None]
-            _, embedding = model.forward_with_embedding(image.to(device))
-            stats.update(embedding.float(), mask)
+            height, width = image.shape[-2:]
+            for y in range(0, height, window):
+                for x in range(0, width, window):
+                    crop = image[..., y : y + window, x : x + window].to(device)
+                    _, embedding = model.forward_with_embedding(crop)
+                    stats.update(embedding.float(), mask[..., y : y + window, x : x + window])
     finally:
         model.train(was_training)
     return stats.compute(model.classifier_weight)
