@@ -14,7 +14,7 @@ paired differences to "ce". JSON + Markdown to ``--out``.
 CPU protocol (2 shared cores; every run validates once, after its last epoch):
 
     python bench/nc_study.py --dataset loveda --root ../shared/data/loveda_rural --scene rural \
-        --epochs 8 --batches-per-epoch 2 --batch 8 --crop 256 --seeds 0 1 2 --tag loveda_rural
+        --epochs 8 --batches-per-epoch 2 --batch 6 --crop 192 --seeds 0 1 2 --tag loveda_rural
 
 The papers' GPU protocol (In2NeCT on LoveDA): ImageNet-pretrained encoder, AdamW lr 6e-4 (backbone
 6e-5), wd 0.01, cosine, batch 16, 512 crops, scales 0.5-1.5, flips + rotations, 50 epochs over
@@ -178,8 +178,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batches-per-epoch", type=int, default=2)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--batch", type=int, default=6)
+    p.add_argument("--crop", type=int, default=192)
     p.add_argument("--scales", nargs="+", type=float, default=[0.75, 1.0, 1.25])
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
