@@ -169,6 +169,22 @@ def markdown(result: dict, rows: list[dict], env: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def merge(args: argparse.Namespace) -> None:
+    """Write ``--tag``'s JSON/Markdown from the runs of the studies ``--merge`` names."""
+    parts = [json.loads((args.out / f"nc_study_{tag}.json").read_text()) for tag in args.merge]
+    rows = [r for part in parts for r in part["runs"]]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    rows.sort(key=lambda r: (r["seed"], methods.index(r["method"])))
+    env = {**parts[0]["env"], "tag": args.tag}
+    env["command"] = " && ".join(part["env"]["command"] for part in parts) + (
+        f" && python bench/nc_study.py --tag {args.tag} --merge {' '.join(args.merge)}"
+    )
+    result = summarise(rows, methods)
+    (args.out / f"nc_study_{args.tag}.json").write_text(json.dumps({"env": env, **result, "runs": rows}, indent=2))
+    (args.out / f"nc_study_{args.tag}.md").write_text(markdown(result, rows, env))
+    print(markdown(result, rows, env))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="loveda")
@@ -188,7 +204,12 @@ def main() -> None:
     p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--work", type=Path, default=Path("outputs/nc_study"))
     p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--merge", nargs="+", default=None, metavar="TAG",
+                   help="combine the runs of earlier studies (e.g. one process per seed) into --tag, then exit")
     args = p.parse_args()
+    if args.merge:
+        merge(args)
+        return
     if not args.root.is_dir():
         raise SystemExit(f"{args.root} not found; pass --root")
     args.out.mkdir(parents=True, exist_ok=True)
