@@ -1,12 +1,24 @@
-"""Small study on real data: does a neural-collapse regularizer help UNetFormer from scratch?
+"""Paired study: do the neural-collapse regularizers lift the rare classes of real imbalanced data?
 
-Trains UNetFormer (resnet18 encoder, random init) on ../shared/data/oam_kampala/train with the
-segmentation loss alone (CE + Dice) and with In2NeCT, CeCo and Region Rebalance, several seeds
-each, identical epochs and data order per seed; evaluates every best checkpoint on the Kampala val
-split and on the Tanzania mosaic (a different country: a transfer test), and records building
-IoU, mIoU and the collapse degrees Delta_inter / Delta_intra of the last validation epoch.
+Trains UNetFormer (resnet18, random init: no ImageNet weights offline) with the segmentation loss
+alone (CE + Dice + aux, "ce") and with In2NeCT, CeCo, Region Rebalance (and optionally the NC
+feature terms), one run per (method, seed). Runs with one seed are PAIRED: same initial model
+weights, training windows, order, scales, crops, flips (own generators, see
+``rsseg.data.datamodule``), so the per-seed difference to "ce" measures the method, not the draw.
 
-    python bench/nc_study.py --epochs 8 --seeds 0 1 2 --out bench/results
+Reports per-class IoU (the rare classes called out), mIoU, head/common/tail mIoU (training pixel
+frequency terciles, CeCo's split) and the collapse diagnostics of the classifier's input
+(``rsseg.metrics.collapse``) at the final validation, as mean +- sd over seeds and as per-seed
+paired differences to "ce". JSON + Markdown to ``--out``.
+
+CPU protocol (2 shared cores; every run validates once, after its last epoch):
+
+    python bench/nc_study.py --dataset loveda --root ../shared/data/loveda_rural --scene rural \
+        --epochs 8 --batches-per-epoch 2 --batch 6 --crop 192 --seeds 0 1 2 --tag loveda_rural
+
+The papers' GPU protocol (In2NeCT on LoveDA): ImageNet-pretrained encoder, AdamW lr 6e-4 (backbone
+6e-5), wd 0.01, cosine, batch 16, 512 crops, scales 0.5-1.5, flips + rotations, 50 epochs over
+the full LoveDA train split (2522 tiles), flip + multi-scale TTA.
 """
 
 from __future__ import annotations
@@ -14,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import platform
 import statistics
 import time
@@ -21,128 +34,215 @@ from pathlib import Path
 
 import torch
 
-from rsseg.checkpoint import load_model
+from rsseg.checkpoint import read_meta
 from rsseg.config import training_config
-from rsseg.evaluation import evaluate_checkpoint, evaluate_rasters
-from rsseg.inference import Predictor, predict_file
-from rsseg.metrics import segmentation_scores
+from rsseg.metrics import head_common_tail
 from rsseg.training import train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-METHODS = {"ce": [], "in2nect": ["in2nect"], "ceco": ["ceco"], "rr": ["rr"]}
+METHODS = {"ce": "none", "in2nect": "in2nect", "ceco": "ceco", "rr": "rr", "nc": "nc"}
+DIAGNOSTICS = ("NC1", "delta_inter", "delta_intra", "delta_intra_unit", "equiangularity", "equinorm",
+               "w_equiangularity", "w_max_angle", "nc3")
 
 
-def last_val_collapse(run_dir: Path) -> dict[str, float]:
-    rows = [r for r in csv.DictReader((run_dir / "logs" / "version_0" / "metrics.csv").open()) if r.get("val/delta_inter")]
-    last = rows[-1]
-    return {"delta_inter": float(last["val/delta_inter"]), "delta_intra": float(last["val/delta_intra"])}
+def final_validation(run_dir: Path) -> dict[str, float]:
+    """The logged validation metrics of the last validation epoch (``val/...`` -> value)."""
+    rows = [r for r in csv.DictReader((run_dir / "logs" / "version_0" / "metrics.csv").open()) if r.get("val/mIoU")]
+    return {k[4:]: float(v) for k, v in rows[-1].items() if k.startswith("val/") and v not in ("", None)}
 
 
-def run_one(method: str, seed: int, args: argparse.Namespace, work: Path) -> dict:
-    cfg = training_config(
-        dataset="folder",
-        root=str(args.data / "oam_kampala"),
-        regularizers=METHODS[method] or ["none"],
-        overrides=[f"optim.max_epochs={args.epochs}", f"optim.seed={seed}", f"optim.batch_size={args.batch}",
-                   f"optim.crop_size={args.crop}", "optim.lr=1e-3", "optim.backbone_lr_factor=1.0"],
-    )
-    run_dir = work / f"{method}-s{seed}"
+def run_one(method: str, seed: int, args: argparse.Namespace) -> dict:
+    overrides = [
+        f"optim.max_epochs={args.epochs}", f"optim.seed={seed}", f"optim.batch_size={args.batch}",
+        f"optim.crop_size={args.crop}", f"optim.scales={json.dumps(args.scales)}", f"optim.lr={args.lr}",
+        "optim.backbone_lr_factor=1.0", *args.set,
+    ]
+    if args.scene:
+        overrides.append(f"dataset.scene={args.scene}")
+    cfg = training_config(dataset=args.dataset, root=str(args.root), regularizers=[METHODS[method]], overrides=overrides)
+    run_dir = args.work / args.tag / f"{method}-s{seed}"
     t0 = time.perf_counter()
-    result = train(cfg, run_dir, progress=False)
-    train_s = time.perf_counter() - t0
-    ckpt = result.best or result.last
-    conf, meta = evaluate_checkpoint(ckpt, split="val", tile=256, overlap=0)
-    val = segmentation_scores(conf, meta["classes"])
-    model, meta_obj = load_model(ckpt)
-    predictor = Predictor.from_model(model, meta_obj, tile=512, overlap=64, batch=4, tta="none", device="auto")
-    pred_tif = run_dir / "tanzania_classes.tif"
-    predict_file(predictor, args.data / "oam_tanzania" / "tanzania_west_rgb.tif", pred_tif, overwrite=True)
-    tz = segmentation_scores(
-        evaluate_rasters(pred_tif, args.data / "oam_tanzania" / "tanzania_west_buildings.tif", num_classes=2),
-        meta["classes"],
+    result = train(
+        cfg, run_dir, progress=False,
+        trainer_options={"limit_train_batches": args.batches_per_epoch, "check_val_every_n_epoch": args.epochs},
     )
-    return {
-        "method": method, "seed": seed, "train_seconds": round(train_s, 1),
-        "val_building_iou": val["per_class"]["building"]["iou"], "val_miou": val["miou"],
-        "tanzania_building_iou": tz["per_class"]["building"]["iou"], "tanzania_miou": tz["miou"],
-        **last_val_collapse(run_dir),
-    }
+    seconds = time.perf_counter() - t0
+    meta = read_meta(result.last)
+    val = final_validation(run_dir)
+    if not args.keep_checkpoints:  # 140 MB each with the optimizer state; the metrics are in the logs
+        for ckpt in run_dir.glob("*.ckpt"):
+            ckpt.unlink()
+    groups = head_common_tail(meta.class_pixel_freq)
+    iou = {c: val.get(f"IoU/{c}", math.nan) for c in meta.classes}
+    row = {"method": method, "seed": seed, "train_seconds": round(seconds, 1), "miou": val["mIoU"], "oa": val["OA"]}
+    for g in ("head", "common", "tail"):
+        vals = [iou[c] for c, gg in zip(meta.classes, groups) if gg == g and not math.isnan(iou[c])]
+        row[f"{g}_miou"] = statistics.mean(vals) if vals else math.nan
+    row.update({f"iou_{c}": v for c, v in iou.items()})
+    row.update({d: val.get(d, math.nan) for d in DIAGNOSTICS})
+    row["groups"] = dict(zip(meta.classes, groups))
+    return row
 
 
-def summarise(rows: list[dict]) -> list[dict]:
-    out = []
-    for method in METHODS:
+def _metrics(rows: list[dict]) -> list[str]:
+    return [k for k in rows[0] if k not in ("method", "seed", "groups")]
+
+
+def summarise(rows: list[dict], methods: list[str]) -> dict:
+    """mean/sd per method and per-seed paired differences to "ce"."""
+    keys = _metrics(rows)
+    summary, paired = {}, {}
+    base = {r["seed"]: r for r in rows if r["method"] == "ce"}
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             continue
-        entry = {"method": method, "runs": len(mine)}
-        for key in ("val_building_iou", "tanzania_building_iou", "val_miou", "delta_inter", "delta_intra"):
-            values = [r[key] for r in mine]
-            entry[key] = statistics.mean(values)
-            entry[key + "_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        out.append(entry)
-    return out
+        summary[method] = {
+            k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+            for k in keys if (v := [r[k] for r in mine])
+        }
+        if method != "ce" and base:
+            diffs = {k: [r[k] - base[r["seed"]][k] for r in mine if r["seed"] in base] for k in keys}
+            paired[method] = {
+                k: {"per_seed": d, "mean": statistics.mean(d), "sd": statistics.stdev(d) if len(d) > 1 else 0.0}
+                for k, d in diffs.items() if d
+            }
+    return {"summary": summary, "paired": paired}
 
 
-def markdown(summary: list[dict], rows: list[dict], env: dict) -> str:
+def _pct(x: float) -> str:
+    return "nan" if x != x else f"{100 * x:.2f}"
+
+
+def markdown(result: dict, rows: list[dict], env: dict) -> str:
+    s, p = result["summary"], result["paired"]
+    classes = [k[4:] for k in _metrics(rows) if k.startswith("iou_")]
+    focus = [c for c in env["focus"] if c in classes]
+    groups = rows[0]["groups"]
     lines = [
-        f"# NC study on oam_kampala ({env['date']}, {env['machine']}, {env['epochs']} epochs, seeds {env['seeds']})",
+        f"# NC study: {env['tag']} ({env['date']}, {env['machine']})",
+        "",
+        f"Protocol: {env['protocol']}",
         "",
         f"Command: `{env['command']}`",
         "",
-        "| method | runs | val building IoU | Tanzania building IoU | val mIoU | Delta_inter | Delta_intra |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "Head/common/tail (training pixel-frequency terciles): "
+        + "; ".join(f"{g}: {', '.join(c for c in classes if groups[c] == g)}" for g in ("head", "common", "tail")),
+        "",
+        "## IoU (%), mean ± sd over seeds",
+        "",
+        "| method | mIoU | head | common | tail | " + " | ".join(focus) + " |",
+        "|---|" + "---:|" * (4 + len(focus)),
     ]
-    for s in summary:
-        def ms(key: str, pct: bool = True) -> str:
-            f = 100 if pct else 1
-            return f"{f * s[key]:.2f} ± {f * s[key + '_sd']:.2f}"
+    for m, v in s.items():
+        cells = [v["miou"], v["head_miou"], v["common_miou"], v["tail_miou"], *[v[f"iou_{c}"] for c in focus]]
+        lines.append(f"| {m} | " + " | ".join(f"{_pct(c['mean'])} ± {_pct(c['sd'])}" for c in cells) + " |")
+    lines += ["", "## Paired differences to ce (IoU points; per seed, then mean ± sd)", "",
+              "| method | mIoU | tail mIoU | " + " | ".join(focus) + " |", "|---|" + "---:|" * (2 + len(focus))]
+    for m, v in p.items():
+        cells = [v["miou"], v["tail_miou"], *[v[f"iou_{c}"] for c in focus]]
         lines.append(
-            f"| {s['method']} | {s['runs']} | {ms('val_building_iou')} | {ms('tanzania_building_iou')} | "
-            f"{ms('val_miou')} | {ms('delta_inter', False)} | {ms('delta_intra', False)} |"
+            f"| {m} | "
+            + " | ".join(
+                f"{' / '.join(f'{100 * d:+.1f}' for d in c['per_seed'])} ({100 * c['mean']:+.2f} ± {100 * c['sd']:.2f})"
+                for c in cells
+            )
+            + " |"
         )
-    lines += ["", "Per run:", "", "| method | seed | val bIoU | Tanzania bIoU | Delta_inter | Delta_intra | train s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "## All classes (IoU %, mean ± sd)", "", "| method | " + " | ".join(classes) + " |",
+              "|---|" + "---:|" * len(classes)]
+    for m, v in s.items():
+        lines.append(f"| {m} | " + " | ".join(f"{_pct(v[f'iou_{c}']['mean'])} ± {_pct(v[f'iou_{c}']['sd'])}" for c in classes) + " |")
+    diag = [d for d in DIAGNOSTICS if d in s.get("ce", {})]
+    lines += ["", "## Collapse diagnostics of the classifier input (final validation; lower = more collapse)", "",
+              "| method | " + " | ".join(diag) + " |", "|---|" + "---:|" * len(diag)]
+    for m, v in s.items():
+        lines.append(f"| {m} | " + " | ".join(f"{v[d]['mean']:.3f} ± {v[d]['sd']:.3f}" for d in diag) + " |")
+    lines += ["", "## Runs", "", "| method | seed | mIoU | tail | " + " | ".join(focus) + " | Δ_inter | Δ_intra_unit | NC1 | train s |",
+              "|---|---:|" + "---:|" * (len(focus) + 6)]
     for r in rows:
         lines.append(
-            f"| {r['method']} | {r['seed']} | {100 * r['val_building_iou']:.2f} | {100 * r['tanzania_building_iou']:.2f} | "
-            f"{r['delta_inter']:.3f} | {r['delta_intra']:.3f} | {r['train_seconds']:.0f} |"
+            f"| {r['method']} | {r['seed']} | {_pct(r['miou'])} | {_pct(r['tail_miou'])} | "
+            + " | ".join(_pct(r[f"iou_{c}"]) for c in focus)
+            + f" | {r['delta_inter']:.3f} | {r['delta_intra_unit']:.3f} | {r['NC1']:.2f} | {r['train_seconds']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def merge(args: argparse.Namespace) -> None:
+    """Write ``--tag``'s JSON/Markdown from the runs of the studies ``--merge`` names."""
+    parts = [json.loads((args.out / f"nc_study_{tag}.json").read_text()) for tag in args.merge]
+    rows = [r for part in parts for r in part["runs"]]
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    rows.sort(key=lambda r: (r["seed"], methods.index(r["method"])))
+    env = {**parts[0]["env"], "tag": args.tag}
+    env["command"] = " && ".join(part["env"]["command"] for part in parts) + (
+        f" && python bench/nc_study.py --tag {args.tag} --merge {' '.join(args.merge)}"
+    )
+    result = summarise(rows, methods)
+    (args.out / f"nc_study_{args.tag}.json").write_text(json.dumps({"env": env, **result, "runs": rows}, indent=2))
+    (args.out / f"nc_study_{args.tag}.md").write_text(markdown(result, rows, env))
+    print(markdown(result, rows, env))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, default=SHARED, help="folder holding oam_kampala/ and oam_tanzania/")
-    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    p.add_argument("--dataset", default="loveda")
+    p.add_argument("--root", type=Path, default=SHARED / "loveda_rural")
+    p.add_argument("--scene", default="rural", help="LoveDA scene ('' for other datasets)")
+    p.add_argument("--methods", nargs="+", default=["ce", "in2nect", "ceco", "rr"], choices=list(METHODS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--batches-per-epoch", type=int, default=2)
+    p.add_argument("--batch", type=int, default=6)
+    p.add_argument("--crop", type=int, default=192)
+    p.add_argument("--scales", nargs="+", type=float, default=[0.75, 1.0, 1.25])
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--set", nargs="*", default=[], help="extra config overrides key=value")
+    p.add_argument("--focus", nargs="+", default=["barren", "road", "building"])
+    p.add_argument("--tag", default="loveda_rural")
+    p.add_argument("--keep-checkpoints", action="store_true")
     p.add_argument("--work", type=Path, default=Path("outputs/nc_study"))
     p.add_argument("--out", type=Path, default=Path("bench/results"))
+    p.add_argument("--merge", nargs="+", default=None, metavar="TAG",
+                   help="combine the runs of earlier studies (e.g. one process per seed) into --tag, then exit")
     args = p.parse_args()
-    if not (args.data / "oam_kampala").is_dir():
-        raise SystemExit(f"{args.data}/oam_kampala not found; pass --data")
+    if args.merge:
+        merge(args)
+        return
+    if not args.root.is_dir():
+        raise SystemExit(f"{args.root} not found; pass --root")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    # seed-major order: an interrupted study still holds complete comparisons for the first seeds
-    for seed in args.seeds:
-        for method in args.methods:
-            row = run_one(method, seed, args, args.work)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
     env = {
-        "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        "tag": args.tag, "date": time.strftime("%Y-%m-%d"), "focus": args.focus,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
         + ("cuda " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"),
-        "epochs": args.epochs, "seeds": args.seeds,
+        "protocol": (
+            f"UNetFormer resnet18 from scratch, {args.epochs} epochs x {args.batches_per_epoch} batches of {args.batch} "
+            f"random {args.crop}px crops (scales {args.scales}, flips, rot90), AdamW lr {args.lr} (backbone too), "
+            f"wd 0.01, cosine; seeds {args.seeds} paired; metrics on the {args.dataset} val split after the last epoch"
+        ),
         "command": "python bench/nc_study.py " + " ".join(
-            [f"--epochs {args.epochs}", "--seeds " + " ".join(map(str, args.seeds)), "--methods " + " ".join(args.methods)]
+            [f"--dataset {args.dataset}", f"--root {args.root}", f"--scene '{args.scene}'", f"--epochs {args.epochs}",
+             f"--batches-per-epoch {args.batches_per_epoch}", f"--batch {args.batch}", f"--crop {args.crop}",
+             "--scales " + " ".join(map(str, args.scales)), f"--lr {args.lr}",
+             "--seeds " + " ".join(map(str, args.seeds)), "--methods " + " ".join(args.methods),
+             "--focus " + " ".join(args.focus), f"--tag {args.tag}", *(["--set " + " ".join(args.set)] if args.set else [])]
         ),
     }
-    summary = summarise(rows)
-    (args.out / "nc_study.json").write_text(json.dumps({"env": env, "summary": summary, "runs": rows}, indent=2))
-    (args.out / "nc_study.md").write_text(markdown(summary, rows, env))
-    print(markdown(summary, rows, env))
+    rows: list[dict] = []
+    # seed-major order: an interrupted study still holds complete paired comparisons for the first seeds
+    for seed in args.seeds:
+        for method in args.methods:
+            row = run_one(method, seed, args)
+            print(json.dumps({k: v for k, v in row.items() if k != "groups"}), flush=True)
+            rows.append(row)
+            result = summarise(rows, args.methods)
+            (args.out / f"nc_study_{args.tag}.json").write_text(
+                json.dumps({"env": env, **result, "runs": rows}, indent=2, allow_nan=True)
+            )
+            (args.out / f"nc_study_{args.tag}.md").write_text(markdown(result, rows, env))
+    print(markdown(summarise(rows, args.methods), rows, env))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from rsseg.config import DATASET_NAMES, REGULARIZERS
+from rsseg.config import DATASET_NAMES, regularizer_names
 
 
 @click.command(context_settings={"show_default": True})
@@ -15,19 +15,20 @@ from rsseg.config import DATASET_NAMES, REGULARIZERS
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: bundled configs/<dataset>/ce.yaml).")
 @click.option(
     "-r", "--regularizer", "regularizers", multiple=True,
-    type=click.Choice([*REGULARIZERS, "none"]),
+    type=click.Choice([*regularizer_names(), "none"]),
     help="Neural-collapse regularizer(s) to enable; repeat to combine (e.g. -r in2nect -r rr). 'none' disables all.",
 )
 @click.option("--max-epochs", type=int, help="Epochs (overrides optim.max_epochs).")
 @click.option("--batch-size", type=int, help="Batch size (overrides optim.batch_size).")
-@click.option("--devices", default="auto", help="Number of GPUs, or 'auto' (all GPUs when present, else the CPU).")
+@click.option("--devices", default="auto", help="Devices per node: GPUs, or CPU processes (gloo) without a GPU; 'auto' = all GPUs, else one CPU process.")
+@click.option("--num-nodes", type=int, default=1, help="Nodes for multi-node DDP (launch one process per node, e.g. with srun or torchrun).")
 @click.option("--precision", default="auto", help="'auto' (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a checkpoint (epoch, optimizer and schedule state).")
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Start from this checkpoint's weights (e.g. from `rsseg import`); fresh optimizer and schedule.")
 @click.option("--seed", type=int, help="Random seed (overrides optim.seed).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<dataset>-<methods>-<time>).")
 @click.argument("overrides", nargs=-1)
-def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, precision, resume, init_from, seed, out_dir, overrides):
+def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, num_nodes, precision, resume, init_from, seed, out_dir, overrides):
     """Train a UNetFormer; writes best.ckpt (by val mIoU), last.ckpt, config.yaml and CSV logs.
 
     OVERRIDES are config keys as key=value, e.g. optim.lr=1e-3 loss.regularizers.in2nect.weight=0.3
@@ -47,7 +48,7 @@ def command(dataset, root, config_path, regularizers, max_epochs, batch_size, de
         methods = "+".join(cfg.loss.regularizers.enabled()) or "ce"
         out_dir = f"runs/{cfg.dataset.name}-{methods}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     devices = int(devices) if str(devices).isdigit() else devices
-    result = train(cfg, out_dir, devices=devices, precision=precision, resume=resume, init_from=init_from)
+    result = train(cfg, out_dir, devices=devices, num_nodes=num_nodes, precision=precision, resume=resume, init_from=init_from)
     if result.interrupted:
         click.secho("training interrupted; the last completed checkpoint is intact", fg="yellow", err=True)
     click.echo(f"run directory: {result.run_dir}")

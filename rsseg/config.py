@@ -123,48 +123,71 @@ class ModelConfig:
     window_size: int = 8
     num_heads: int = 8
     dropout: float = 0.1
-    #: channels of the training-only signed embedding the regularizers act on
+    #: channels of the signed embedding the pixel classifier reads (and the regularizers act on)
     embed_dim: int = 64
     aux_head: bool = True
 
 
+# -- neural-collapse regularizers -------------------------------------------------------------
+# One dataclass per regularizer, a field of RegularizersConfig named like its registry key in
+# rsseg.losses (a new regularizer = its class there + its section here). Defaults follow the
+# papers as written; departures are named options.
+
+
 @dataclass
 class In2NeCTConfig:
-    """In2NeCT (Shen et al.): L = L_seg + weight * (inter_weight * L_inter + intra_weight * L_intra)."""
+    """In2NeCT (Shen et al.) Eq. 7: ``L_seg + weight * (inter_weight L_inter + intra_weight L_intra)``.
+
+    ``reduction="sum"`` sums the per-class terms over the classes as Eq. 5-6 do ("mean" averages
+    them); ``temperature`` divides the cosines of Eq. 6 (1.0 = none, as written; SupCon uses 0.1).
+    ``scale`` is the norm the class means are brought to in L_inter (see
+    :func:`rsseg.losses.inter_class_loss`).
+    """
 
     enabled: bool = False
     weight: float = 0.2
     inter_weight: float = 1.0
     intra_weight: float = 1.0
     scale: float = 5.0
-    temperature: float = 0.1
+    temperature: float = 1.0
+    reduction: str = "sum"
     pixels_per_class: int = 512
 
 
 @dataclass
 class CeCoConfig:
-    """Center Collapse (Zhong et al., CVPR 2023), weight lambda = 0.4 (paper Table 2)."""
+    """Center Collapse (Zhong et al., CVPR 2023) Eq. 4-5, ``weight`` = lambda = 0.4 (Table 2).
+
+    ``center_classifier`` / ``pixel_classifier``: "fixed" (simplex ETF, never trained) or
+    "learned", the rows of the paper's Table 1 (the method: PC learned, CC fixed).
+    ``head_relu``: a ReLU after the center head's Linear (the released code; non-negative centres
+    cannot reach the ETF's signed vertices). ``use_prior``: add log image-level class frequencies
+    to the center logits (a balanced softmax the released code adds; not in Eq. 4).
+    """
 
     enabled: bool = False
     weight: float = 0.4
     proj_dim: int = 128
     scale: float = 5.0
-    freeze_projection: bool = True
-    #: add log image-level class frequencies (balanced softmax) to the center logits
-    use_prior: bool = True
+    center_classifier: str = "fixed"
+    pixel_classifier: str = "learned"
+    head_relu: bool = False
+    use_prior: bool = False
 
 
 @dataclass
 class RegionRebalanceConfig:
-    """Region Rebalance (Cui et al.), weight lambda = 0.3."""
+    """Region Rebalance (Cui et al.) Eq. 8-9, ``weight`` = lambda = 0.3; ``use_prior`` adds the
+    log region frequencies log F(k) (Eq. 7; off = plain CE on regions, the Fig. 7 ablation)."""
 
     enabled: bool = False
     weight: float = 0.3
+    use_prior: bool = True
 
 
 @dataclass
 class NCFeatureConfig:
-    """L_W + L_B feature terms (Liu et al., long-tailed neural collapse)."""
+    """L_W + L_B feature terms (Liu et al. Eq. 13, 15, 16) on L2-normalised features."""
 
     enabled: bool = False
     weight: float = 1.0
@@ -178,11 +201,17 @@ class RegularizersConfig:
     ceco: CeCoConfig = field(default_factory=CeCoConfig)
     rr: RegionRebalanceConfig = field(default_factory=RegionRebalanceConfig)
     nc: NCFeatureConfig = field(default_factory=NCFeatureConfig)
-    #: reduce per-class sums and counts across DDP ranks so centers use the global batch
-    sync_centers: bool = False
+    #: reduce per-class sums and counts across DDP ranks so class means use the global batch
+    #: (a no-op on one device)
+    sync_centers: bool = True
 
     def enabled(self) -> list[str]:
-        return [f.name for f in dataclasses.fields(self) if getattr(getattr(self, f.name), "enabled", False)]
+        return [name for name in regularizer_names() if getattr(self, name).enabled]
+
+
+def regularizer_names() -> tuple[str, ...]:
+    """The regularizer sections of :class:`RegularizersConfig` (each has ``enabled``)."""
+    return tuple(f.name for f in dataclasses.fields(RegularizersConfig) if f.default_factory is not dataclasses.MISSING)
 
 
 @dataclass
@@ -243,6 +272,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset.normalization": ("imagenet", "stats", "custom"),
     "model.name": ("unetformer",),
     "loss.seg": ("ce", "ce_dice"),
+    "loss.regularizers.in2nect.reduction": ("sum", "mean"),
+    "loss.regularizers.ceco.center_classifier": ("fixed", "learned"),
+    "loss.regularizers.ceco.pixel_classifier": ("fixed", "learned"),
     "optim.optimizer": ("adamw", "adam", "sgd"),
     "optim.schedule": ("cosine", "poly", "constant"),
     "inference.tta": TTA_MODES,
@@ -438,9 +470,6 @@ def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
-REGULARIZERS = ("in2nect", "ceco", "rr", "nc")
-
-
 def bundled_config(dataset: str, method: str = "ce") -> Path:
     """Path of the shipped ``configs/<dataset>/<method>.yaml``."""
     from importlib.resources import files
@@ -472,8 +501,9 @@ def training_config(
     if root is not None:
         flags.append(f"dataset.root={root}")
     if regularizers:
-        unknown = set(regularizers) - {*REGULARIZERS, "none"}
+        names = regularizer_names()
+        unknown = set(regularizers) - {*names, "none"}
         if unknown:
-            raise RsSegError(f"unknown regularizer(s) {sorted(unknown)}; choose from {', '.join(REGULARIZERS)} or none")
-        flags += [f"loss.regularizers.{r}.enabled={'true' if r in regularizers else 'false'}" for r in REGULARIZERS]
+            raise RsSegError(f"unknown regularizer(s) {sorted(unknown)}; choose from {', '.join(names)} or none")
+        flags += [f"loss.regularizers.{r}.enabled={'true' if r in regularizers else 'false'}" for r in names]
     return config_from_dict(apply_overrides(data, flags + list(overrides or [])))

@@ -208,7 +208,11 @@ def test_inter_class_loss_matches_loop_and_ignores_absent_classes():
     means[2] = 0.0  # absent class: zero mean, must not produce NaN gradients
     counts = torch.tensor([5, 1, 0, 9, 3, 2])
     etf = simplex_etf(k, d, _gen(13)).double()
-    _assert_same(lambda m: inter_class_loss(m, counts, etf, 5.0), lambda m: _naive_center_ce(m, counts, etf, 5.0), means)
+    _assert_same(
+        lambda m: inter_class_loss(m, counts, etf, 5.0, "mean"), lambda m: _naive_center_ce(m, counts, etf, 5.0), means
+    )
+    # Eq. 5 sums over the (5 present) classes: the default
+    assert torch.allclose(inter_class_loss(means, counts, etf, 5.0), 5 * _naive_center_ce(means, counts, etf, 5.0))
 
 
 def test_center_collapse_loss_with_prior_matches_loop():
@@ -279,7 +283,11 @@ def _naive_intra(z, y, temperature):
 def test_intra_class_loss_matches_loop(labels):
     y = torch.tensor(labels)
     z = F.normalize(torch.randn(len(labels), 5, generator=_gen(20), dtype=D64), dim=1)
-    _assert_same(lambda v: intra_class_loss(v, y, 0.1), lambda v: _naive_intra(v, y, 0.1), z)
+    _assert_same(lambda v: intra_class_loss(v, y, 0.1, "mean"), lambda v: _naive_intra(v, y, 0.1), z)
+    # Eq. 6 as written: class sum, no temperature
+    sizes = torch.bincount(y)
+    pairs = int((sizes >= 2).sum())
+    assert torch.allclose(intra_class_loss(z, y), pairs * _naive_intra(z, y, 1.0))
 
 
 def _naive_within(emb, labels, k):
@@ -351,7 +359,7 @@ def _all_modules(k=4, d=8):
     return [
         In2NeCT(k, d, pixels_per_class=16),
         CeCo(k, d, proj_dim=8),
-        CeCo(k, d, proj_dim=8, freeze_projection=False, log_prior=prior),
+        CeCo(k, d, proj_dim=8, center_classifier="learned", head_relu=True, log_prior=prior),
         RegionRebalance(k, d, log_prior=prior),
         NCFeature(k),
     ]
@@ -394,8 +402,12 @@ def test_module_terms_are_weighted_and_named():
     nc = NCFeature(k, lambda_w=0.01, lambda_b=0.1, weight=2.0)
     out = nc(emb, labels)
     small = labels_to_embedding(labels, (8, 8))
-    assert torch.allclose(out["nc_within"], 2.0 * 0.01 * within_class_loss(emb, small, means, counts), atol=1e-6)
+    unit = F.normalize(emb, dim=1)  # Liu et al. regularise normalised features
+    means, counts = class_means(unit, labels, k)
+    assert torch.allclose(out["nc_within"], 2.0 * 0.01 * within_class_loss(unit, small, means, counts), atol=1e-6)
     assert torch.allclose(out["nc_between"], 2.0 * 0.1 * between_class_loss(means, counts), atol=1e-6)
+    # shrinking every embedding cannot lower L_W on normalised features
+    assert torch.allclose(nc(0.01 * emb, labels)["nc_within"], out["nc_within"], atol=1e-6)
 
 
 def test_in2nect_intra_uses_only_sampled_pixels_and_autocast_is_off():
@@ -413,6 +425,7 @@ def test_etf_is_a_persistent_buffer_and_build_regularizers_follows_config():
     for name in ("in2nect", "ceco", "rr", "nc"):
         getattr(cfg, name).enabled = True
     cfg.in2nect.weight = 0.3
+    cfg.ceco.use_prior = True
     regs = build_regularizers(cfg, num_classes=7, embed_dim=64, log_region_prior=log_prior_from_counts([1] * 7))
     assert list(regs) == ["in2nect", "ceco", "rr", "nc"]
     assert regs["in2nect"].weight == 0.3 and regs["ceco"].weight == 0.4 and regs["rr"].weight == 0.3
@@ -420,6 +433,7 @@ def test_etf_is_a_persistent_buffer_and_build_regularizers_follows_config():
     assert all(p is not regs["in2nect"].etf for p in regs.parameters())
     assert regs["ceco"].log_prior is not None
     cfg.ceco.use_prior = False
+    cfg.rr.use_prior = False
     regs = build_regularizers(cfg, 7, 64)
     assert regs["ceco"].log_prior is None and torch.all(regs["rr"].log_prior == 0)  # uniform RR prior
     assert len(build_regularizers(RegularizersConfig(), 7, 64)) == 0
@@ -501,5 +515,62 @@ def test_in2nect_collapses_a_free_embedding_on_a_loveda_mask(shared_data):
         sum(reg(embedding, small).values()).backward()
         opt.step()
     after = diagnostics()
-    assert after["max_angle"] < 0.5 * before["max_angle"], (before, after)
-    assert after["delta_intra"] < 0.5 * before["delta_intra"], (before, after)
+    # Delta_inter is centred on the pixel mean (In2NeCT Table 2): with 5 of 7 classes present and
+    # imbalanced, the pixel-centred means of an ETF fit need not be equiangular, so it is not
+    # asserted here; the means align with their own ETF vertices and NC1 collapses.
+    assert after["nc1"] < 0.1 * before["nc1"], (before, after)
+    assert after["delta_intra_unit"] < 0.5 * before["delta_intra_unit"], (before, after)
+    means, counts = class_means(embedding.detach(), small, k)
+    present = counts > 0
+    own = (F.normalize(means, dim=1) * reg.etf).sum(1)[present]
+    assert own.min() > 0.8, own  # random start: |cos| ~ 0.25
+
+
+# ---------------------------------------------------------------- registry and paper options
+
+
+def test_registry_matches_config_sections_and_options_follow_the_papers():
+    from rsseg.config import CeCoConfig, In2NeCTConfig, RegionRebalanceConfig, regularizer_names
+    from rsseg.losses.regularizers import REGISTRY
+    from rsseg.models import build_model
+    from rsseg.config import ModelConfig
+
+    assert set(REGISTRY) == set(regularizer_names()) == {"in2nect", "ceco", "rr", "nc"}
+    # paper-literal defaults (issue 12 item 3)
+    assert (In2NeCTConfig().temperature, In2NeCTConfig().reduction) == (1.0, "sum")
+    c = CeCoConfig()
+    assert (c.head_relu, c.use_prior, c.center_classifier, c.pixel_classifier) == (False, False, "fixed", "learned")
+    assert RegionRebalanceConfig().use_prior and RegularizersConfig().sync_centers
+    assert not any(isinstance(m, torch.nn.ReLU) for m in CeCo(4, 8, proj_dim=8).head)
+    assert any(isinstance(m, torch.nn.ReLU) for m in CeCo(4, 8, proj_dim=8, head_relu=True).head)
+    # Table 1 row "PC fixed": the model's pixel classifier becomes a frozen simplex ETF
+    cfg = RegularizersConfig()
+    cfg.ceco.enabled, cfg.ceco.pixel_classifier = True, "fixed"
+    regs = build_regularizers(cfg, 4, 16, seed=3)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(embed_dim=16), num_classes=4, in_channels=3)
+    regs["ceco"].attach(model)
+    w = model.classifier_weight
+    assert not w.requires_grad
+    torch.testing.assert_close(w @ w.T, (4 / 3) * torch.eye(4) - 1 / 3, atol=1e-5, rtol=0)
+    assert regs["ceco"].classifier is None  # CC fixed: the ETF buffer
+    # own generators: building a regularizer leaves torch's global RNG untouched
+    cfg = RegularizersConfig()
+    cfg.in2nect.enabled = True
+    state = torch.get_rng_state()
+    build_regularizers(cfg, 4, 16, seed=3)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_ignore_index_reaches_the_regularizers():
+    k, d = 3, 8
+    emb = torch.randn(1, d, 8, 8, generator=_gen(40))
+    labels = _random_labels((1, 8, 8), k, 41, ignore_frac=0.0)
+    other = labels.masked_fill(labels == 2, 7)  # the dataset's ignore value is 7
+    cfg = RegularizersConfig()
+    cfg.nc.enabled = True
+    reg = build_regularizers(cfg, k, d, ignore_index=7)["nc"]
+    dropped = labels.masked_fill(labels == 2, 255)
+    ref = build_regularizers(cfg, k, d)["nc"]
+    for name, value in reg(emb, other).items():
+        torch.testing.assert_close(value, ref(emb, dropped)[name])

@@ -88,7 +88,8 @@ def test_collapse_stats_are_zero_on_a_perfect_etf():
     stats = CollapseStats(5, 8)
     stats.update(emb, labels)
     out = stats.compute(classifier_weight=3.0 * etf)
-    for key in ("nc1", "equinorm", "equiangularity", "max_angle", "delta_intra", "nc3"):
+    for key in ("nc1", "equinorm", "equiangularity", "delta_inter", "delta_intra", "delta_intra_unit", "nc3",
+                "w_equiangularity", "w_equinorm", "w_max_angle"):
         assert abs(out[key]) < 1e-6, (key, out)  # the ETF is float32
 
 
@@ -97,6 +98,7 @@ def test_collapse_stats_match_direct_formulas_and_exclude_absent_classes():
     _, emb, labels = _etf_embedding(k, d, 30, 0.3, 1)
     labels = labels.clone()
     labels[0, 0, :30] = 255  # class 0 ignored entirely -> absent
+    labels[0, 0, 30:40] = 255  # class 1 smaller than the others: pixel mean != mean of class means
     stats = CollapseStats(k + 1, d)  # class 4 never appears
     stats.update(emb[..., :50], labels[..., :50])  # two updates accumulate like one
     stats.update(emb[..., 50:], labels[..., 50:])
@@ -107,7 +109,7 @@ def test_collapse_stats_match_direct_formulas_and_exclude_absent_classes():
     y = labels[0, 0].numpy()
     present = [1, 2, 3]
     mus = np.stack([z[y == c].mean(0) for c in present])
-    centred = mus - mus.mean(0)
+    centred = mus - z[y != 255].mean(0)  # centred on the global pixel mean (In2NeCT, CeCo)
     sw = np.mean([np.cov(z[y == c].T, bias=True) for c in present], axis=0)
     sb = centred.T @ centred / 3
     assert out["nc1"] == pytest.approx(np.trace(sw @ np.linalg.pinv(sb)) / 3, rel=1e-6)
@@ -116,11 +118,24 @@ def test_collapse_stats_match_direct_formulas_and_exclude_absent_classes():
     unit = centred / norms[:, None]
     cos = (unit @ unit.T)[~np.eye(3, dtype=bool)]
     assert out["equiangularity"] == pytest.approx(cos.std())
-    assert out["max_angle"] == pytest.approx(np.abs(cos + 1 / 2).mean())
-    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    assert out["delta_inter"] == pytest.approx(np.abs(cos + 1 / 2).mean())
     assert out["delta_intra"] == pytest.approx(
+        np.mean([np.mean(np.sum((z[y == c] - z[y == c].mean(0)) ** 2, axis=1)) for c in present])
+    )
+    zn = z / np.linalg.norm(z, axis=1, keepdims=True)
+    assert out["delta_intra_unit"] == pytest.approx(
         np.mean([np.trace(np.cov(zn[y == c].T, bias=True)) for c in present])
     )
+    w = np.random.default_rng(0).normal(size=(k + 1, d))
+    out = stats.compute(torch.from_numpy(w))
+    wp = w[present]
+    assert out["nc3"] == pytest.approx(
+        np.sum((wp / np.linalg.norm(wp) - centred / np.linalg.norm(centred)) ** 2)
+    )
+    wn = wp / np.linalg.norm(wp, axis=1, keepdims=True)
+    wcos = (wn @ wn.T)[~np.eye(3, dtype=bool)]
+    assert out["w_equiangularity"] == pytest.approx(wcos.std())
+    assert out["w_max_angle"] == pytest.approx(np.abs(wcos + 1 / 2).mean())
 
 
 def test_collapse_stats_take_full_resolution_labels():
@@ -132,8 +147,8 @@ def test_collapse_stats_take_full_resolution_labels():
     assert a.compute() == b.compute()
     single = CollapseStats(3, 3)
     single.update(emb, torch.zeros(2, 4, 4, dtype=torch.long))
-    assert math.isnan(single.compute()["max_angle"])
-    with pytest.raises(RsSegError):
+    assert math.isnan(single.compute()["delta_inter"])
+    with pytest.raises(ValueError):
         CollapseStats(3, 3).compute()
 
 
@@ -158,3 +173,26 @@ def test_default_exclusions_follow_the_benchmark_conventions():
     assert default_exclusions("potsdam", isprs) == [5] and default_exclusions("vaihingen", isprs) == [5]
     assert default_exclusions("loveda", ["background", "building", "clutter"]) == []
     assert default_exclusions(None, isprs) == [] and default_exclusions("potsdam", isprs[:5]) == []
+
+
+def test_collapse_diagnostics_measure_the_classifier_input():
+    """What `rsseg evaluate -m` reports: the model's own embedding and classifier weights."""
+    import dataclasses
+
+    from rsseg.config import ModelConfig
+    from rsseg.metrics.collapse import collapse_diagnostics
+    from rsseg.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(ModelConfig(), embed_dim=16), num_classes=3, in_channels=3)
+    image = torch.randn(3, 64, 96)
+    mask = torch.randint(0, 3, (64, 96))
+    out = collapse_diagnostics(model, [{"image": image, "mask": mask}], 3, window=64)
+    model.eval()
+    stats = CollapseStats(3, 16)
+    with torch.no_grad():
+        for x0 in (0, 64):
+            _, emb = model.forward_with_embedding(image[None, :, :, x0 : x0 + 64])
+            stats.update(emb, mask[None, :, x0 : x0 + 64])
+    assert out == pytest.approx(stats.compute(model.classifier_weight))
+    assert {"nc1", "delta_inter", "delta_intra", "nc3", "w_equiangularity"} <= set(out)

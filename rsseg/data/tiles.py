@@ -81,21 +81,26 @@ class RandomPatchDataset(_PairDataset):
 
     An epoch has as many items as the non-overlapping grid has windows, so it covers about the
     training area once whatever the tile sizes; item ``i`` belongs to tile ``i``'s share of that grid.
+
+    ``generator``: the window positions' own CPU generator in the main process (paired runs see
+    the same windows whatever else draws random numbers); in DataLoader workers torch's RNG,
+    which the loader seeds per worker from its own generator.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, generator: torch.Generator | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         counts = [math.ceil(p.height / self.patch) * math.ceil(p.width / self.patch) for p in self.pairs]
         self.offsets = np.cumsum([0] + counts)
+        self.generator = generator
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         pair = self.pairs[int(np.searchsorted(self.offsets, index, side="right") - 1)]
-        # torch's RNG: seeded per DataLoader worker, and by Lightning's seed_everything
-        y = int(torch.randint(0, max(pair.height - self.patch, 0) + 1, (1,)))
-        x = int(torch.randint(0, max(pair.width - self.patch, 0) + 1, (1,)))
+        gen = self.generator if torch.utils.data.get_worker_info() is None else None
+        y = int(torch.randint(0, max(pair.height - self.patch, 0) + 1, (1,), generator=gen))
+        x = int(torch.randint(0, max(pair.width - self.patch, 0) + 1, (1,), generator=gen))
         return self._sample(pair, y, x)
 
 

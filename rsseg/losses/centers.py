@@ -27,7 +27,7 @@ def labels_to_embedding(labels: Tensor, size: tuple[int, int]) -> Tensor:
     non-integer; labels already at ``size`` are returned unchanged. Ignore values pass through.
     """
     if labels.ndim != 3:
-        raise RsSegError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape [B, H, W], got {tuple(labels.shape)}")
     big_h, big_w = labels.shape[-2:]
     h, w = int(size[0]), int(size[1])
     if (h, w) == (big_h, big_w):
@@ -63,7 +63,7 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 def flatten_embedding(embedding: Tensor) -> Tensor:
     """``[B, D, h, w]`` -> ``[B*h*w, D]`` in the compute dtype."""
     if embedding.ndim != 4:
-        raise RsSegError(f"embedding must have shape [B, D, h, w], got {tuple(embedding.shape)}")
+        raise ValueError(f"embedding must have shape [B, D, h, w], got {tuple(embedding.shape)}")
     d = embedding.shape[1]
     return embedding.to(compute_dtype(embedding)).permute(0, 2, 3, 1).reshape(-1, d)
 
@@ -122,7 +122,7 @@ def class_means(
     """
     labels = labels_to_embedding(labels, tuple(embedding.shape[-2:]))
     if labels.shape[0] != embedding.shape[0]:
-        raise RsSegError(f"embedding batch {embedding.shape[0]} and labels batch {labels.shape[0]} differ")
+        raise ValueError(f"embedding batch {embedding.shape[0]} and labels batch {labels.shape[0]} differ")
     z = flatten_embedding(embedding)
     sums, counts = scatter_class_sums(z, flat_class_index(labels, num_classes, ignore_index), num_classes)
     if sync:
@@ -162,7 +162,7 @@ def upsampled_class_sums(
     """
     b, c, h, w = features.shape
     if labels.ndim != 3 or labels.shape[0] != b:
-        raise RsSegError(f"labels must have shape [{b}, H, W], got {tuple(labels.shape)}")
+        raise ValueError(f"labels must have shape [{b}, H, W], got {tuple(labels.shape)}")
     big = tuple(labels.shape[-2:])
     y = flat_class_index(labels, num_classes, ignore_index)
     counts = torch.bincount(y, minlength=num_classes + 1)[:num_classes]

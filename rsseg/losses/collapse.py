@@ -25,8 +25,22 @@ def present_mean(values: Tensor, present: Tensor) -> Tensor:
     return (values * weights).sum() / weights.sum().clamp_min(1.0)
 
 
+def present_reduce(values: Tensor, present: Tensor, reduction: str) -> Tensor:
+    """``"sum"`` or ``"mean"`` of ``values`` over ``present`` entries (0, in the graph, if none)."""
+    if reduction == "sum":
+        return (values * present.to(values.dtype)).sum()
+    if reduction == "mean":
+        return present_mean(values, present)
+    raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
+
+
 def _center_cross_entropy(
-    means: Tensor, counts: Tensor, classifier: Tensor, scale: float, log_prior: Tensor | None
+    means: Tensor,
+    counts: Tensor,
+    classifier: Tensor,
+    scale: float,
+    log_prior: Tensor | None,
+    reduction: str = "mean",
 ) -> Tensor:
     """CE of each present, L2-normalised class mean against its own row of ``classifier``."""
     k = means.shape[0]
@@ -34,14 +48,17 @@ def _center_cross_entropy(
     if log_prior is not None:
         logits = logits + log_prior.to(means.dtype).unsqueeze(0)
     ce = F.cross_entropy(logits, torch.arange(k, device=means.device), reduction="none")
-    return present_mean(ce, counts > 0)
+    return present_reduce(ce, counts > 0, reduction)
 
 
-def inter_class_loss(means: Tensor, counts: Tensor, etf: Tensor, scale: float = 5.0) -> Tensor:
+def inter_class_loss(
+    means: Tensor, counts: Tensor, etf: Tensor, scale: float = 5.0, reduction: str = "sum"
+) -> Tensor:
     """In2NeCT L_inter: class means against the fixed simplex-ETF classifier.
 
     ``logits = scale * normalize(means) @ etf.T`` (``[K, K]``), target of row ``k`` is ``k``;
-    cross-entropy averaged over present classes (``counts > 0``). Shapes: ``means [K, D]``,
+    cross-entropy summed over present classes (``counts > 0``) as Eq. 5's ``sum_k`` is, or
+    averaged with ``reduction="mean"``. Shapes: ``means [K, D]``,
     ``counts [K]``, ``etf [K, D]`` with unit-norm rows, so logits are scaled cosines.
 
     Why this is the paper's Eq. 10 form and not Eq. 5 read literally: Eq. 5 normalises
@@ -53,7 +70,7 @@ def inter_class_loss(means: Tensor, counts: Tensor, etf: Tensor, scale: float = 
     L_CR does). Normalising the mean and scaling (the CeCo alpha) keeps the logits bounded so the
     loss cannot be driven down by inflating embedding norms.
     """
-    return _center_cross_entropy(means, counts, etf, scale, None)
+    return _center_cross_entropy(means, counts, etf, scale, None, reduction)
 
 
 def center_collapse_loss(
@@ -69,7 +86,7 @@ def center_collapse_loss(
     return _center_cross_entropy(means, counts, etf, scale, log_prior)
 
 
-def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
+def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 1.0, reduction: str = "sum") -> Tensor:
     """In2NeCT L_intra (Eq. 6): class-balanced supervised contrastive loss on sampled pixels.
 
     Args:
@@ -81,8 +98,9 @@ def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
         den_i  = sum_{c present} 1/|S_c \\ {i}| * sum_{j in S_c, j != i} exp(z_i.z_j / T)
         loss_i = log den_i - mean_{i' in S_k, i' != i} z_i.z_i' / T
 
-    Averaged over the anchors of a class, then over the classes with >= 2 samples; 0 (still in the
-    graph) when fewer than 2 classes are present. The per-class ``1/|S_c|`` weights in the
+    Averaged over the anchors of a class, then summed over the classes with >= 2 samples as Eq. 6's
+    ``sum_k`` is (``reduction="mean"`` averages them); 0 (still in the graph) when fewer than 2
+    classes are present. ``temperature`` 1.0 is Eq. 6 as written (no temperature). The per-class ``1/|S_c|`` weights in the
     denominator are the class balancing of Eq. 6; self-similarity is excluded everywhere.
     Computed in log space: per (anchor, class) log-sum-exp, then a log-sum-exp over classes.
     """
@@ -114,7 +132,7 @@ def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 0.1) -> Tensor:
     anchor_loss = log_den - pos_sum / pos_count.clamp_min(1.0)
     has_pos = (pos_count > 0).to(z.dtype)
     per_class = (onehot * (anchor_loss * has_pos).unsqueeze(1)).sum(0) / class_size.clamp_min(1.0)
-    return present_mean(per_class, class_size >= 2)
+    return present_reduce(per_class, class_size >= 2, reduction)
 
 
 def within_class_loss(

@@ -1,6 +1,6 @@
 """Neural-collapse regularizer modules: ``forward(embedding, labels) -> {name: weighted term}``.
 
-Each module acts on the model's training-only signed embedding ``[B, D, h, w]`` and the labels
+Each module acts on the model's embedding ``[B, D, h, w]`` (the pixel classifier's input) and the labels
 ``[B, H, W]`` (ignore value 255), runs in float32 with autocast off, and returns its loss terms
 ALREADY multiplied by its weights, so the trainer adds the dict values to the segmentation loss.
 A batch without a valid pixel returns zeros that still touch the embedding and every parameter
@@ -10,6 +10,10 @@ of the module, so DDP sees all parameters receive a gradient.
 - :class:`CeCo` (Zhong et al., CVPR 2023): Eq. 5, ``lambda L_CR``, lambda = 0.4.
 - :class:`RegionRebalance` (Cui et al.): Eq. 9, ``lambda L_reg``, lambda = 0.3.
 - :class:`NCFeature` (Liu et al.): Eq. 16, ``lambda_W L_W + lambda_B L_B``.
+
+A regularizer is registered under the name of its section in
+:class:`rsseg.config.RegularizersConfig` with :func:`register_regularizer` and built from that
+section by its ``from_config``; :func:`build_regularizers` builds every enabled one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rsseg.config import RegularizersConfig
+from collections.abc import Callable
+from typing import Any
+
+from rsseg.config import RegularizersConfig, regularizer_names
 from rsseg.errors import RsSegError
 from rsseg.losses.centers import (
     flatten_embedding,
@@ -51,14 +58,18 @@ def log_prior_from_counts(counts: Tensor | list[float]) -> Tensor:
     return torch.log(c / c.sum()).float()
 
 
-def sample_per_class(index: Tensor, num_classes: int, per_class: int) -> Tensor:
+def sample_per_class(
+    index: Tensor, num_classes: int, per_class: int, generator: torch.Generator | None = None
+) -> Tensor:
     """Positions of at most ``per_class`` pixels of each class, uniform without replacement.
 
     ``index [N]`` holds class indices with ``num_classes`` for ignored pixels (never sampled).
     One sort by (class, random key) replaces a loop over classes: a pixel is kept when its rank
-    within its class is below ``per_class``.
+    within its class is below ``per_class``. ``generator``: a CPU generator for the random keys
+    (drawn on the CPU and moved, so paired runs sample the same pixels on any device).
     """
-    keys = index.to(torch.float64) + torch.rand(index.shape, device=index.device, dtype=torch.float64)
+    noise = torch.rand(index.shape, generator=generator, dtype=torch.float64).to(index.device)
+    keys = index.to(torch.float64) + noise
     order = torch.argsort(keys)
     sorted_class = index[order]
     counts = torch.bincount(index, minlength=num_classes + 1)
@@ -79,8 +90,56 @@ def _check_prior(log_prior: Tensor | None, num_classes: int, what: str) -> Tenso
     return prior
 
 
+class BuildContext:
+    """What building a regularizer may need besides its config section."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        embed_dim: int,
+        ignore_index: int = 255,
+        sync_centers: bool = True,
+        log_region_prior: Tensor | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        self.ignore_index = ignore_index
+        self.sync_centers = sync_centers
+        self.log_region_prior = log_region_prior
+        self.seed = seed
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator seeded from the run's seed (own stream per use, not the global RNG)."""
+        return torch.Generator().manual_seed(self.seed + offset)
+
+
+#: name -> regularizer class (the name is its section in :class:`rsseg.config.RegularizersConfig`)
+REGISTRY: dict[str, type[_Regularizer]] = {}
+
+
+def register_regularizer(name: str) -> Callable[[type], type]:
+    """Class decorator: register a regularizer under its config section ``name``."""
+
+    def deco(cls: type) -> type:
+        if name in REGISTRY:
+            raise ValueError(f"regularizer {name!r} is registered twice")
+        REGISTRY[name] = cls
+        cls.name = name
+        return cls
+
+    return deco
+
+
 class _Regularizer(nn.Module):
-    """Shared plumbing: autocast off, float32, zero result for a batch without valid pixels."""
+    """Shared plumbing: autocast off, float32, zero result for a batch without valid pixels.
+
+    Subclasses implement ``terms`` and ``from_config(section, ctx)`` where ``ctx`` is a
+    :class:`BuildContext`; ``attach(model)`` may adapt the segmentation model (e.g. fix its pixel
+    classifier); ``generator`` (a CPU ``torch.Generator``) drives any random pixel sampling.
+    """
+
+    name: str = ""
 
     def __init__(self, num_classes: int, weight: float, ignore_index: int, sync_centers: bool) -> None:
         super().__init__()
@@ -90,11 +149,19 @@ class _Regularizer(nn.Module):
         self.weight = float(weight)
         self.ignore_index = ignore_index
         self.sync_centers = sync_centers
+        self.generator: torch.Generator | None = None
+
+    @classmethod
+    def from_config(cls, section: Any, ctx: "BuildContext") -> "_Regularizer":
+        raise NotImplementedError
+
+    def attach(self, model: nn.Module) -> None:
+        """Adapt the segmentation model before training (default: nothing)."""
 
     def forward(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """``embedding [B, D, h, w]``, ``labels [B, H, W]`` -> weighted loss terms (scalars)."""
         if embedding.ndim != 4 or labels.ndim != 3 or embedding.shape[0] != labels.shape[0]:
-            raise RsSegError(
+            raise ValueError(
                 f"regularizer inputs must be embedding [B, D, h, w] and labels [B, H, W], got "
                 f"{tuple(embedding.shape)} and {tuple(labels.shape)}"
             )
@@ -126,14 +193,17 @@ class _Regularizer(nn.Module):
         return means_from_sums(sums, counts), counts, local
 
 
+@register_regularizer("in2nect")
 class In2NeCT(_Regularizer):
     """In2NeCT (Shen et al.): fixed simplex-ETF classifier on class means + balanced L_intra.
 
     Returns ``{"in2nect_inter": w * inter_weight * L_inter, "in2nect_intra": w * intra_weight *
     L_intra}`` (Eq. 7, w = 0.2); a term whose weight is 0 is not computed and not returned.
-    L_inter uses all valid pixels (means, optionally reduced over DDP ranks); L_intra samples at
-    most ``pixels_per_class`` valid pixels per class per batch, so its memory is O((K M)^2)
-    instead of O(pixels^2). The ETF ``[K, embed_dim]`` is a persistent buffer: saved in the
+    L_inter (Eq. 5, in the Eq. 10 softmax reading, see :func:`inter_class_loss`) uses all valid
+    pixels (means global over DDP ranks with ``sync_centers``); L_intra (Eq. 6) samples at most
+    ``pixels_per_class`` valid pixels per class per batch (memory O((K M)^2), not O(pixels^2)).
+    Both sum over classes (``reduction="sum"``, as written; "mean" averages); ``temperature`` 1
+    is Eq. 6 as written. The ETF ``[K, embed_dim]`` is a persistent buffer: saved in the
     checkpoint, never optimised, never weight-decayed.
     """
 
@@ -144,7 +214,8 @@ class In2NeCT(_Regularizer):
         inter_weight: float = 1.0,
         intra_weight: float = 1.0,
         scale: float = 5.0,
-        temperature: float = 0.1,
+        temperature: float = 1.0,
+        reduction: str = "sum",
         pixels_per_class: int = 512,
         weight: float = 0.2,
         ignore_index: int = 255,
@@ -161,40 +232,54 @@ class In2NeCT(_Regularizer):
         self.intra_weight = float(intra_weight)
         self.scale = float(scale)
         self.temperature = float(temperature)
+        self.reduction = reduction
         self.pixels_per_class = int(pixels_per_class)
 
+    @classmethod
+    def from_config(cls, c: Any, ctx: BuildContext) -> In2NeCT:
+        reg = cls(
+            ctx.num_classes, ctx.embed_dim, inter_weight=c.inter_weight, intra_weight=c.intra_weight,
+            scale=c.scale, temperature=c.temperature, reduction=c.reduction,
+            pixels_per_class=c.pixels_per_class, weight=c.weight, ignore_index=ctx.ignore_index,
+            sync_centers=ctx.sync_centers, generator=ctx.generator(1),
+        )
+        reg.generator = ctx.generator(2)
+        return reg
+
     def terms(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        names = [n for n, w in (("in2nect_inter", self.inter_weight), ("in2nect_intra", self.intra_weight)) if w]
+        # no early exit on a batch without valid pixels: with sync_centers every rank must join the
+        # all-reduce; absent classes contribute 0 (still in the graph) by construction
         z, index = self.gather(embedding, labels)
-        if not bool((index < self.num_classes).any()):
-            return self.zero(embedding, names)
         out: dict[str, Tensor] = {}
         if self.inter_weight:
             means, counts, _ = self.centers(z, index)
-            inter = inter_class_loss(means, counts, self.etf, self.scale)
+            inter = inter_class_loss(means, counts, self.etf, self.scale, self.reduction)
             out["in2nect_inter"] = self.weight * self.inter_weight * inter
         if self.intra_weight:
-            pick = sample_per_class(index, self.num_classes, self.pixels_per_class)
-            intra = intra_class_loss(F.normalize(z[pick], dim=1), index[pick], self.temperature)
+            pick = sample_per_class(index, self.num_classes, self.pixels_per_class, self.generator)
+            intra = intra_class_loss(F.normalize(z[pick], dim=1), index[pick], self.temperature, self.reduction)
             out["in2nect_intra"] = self.weight * self.intra_weight * intra
         return out
 
 
+@register_regularizer("ceco")
 class CeCo(_Regularizer):
-    """Center Collapse regularizer (Zhong et al., CVPR 2023), as in the authors' release.
+    """Center Collapse regularizer (Zhong et al., CVPR 2023), Eq. 3-5.
 
     Embedding -> 1x1 conv + BN projection to ``proj_dim`` -> bilinear upsampling to label
     resolution (CeCo's choice; computed exactly without materialising it, see
-    :func:`~rsseg.losses.centers.upsampled_class_sums`) -> class centers of the batch ->
-    Linear + ReLU -> L2 normalisation -> classifier scaled by alpha = ``scale`` -> CE (Eq. 4),
-    optionally with ``log_prior`` added to the logits (balanced softmax on image-level class
-    frequencies, as the released code does). Returns ``{"ceco": weight * L_CR}`` (Eq. 5).
+    :func:`~rsseg.losses.centers.upsampled_class_sums`) -> class centers of the batch (Eq. 3) ->
+    Linear center head -> L2 normalisation -> center classifier scaled by alpha = ``scale`` ->
+    CE (Eq. 4). Returns ``{"ceco": weight * L_CR}`` (Eq. 5).
 
-    ``freeze_projection`` selects the center classifier of the paper's Table 1: True (default,
-    the paper's method and best row "PC learned / CC fixed") keeps the center classifier fixed as
-    the simplex ETF (a buffer); False makes it a learnable ``[K, proj_dim]`` parameter initialised
-    at the ETF (row "PC learned / CC learned", which the paper shows is worse). The pixel
-    classifier (PC) is the segmentation model's and is always learned here.
+    Options (defaults = the paper's equations): ``head_relu`` adds the released code's ReLU after
+    the head's Linear (non-negative centres can never reach the ETF's signed vertices);
+    ``log_prior`` adds log image-level class frequencies to the center logits (the released code's
+    balanced softmax, not in Eq. 4). ``center_classifier`` / ``pixel_classifier`` give the rows
+    of Table 1: the center classifier "fixed" (simplex ETF buffer, the method) or "learned" (a
+    parameter initialised at the ETF); the pixel classifier "learned" (the method) or "fixed", in
+    which case :meth:`attach` sets the segmentation model's classifier to a simplex ETF and
+    freezes it.
     """
 
     def __init__(
@@ -204,43 +289,72 @@ class CeCo(_Regularizer):
         proj_dim: int = 128,
         scale: float = 5.0,
         log_prior: Tensor | None = None,
-        freeze_projection: bool = True,
+        center_classifier: str = "fixed",
+        pixel_classifier: str = "learned",
+        head_relu: bool = False,
         weight: float = 0.4,
         ignore_index: int = 255,
         sync_centers: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(num_classes, weight, ignore_index, sync_centers)
+        for key, value in (("center_classifier", center_classifier), ("pixel_classifier", pixel_classifier)):
+            if value not in ("fixed", "learned"):
+                raise RsSegError(f"ceco.{key} must be 'fixed' or 'learned', got {value!r}")
         self.project = nn.Sequential(nn.Conv2d(in_dim, proj_dim, 1, bias=False), nn.BatchNorm2d(proj_dim))
-        self.head = nn.Sequential(nn.Linear(proj_dim, proj_dim), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(proj_dim, proj_dim), *([nn.ReLU()] if head_relu else []))
         etf = simplex_etf(num_classes, proj_dim, generator)
         self.register_buffer("etf", etf, persistent=True)
-        self.classifier = None if freeze_projection else nn.Parameter(etf.clone())
+        self.classifier = None if center_classifier == "fixed" else nn.Parameter(etf.clone())
         self.register_buffer("log_prior", _check_prior(log_prior, num_classes, "CeCo"), persistent=True)
         self.scale = float(scale)
+        self.pixel_classifier = pixel_classifier
+        self.in_dim = in_dim
+        self._pixel_etf = simplex_etf(num_classes, in_dim, generator) if pixel_classifier == "fixed" else None
+
+    @classmethod
+    def from_config(cls, c: Any, ctx: BuildContext) -> CeCo:
+        return cls(
+            ctx.num_classes, ctx.embed_dim, proj_dim=c.proj_dim, scale=c.scale,
+            log_prior=ctx.log_region_prior if c.use_prior else None, center_classifier=c.center_classifier,
+            pixel_classifier=c.pixel_classifier, head_relu=c.head_relu, weight=c.weight,
+            ignore_index=ctx.ignore_index, sync_centers=ctx.sync_centers, generator=ctx.generator(1),
+        )
+
+    def attach(self, model: nn.Module) -> None:
+        """With ``pixel_classifier="fixed"``: the model's pixel classifier becomes a frozen ETF."""
+        if self._pixel_etf is None:
+            return
+        weight = model.head.classifier.weight  # [K, embed_dim, 1, 1]
+        if tuple(weight.shape[:2]) != tuple(self._pixel_etf.shape):
+            raise ValueError(f"pixel classifier {tuple(weight.shape)} does not match the ETF {tuple(self._pixel_etf.shape)}")
+        with torch.no_grad():
+            weight.copy_(self._pixel_etf[:, :, None, None])
+        weight.requires_grad_(False)
 
     def terms(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
         feats = self.project(embedding.float())
         sums, counts = upsampled_class_sums(feats, labels, self.num_classes, self.ignore_index)
-        if not bool((counts > 0).any()):
-            return self.zero(embedding, ["ceco"])
         if self.sync_centers:
             sums, counts = all_reduce_sums(sums, counts)
+        if not bool((counts > 0).any()):
+            return self.zero(embedding, ["ceco"])
         centers = self.head(means_from_sums(sums, counts))
         classifier = self.etf if self.classifier is None else self.classifier
         loss = center_collapse_loss(centers, counts, classifier, self.scale, self.log_prior)
         return {"ceco": self.weight * loss}
 
 
+@register_regularizer("rr")
 class RegionRebalance(_Regularizer):
     """Region Rebalance (Cui et al.): balanced-softmax classifier on per-image class means.
 
     Region features ``r`` are the mean embedding of each class present in each image (Sec. 3.3);
     a trainable linear region classifier gives logits, and ``L_reg`` (Eq. 8) is the cross-entropy
     of ``logits + log F`` averaged over regions, with ``F`` the region (image-level) class
-    frequencies (Eq. 7) passed as ``log_prior [K]``; ``None`` means a uniform prior (plain CE).
-    Returns ``{"rr": weight * L_reg}`` (Eq. 9, lambda = 0.3). Regions are per image, so nothing
-    is reduced across DDP ranks.
+    frequencies (Eq. 7) passed as ``log_prior [K]``; ``None`` means a uniform prior (plain CE,
+    the "w/o prior" ablation of Fig. 7). Returns ``{"rr": weight * L_reg}`` (Eq. 9, lambda = 0.3).
+    Regions are per image, so nothing is reduced across DDP ranks.
     """
 
     def __init__(
@@ -256,6 +370,11 @@ class RegionRebalance(_Regularizer):
         prior = _check_prior(log_prior, num_classes, "RegionRebalance")
         self.register_buffer("log_prior", torch.zeros(num_classes) if prior is None else prior, persistent=True)
 
+    @classmethod
+    def from_config(cls, c: Any, ctx: BuildContext) -> RegionRebalance:
+        prior = ctx.log_region_prior if c.use_prior else None
+        return cls(ctx.num_classes, ctx.embed_dim, log_prior=prior, weight=c.weight, ignore_index=ctx.ignore_index)
+
     def terms(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
         regions, counts = image_class_means(embedding, labels, self.num_classes, self.ignore_index)
         if not bool((counts > 0).any()):
@@ -266,12 +385,14 @@ class RegionRebalance(_Regularizer):
         return {"rr": self.weight * present_mean(ce, counts > 0)}
 
 
+@register_regularizer("nc")
 class NCFeature(_Regularizer):
-    """L_W + L_B feature terms (Liu et al., Eq. 16) on the embedding.
+    """L_W + L_B feature terms (Liu et al., Eq. 13, 15, 16) on L2-normalised embeddings.
 
-    Returns ``{"nc_within": weight * lambda_w * L_W, "nc_between": weight * lambda_b * L_B}``.
-    With ``sync_centers`` the class means are global; L_W's per-class averages use the local
-    pixels (each rank's share of the global L_W is averaged by DDP).
+    The paper regularises normalised features (Sec. 4.1); on raw features L_W could be minimised
+    by shrinking every embedding. Returns ``{"nc_within": weight * lambda_w * L_W,
+    "nc_between": weight * lambda_b * L_B}``. With ``sync_centers`` the class means are global;
+    L_W's per-class averages use the local pixels (each rank's share is averaged by DDP).
     """
 
     def __init__(
@@ -287,10 +408,16 @@ class NCFeature(_Regularizer):
         self.lambda_w = float(lambda_w)
         self.lambda_b = float(lambda_b)
 
+    @classmethod
+    def from_config(cls, c: Any, ctx: BuildContext) -> NCFeature:
+        return cls(
+            ctx.num_classes, lambda_w=c.lambda_w, lambda_b=c.lambda_b, weight=c.weight,
+            ignore_index=ctx.ignore_index, sync_centers=ctx.sync_centers,
+        )
+
     def terms(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        z, index = self.gather(embedding, labels)
-        if not bool((index < self.num_classes).any()):
-            return self.zero(embedding, ["nc_within", "nc_between"])
+        z, index = self.gather(embedding, labels)  # no early exit: see In2NeCT.terms
+        z = F.normalize(z, dim=1)
         means, counts, local = self.centers(z, index)
         # index already marks ignored pixels with K, so K plays the ignore value here
         within = within_class_loss(z, index, means, local, ignore_index=self.num_classes)
@@ -307,37 +434,19 @@ def build_regularizers(
     embed_dim: int,
     log_region_prior: Tensor | None = None,
     ignore_index: int = 255,
+    seed: int = 0,
 ) -> nn.ModuleDict:
-    """Build the enabled regularizers (``"in2nect"``, ``"ceco"``, ``"rr"``, ``"nc"``) from config.
+    """Build every enabled regularizer of ``cfg`` through the registry (keys = section names).
 
     ``log_region_prior [K]``: log image-level class frequencies (see :func:`log_prior_from_counts`),
-    used by CeCo when ``cfg.ceco.use_prior`` and by RR; RR falls back to a uniform prior (plain
-    cross-entropy on regions) when it is None.
+    used where a section's ``use_prior`` asks for it. ``seed`` seeds each regularizer's own
+    generators (ETF, pixel sampling), so enabling one never shifts the global RNG stream.
     """
+    missing = set(regularizer_names()) - set(REGISTRY)
+    if missing:
+        raise ValueError(f"config sections without a registered regularizer: {sorted(missing)}")
+    ctx = BuildContext(num_classes, embed_dim, ignore_index, cfg.sync_centers, log_region_prior, seed)
     out = nn.ModuleDict()
-    sync = cfg.sync_centers
-    if cfg.in2nect.enabled:
-        c = cfg.in2nect
-        out["in2nect"] = In2NeCT(
-            num_classes, embed_dim, inter_weight=c.inter_weight, intra_weight=c.intra_weight, scale=c.scale,
-            temperature=c.temperature, pixels_per_class=c.pixels_per_class, weight=c.weight,
-            ignore_index=ignore_index, sync_centers=sync,
-        )
-    if cfg.ceco.enabled:
-        c = cfg.ceco
-        out["ceco"] = CeCo(
-            num_classes, embed_dim, proj_dim=c.proj_dim, scale=c.scale,
-            log_prior=log_region_prior if c.use_prior else None, freeze_projection=c.freeze_projection,
-            weight=c.weight, ignore_index=ignore_index, sync_centers=sync,
-        )
-    if cfg.rr.enabled:
-        out["rr"] = RegionRebalance(
-            num_classes, embed_dim, log_prior=log_region_prior, weight=cfg.rr.weight, ignore_index=ignore_index
-        )
-    if cfg.nc.enabled:
-        c = cfg.nc
-        out["nc"] = NCFeature(
-            num_classes, lambda_w=c.lambda_w, lambda_b=c.lambda_b, weight=c.weight,
-            ignore_index=ignore_index, sync_centers=sync,
-        )
+    for name in cfg.enabled():
+        out[name] = REGISTRY[name].from_config(getattr(cfg, name), ctx)
     return out

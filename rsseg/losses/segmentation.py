@@ -70,7 +70,7 @@ class SegmentationLoss(nn.Module):
 
     def _at_labels(self, logits: Tensor, labels: Tensor) -> Tensor:
         if logits.ndim != 4 or logits.shape[1] != self.num_classes or labels.ndim != 3:
-            raise RsSegError(
+            raise ValueError(
                 f"expected logits [B, {self.num_classes}, H, W] and labels [B, H, W], got "
                 f"{tuple(logits.shape)} and {tuple(labels.shape)}"
             )

@@ -73,20 +73,19 @@ class FeatureRefinementHead(WeightedFusion):
 
 
 class SegmentationHead(nn.Module):
-    """3x3 ConvBNReLU6 -> Dropout2d -> 1x1 conv (no bias): [B, C, h, w] -> [B, K, h, w].
+    """3x3 ConvBNReLU6 feature, then (in :class:`~rsseg.models.unetformer.UNetFormer`) the signed
+    projection, Dropout2d and the 1x1 pixel classifier (no bias).
 
-    The classifier input ``feature(x)`` is exposed separately so the model can tap it for the
-    signed embedding; the dropout is not in-place so that tap is never overwritten.
+    ``feature``: [B, C, h, w] -> [B, C, h, w] (non-negative, ReLU6); ``classifier``: [B, E, h, w]
+    -> [B, K, h, w] with ``E = in_classifier``. The dropout is not in-place, so the embedding it
+    reads (the tensor the regularizers act on) is never overwritten.
     """
 
-    def __init__(self, channels: int, num_classes: int, dropout: float) -> None:
+    def __init__(self, channels: int, num_classes: int, dropout: float, in_classifier: int | None = None) -> None:
         super().__init__()
         self.feature = ConvBNReLU(channels, channels, 3)
-        self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(channels, num_classes, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.feature(x)))
+        self.dropout = nn.Dropout2d(dropout, inplace=False)
+        self.classifier = nn.Conv2d(in_classifier or channels, num_classes, 1, bias=False)
 
 
 class AuxHead(nn.Sequential):

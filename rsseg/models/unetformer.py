@@ -1,9 +1,12 @@
 """UNetFormer (Wang et al., "UNetFormer: A UNet-like transformer for efficient semantic
 segmentation of remote sensing urban scene imagery", ISPRS JPRS 190, 2022) and its factory.
 
-Beyond the paper the model emits, in training, a signed stride-4 embedding for the
-neural-collapse regularizers: the classifier input is a ReLU6 output (non-negative, so its class
-means cannot form a simplex ETF), hence a training-only bias-free 1x1 projection of it.
+Beyond the paper, the pixel classifier reads a signed embedding: FRH + head feature (ReLU6, so
+non-negative: its class means could never form a simplex ETF) -> bias-free 1x1 ``projection`` ->
+Dropout2d -> 1x1 classifier. The projection is part of the inference model, and the embedding it
+produces is the one tensor the neural-collapse regularizers act on and the collapse diagnostics
+measure (DESIGN.md, Contracts). With ``embed_dim == decode_channels`` and an identity projection
+the model is the paper's UNetFormer exactly.
 """
 
 from __future__ import annotations
@@ -31,8 +34,13 @@ class UNetFormer(nn.Module):
 
     * eval mode: logits [B, K, H, W];
     * training mode: dict with ``"logits"`` [B, K, H, W], ``"aux"`` [B, K, H, W] (only when built
-      with an aux head) and ``"embedding"`` [B, embed_dim, ceil(H/4), ceil(W/4)], a signed
-      projection of the classifier input taken before dropout.
+      with an aux head) and ``"embedding"`` [B, embed_dim, ceil(H/4), ceil(W/4)].
+
+    Contract: the embedding is the pixel classifier's input. ``classify(embedding)`` gives the
+    stride-4 logits, and in eval mode ``logits == upsample(classify(embedding))`` cropped to the
+    input, exactly so for input sides that are multiples of 32 (otherwise the embedding returned is
+    cropped to ``ceil(H/4) x ceil(W/4)`` from the padded one). In training the classifier reads the
+    embedding through Dropout2d.
     """
 
     embedding_stride = 4
@@ -56,23 +64,33 @@ class UNetFormer(nn.Module):
         self.encoder = encoder
         channels = tuple(encoder.feature_info.channels())
         self.decoder = Decoder(channels, decode_channels, num_heads, window_size)  # type: ignore[arg-type]
-        self.head = SegmentationHead(decode_channels, num_classes, dropout)
-        self.aux_head = AuxHead(decode_channels, num_classes, dropout) if aux_head else None
+        self.head = SegmentationHead(decode_channels, num_classes, dropout, in_classifier=embed_dim)
+        #: signed embedding = projection(ReLU6 feature); read by the classifier at inference too
         self.projection = nn.Conv2d(decode_channels, embed_dim, 1, bias=False)
+        self.aux_head = AuxHead(decode_channels, num_classes, dropout) if aux_head else None
+
+    @property
+    def classifier_weight(self) -> torch.Tensor:
+        """Pixel classifier weights ``[K, embed_dim]`` (for NC2/NC3 diagnostics)."""
+        return self.head.classifier.weight[:, :, 0, 0]
+
+    def classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Stride-4 logits ``[B, K, h, w]`` of an embedding ``[B, embed_dim, h, w]``."""
+        return self.head.classifier(self.head.dropout(embedding))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         if not self.training:
-            return self._run(x, embedding=False, aux=False)["logits"]
-        return self._run(x, embedding=True, aux=self.aux_head is not None)
+            return self._run(x, aux=False)["logits"]
+        return self._run(x, aux=self.aux_head is not None)
 
     def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits, embedding) in any mode: validation measures the collapse of the embedding."""
-        out = self._run(x, embedding=True, aux=False)
+        """(logits [B, K, H, W], embedding [B, embed_dim, ceil(H/4), ceil(W/4)]) in any mode."""
+        out = self._run(x, aux=False)
         return out["logits"], out["embedding"]
 
-    def _run(self, x: torch.Tensor, embedding: bool, aux: bool) -> dict[str, torch.Tensor]:
+    def _run(self, x: torch.Tensor, aux: bool) -> dict[str, torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise RsSegError(
+            raise ValueError(
                 f"model input has shape {tuple(x.shape)}; expected [batch, {self.in_channels}, height, width] "
                 f"(the model was built for {self.in_channels} bands)"
             )
@@ -80,11 +98,10 @@ class UNetFormer(nn.Module):
         padded = pad_to_multiple(x, OUTPUT_STRIDE)
         full = padded.shape[-2:]
         stride4, (d4, d3, d2) = self.decoder(*self.encoder(padded))
-        feature = self.head.feature(stride4)
-        out = {"logits": upsample(self.head.classifier(self.head.dropout(feature)), full)[:, :, :height, :width]}
-        if embedding:
-            s = self.embedding_stride
-            out["embedding"] = self.projection(feature)[:, :, : -(-height // s), : -(-width // s)]
+        embedding = self.projection(self.head.feature(stride4))
+        logits = upsample(self.classify(embedding), full)[:, :, :height, :width]
+        s = self.embedding_stride
+        out = {"logits": logits, "embedding": embedding[:, :, : -(-height // s), : -(-width // s)]}
         if aux:
             stride8 = d2.shape[-2:]
             logits8 = self.aux_head(upsample(d4, stride8) + upsample(d3, stride8) + d2)
@@ -96,7 +113,7 @@ class UNetFormer(nn.Module):
         return self.encoder.parameters()
 
     def decoder_parameters(self) -> Iterator[nn.Parameter]:
-        """Every parameter outside the encoder: decoder, heads and the embedding projection."""
+        """Every parameter outside the encoder: decoder, projection and heads."""
         encoder = {id(p) for p in self.encoder.parameters()}
         return (p for p in self.parameters() if id(p) not in encoder)
 

@@ -111,14 +111,21 @@ def train(
     out_dir: str | Path,
     *,
     devices: str | int | None = "auto",
+    num_nodes: int = 1,
     precision: str | None = "auto",
     resume: str | Path | None = None,
     init_from: str | Path | None = None,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
+    trainer_options: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``.
 
+    ``devices`` per node (GPUs, or CPU processes when there is no GPU) times ``num_nodes``
+    processes train with DDP (NCCL on GPUs, gloo on CPUs); every parameter receives a gradient
+    each step, so DDP runs without unused-parameter detection. ``trainer_options``: extra
+    ``lightning.Trainer`` arguments for benchmarks (e.g. ``limit_train_batches``,
+    ``check_val_every_n_epoch``).
     ``init_from``: start from the weights of an rsseg checkpoint (e.g. one made by ``rsseg import``)
     with a fresh optimizer and schedule; ``resume`` continues a run instead.
     """
@@ -133,9 +140,9 @@ def train(
 
     dm = build_datamodule(cfg)
     meta = build_meta(cfg, dm)
-    needs_prior = cfg.loss.regularizers.rr.enabled or (
-        cfg.loss.regularizers.ceco.enabled and cfg.loss.regularizers.ceco.use_prior
-    )
+    regs = cfg.loss.regularizers
+    needs_prior = any(getattr(regs, name).enabled and getattr(getattr(regs, name), "use_prior", False)
+                      for name in regs.enabled())
     prior = log_region_prior(dm.stats) if needs_prior else None
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
     if init_from is not None:
@@ -146,18 +153,23 @@ def train(
 
     accelerator, devices, precision = resolve_accelerator(devices, precision)
     n_devices = torch.cuda.device_count() if devices == "auto" else (devices if isinstance(devices, int) else 1)
-    strategy = "ddp" if accelerator == "gpu" and n_devices > 1 else "auto"
+    if num_nodes < 1:
+        raise RsSegError(f"--num-nodes must be >= 1 (got {num_nodes})")
+    strategy = "ddp" if n_devices * num_nodes > 1 else "auto"
     best_cb = ModelCheckpoint(
-        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_last=True, save_top_k=1,
-        enable_version_counter=False,
+        dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1, enable_version_counter=False,
     )
+    # its own callback: Lightning's save_last only writes when the best improved, leaving a stale
+    # last.ckpt (and a resume that repeats epochs) after an epoch without a new best
+    last_cb = ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
+        num_nodes=num_nodes,
         strategy=strategy,
         precision=precision,
         max_epochs=cfg.optim.max_epochs,
-        callbacks=[best_cb, LearningRateMonitor(logging_interval="epoch"), *(callbacks or [])],
+        callbacks=[best_cb, last_cb, LearningRateMonitor(logging_interval="epoch"), *(callbacks or [])],
         logger=_loggers(run_dir),
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,
@@ -165,6 +177,7 @@ def train(
         num_sanity_val_steps=0,
         enable_model_summary=False,
         default_root_dir=run_dir,
+        **(trainer_options or {}),
     )
     log.info("training on %s (%s devices, precision %s)", accelerator, devices, precision)
     with warnings.catch_warnings():

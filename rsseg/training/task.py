@@ -27,8 +27,10 @@ class SegmentationTask(L.LightningModule):
     """UNetFormer + ``seg(logits, aux) + sum_r regularizer_r(embedding, mask)``.
 
     Batches are ``{"image": [B,C,H,W] float, "mask": [B,H,W] int64 (255 = ignore)}``.
-    Validation accumulates a confusion matrix and the collapse statistics of the embedding, and
-    logs per-class IoU/F1, OA, mIoU, mF1, NC1, Delta_inter and Delta_intra once per epoch.
+    The regularizers act on the model's embedding, the pixel classifier's input. Validation
+    accumulates a confusion matrix and the collapse statistics of that embedding (summed over DDP
+    ranks), and logs per-class IoU/F1, OA, mIoU, mF1 and the diagnostics of
+    :mod:`rsseg.metrics.collapse` (``val/NC1``, ``val/delta_inter``, ...) once per epoch.
     """
 
     def __init__(self, cfg: Config, meta: ModelMeta, log_region_prior: Tensor | None = None) -> None:
@@ -45,8 +47,15 @@ class SegmentationTask(L.LightningModule):
             ignore_index=meta.ignore_index,
         )
         self.regularizers = build_regularizers(
-            cfg.loss.regularizers, num_classes=k, embed_dim=cfg.model.embed_dim, log_region_prior=log_region_prior
+            cfg.loss.regularizers,
+            num_classes=k,
+            embed_dim=cfg.model.embed_dim,
+            log_region_prior=log_region_prior,
+            ignore_index=meta.ignore_index,
+            seed=cfg.optim.seed,
         )
+        for reg in self.regularizers.values():
+            reg.attach(self.model)
         self._conf: Tensor | None = None
         self._collapse: CollapseStats | None = None
 
@@ -54,6 +63,12 @@ class SegmentationTask(L.LightningModule):
         return self.model(x)
 
     # -- training ---------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        # each rank samples its own pixels, reproducibly: one stream per (seed, rank)
+        for i, reg in enumerate(self.regularizers.values()):
+            if reg.generator is not None:
+                reg.generator.manual_seed(self.cfg.optim.seed + 1000 * self.global_rank + 7 * i + 2)
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         image, mask = batch["image"], batch["mask"]
         out = self.model(image)
@@ -71,7 +86,7 @@ class SegmentationTask(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         k = self.meta.num_classes
         self._conf = torch.zeros(k, k, dtype=torch.int64, device=self.device)
-        self._collapse = CollapseStats(k, self.cfg.model.embed_dim)
+        self._collapse = CollapseStats(k, self.cfg.model.embed_dim, self.meta.ignore_index)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         image, mask = batch["image"], batch["mask"]
@@ -95,11 +110,14 @@ class SegmentationTask(L.LightningModule):
             for metric, label in (("iou", "IoU"), ("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
                 if row[metric] == row[metric]:  # NaN for classes absent from this validation set: not logged
                     self.log(f"val/{label}/{name}", row[metric], sync_dist=False)
-        diag = self._collapse.compute() if int(self._collapse.count.sum()) > 0 else {}
-        # In2NeCT's Delta_inter is the max-angle deviation Avg |cos + 1/(K-1)|
-        for key, name in (("nc1", "NC1"), ("max_angle", "delta_inter"), ("delta_intra", "delta_intra")):
-            if diag.get(key) == diag.get(key):  # NaN (fewer than two classes present) is not logged
-                self.log(f"val/{name}", float(diag[key]), sync_dist=False)
+        if self.trainer.world_size > 1:
+            self._collapse.all_reduce(self.device)
+        if int(self._collapse.count.sum()) == 0:
+            return
+        diag = self._collapse.compute(self.model.classifier_weight)
+        for key, value in diag.items():
+            if key != "num_classes_present" and value == value:  # NaN (< 2 classes present) is not logged
+                self.log(f"val/{'NC1' if key == 'nc1' else key}", float(value), sync_dist=False)
 
     # -- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> dict[str, Any]:
