@@ -5,6 +5,7 @@ input does not look like the model's training data."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -257,3 +258,15 @@ def test_cli_vector_classes_strict_and_warnings_shown(checkpoint, tmp_path):
     help_text = CliRunner().invoke(main, ["predict", "--help"]).output
     assert "--vector-classes" in help_text and "background" in help_text and "scale 1/255" in help_text
 
+
+
+def test_the_300_m_landsat_scene_is_flagged_for_a_7_5_cm_building_model(shared_data):
+    from rsseg.inference.raster import check_model_fit, model_fit_problems
+
+    building_model = meta(gsd=0.075)
+    with rasterio.open(shared_data / "landsat" / "RGB.byte.tif") as src:
+        problems = model_fit_problems(src, building_model, [1, 2, 3])
+        assert len(problems) == 1 and re.search(r"has 300 m pixels but the model was trained on 0.075 m pixels "
+                                                r"\(3,99\dx coarser\)", problems[0]), problems
+        with pytest.raises(InputRasterError, match="refused because of --strict"):
+            check_model_fit(src, building_model, [1, 2, 3], strict=True)

@@ -69,9 +69,11 @@ def model_fit_problems(src: rasterio.DatasetReader, meta: ModelMeta, bands: list
         pixel = AreaModel(src.transform, src.crs, src.width, src.height).pixel_size_m()
         ratio = pixel / meta.gsd
         if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
+            factor = max(ratio, 1 / ratio)
+            times = f"{factor:,.0f}x" if factor >= 10 else f"{factor:.3g}x"
             problems.append(
                 f"{name} has {pixel:.3g} m pixels but the model was trained on {meta.gsd:.3g} m pixels "
-                f"({ratio:.3g}x {'coarser' if ratio > 1 else 'finer'}), so its classes and areas are unreliable; "
+                f"({times} {'coarser' if ratio > 1 else 'finer'}), so its classes and areas are unreliable; "
                 f"resample the input to about {meta.gsd:.3g} m (gdalwarp -tr) or use a model trained near {pixel:.3g} m")
     described = [(src.descriptions[b - 1] or "").strip() for b in bands]
     if all(described) and [d.lower() for d in described] != [b.lower() for b in meta.bands]:
