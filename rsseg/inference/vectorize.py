@@ -80,13 +80,11 @@ def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence
     lower = {n.lower(): i for i, n in enumerate(class_names)}
     ids = set()
     for item in items:
-        if isinstance(item, int) or (isinstance(item, str) and item.isdigit()):
-            ok = 0 <= int(item) < len(class_names)
-            key = int(item)
+        if isinstance(item, int) or str(item).isdigit():
+            key = int(item) if 0 <= int(item) < len(class_names) else None
         else:
             key = lower.get(str(item).lower())
-            ok = key is not None
-        if not ok or item == "":
+        if key is None:
             raise RsSegError(f"unknown vector class {item!r}; the model's classes are "
                              + ", ".join(f"{i}={n}" for i, n in enumerate(class_names)))
         ids.add(key)
