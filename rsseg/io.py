@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from rsseg.errors import (CheckpointError, InputNotFoundError, InputRasterError, OutputExistsError,
                           OutputPathError)
@@ -18,24 +20,74 @@ if TYPE_CHECKING:
     import rasterio
 
 
-def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = False) -> rasterio.DatasetReader:
+#: URL schemes read through GDAL's network virtual file systems
+REMOTE_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
+# ``Path("https://host/a.tif")`` folds the double slash: accept ``https:/host/a.tif`` as the same URL
+_URL = re.compile(r"^(https?|s3|gs):/+(.*)$", re.IGNORECASE)
+
+
+def gdal_path(source: str | Path) -> str:
+    """The name GDAL opens for a local path or a URL: ``http(s)://`` -> ``/vsicurl/`` (range
+    requests: only the blocks read are fetched), ``s3://`` -> ``/vsis3/``, ``gs://`` -> ``/vsigs/``
+    (credentials from the usual AWS_* / GS_* environment). Anything else is returned unchanged."""
+    name = str(source)
+    match = _URL.match(name)
+    if not match:
+        return name
+    scheme, rest = match.group(1).lower(), match.group(2)
+    if scheme in ("http", "https"):
+        return f"/vsicurl/{scheme}://{rest}"
+    return f"{REMOTE_PREFIXES[scheme]}{rest}"
+
+
+def is_remote(source: str | Path) -> bool:
+    """Whether ``source`` is a URL (http(s), s3, gs) rather than a local path."""
+    return bool(_URL.match(str(source)))
+
+
+def unfold_url(source: str) -> str:
+    """A URL with its ``//`` restored if ``Path`` folded it; anything else unchanged."""
+    return _URL.sub(lambda m: f"{m.group(1)}://{m.group(2)}", source)
+
+
+def source_stem(source: str | Path) -> str:
+    """File name without extension of a path or URL (query and fragment dropped), for naming outputs."""
+    name = str(source)
+    if is_remote(name):
+        name = urlsplit(unfold_url(name)).path
+    return Path(name.rstrip("/")).stem or "input"
+
+
+def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = False,
+                asset: str | None = None) -> rasterio.DatasetReader:
     """Open any GDAL-readable raster for reading; every rsseg reader goes through here.
 
+    ``path`` is a local file, a URL (``https://``, ``s3://``, ``gs://``: see :func:`gdal_path`;
+    only the blocks read travel), a GDAL path (``/vsizip/...``), or a STAC item (a ``.json`` file
+    or URL) whose ``asset`` is read (default ``visual``, :mod:`rsseg.stac`).
     Failures become one-line errors that call it the ``what`` raster (input, prediction,
     reference, dataset...): :class:`InputNotFoundError` for a missing local file,
-    :class:`InputRasterError` for an unreadable or empty one. Paths GDAL resolves itself
-    (``/vsizip/...``, URLs) are passed through; ``geotiff_only`` admits the GeoTIFF driver alone
-    (for paths that come from a browser upload). Rasterio's NotGeoreferencedWarning is silenced:
-    a PNG tile has no CRS by design, and predict warns about a missing CRS in its own words.
+    :class:`InputRasterError` for an unreadable or empty one. ``geotiff_only`` admits the GeoTIFF
+    driver alone (for paths that come from a browser upload). Rasterio's NotGeoreferencedWarning
+    is silenced: a PNG tile has no CRS by design, and predict warns about a missing CRS in its
+    own words.
     """
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
+    from rsseg.stac import asset_href, is_stac_item
+
     name = str(path)
+    if is_stac_item(name):
+        name = asset_href(unfold_url(name), asset)
+    remote = is_remote(name)
+    name = gdal_path(name)
     if not name.startswith("/vsi") and "://" not in name and not Path(name).exists():
         raise InputNotFoundError(f"{what} raster not found: {path}")
+    # a remote file has no directory to list for sidecars: skip that request
+    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR") if remote else contextlib.nullcontext()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), env:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(name, driver="GTiff") if geotiff_only else rasterio.open(name)
     except RasterioIOError as exc:

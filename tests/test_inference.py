@@ -312,7 +312,7 @@ def test_vector_formats(tmp_path, ext):
     back = gpd.read_file(tmp_path / f"poly{ext}")
     assert n == len(back) == 2 and set(back.columns) >= {"class_id", "class_name", "area_m2"}
     assert sorted(back.class_name) == ["bg", "fg"]
-    assert back.crs == CRS.from_epsg(32633)
+    assert back.crs == CRS.from_epsg(4326 if ext == ".geojson" else 32633)  # GeoJSON: RFC 7946
 
 
 def test_geographic_areas_are_plausible(tmp_path):
@@ -540,7 +540,9 @@ def test_a_new_product_is_one_writer_class_and_round_trips(tmp_path):
         got = ds.read(1)
         assert (ds.crs, ds.transform, ds.shape) == (s.crs, s.transform, s.shape) and ds.nodata == 255
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1 and got.std() > 0
-    assert sorted(f.name for f in tmp_path.iterdir()) == ["entropy.tif", "in.tif", "out.tif"]  # no temp left
+    # no temp left; the class raster's sidecars (GDAL attribute table, QGIS style) beside it
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["entropy.tif", "in.tif", "out.qml", "out.tif",
+                                                          "out.tif.aux.xml"]
 
 
 class _FailingWriter(ProductWriter):

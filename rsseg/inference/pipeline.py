@@ -26,8 +26,10 @@ from rsseg.inference.blend import argmax_confidence
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
-from rsseg.inference.raster import CLASS_NODATA, block_cache, select_bands, warn_if_not_georeferenced
-from rsseg.io import open_raster
+from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands,
+                                   warn_if_not_georeferenced)
+from rsseg.inference.vectorize import parse_vector_classes
+from rsseg.io import open_raster, unfold_url
 from rsseg.io import check_output
 
 
@@ -63,7 +65,9 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *,
                  vector_path: str | Path | None = None, report_path: str | Path | None = None,
                  confidence_path: str | Path | None = None, reference_path: str | Path | None = None,
-                 bands: list[int] | None = None, simplify: float = 0.0, min_area: float = 0.0,
+                 bands: list[int] | None = None, simplify: float = 0.0, min_area: float | None = None,
+                 vector_classes: str | Sequence[str | int] | None = None, strict: bool = False,
+                 asset: str | None = None,
                  overwrite: bool = False, products: Sequence[ProductWriter] = (),
                  on_progress: ProgressFn | None = None) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
@@ -71,19 +75,26 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     Output: uint8 class ids on the input's exact grid (size, CRS, transform), 255 where the input
     is nodata (all selected bands masked in ``read_masks``), palette and class names, tiled,
     deflate, overviews (mode). ``confidence_path``: max probability x 255 (0 = nodata).
-    ``vector_path`` (.gpkg/.shp/.geojson): polygons per class (:func:`vectorize`).
+    ``vector_path`` (.gpkg/.shp/.geojson): polygons of ``vector_classes`` (default all but the
+    background), at least ``min_area`` m^2 (default a few pixels) (:func:`vectorize`).
+    An input unlike the model's training data (pixel size, bands: :func:`check_model_fit`) is a
+    ``UserWarning``, or an error with ``strict``. ``input_path`` may be a URL or a STAC item
+    (its ``asset``, default ``visual``) (:func:`rsseg.io.open_raster`).
     ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid)
     is given. ``bands``: 1-based input bands in the model's order (default the first N).
     ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
     """
+    source = unfold_url(str(input_path))  # a URL keeps its '//' (Path folds it)
     input_path = Path(input_path)
+    if vector_classes is not None:  # names or ids, checked before any work
+        vector_classes = parse_vector_classes(vector_classes, predictor.meta.classes)
     classes = ClassRasterWriter(output_path)
     writers: list[ProductWriter] = [classes]
     if confidence_path is not None:
         writers.append(ConfidenceWriter(confidence_path))
     writers.extend(products)
-    vectors = VectorWriter(vector_path, classes, simplify, min_area) if vector_path is not None else None
+    vectors = VectorWriter(vector_path, classes, simplify, min_area, vector_classes) if vector_path is not None else None
     if vectors is not None:
         writers.append(vectors)
     report = AreaReportWriter(report_path, reference_path)
@@ -96,16 +107,17 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         raise RsSegError(f"{meta.num_classes} classes do not fit uint8 class ids with 255 as nodata")
 
     result = PredictResult(input_path, classes.path)
-    with open_raster(input_path) as src, block_cache(src, predictor.tile), \
+    with open_raster(source, asset=asset) as src, block_cache(src, predictor.tile), \
             tempfile.TemporaryDirectory(prefix=f".{classes.path.stem}.", dir=classes.path.parent) as tmpdir:
         sel = select_bands(src, meta, bands)
         warn_if_not_georeferenced(src)
+        check_model_fit(src, meta, sel, explicit_bands=bands is not None, strict=strict)
         width, height = src.width, src.height
-        header = {"input": str(input_path), "output": str(classes.path), "width": width, "height": height,
+        header = {"input": source, "output": str(classes.path), "width": width, "height": height,
                   "crs": src.crs.to_string() if src.crs else None, "device": str(predictor.device)}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
         # separate handles: GDAL datasets must not be shared between the reader and writer threads
-        reader_src = open_raster(input_path)
+        reader_src = open_raster(source, asset=asset)
         opened: list[ProductWriter] = []
         try:
             for writer in writers:

@@ -29,10 +29,13 @@ from rasterio.windows import Window
 from rsseg.checkpoint import ModelMeta
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
-from rsseg.inference.raster import CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, describe_classes, tiled_profile, to_cog
+from rsseg.inference.raster import (CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, describe_classes, describe_confidence,
+                                   tiled_profile, to_cog)
 from rsseg.inference.report import AreaAccumulator
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
-from rsseg.inference.vectorize import SHAPEFILE_PARTS, vector_driver, vectorize
+from rsseg.inference.styles import class_raster_pam, class_raster_qml, vector_qml
+from rsseg.inference.vectorize import (SHAPEFILE_PARTS, default_vector_classes, style_path, vector_driver,
+                                       vectorize)
 from rsseg.io import write_json
 
 
@@ -103,6 +106,17 @@ class RasterWriter(ProductWriter):
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         """Tags, palette, band description of the temporary raster (copied into the COG)."""
 
+    def sidecar_paths(self) -> list[Path]:
+        """Files written with the raster (GDAL PAM, QGIS style), part of :meth:`targets`."""
+        return []
+
+    def sidecars(self) -> dict[Path, str]:
+        """Text of each of :meth:`sidecar_paths`, made at close."""
+        return {}
+
+    def targets(self) -> list[Path]:
+        return [self.path, *self.sidecar_paths()]
+
     def open(self, ctx: ProductContext) -> None:
         super().open(ctx)
         self.tmp = ctx.tmpdir / f"{self.name}.tif"
@@ -115,7 +129,7 @@ class RasterWriter(ProductWriter):
 
     def close(self) -> Path:
         self.dst.close()
-        return to_cog(self.tmp, self.path, self.resampling)
+        return to_cog(self.tmp, self.path, self.resampling, self.sidecars())
 
     def abort(self) -> None:
         if getattr(self, "dst", None) is not None:
@@ -131,15 +145,28 @@ class ClassRasterWriter(RasterWriter):
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         describe_classes(dst, self.ctx.meta)
 
+    def sidecar_paths(self) -> list[Path]:
+        """``<raster>.aux.xml`` (category names + attribute table) and ``<stem>.qml`` (QGIS style)."""
+        return [self.path.with_name(self.path.name + ".aux.xml"), self.path.with_suffix(".qml")]
+
+    def sidecars(self) -> dict[Path, str]:
+        meta = self.ctx.meta
+        pam, qml = self.sidecar_paths()
+        return {pam: class_raster_pam(meta.classes, meta.colors), qml: class_raster_qml(meta.classes, meta.colors)}
+
     def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
         return rows.classes
 
 
 class ConfidenceWriter(RasterWriter):
-    """Max probability x 255 as uint8 (>= 255 / K >= 1, so 0 is free for nodata)."""
+    """Max probability x 255 as uint8 (>= 255 / K >= 1, so 0 is free for nodata); its scale
+    (1/255) and offset are in the metadata, so GDAL and QGIS show probabilities 0..1."""
 
     name = "confidence"
     nodata = CONFIDENCE_NODATA
+
+    def describe(self, dst: rasterio.io.DatasetWriter) -> None:
+        describe_confidence(dst)
 
     def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
         c8 = confidence_u8(rows.confidence.clone()).numpy()
@@ -149,27 +176,45 @@ class ConfidenceWriter(RasterWriter):
 
 
 class VectorWriter(ProductWriter):
-    """Polygons per class (.gpkg/.shp/.geojson) traced from the finished class raster."""
+    """Polygons per class (.gpkg/.shp/.geojson) traced from the finished class raster, with a
+    QGIS style in the class colours (inside a GeoPackage, else a ``.qml`` beside the file, unless
+    that is the class raster's own style file).
+
+    ``vector_classes``: class ids to polygonise (default :func:`default_vector_classes`: all but
+    the background); ``min_area``: m^2 (default a few pixels, see :func:`polygonize`).
+    """
 
     name = "vector"
 
     def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: float = 0.0,
-                 min_area: float = 0.0) -> None:
+                 min_area: float | None = None, vector_classes: list[int] | None = None) -> None:
         super().__init__(path)
         self.classes, self.simplify, self.min_area = classes, simplify, min_area
+        self.vector_classes = vector_classes
         self.num_polygons: int | None = None
 
+    def _style_path(self) -> Path | None:
+        path = style_path(self.path)
+        return None if path is None or path in self.classes.targets() else path
+
     def targets(self) -> list[Path]:
+        style = [self._style_path()] if self._style_path() is not None else []
         if self.path.suffix.lower() == ".shp":
-            return [self.path.with_suffix(ext) for ext in SHAPEFILE_PARTS]
-        return [self.path]
+            return [self.path.with_suffix(ext) for ext in SHAPEFILE_PARTS] + style
+        return [self.path] + style
 
     def check(self) -> None:
         vector_driver(self.path)
 
     def close(self) -> Path:
-        self.num_polygons = vectorize(self.classes.path, self.path, self.ctx.meta.classes, simplify=self.simplify,
-                                      min_area=self.min_area)
+        meta = self.ctx.meta
+        chosen = self.vector_classes
+        if chosen is None:
+            chosen = default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
+        style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen])
+        keep_style = vector_driver(self.path) == "GPKG" or self._style_path() is not None
+        self.num_polygons = vectorize(self.classes.path, self.path, meta.classes, simplify=self.simplify,
+                                      min_area=self.min_area, classes=chosen, style=style if keep_style else None)
         return self.path
 
 

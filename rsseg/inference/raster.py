@@ -14,13 +14,14 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.enums
 import rasterio.shutil
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import hex_rgb
 from rsseg.data.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
-from rsseg.errors import RsSegError
+from rsseg.errors import InputRasterError, RsSegError
 from rsseg.io import atomic_path
 
 BLOCK = 512
@@ -43,6 +44,63 @@ def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] 
     if bad:
         raise RsSegError(f"--bands {bad} out of range: {src.name} has bands 1..{src.count}")
     return bands
+
+
+#: the input's pixel size may differ from the checkpoint's gsd by up to this factor without a warning
+RESOLUTION_TOLERANCE = 2.0
+
+
+def model_fit_problems(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int],
+                       explicit_bands: bool = False) -> list[str]:
+    """Ways the input does not look like the model's training data, one sentence each.
+
+    - pixel size (metres, geodesic at the raster's centre, so geographic CRSs count too) more than
+      :data:`RESOLUTION_TOLERANCE` times finer or coarser than the checkpoint's ``gsd``;
+    - band descriptions of the selected ``bands`` (1-based) that name other bands than the model's;
+    - an alpha band fed to the model;
+    - more bands than the model reads, when the caller did not choose them (``explicit_bands``).
+    Nothing is checked that the input does not state (no CRS: no pixel size; no descriptions).
+    """
+    from rsseg.inference.areas import AreaModel
+
+    name = Path(src.name).name
+    problems = []
+    if meta.gsd and src.crs is not None:
+        pixel = AreaModel(src.transform, src.crs, src.width, src.height).pixel_size_m()
+        ratio = pixel / meta.gsd
+        if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
+            factor = max(ratio, 1 / ratio)
+            times = f"{factor:,.0f}x" if factor >= 10 else f"{factor:.3g}x"
+            problems.append(
+                f"{name} has {pixel:.3g} m pixels but the model was trained on {meta.gsd:.3g} m pixels "
+                f"({times} {'coarser' if ratio > 1 else 'finer'}), so its classes and areas are unreliable; "
+                f"resample the input to about {meta.gsd:.3g} m (gdalwarp -tr) or use a model trained near {pixel:.3g} m")
+    described = [(src.descriptions[b - 1] or "").strip() for b in bands]
+    if all(described) and [d.lower() for d in described] != [b.lower() for b in meta.bands]:
+        problems.append(f"{name} bands {', '.join(map(str, bands))} are described as {', '.join(described)} but the model "
+                        f"reads them as {', '.join(meta.bands)}; pass --bands to pick them in that order")
+    alpha = [b for b in bands if src.colorinterp[b - 1] == rasterio.enums.ColorInterp.alpha]
+    if alpha:
+        problems.append(f"band(s) {', '.join(map(str, alpha))} of {name} are alpha (transparency) bands but the model "
+                        f"reads them as image bands ({', '.join(meta.bands)}); pass --bands to skip them")
+    extra = [b for b in range(1, src.count + 1) if b not in bands
+             and src.colorinterp[b - 1] != rasterio.enums.ColorInterp.alpha]
+    if extra and not explicit_bands:
+        problems.append(f"{name} has {src.count} bands; the model reads bands {', '.join(map(str, bands))} as "
+                        f"{', '.join(meta.bands)} and ignores band(s) {', '.join(map(str, extra))}; "
+                        "pass --bands if those are not the right ones")
+    return problems
+
+
+def check_model_fit(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int], explicit_bands: bool = False,
+                    strict: bool = False) -> list[str]:
+    """:func:`model_fit_problems` as ``UserWarning``s, or an :class:`InputRasterError` with ``strict``."""
+    problems = model_fit_problems(src, meta, bands, explicit_bands)
+    if strict and problems:
+        raise InputRasterError("; ".join(problems) + " (refused because of --strict)")
+    for problem in problems:
+        warnings.warn(problem, UserWarning, stacklevel=3)
+    return problems
 
 
 def warn_if_not_georeferenced(src: rasterio.DatasetReader) -> None:
@@ -88,6 +146,14 @@ def describe_classes(dst: rasterio.io.DatasetWriter, meta: ModelMeta) -> None:
     dst.set_band_description(1, "class: " + ", ".join(f"{i}={n}" for i, n in enumerate(meta.classes)))
 
 
+def describe_confidence(dst: rasterio.io.DatasetWriter) -> None:
+    """Band description, and scale/offset so GDAL/QGIS read the stored 0..255 as probability 0..1."""
+    dst.set_band_description(1, "confidence: probability of the predicted class (stored x 255; 0 = nodata)")
+    dst.scales = (1 / 255,)
+    dst.offsets = (0.0,)
+    dst.units = ("probability",)
+
+
 class RowWriter:
     """Write bands of rows to a tiled GeoTIFF, buffering up to whole tile rows."""
 
@@ -109,11 +175,20 @@ class RowWriter:
             self.row += full
 
 
-def to_cog(tiled_path: str | Path, target: str | Path, resampling: str) -> Path:
-    """Copy a tiled GeoTIFF to a Cloud-Optimized GeoTIFF at ``target``, atomically."""
+def to_cog(tiled_path: str | Path, target: str | Path, resampling: str,
+           sidecars: dict[Path, str] | None = None) -> Path:
+    """Copy a tiled GeoTIFF to a Cloud-Optimized GeoTIFF at ``target``, atomically.
+
+    ``sidecars`` (path -> text, e.g. the ``.aux.xml`` and ``.qml`` of :mod:`rsseg.inference.styles`)
+    are written, each atomically, once the COG is complete and before it is renamed onto
+    ``target``: a failure leaves neither, and the raster never appears without its sidecars.
+    """
     target = Path(target)
     with atomic_path(target) as tmp:
         rasterio.shutil.copy(str(tiled_path), str(tmp), driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=str(BLOCK),
                              RESAMPLING=resampling.upper(), OVERVIEW_RESAMPLING=resampling.upper(),
                              BIGTIFF="IF_SAFER")
+        for path, text in (sidecars or {}).items():
+            with atomic_path(path) as side:
+                side.write_text(text, encoding="utf-8")
     return target

@@ -1,0 +1,201 @@
+"""Rasters where analysts keep them: COGs by URL (range requests against a local HTTP server on
+127.0.0.1), STAC items (file or URL, ``visual`` or a named asset), s3:// and gs:// names."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rasterio.shutil
+import torch
+from click.testing import CliRunner
+from conftest import write_raster
+from rasterio.windows import Window
+from torch import nn
+
+from rsseg.checkpoint import ModelMeta, save_model
+from rsseg.cli.main import main
+from rsseg.config import Config, ModelConfig
+from rsseg.errors import InputNotFoundError, InputRasterError
+from rsseg.inference import Predictor, predict_file
+from rsseg.io import gdal_path, open_raster, source_stem
+from rsseg.models import build_model
+
+
+class RangeServer:
+    """Serves a folder on 127.0.0.1 with HTTP range requests (206 Partial Content), counting the
+    bytes it sends per file. Python's own handler ignores ``Range`` and always sends the whole file."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.sent, self.requests = root, {}, []
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kw):
+                super().__init__(*args, directory=str(root), **kw)
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                path = Path(self.translate_path(self.path))
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data, size = path.read_bytes(), path.stat().st_size
+                match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+                server.requests.append((path.name, self.headers.get("Range")))
+                if match:
+                    start = int(match.group(1))
+                    end = min(int(match.group(2)) if match.group(2) else size - 1, size - 1)
+                    if start >= size:
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{size}")
+                        self.end_headers()
+                        return
+                    body = data[start:end + 1]
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                else:
+                    body = data
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                self.wfile.write(body)
+                server.sent[path.name] = server.sent.get(path.name, 0) + len(body)
+
+            def do_HEAD(self):
+                path = Path(self.translate_path(self.path))
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> RangeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def served(tmp_path) -> Iterator[tuple[RangeServer, Path]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    with RangeServer(root) as server:  # a new port per test: GDAL's /vsicurl/ cache never serves an old file
+        yield server, root
+
+
+def cog(path: Path, data: np.ndarray) -> Path:
+    tmp = write_raster(path.with_suffix(".plain.tif"), data)
+    rasterio.shutil.copy(str(tmp), str(path), driver="COG", BLOCKSIZE="256", COMPRESS="DEFLATE")
+    tmp.unlink()
+    return path
+
+
+def test_url_names_map_to_gdal_virtual_file_systems():
+    assert gdal_path("https://example.org/a/scene.tif") == "/vsicurl/https://example.org/a/scene.tif"
+    assert gdal_path("https:/example.org/a/scene.tif") == "/vsicurl/https://example.org/a/scene.tif"  # Path-folded
+    assert gdal_path("s3://bucket/key/scene.tif") == "/vsis3/bucket/key/scene.tif"
+    assert gdal_path("gs://bucket/scene.tif") == "/vsigs/bucket/scene.tif"
+    assert gdal_path("/data/scene.tif") == "/data/scene.tif" and gdal_path("/vsizip/a.zip/b.tif") == "/vsizip/a.zip/b.tif"
+    assert source_stem("https://example.org/a/scene.tif?token=x#y") == "scene"
+    assert source_stem("s3://bucket/dir/T33.tif") == "T33" and source_stem("/data/x.tif") == "x"
+
+
+def test_a_window_of_a_large_remote_cog_fetches_only_its_blocks(served):
+    server, root = served
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (3, 2048, 2048), dtype=np.uint8)  # noise: incompressible, ~12.6 MB
+    path = cog(root / "big.tif", data)
+    size = path.stat().st_size
+    with open_raster(f"{server.url}/big.tif") as src:
+        assert src.shape == (2048, 2048) and src.count == 3
+        window = src.read(window=Window(1000, 1000, 200, 200))
+    assert np.array_equal(window, data[:, 1000:1200, 1000:1200])
+    sent = server.sent["big.tif"]
+    # a 200 px window spans 2 x 2 of the 256 px blocks: ~4 x 197 kB of 12.6 MB, plus the header
+    print(f"served {sent} of {size} bytes ({100 * sent / size:.1f}%) in {len(server.requests)} requests")
+    assert sent < 0.1 * size, (sent, size)
+    assert all(r is not None for name, r in server.requests if name == "big.tif")  # every request was a range
+
+
+def test_missing_url_and_bad_item_are_one_line_errors(served, tmp_path):
+    server, root = served
+    with pytest.raises(InputRasterError, match=r"cannot read input raster http://127\.0\.0\.1:\d+/nope\.tif"):
+        open_raster(f"{server.url}/nope.tif")
+    (tmp_path / "not_item.json").write_text(json.dumps({"type": "FeatureCollection"}))
+    with pytest.raises(InputRasterError, match="is not a STAC item"):
+        open_raster(tmp_path / "not_item.json")
+    with pytest.raises(InputNotFoundError, match="STAC item not found"):
+        open_raster(tmp_path / "missing.json")
+
+
+def _meta() -> ModelMeta:
+    return ModelMeta(classes=["background", "building"], colors=["#000000", "#ff0000"], bands=["red", "green", "blue"],
+                     mean=[0.5] * 3, std=[0.25] * 3, patch_size=64, gsd=2.0)
+
+
+def test_predict_from_url_and_stac_items_equals_the_local_file(served, tmp_path):
+    server, root = served
+    rng = np.random.default_rng(1)
+    data = rng.integers(0, 255, (3, 150, 170), dtype=np.uint8)
+    cog(root / "scene.tif", data)
+    torch.manual_seed(0)
+    p = Predictor.from_model(nn.Conv2d(3, 2, 3, padding=1).eval(), _meta(), tile=64, overlap=16, batch=2, device="cpu")
+    local = predict_file(p, root / "scene.tif", tmp_path / "local.tif")
+    remote = predict_file(p, f"{server.url}/scene.tif", tmp_path / "remote.tif")
+    assert remote.report["input"] == f"{server.url}/scene.tif"
+    # a STAC item beside the COG with a relative href, served over HTTP; and a local item naming its asset
+    item = {"type": "Feature", "stac_version": "1.0.0", "id": "scene", "assets": {
+        "thumbnail": {"href": "thumb.png", "type": "image/png"},
+        "visual": {"href": "./scene.tif", "type": "image/tiff; application=geotiff; profile=cloud-optimized"}}}
+    (root / "item.json").write_text(json.dumps(item))
+    stac_remote = predict_file(p, f"{server.url}/item.json", tmp_path / "stac_remote.tif")
+    item["assets"] = {"rgb": {"href": f"{server.url}/scene.tif", "type": "image/tiff"},
+                      "thumbnail": {"href": "thumb.png", "type": "image/png"}}
+    (tmp_path / "item.json").write_text(json.dumps(item))
+    predict_file(p, tmp_path / "item.json", tmp_path / "stac_only_raster.tif")  # no 'visual': the only raster asset
+    predict_file(p, tmp_path / "item.json", tmp_path / "stac_named.tif", asset="rgb")
+    with pytest.raises(InputRasterError, match=r"no asset 'nir'; its assets: rgb \(image/tiff\), thumbnail"):
+        predict_file(p, tmp_path / "item.json", tmp_path / "x.tif", asset="nir")
+    with rasterio.open(local.output_path) as ref:
+        expected, grid = ref.read(1), (ref.crs, ref.transform)
+    for name in ("remote", "stac_remote", "stac_only_raster", "stac_named"):
+        with rasterio.open(tmp_path / f"{name}.tif") as out:
+            assert np.array_equal(out.read(1), expected) and (out.crs, out.transform) == grid, name
+    assert stac_remote.report["width"] == 170
+
+
+def test_cli_reads_urls_and_names_outputs_after_the_url_file(served, tmp_path):
+    server, root = served
+    rng = np.random.default_rng(2)
+    for name in ("north", "south"):
+        cog(root / f"{name}.tif", rng.integers(0, 255, (3, 64, 80), dtype=np.uint8))
+    model = build_model(ModelConfig(), num_classes=2, in_channels=3).eval()
+    meta = _meta()
+    meta.config = Config().to_dict()
+    ckpt = save_model(tmp_path / "m.ckpt", model, meta)
+    res = CliRunner().invoke(main, ["predict", f"{server.url}/north.tif?v=1", f"{server.url}/south.tif", "-m",
+                                    str(ckpt), "-o", str(tmp_path / "classes.tif")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "classes_north.tif").is_file() and (tmp_path / "classes_south.tif").is_file()
+    with rasterio.open(tmp_path / "classes_south.tif") as out, rasterio.open(root / "south.tif") as src:
+        assert (out.shape, out.transform) == (src.shape, src.transform)
