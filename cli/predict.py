@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rsseg.config import TTA_MODES
+from rsseg.config import ENGINES, TTA_MODES
 
 
 def _bands(value: str | None) -> list[int] | None:
@@ -42,8 +42,11 @@ def _derive(template: str | None, src: Path, multiple: bool) -> Path | None:
 @click.option("--simplify", default=0.0, help="Polygon simplification tolerance in metres.")
 @click.option("--min-area", default=0.0, help="Drop polygons smaller than this many square metres.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
+@click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
+              help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
+                   "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, device, overwrite):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, device, engine, overwrite):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -73,7 +76,8 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                 check_output(target, overwrite)
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, tile=tile, overlap=overlap,
+                                          batch=batch, tta=tta)
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
                f"{predictor.settings}")
