@@ -145,7 +145,8 @@ def test_export_cache_is_keyed_by_checkpoint_and_falls_back_to_the_cache_dir(tmp
         cached_onnx(tmp_path / "missing.ckpt")
 
 
-# -- one real exported UNetFormer per test session (the dynamic-shape export takes a minute) --------------
+# -- one real exported UNetFormer per test session: the dynamic-shape export takes a minute or two on an idle
+# CPU (8 on a loaded one), counted in the first test's timeout ------------------------------------------------
 @pytest.fixture(scope="session")
 def exported_checkpoint(tmp_path_factory) -> Path:
     ckpt = _tiny_unetformer_checkpoint(tmp_path_factory.mktemp("onnx") / "tiny.ckpt")
@@ -165,6 +166,7 @@ def _tanzania_crop(path: Path, size: int = 600) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not TANZANIA.is_file(), reason="sample_tiles/tanzania missing")
 def test_onnx_predict_equals_torch_on_a_real_raster(exported_checkpoint, tmp_path) -> None:
     src = _tanzania_crop(tmp_path / "crop.tif")
@@ -190,6 +192,7 @@ def test_onnx_predict_equals_torch_on_a_real_raster(exported_checkpoint, tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_onnx_engine_tta_and_meta_match_the_checkpoint(exported_checkpoint) -> None:
     from rsseg.checkpoint import read_meta
 
@@ -201,6 +204,7 @@ def test_onnx_engine_tta_and_meta_match_the_checkpoint(exported_checkpoint) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not TANZANIA.is_file(), reason="sample_tiles/tanzania missing")
 def test_cli_predict_engine_option(exported_checkpoint, tmp_path) -> None:
     from rsseg.cli.main import main as cli

@@ -1,4 +1,4 @@
-"""Sliding-window predictor: batching, test-time augmentation and the threaded pipeline.
+"""Sliding-window predictor: batching and the threaded pipeline around an inference engine.
 
 One :class:`Predictor` serves every caller: ``predict_file`` streams a raster from disk,
 ``predict_probs`` / ``predict_array`` tile an in-memory image (Streamlit app, ``rsseg evaluate``)
@@ -8,13 +8,15 @@ Pipeline (``Predictor.run``): a reader thread reads and normalises windows into 
 calling thread runs the model, a blender thread accumulates probabilities into bands of rows and
 hands finished bands to a callback (which writes them). Bounded queues keep at most a couple of
 batches in flight, so memory stays flat and reading/blending/writing overlap model compute.
+The model and test-time augmentation run in an engine (:mod:`rsseg.inference.engines`: PyTorch
+or ONNX Runtime), chosen by :meth:`Predictor.from_checkpoint`.
 """
 
 from __future__ import annotations
 
 import queue
-import warnings
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
