@@ -206,7 +206,8 @@ def _bilinear_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
 class OnnxEngine(Engine):
     """An exported rsseg ONNX model (input ``image``, output ``logits``) in ONNX Runtime on the CPU.
 
-    The session runs on :func:`physical_cores` intra-op threads with all graph optimisations.
+    The session runs on :func:`physical_cores` intra-op threads with all graph optimisations and
+    without a memory arena (lower peak RSS).
     ``meta`` is the model metadata stored in the file (``metadata_props['rsseg']``), so a cached
     export needs no checkpoint loading.
     """
@@ -221,6 +222,10 @@ class OnnxEngine(Engine):
         opts.intra_op_num_threads = threads or physical_cores()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no memory arena: with it the session keeps its high-water mark (+180 MB peak RSS at 2x3x1024x1024,
+        # UNetFormer, docs/results_engines.md) for a difference in speed within noise
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
