@@ -76,8 +76,10 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                 check_output(target, overwrite)
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, tile=tile, overlap=overlap,
-                                          batch=batch, tta=tta)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=device, engine=engine, tile=tile, overlap=overlap, batch=batch, tta=tta,
+        on_export=lambda path: click.echo(f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}",
+                                          err=True))
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
                f"{predictor.settings}")

@@ -132,8 +132,10 @@ def test_export_cache_is_keyed_by_checkpoint_and_falls_back_to_the_cache_dir(tmp
     assert cached_onnx(ckpt) == first and len(calls) == 1  # a hit exports nothing
     assert onnx_cache_paths(ckpt, size=256)[0] != first  # export settings are part of the key
     ckpt.write_bytes(b"weights v2")
-    second = cached_onnx(ckpt)
+    announced = []
+    second = cached_onnx(ckpt, on_export=announced.append)
     assert second != first and len(calls) == 2  # new weights, new export
+    assert announced == [second] and cached_onnx(ckpt, on_export=announced.append) == second and len(announced) == 1
     # an unwritable checkpoint folder: the export goes to $RSSEG_CACHE_DIR/onnx
     ckpt.write_bytes(b"weights v3")
     real_access = engines.os.access

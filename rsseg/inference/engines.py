@@ -21,6 +21,7 @@ import hashlib
 import importlib.metadata
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -295,12 +296,14 @@ def onnx_cache_paths(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opse
     return [checkpoint.with_name(f"{checkpoint.name}.{key}.onnx"), cache_dir() / "onnx" / f"{key}.onnx"]
 
 
-def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None) -> Path:
+def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None, *,
+                on_export: Callable[[Path], None] | None = None) -> Path:
     """The ONNX export of ``checkpoint`` (dynamic batch, height and width; metadata in
     ``metadata_props``), exported on first use and cached, keyed by the checkpoint's hash and the
     export settings. Beside the checkpoint when that folder is writable, else in :func:`cache_dir`.
 
     A cache hit reads only the checkpoint's bytes (for the hash): no model is built.
+    ``on_export(target)`` is called before an export starts (it takes a minute or more on a CPU).
     """
     from rsseg.errors import CheckpointNotFoundError
 
@@ -316,4 +319,6 @@ def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: in
     beside, fallback = candidates
     target = beside if os.access(beside.parent, os.W_OK) else fallback
     target.parent.mkdir(parents=True, exist_ok=True)
+    if on_export is not None:
+        on_export(target)
     return export_checkpoint_onnx(checkpoint, target, size)[0]

@@ -98,15 +98,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", engine: str = "torch",
-                        **overrides: Any) -> Predictor:
+                        on_export: Callable[[Path], None] | None = None, **overrides: Any) -> Predictor:
         """Build the predictor for checkpoint ``path`` on the resolved device and engine.
 
         ``engine`` (:func:`rsseg.inference.settings.resolve_engine`): ``torch`` loads the weights
         (:func:`rsseg.checkpoint.load_model`); ``onnx`` runs the model exported once and cached
         (:func:`rsseg.inference.engines.cached_onnx`) in ONNX Runtime, reading the metadata from the
         ONNX file; ``auto`` picks ``onnx`` on the CPU when ONNX Runtime is installed and falls back
-        to ``torch`` (with a warning) if the export fails. ``overrides``: ``tile``, ``overlap``,
-        ``batch``, ``tta`` (``None`` = unset).
+        to ``torch`` (with a warning) if the export fails; ``on_export(onnx_path)`` is called before
+        a first, slow export. ``overrides``: ``tile``, ``overlap``, ``batch``, ``tta`` (``None`` = unset).
         """
         from rsseg.checkpoint import load_model
 
@@ -114,7 +114,7 @@ class Predictor:
         chosen = resolve_engine(engine, dev)
         if chosen == "onnx":
             try:
-                runner = OnnxEngine(cached_onnx(path))
+                runner = OnnxEngine(cached_onnx(path, on_export=on_export))
             except Exception as exc:
                 if engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
                     raise
