@@ -7,13 +7,15 @@ relative to the data directory: ``?raster=a.tif&model=m.ckpt&reference=mask.tif&
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 from streamlit_folium import st_folium
 
 from rsseg import viewer
 from rsseg.checkpoint import read_meta
 from rsseg.errors import RsSegError
-from rsseg.config import TTA_MODES
+from rsseg.config import ENGINES, TTA_MODES
 
 NO_REFERENCE = "(none)"
 #: choices offered by the sliders (the checkpoint's own values are added)
@@ -107,6 +109,11 @@ with st.sidebar:
                                    value=fit, key="overlap")
         tta = st.selectbox("Test-time augmentation", list(TTA_MODES), index=TTA_MODES.index(start.tta) if start else 0,
                            key="tta")
+        # RSSEG_ENGINE sets the default, as for `rsseg predict --engine`
+        default_engine = os.environ.get("RSSEG_ENGINE", "auto")
+        engine = st.selectbox("Engine", list(ENGINES), index=ENGINES.index(default_engine) if default_engine in ENGINES else 0,
+                              key="engine", help="auto: ONNX Runtime on the CPU when installed (the model is exported "
+                                                 "once and cached), else PyTorch.")
     clicked_run = st.button("Run prediction", type="primary", disabled=raster_path is None or ckpt_path is None, key="run")
     st.divider()
     basemap = st.selectbox("Basemap", list(viewer.BASEMAPS), key="basemap", help="Online basemaps need internet access.")
@@ -126,7 +133,7 @@ if job is not None and st.session_state.get("job") == job:
     try:
         # disk-cached in rsseg.viewer: a rerun finds the result without loading the model
         pred = viewer.run_prediction(
-            raster_path, ckpt_path, settings.cache_dir, tile=tile, overlap=overlap, tta=tta,
+            raster_path, ckpt_path, settings.cache_dir, tile=tile, overlap=overlap, tta=tta, engine=engine,
             loader=lambda _path: _model(*ckpt_stamp),
             on_progress=lambda fraction, message: slot.progress(min(max(fraction, 0.0), 1.0), text=message),
         )

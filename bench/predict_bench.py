@@ -20,6 +20,16 @@ UNetFormer (2 classes) on Tanzania for the ratio, tiny (7 classes) on the genera
 
     python bench/predict_bench.py --out bench/results
     python bench/predict_bench.py --no-tanzania --sizes 32768x1024,32768x4096,32768x8192 --reps 1
+
+``--engines torch,onnx`` compares the inference engines instead (``bench/results/predict_engines``):
+one UNetFormer checkpoint (random weights, ``--classes``), exported to ONNX once before any timing
+(``export_s``), then per case one fresh process per engine and repetition, alternating engines:
+``Predictor.from_checkpoint(engine=...)`` + ``predict_file`` (pipeline MPix/s), the bare engine
+(``forward_probs`` on the plan's first batch, scaled to all windows), their ratio, the peak RSS of
+the process (model loading included) and whether torch was imported. ``onnx_vs_torch`` is the ONNX
+pipeline's time over the torch pipeline's (< 1: ONNX faster).
+
+    python bench/predict_bench.py --engines torch,onnx --sizes 4096x2048,32768x1024 --reps 1
 """
 
 from __future__ import annotations
@@ -198,6 +208,144 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rss_mb() -> float:
+    """Current resident set of this process (Linux), MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def child_engine(spec: dict) -> dict:
+    """One engine on one raster in this fresh process: load, warm up, pipeline, then the bare engine."""
+    import rasterio
+
+    from rsseg.inference import Predictor, plan_windows, predict_file
+    from rsseg.inference.windows import padded_size, reflect_pad
+
+    rss_start = rss_mb()
+    t0 = time.perf_counter()
+    pred = Predictor.from_checkpoint(spec["checkpoint"], device="cpu", engine=spec["engine"], tile=spec["tile"],
+                                     overlap=spec["overlap"], batch=spec["batch"], tta="none")
+    load_s = time.perf_counter() - t0
+    rss_loaded = rss_mb()
+    with rasterio.open(spec["input"]) as src:
+        width, height = src.width, src.height
+        windows = plan_windows(width, height, pred.tile, pred.overlap)
+        tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.batch]]
+    ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
+    x = np.stack([reflect_pad(t, ph, pw) for t in tiles])
+    n_batches = len(windows) / x.shape[0]
+    timed = max(1, min(spec["bare_batches"] or int(np.ceil(n_batches)), int(np.ceil(n_batches))))
+    pred.forward_probs(x)  # warm-up: allocator, kernels, ONNX Runtime's shape-specialised plans
+    out = Path(spec["workdir"]) / f"pred_{spec['engine']}.tif"
+    t0 = time.perf_counter()
+    predict_file(pred, spec["input"], out, overwrite=True)
+    pipe_s = time.perf_counter() - t0
+    peak = peak_rss_mb()  # the high-water mark of loading + pipeline, before the bare timing
+    t0 = time.perf_counter()
+    for _ in range(timed):
+        pred.forward_probs(x)
+    bare_s = (time.perf_counter() - t0) / timed * n_batches
+    mpix = width * height / 1e6
+    return {"case": spec["case"], "engine": pred.engine.name, "width": width, "height": height,
+            "classes": pred.num_classes, "tile": pred.tile, "overlap": pred.overlap, "batch": pred.batch,
+            "windows": len(windows), "threads": _threads(pred), "load_s": load_s, "pipeline_s": pipe_s,
+            "bare_s": bare_s, "bare_batches_timed": timed, "pipeline_mpix_s": mpix / pipe_s, "bare_mpix_s": mpix / bare_s,
+            "pipeline_vs_bare": bare_s / pipe_s, "rss_start_mb": rss_start, "rss_loaded_mb": rss_loaded,
+            "peak_rss_mb": peak, "accumulator_mb": pred.num_classes * windows[0].height * width * 2 / 2**20,
+            "torch_imported": "torch" in sys.modules}
+
+
+def _threads(pred) -> int:
+    engine = pred.engine
+    if engine.name == "onnx":
+        return engine.session.get_session_options().intra_op_num_threads
+    import torch
+
+    return torch.get_num_threads()
+
+
+def run_engines(args: argparse.Namespace) -> None:
+    """The ``--engines`` mode: see the module docstring."""
+    import subprocess as sp
+
+    import torch
+
+    from rsseg.checkpoint import save_model
+    from rsseg.inference.engines import cached_onnx
+
+    engines = [e for e in args.engines.split(",") if e]
+    rows, export_s = [], None
+    with tempfile.TemporaryDirectory(prefix="rsseg-engines-") as tmp:
+        model, meta = build("unetformer", args.classes)
+        ckpt = save_model(Path(tmp) / "unetformer.ckpt", model, meta)
+        del model
+        if "onnx" in engines:
+            t0 = time.perf_counter()
+            cached_onnx(ckpt)
+            export_s = time.perf_counter() - t0
+            print(f"exported to ONNX in {export_s:.0f}s", file=sys.stderr)
+        cases = []
+        if not args.no_tanzania and TANZANIA.is_file():
+            cases.append(("tanzania 4096x4096", TANZANIA))
+        for size in filter(None, args.sizes.split(",")):
+            w, h = parse_size(size)
+            cases.append((f"generated {w}x{h}", generate(Path(tmp) / f"gen_{w}x{h}.tif", w, h)))
+        for case, path in cases:
+            for rep in range(args.reps):
+                for engine in engines if rep % 2 == 0 else engines[::-1]:
+                    spec = dict(case=case, input=str(path), checkpoint=str(ckpt), engine=engine, tile=args.tile,
+                                overlap=args.overlap, batch=args.batch, bare_batches=args.bare_batches, workdir=tmp)
+                    proc = sp.run([sys.executable, __file__, "--child-engine", json.dumps(spec)], capture_output=True,
+                                  text=True)
+                    row = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
+                           {"case": case, "engine": engine, "error": proc.stderr.strip().splitlines()[-1:]})
+                    rows.append({**row, "rep": rep})
+                    print(json.dumps(rows[-1]), file=sys.stderr)
+    summary = []
+    for case, _ in cases:
+        by = {e: [r for r in rows if r["case"] == case and r.get("engine") == e and "error" not in r] for e in engines}
+        if not all(by.values()):
+            continue
+        med = {e: {k: statistics.median(r[k] for r in by[e]) for k in
+                   ("pipeline_s", "bare_s", "pipeline_mpix_s", "pipeline_vs_bare", "peak_rss_mb", "rss_loaded_mb")}
+               for e in engines}
+        item = {"case": case, **{f"{e}_{k}": v for e in engines for k, v in med[e].items()}}
+        if {"torch", "onnx"} <= set(engines):
+            item["onnx_vs_torch_pipeline"] = med["onnx"]["pipeline_s"] / med["torch"]["pipeline_s"]
+            item["onnx_vs_torch_bare"] = med["onnx"]["bare_s"] / med["torch"]["bare_s"]
+        summary.append(item)
+    env = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+           "cpus": os.cpu_count(), "loadavg_at_end": [round(v, 2) for v in os.getloadavg()], "argv": sys.argv[1:],
+           "export_s": export_s}
+    try:
+        import onnxruntime
+
+        env["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "predict_engines.json").write_text(json.dumps({"env": env, "summary": summary, "runs": rows}, indent=2))
+    cols = ["case", "engine", "rep", "windows", "threads", "load_s", "pipeline_mpix_s", "bare_mpix_s", "pipeline_vs_bare",
+            "rss_loaded_mb", "peak_rss_mb", "accumulator_mb", "torch_imported"]
+    lines = ["# predict: torch engine vs ONNX Runtime engine", "", f"env: `{json.dumps(env)}`", "",
+             "| case | onnx/torch pipeline time | onnx/torch bare engine time | torch pipeline/bare | onnx pipeline/bare "
+             "| torch peak RSS MB | onnx peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    for it in summary:
+        lines.append(f"| {it['case']} | {it.get('onnx_vs_torch_pipeline', float('nan')):.3g} | "
+                     f"{it.get('onnx_vs_torch_bare', float('nan')):.3g} | {it.get('torch_pipeline_vs_bare', float('nan')):.3g} | "
+                     f"{it.get('onnx_pipeline_vs_bare', float('nan')):.3g} | {it.get('torch_peak_rss_mb', float('nan')):.0f} | "
+                     f"{it.get('onnx_peak_rss_mb', float('nan')):.0f} |")
+    lines += ["", "All runs:", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['case']} | {r['engine']} | error: {r['error']} |")
+            continue
+        lines.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    md = "\n".join(lines) + "\n"
+    (args.out / "predict_engines.md").write_text(md)
+    print(md)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default=DEFAULT_SIZES, help="generated rasters, WxH (k = 1024), comma-separated; '' for none")
@@ -215,10 +363,18 @@ def main() -> None:
     ap.add_argument("--bare-batches", type=int, default=0,
                     help="batches timed per bare-forward measurement, scaled to all windows (0: all of them)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--engines", help="compare these inference engines (e.g. torch,onnx) instead; see the docstring")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--child-engine", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.child_engine:
+        print(json.dumps(child_engine(json.loads(args.child_engine))))
+        return
+    if args.engines:
+        run_engines(args)
         return
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

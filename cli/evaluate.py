@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rsseg.config import TTA_MODES
+from rsseg.config import ENGINES, TTA_MODES
 
 
 @click.command(context_settings={"show_default": True})
@@ -16,11 +16,14 @@ from rsseg.config import TTA_MODES
 @click.option("--tile", type=int, help="Sliding-window tile size (default: from the checkpoint's config).")
 @click.option("--overlap", type=int, help="Sliding-window overlap.")
 @click.option("--device", default="auto", help="auto, cpu or cuda.")
+@click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
+              help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
+                   "or auto (onnx on the CPU when onnxruntime is installed, else torch). With -m only. Env: RSSEG_ENGINE.")
 @click.option("--classes", help="Comma-separated class names for raster mode (default: from the prediction's metadata).")
 @click.option("--exclude", help="Comma-separated classes left out of mIoU/mF1 (OA keeps them). Default: clutter for ISPRS.")
 @click.option("--eroded/--no-eroded", default=None, help="ISPRS: evaluate on the eroded (noBoundary) labels.")
 @click.option("-o", "--out", "out_dir", default="report", type=click.Path(file_okay=False), help="Directory for report.json/.md, per_class.csv, confusion.png.")
-def command(rasters, checkpoint, root, split, tta, tile, overlap, device, classes, exclude, eroded, out_dir):
+def command(rasters, checkpoint, root, split, tta, tile, overlap, device, engine, classes, exclude, eroded, out_dir):
     """Per-class IoU, F1, precision, recall, OA, mIoU and mF1.
 
     \b
@@ -38,7 +41,8 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, device, classe
     if checkpoint:
         with progress_bar(f"evaluating {split}", "tiles", transient=True) as on_progress:
             conf, meta = evaluate_checkpoint(checkpoint, root=root, split=split, tta=tta, tile=tile, overlap=overlap,
-                                             device=device, eroded_labels=eroded, on_progress=on_progress)
+                                             device=device, engine=engine, eroded_labels=eroded,
+                                             on_progress=on_progress)
         result = write_evaluation(conf, meta["classes"], out_dir, exclude=excluded,
                                   dataset=meta["config"]["dataset"]["name"], train_freq=meta.get("class_pixel_freq"),
                                   extra={"checkpoint": str(checkpoint), "split": split, "tta": tta})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from rsseg.config import TTA_MODES
+from rsseg.config import ENGINES, TTA_MODES
 
 
 def _bands(value: str | None) -> list[int] | None:
@@ -59,8 +59,11 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
+@click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
+              help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
+                   "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, vector_classes, strict, asset, device, overwrite):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, vector_classes, strict, asset, device, engine, overwrite):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -95,7 +98,10 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                 check_output(target, overwrite)
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=device, engine=engine, tile=tile, overlap=overlap, batch=batch, tta=tta,
+        on_export=lambda path: click.echo(f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}",
+                                          err=True))
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
                f"{predictor.settings}")

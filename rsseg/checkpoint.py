@@ -128,7 +128,8 @@ def export_checkpoint_onnx(
     out = export_onnx(model, out, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
     proto = onnx.load(str(out))
     entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps({k: v for k, v in meta.to_dict().items() if k != "config"})
+    # the config travels too: it holds the inference defaults (tile, overlap, batch, TTA)
+    entry.key, entry.value = META_KEY, json.dumps(meta.to_dict())
     with atomic_path(out) as tmp:
         onnx.save(proto, str(tmp))
     return out, meta

@@ -266,6 +266,8 @@ class Config:
 
 #: test-time augmentation modes (the one list: config check, CLI choices, viewer, predictor)
 TTA_MODES = ("none", "flip", "d4", "ms")
+#: inference engines (``--engine`` choices; resolved by :func:`rsseg.inference.settings.resolve_engine`)
+ENGINES = ("auto", "torch", "onnx")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset.scene": ("urban", "rural", "both"),

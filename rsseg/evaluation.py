@@ -72,18 +72,21 @@ def evaluate_checkpoint(
     overlap: int | None = None,
     batch: int | None = None,
     device: str = "auto",
+    engine: str = "torch",
     eroded_labels: bool | None = None,
     on_progress: ProgressFn | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Run a checkpoint with sliding windows over every whole tile of a dataset split.
 
+    ``engine``: torch, onnx or auto (:meth:`rsseg.inference.Predictor.from_checkpoint`).
     Returns the confusion matrix and the checkpoint's metadata as a dict. ``on_progress(done,
     total)`` counts tiles.
     """
     from rsseg.data import build_datamodule
     from rsseg.inference.predictor import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, tile=tile, overlap=overlap,
+                                          batch=batch, tta=tta)
     meta = predictor.meta
     cfg = meta.build_config()
     if root is not None:

@@ -4,6 +4,7 @@ absent), and one way to write a small test raster (:func:`write_raster`, importa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,10 @@ from affine import Affine
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 SAMPLE_TILES = REPO / "sample_tiles"
+
+# the CLI and viewer default to `--engine auto` (ONNX Runtime on the CPU, exported once per checkpoint):
+# tests that do not ask for an engine run PyTorch, so no test pays a minute of export unasked
+os.environ.setdefault("RSSEG_ENGINE", "torch")
 
 #: 2 m pixels in UTM 33N: a valid georeferenced grid for synthetic rasters
 UTM_TRANSFORM = Affine(2.0, 0, 500000, 0, -2.0, 100000)

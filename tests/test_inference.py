@@ -174,7 +174,7 @@ def test_tiled_equals_whole_image_for_pointwise_model():
     img = torch.from_numpy(smooth_image(150, 210).astype(np.float32) / 255)
     p = predictor(kernel=1)
     tiled = p.predict_probs(img)
-    whole = _whole(p.model, img)
+    whole = _whole(p.engine.model, img)
     assert tiled.shape == whole.shape == (3, 150, 210)
     # float16 transfer of probabilities is the only approximation
     assert torch.allclose(tiled, whole, atol=2e-3)
@@ -210,7 +210,7 @@ def test_predict_array_normalises_raw_pixels():
     cls = p.predict_array(raw)
     x = torch.from_numpy(p.normalise(raw))
     assert cls.dtype == np.uint8 and cls.shape == (40, 50)
-    agree = (cls == _whole(p.model, x).argmax(0).numpy()).mean()
+    agree = (cls == _whole(p.engine.model, x).argmax(0).numpy()).mean()
     assert agree > 0.999
     with pytest.raises(RsSegError, match="needs"):
         p.predict_array(raw[:2])
@@ -459,7 +459,7 @@ def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, mo
     assert (p.tile, p.overlap, p.batch, p.tta, p.device.type) == (256, 64, CPU_MAX_BATCH, "d4", "cpu")
     p = Predictor.from_checkpoint(ckpt, device="cpu", tile=128, batch=5, tta="none")
     assert (p.tile, p.overlap, p.batch, p.tta) == (128, 64, 5, "none")  # the caller's values win
-    assert next(p.model.parameters()).device.type == "cpu"
+    assert next(p.engine.model.parameters()).device.type == "cpu"
     meta = read_meta(ckpt)
     with pytest.raises(RsSegError, match="tile must be positive"):  # 0 is refused, not read as "unset"
         Predictor.from_model(conv_model(1, k=2), meta, device="cpu", tile=0)

@@ -1,4 +1,4 @@
-"""Sliding-window predictor: batching, test-time augmentation and the threaded pipeline.
+"""Sliding-window predictor: batching and the threaded pipeline around an inference engine.
 
 One :class:`Predictor` serves every caller: ``predict_file`` streams a raster from disk,
 ``predict_probs`` / ``predict_array`` tile an in-memory image (Streamlit app, ``rsseg evaluate``)
@@ -8,59 +8,36 @@ Pipeline (``Predictor.run``): a reader thread reads and normalises windows into 
 calling thread runs the model, a blender thread accumulates probabilities into bands of rows and
 hands finished bands to a callback (which writes them). Bounded queues keep at most a couple of
 batches in flight, so memory stays flat and reading/blending/writing overlap model compute.
+The model and test-time augmentation run in an engine (:mod:`rsseg.inference.engines`: PyTorch
+or ONNX Runtime), chosen by :meth:`Predictor.from_checkpoint`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rasterio.windows import Window
 from torch import nn
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.data.normalize import Normalizer
-from rsseg.errors import RsSegError
+from rsseg.errors import CheckpointError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
-from rsseg.inference.settings import TTA_MODES, resolve_device, resolve_settings
+from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
+from rsseg.inference.settings import TTA_MODES, resolve_device, resolve_engine, resolve_settings
 from rsseg.inference.windows import check_tiling, padded_size, plan_windows, reflect_pad
 
-#: multi-scale TTA factors (the usual 0.75/1/1.25 of segmentation test-time scaling)
-MS_SCALES = (0.75, 1.0, 1.25)
 _POLL_S = 0.1
 
 #: ``on_progress(done, total)``: windows predicted so far and in all; called from the calling thread
 ProgressFn = Callable[[int, int], None]
-
-
-def _logits(out: object) -> torch.Tensor:
-    """Model outputs may be a tensor, a tuple (logits first) or a dict with 'logits'."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return out[0]
-    if isinstance(out, dict) and "logits" in out:
-        return out["logits"]
-    raise TypeError(f"model returned {type(out).__name__}; expected logits [B,K,H,W]")
-
-
-def _d4(k: int, flip: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
-    def fwd(x: torch.Tensor) -> torch.Tensor:
-        x = torch.rot90(x, k, dims=(2, 3))
-        return torch.flip(x, dims=(3,)) if flip else x
-
-    def inv(x: torch.Tensor) -> torch.Tensor:
-        x = torch.flip(x, dims=(3,)) if flip else x
-        return torch.rot90(x, -k, dims=(2, 3))
-
-    return fwd, inv
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:
@@ -89,15 +66,15 @@ def _blend_batch(rb: RowBlender, chunk: Sequence[Window], probs: torch.Tensor) -
 
 
 class Predictor:
-    """A model on a device plus the tiling settings; see the module docstring.
+    """An inference engine plus the tiling settings; see the module docstring.
 
-    ``model`` maps normalised [B, C, H, W] float (H, W multiples of 32) to logits [B, K, H, W].
-    Build one with :meth:`from_checkpoint` (or :meth:`from_model` for a model already loaded):
+    ``engine`` (:mod:`rsseg.inference.engines`) maps a normalised [B, C, H, W] float32 batch (H, W
+    multiples of 32) to probabilities [B, K, H, W], TTA included. Build one with
+    :meth:`from_checkpoint` (engine chosen there) or :meth:`from_model` (a loaded PyTorch model):
     they resolve unset settings in one place (:func:`rsseg.inference.settings.resolve_settings`).
     """
 
-    def __init__(self, model: nn.Module, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str,
-                 device: str | torch.device) -> None:
+    def __init__(self, engine: Engine, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str) -> None:
         check_tiling(tile, overlap)
         if batch < 1:
             raise RsSegError(f"batch must be at least 1 (got {batch})")
@@ -107,32 +84,53 @@ class Predictor:
             raise RsSegError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
                              f"{len(meta.mean)} means and {len(meta.std)} stds")
         self.meta, self.tile, self.overlap, self.batch, self.tta = meta, tile, overlap, batch, tta
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        self.engine = engine
+        self.device = engine.device
         self._normalise = Normalizer(meta.mean, meta.std, meta.scale)
 
     @classmethod
     def from_model(cls, model: nn.Module, meta: ModelMeta, *, device: str | torch.device = "auto",
                    tile: int | None = None, overlap: int | None = None, batch: int | None = None,
                    tta: str | None = None) -> Predictor:
-        """A predictor for a loaded model: checkpoint config -> CPU/GPU rule -> these overrides."""
+        """A predictor for a loaded model (torch engine): checkpoint config -> CPU/GPU rule -> these overrides."""
         s = resolve_settings(meta, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
-        return cls(model, meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta, device=s.device)
+        return cls(TorchEngine(model, s.device), meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", **overrides: Any) -> Predictor:
-        """Load ``path`` (weights only, :func:`rsseg.checkpoint.load_model`) onto the resolved device and
-        build the predictor; ``overrides``: ``tile``, ``overlap``, ``batch``, ``tta`` (``None`` = unset)."""
+    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", engine: str = "torch",
+                        on_export: Callable[[Path], None] | None = None, **overrides: Any) -> Predictor:
+        """Build the predictor for checkpoint ``path`` on the resolved device and engine.
+
+        ``engine`` (:func:`rsseg.inference.settings.resolve_engine`): ``torch`` loads the weights
+        (:func:`rsseg.checkpoint.load_model`); ``onnx`` runs the model exported once and cached
+        (:func:`rsseg.inference.engines.cached_onnx`) in ONNX Runtime, reading the metadata from the
+        ONNX file; ``auto`` picks ``onnx`` on the CPU when ONNX Runtime is installed and falls back
+        to ``torch`` (with a warning) if the export fails; ``on_export(onnx_path)`` is called before
+        a first, slow export. ``overrides``: ``tile``, ``overlap``, ``batch``, ``tta`` (``None`` = unset).
+        """
         from rsseg.checkpoint import load_model
 
         dev = resolve_device(device)
+        chosen = resolve_engine(engine, dev)
+        if chosen == "onnx":
+            try:
+                runner = OnnxEngine(cached_onnx(path, on_export=on_export))
+            except Exception as exc:
+                if engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
+                    raise
+                warnings.warn(f"ONNX export of {path} failed ({exc}); running it with PyTorch", stacklevel=2)
+            else:
+                meta = runner.meta
+                s = resolve_settings(meta, device=dev, engine="onnx", **overrides)
+                return cls(runner, meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta)
         model, meta = load_model(path, dev)
         return cls.from_model(model, meta, device=dev, **overrides)
 
     @property
     def settings(self) -> str:
         """One line describing the settings (for the CLI and logs)."""
-        return f"device {self.device}, tile {self.tile}/{self.overlap}, batch {self.batch}, tta {self.tta}"
+        return (f"engine {self.engine.name}, device {self.device}, tile {self.tile}/{self.overlap}, "
+                f"batch {self.batch}, tta {self.tta}")
 
     @property
     def num_classes(self) -> int:
@@ -143,45 +141,10 @@ class Predictor:
         through the one normaliser training uses too)."""
         return self._normalise(raw)
 
-    # -- model --------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(_logits(self.model(x)).float(), dim=1)
-
-    @torch.inference_mode()
-    def forward_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised batch [B, C, H, W] (H, W multiples of 32) -> probabilities [B, K, H, W] float32.
-
-        TTA averages softmax probabilities over flips (``flip``), the 8 dihedral transforms
-        (``d4``) or input scales :data:`MS_SCALES` (``ms``).
-        """
-        x = x.to(self.device, non_blocking=True)
-        with self._autocast():
-            if self.tta == "none":
-                return self._probs(x)
-            if self.tta in ("flip", "d4"):
-                views = [(False, 0), (True, 0)] if self.tta == "flip" else [(f, k) for k in range(4) for f in (False, True)]
-                total = None
-                for flip, k in views:
-                    fwd, inv = _d4(k, flip)
-                    p = inv(self._probs(fwd(x)))
-                    total = p if total is None else total + p
-                return total / len(views)
-            h, w = x.shape[-2:]
-            total = None
-            for s in MS_SCALES:
-                size = (max(32, padded_size(round(h * s))), max(32, padded_size(round(w * s))))
-                xs = x if size == (h, w) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-                logits = _logits(self.model(xs)).float()
-                if size != (h, w):
-                    logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-                p = torch.softmax(logits, dim=1)
-                total = p if total is None else total + p
-            return total / len(MS_SCALES)
+    def forward_probs(self, x: np.ndarray) -> np.ndarray:
+        """Normalised batch [B, C, H, W] (H, W multiples of 32) -> probabilities [B, K, H, W] float32,
+        averaged over this predictor's TTA views (:class:`rsseg.inference.engines.Engine`)."""
+        return self.engine(x, self.tta)
 
     # -- pipeline -----------------------------------------------------------------------------
     def _stack(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
@@ -195,8 +158,8 @@ class Predictor:
 
         ``read_window(window)`` returns normalised float32 [C, h, w] and is called only from the
         reader thread; ``on_band(first_row, probs [K, n, W] float16 tensor)`` only from the
-        blender thread. The calling thread runs nothing but :meth:`forward_probs` (torch releases
-        the GIL inside ops, so reading, blending and writing proceed meanwhile). Queues hold one
+        blender thread. The calling thread runs nothing but :meth:`forward_probs` (torch and ONNX
+        Runtime release the GIL inside ops, so reading, blending and writing proceed meanwhile). Queues hold one
         batch each way, and every thread drops its reference to a batch as soon as it is handed
         on, so at most ~3 batches of tiles and ~3 of probabilities exist at any time.
         Exceptions from either thread (and Ctrl-C) stop all three and re-raise.
@@ -241,12 +204,10 @@ class Predictor:
             t.start()
         try:
             while (item := _get(batches, stop)) is not None and item is not done:
-                chunk, x = item[0], torch.from_numpy(item[1])
+                chunk, x = item
                 item = None  # free the input batch as soon as the forward is done with it
-                if self.device.type == "cuda":
-                    x = x.pin_memory()
                 # float16 halves the probabilities in flight; the blender accumulates in float16 too
-                probs = self.forward_probs(x).to(torch.float16).cpu()
+                probs = torch.from_numpy(self.forward_probs(x)).to(torch.float16)
                 x = None
                 if not _put(results, (chunk, probs), stop):
                     break

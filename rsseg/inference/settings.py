@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import torch
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.config import TTA_MODES
+from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import RsSegError
 
 #: default batch on CPU (bench/predict_bench.py: batch 2 keeps a 32k-wide raster near 2 GB)
 CPU_MAX_BATCH = 2
 
-__all__ = ["CPU_MAX_BATCH", "PredictSettings", "TTA_MODES", "resolve_device", "resolve_settings"]
+__all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "resolve_device", "resolve_engine",
+           "resolve_settings"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -36,6 +37,30 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def onnxruntime_available() -> bool:
+    """Whether ONNX Runtime is installed (the ``onnx`` extra), without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def resolve_engine(engine: str, device: torch.device) -> str:
+    """``auto`` -> ``onnx`` on the CPU when ONNX Runtime is installed, else ``torch`` (always on CUDA).
+
+    ``onnx`` runs on the CPU only: asking for it with a CUDA device, or without ONNX Runtime, is an error.
+    """
+    if engine not in ENGINES:
+        raise RsSegError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        return "onnx" if device.type == "cpu" and onnxruntime_available() else "torch"
+    if engine == "onnx":
+        if device.type != "cpu":
+            raise RsSegError(f"the onnx engine runs on the CPU, not {device.type}; use --device cpu or --engine torch")
+        if not onnxruntime_available():
+            raise RsSegError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
+    return engine
+
+
 @dataclass(frozen=True)
 class PredictSettings:
     """Resolved sliding-window settings: nothing here is ``None``."""
@@ -45,10 +70,13 @@ class PredictSettings:
     batch: int
     tta: str
     device: torch.device
+    #: ``torch`` or ``onnx`` (:func:`resolve_engine`)
+    engine: str = "torch"
 
 
 def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", tile: int | None = None,
-                     overlap: int | None = None, batch: int | None = None, tta: str | None = None) -> PredictSettings:
+                     overlap: int | None = None, batch: int | None = None, tta: str | None = None,
+                     engine: str = "torch") -> PredictSettings:
     """Settings for ``meta``'s checkpoint: its config, then the CPU rule, then the given overrides.
 
     A tile given without an overlap keeps the configured overlap when it fits, else a quarter of
@@ -58,9 +86,11 @@ def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", ti
     """
     inf = meta.build_config().inference
     dev = resolve_device(device)
+    engine = resolve_engine(engine, dev)
     tile = inf.tile if tile is None else tile
     if overlap is None:
         overlap = inf.overlap if inf.overlap < tile else tile // 4
     if batch is None:
         batch = inf.batch if dev.type == "cuda" else min(inf.batch, CPU_MAX_BATCH)
-    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev)
+    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev,
+                          engine=engine)

@@ -72,6 +72,7 @@ def export_onnx(
                     opset_version=opset,
                     dynamo=True,
                     external_data=False,
+                    verbose=False,  # library code prints nothing (the exporter reports its steps otherwise)
                 )
     finally:
         model.train(was_training)

@@ -24,6 +24,7 @@ from torch import nn
 from rsseg.checkpoint import ModelMeta, load_model, read_meta
 from rsseg.errors import RsSegError
 from rsseg.inference import PredictSettings, Predictor, predict_file, resolve_device, resolve_settings, vectorize
+from rsseg.inference.settings import resolve_engine
 from rsseg.io import atomic_path
 from rsseg.viewer.files import check_raster, file_stamp
 
@@ -125,12 +126,15 @@ def run_prediction(
     overlap: int | None = None,
     tta: str | None = None,
     batch: int | None = None,
+    engine: str = "torch",
     loader: Loader = load_checkpoint,
     on_progress: ProgressFn | None = None,
 ) -> Prediction:
     """Predict ``raster`` with ``checkpoint`` into the cache, or return the cached result.
 
-    Unset settings come from the checkpoint (:func:`prediction_settings`). Writes the class COG,
+    Unset settings come from the checkpoint (:func:`prediction_settings`). ``engine`` (torch,
+    onnx, auto: :func:`rsseg.inference.settings.resolve_engine`): the torch engine runs the model
+    from ``loader``; the ONNX engine runs the checkpoint's cached export. Writes the class COG,
     a GeoPackage of polygons and the JSON area report; ``on_progress`` gets (fraction in [0, 1],
     message) for the model part (90 %) and the polygons (last 10 %), from the calling thread.
     """
@@ -140,9 +144,13 @@ def run_prediction(
         return hit
     check_raster(raster)
     report_progress(0.0, "loading model")
-    model, meta = loader(str(checkpoint))
-    predictor = Predictor.from_model(model, meta, device=next(model.parameters()).device, tile=tile, overlap=overlap,
-                                     batch=batch, tta=tta)
+    if resolve_engine(engine, resolve_device("auto")) == "onnx":
+        predictor = Predictor.from_checkpoint(checkpoint, engine=engine, tile=tile, overlap=overlap, batch=batch, tta=tta)
+        meta = predictor.meta
+    else:
+        model, meta = loader(str(checkpoint))
+        predictor = Predictor.from_model(model, meta, device=next(model.parameters()).device, tile=tile,
+                                         overlap=overlap, batch=batch, tta=tta)
     out = _entry(cache_dir, raster, checkpoint, predictor)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,324 @@
+"""Inference engines: a normalised batch in, class probabilities out, test-time augmentation included.
+
+Every engine is called the same way, ``engine(batch, tta)``: ``batch`` is normalised float32
+[B, C, H, W] (H, W multiples of 32), the result is softmax probabilities [B, K, H, W] float32 (a
+numpy array). :class:`Engine` holds the one TTA algorithm; an engine supplies only array
+primitives (forward to logits, dihedral transform, bilinear resize, softmax) in its own library:
+
+- :class:`TorchEngine`: the PyTorch model on CPU or CUDA (bf16 autocast on CUDA).
+- :class:`OnnxEngine`: the exported ONNX graph (:func:`cached_onnx`) in ONNX
+  Runtime on the CPU; TTA in numpy. This module imports neither torch nor onnxruntime at import
+  time, so the ONNX path loads no PyTorch model.
+
+TTA averages softmax probabilities over flips (``flip``), the 8 dihedral transforms (``d4``) or
+input scales :data:`MS_SCALES` (``ms``, logits resized back bilinearly before the softmax).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rsseg.inference.windows import padded_size
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from rsseg.checkpoint import ModelMeta
+
+#: multi-scale TTA factors (the usual 0.75/1/1.25 of segmentation test-time scaling)
+MS_SCALES = (0.75, 1.0, 1.25)
+#: key of the JSON model metadata in an exported ONNX file's ``metadata_props``
+ONNX_META_KEY = "rsseg"
+
+
+def physical_cores() -> int:
+    """CPU cores this process may use, counting physical cores only (SMT siblings share the FPUs)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or usable
+    except ImportError:
+        physical = usable
+    return max(1, min(usable, physical))
+
+
+def _views(tta: str) -> list[tuple[int, bool]]:
+    """(quarter turns, flip) of each TTA view."""
+    if tta == "flip":
+        return [(0, False), (0, True)]
+    return [(k, f) for k in range(4) for f in (False, True)]
+
+
+class Engine:
+    """Normalised batch [B, C, H, W] float32 -> probabilities [B, K, H, W] float32, TTA included.
+
+    Subclasses implement the primitives on their native arrays; ``device`` names where they run.
+    """
+
+    name: str = ""
+    device: Any = "cpu"
+
+    def __call__(self, batch: np.ndarray, tta: str = "none") -> np.ndarray:
+        with self._context():
+            x = self._native(batch)
+            if tta == "none":
+                total = self._softmax(self._logits(x))
+                n = 1
+            elif tta in ("flip", "d4"):
+                total, n = None, 0
+                for k, flip in _views(tta):
+                    p = self._d4(self._softmax(self._logits(self._d4(x, k, flip))), -k, flip, inverse=True)
+                    total, n = (p if total is None else total + p), n + 1
+            elif tta == "ms":
+                h, w = x.shape[-2:]
+                total, n = None, 0
+                for s in MS_SCALES:
+                    size = (max(32, padded_size(round(h * s))), max(32, padded_size(round(w * s))))
+                    xs = x if size == (h, w) else self._resize(x, size)
+                    logits = self._logits(xs)
+                    if size != (h, w):
+                        logits = self._resize(logits, (h, w))
+                    p = self._softmax(logits)
+                    total, n = (p if total is None else total + p), n + 1
+            else:
+                raise ValueError(f"unknown TTA mode {tta!r}")
+            return self._numpy(total / n if n > 1 else total)
+
+    # -- primitives -------------------------------------------------------------------------
+    def _context(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext()
+
+    def _native(self, batch: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _logits(self, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _softmax(self, logits: Any) -> Any:
+        raise NotImplementedError
+
+    def _d4(self, x: Any, k: int, flip: bool, inverse: bool = False) -> Any:
+        raise NotImplementedError
+
+    def _resize(self, x: Any, size: tuple[int, int]) -> Any:
+        raise NotImplementedError
+
+    def _numpy(self, probs: Any) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _logits_of(out: object) -> torch.Tensor:
+    """Model outputs may be a tensor, a tuple (logits first) or a dict with 'logits'."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return out[0]
+    if isinstance(out, dict) and "logits" in out:
+        return out["logits"]
+    raise TypeError(f"model returned {type(out).__name__}; expected logits [B,K,H,W]")
+
+
+class TorchEngine(Engine):
+    """A PyTorch model in eval mode under ``torch.inference_mode``; bf16 autocast on CUDA.
+
+    On the CPU the intra-op thread pool is sized to the physical cores (:func:`physical_cores`).
+    channels_last and CPU bf16 autocast were measured and are not used (docs/results_engines.md).
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        import torch
+
+        self.device = device
+        self.model = model.to(device).eval()
+        if device.type == "cpu" and torch.get_num_threads() != physical_cores():
+            torch.set_num_threads(physical_cores())
+
+    def _context(self) -> contextlib.AbstractContextManager:
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.device.type == "cuda":
+            stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+        return stack
+
+    def _native(self, batch: np.ndarray) -> torch.Tensor:
+        import torch
+
+        x = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return _logits_of(self.model(x)).float()
+
+    def _softmax(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().softmax(dim=1)
+
+    def _d4(self, x: torch.Tensor, k: int, flip: bool, inverse: bool = False) -> torch.Tensor:
+        import torch
+
+        if inverse and flip:
+            x = torch.flip(x, dims=(3,))
+        x = torch.rot90(x, k, dims=(2, 3))
+        return torch.flip(x, dims=(3,)) if flip and not inverse else x
+
+    def _resize(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    def _numpy(self, probs: torch.Tensor) -> np.ndarray:
+        return probs.float().cpu().numpy()
+
+
+def _bilinear_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Resize one axis of ``x`` to ``size`` by linear interpolation with half-pixel centres and edge
+    clamping: ``torch.nn.functional.interpolate(mode='bilinear', align_corners=False)`` without
+    antialiasing, one axis at a time (it is separable)."""
+    n = x.shape[axis]
+    # float32 index arithmetic, as torch's CPU kernel does: float64 would move samples by ~1e-5 px
+    scale = np.float32(n) / np.float32(size)
+    src = np.maximum(scale * (np.arange(size, dtype=np.float32) + np.float32(0.5)) - np.float32(0.5), np.float32(0))
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    shape = [1] * x.ndim
+    shape[axis] = size
+    w1 = np.clip(src - i0.astype(np.float32), 0, 1).reshape(shape)
+    return np.take(x, i0, axis=axis) * (1 - w1) + np.take(x, i1, axis=axis) * w1
+
+
+class OnnxEngine(Engine):
+    """An exported rsseg ONNX model (input ``image``, output ``logits``) in ONNX Runtime on the CPU.
+
+    The session runs on :func:`physical_cores` intra-op threads with all graph optimisations and
+    without a memory arena (lower peak RSS).
+    ``meta`` is the model metadata stored in the file (``metadata_props['rsseg']``), so a cached
+    export needs no checkpoint loading.
+    """
+
+    name = "onnx"
+    device = "cpu"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or physical_cores()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # no memory arena: with it the session keeps its high-water mark (+180 MB peak RSS at 2x3x1024x1024,
+        # UNetFormer, docs/results_engines.md) for a difference in speed within noise
+        opts.enable_cpu_mem_arena = False
+        opts.enable_mem_pattern = False
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def meta(self) -> ModelMeta:
+        from rsseg.checkpoint import ModelMeta
+        from rsseg.errors import CheckpointError
+
+        props = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_KEY not in props:
+            raise CheckpointError(f"{self.path} has no rsseg metadata; export it with `rsseg export`")
+        return ModelMeta.from_dict(json.loads(props[ONNX_META_KEY]))
+
+    def _native(self, batch: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.ascontiguousarray(x)})[0]
+
+    def _softmax(self, logits: np.ndarray) -> np.ndarray:
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        e /= e.sum(axis=1, keepdims=True)
+        return e
+
+    def _d4(self, x: np.ndarray, k: int, flip: bool, inverse: bool = False) -> np.ndarray:
+        if inverse and flip:
+            x = np.flip(x, axis=3)
+        x = np.rot90(x, k, axes=(2, 3))
+        return np.flip(x, axis=3) if flip and not inverse else x
+
+    def _resize(self, x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        return _bilinear_axis(_bilinear_axis(x, size[0], 2), size[1], 3)
+
+    def _numpy(self, probs: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(probs, dtype=np.float32)
+
+
+#: bump when the exported graph changes for the same checkpoint (invalidates cached exports)
+EXPORT_VERSION = 1
+#: example size the cached export is traced at (height and width stay dynamic)
+CACHE_EXPORT_SIZE = 512
+
+
+def cache_dir() -> Path:
+    """The rsseg cache directory: ``$RSSEG_CACHE_DIR`` or ``~/.cache/rsseg``."""
+    return Path(os.environ.get("RSSEG_CACHE_DIR") or Path.home() / ".cache" / "rsseg")
+
+
+def _export_key(checkpoint: Path, size: int, opset: int | None) -> str:
+    """sha256 over the checkpoint's bytes and the export settings (size, opset, exporter versions)."""
+    digest = hashlib.sha256()
+    with open(checkpoint, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    settings = {"size": size, "opset": opset, "dynamic": True, "export": EXPORT_VERSION,
+                "torch": importlib.metadata.version("torch"), "onnx": importlib.metadata.version("onnx")}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def onnx_cache_paths(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None) -> list[Path]:
+    """Where the cached export of ``checkpoint`` may live, in lookup order: beside the checkpoint
+    (``<name>.<key>.onnx``), then in :func:`cache_dir` ``/onnx/<key>.onnx``."""
+    checkpoint = Path(checkpoint)
+    key = _export_key(checkpoint, size, opset)
+    return [checkpoint.with_name(f"{checkpoint.name}.{key}.onnx"), cache_dir() / "onnx" / f"{key}.onnx"]
+
+
+def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None, *,
+                on_export: Callable[[Path], None] | None = None) -> Path:
+    """The ONNX export of ``checkpoint`` (dynamic batch, height and width; metadata in
+    ``metadata_props``), exported on first use and cached, keyed by the checkpoint's hash and the
+    export settings. Beside the checkpoint when that folder is writable, else in :func:`cache_dir`.
+
+    A cache hit reads only the checkpoint's bytes (for the hash): no model is built.
+    ``on_export(target)`` is called before an export starts (it takes a minute or more on a CPU).
+    """
+    from rsseg.errors import CheckpointNotFoundError
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointNotFoundError(f"checkpoint not found: {checkpoint} (train one with `rsseg train`)")
+    candidates = onnx_cache_paths(checkpoint, size, opset)
+    for path in candidates:
+        if path.is_file():
+            return path
+    from rsseg.checkpoint import export_checkpoint_onnx
+
+    beside, fallback = candidates
+    target = beside if os.access(beside.parent, os.W_OK) else fallback
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if on_export is not None:
+        on_export(target)
+    return export_checkpoint_onnx(checkpoint, target, size)[0]
