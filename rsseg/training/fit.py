@@ -215,9 +215,13 @@ def train(
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
     if init_from is not None:
         init_weights(task.model, init_from, meta)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(run_dir / "config.yaml") as tmp:
-        tmp.write_text(config_to_yaml(cfg))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(config_to_yaml(cfg))
+    except OSError as exc:
+        _remove_if_empty(created)
+        raise OutputPathError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; choose another -o") from None
 
     accelerator, devices, precision = resolve_accelerator(devices, precision)
     n_devices = torch.cuda.device_count() if devices == "auto" else (devices if isinstance(devices, int) else 1)
