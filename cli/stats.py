@@ -31,9 +31,12 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
 
     from rsseg.config import training_config
     from rsseg.data.stats import stats_for_path
-    from rsseg.io import write_json
+    from rsseg.errors import OutputPathError
+    from rsseg.io import check_output, write_json
 
     cfg = training_config(config_path, dataset=dataset, root=str(path), overrides=list(overrides))
+    if out_path:
+        check_output(out_path, overwrite=True)  # an unwritable -o fails now, not after reading every file
     console = Console()
     # rich draws the bar only on a terminal; the library reports files done through on_progress
     with Progress(TextColumn("dataset statistics"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -59,5 +62,8 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
     console.print(f"pixel imbalance n_max/n_min: {fmt(stats.pixel_imbalance)}   region imbalance: {fmt(stats.region_imbalance)}")
     console.print("band mean: " + ", ".join(f"{m:.4f}" for m in stats.mean) + "   std: " + ", ".join(f"{s:.4f}" for s in stats.std) + "  (in [0,1] units)")
     if out_path:
-        write_json(out_path, stats.to_dict())
+        try:
+            write_json(out_path, stats.to_dict())
+        except OSError as exc:
+            raise OutputPathError(f"cannot write {out_path}: {exc.strerror or exc}; {out_path} is unchanged") from None
         console.print(f"wrote {out_path}")

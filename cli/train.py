@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import sys
 
 import click
 
@@ -50,7 +51,9 @@ def command(dataset, root, config_path, regularizers, max_epochs, batch_size, de
     devices = int(devices) if str(devices).isdigit() else devices
     result = train(cfg, out_dir, devices=devices, num_nodes=num_nodes, precision=precision, resume=resume, init_from=init_from)
     if result.interrupted:
-        click.secho("training interrupted; the last completed checkpoint is intact", fg="yellow", err=True)
+        kept = f"resume with --resume {result.last}" if result.last else "no epoch had completed, nothing was kept"
+        click.secho(f"training interrupted; {kept}", fg="yellow", err=True)
+        sys.exit(130)  # the shell's code for Ctrl-C: scripts must not take an interrupted run for a finished one
     click.echo(f"run directory: {result.run_dir}")
     if result.best:
         click.echo(f"best checkpoint: {result.best} (val mIoU {100 * result.best_miou:.2f})")

@@ -152,5 +152,11 @@ def load_torch_file(path: Path, what: str, expected: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable file"
-        first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise CheckpointError(f"cannot read {what} {path}: {exc.__class__.__name__}: {first} (expected {expected})") from None
+        # torch's own text advises weights_only=False, i.e. running the file's code: never quote it
+        if "Unsupported global" in str(exc):
+            why = "it holds Python objects beyond tensors and plain data, refused because loading them could run code"
+        elif isinstance(exc, OSError):
+            why = f"{exc.__class__.__name__}: {exc.strerror or exc}"
+        else:
+            why = "not a PyTorch file, or a corrupt or truncated one"
+        raise CheckpointError(f"cannot read {what} {path}: {why} (expected {expected})") from None

@@ -10,15 +10,20 @@ path. Labels come out as uint8 ``[H, W]`` with classes ``0..K-1`` and ``ignore_i
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rsseg.errors import InputRasterError, LabelError
 from rsseg.io import open_raster
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -72,12 +77,24 @@ def _image_valid(src: rasterio.DatasetReader, window: Window | None) -> np.ndarr
     return src.dataset_mask(window=window) > 0
 
 
+def read_pixels(src: rasterio.DatasetReader, what: str, read: Callable[[], T]) -> T:
+    """``read()`` on the open raster ``src``; a GDAL read failure (a truncated or corrupt file whose
+    header opens fine) becomes an InputRasterError naming the file, not a traceback mid-training."""
+    try:
+        return read()
+    except RasterioError as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
+        raise InputRasterError(f"cannot read the pixels of {what} {src.name}: {first}; the file is truncated or "
+                               "corrupt: re-export it or remove it (and its partner) from the dataset") from None
+
+
 def read_image(pair: TilePair, window: Window | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw image ``[C, h, w]`` (file dtype) and its validity mask ``[h, w]`` (None: all valid)."""
     with open_raster(pair.image, "dataset image") as src:
         if max(pair.band_indexes) > src.count:
             raise InputRasterError(f"image {pair.image} has {src.count} bands; bands {list(pair.band_indexes)} were requested")
-        return src.read(list(pair.band_indexes), window=window), _image_valid(src, window)
+        return read_pixels(src, "dataset image",
+                           lambda: (src.read(list(pair.band_indexes), window=window), _image_valid(src, window)))
 
 
 def check_index_mask(raw: np.ndarray, num_classes: int, ignore_index: int, source: str) -> np.ndarray:

@@ -34,7 +34,7 @@ from rsseg.data.constants import IGNORE_INDEX
 from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_pair
-from rsseg.errors import DatasetNotFoundError, LabelError
+from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
 from rsseg.io import write_json
 from rsseg.losses import log_prior_from_counts
 
@@ -213,10 +213,18 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
                    on_progress: ProgressCallback | None = None) -> DatasetStats:
     """Streaming statistics over raster pairs, ``BLOCK_ROWS`` rows at a time."""
     acc = StatsAccumulator(num_classes, ignore_index, scale)
+    first: tuple[str, np.dtype] | None = None
     for done, pair in enumerate(pairs, 1):
         for row in range(0, pair.height, BLOCK_ROWS):
             window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
             image, mask = read_pair(pair, num_classes, ignore_index, window)
+            first = first or (pair.image, image.dtype)
+            if image.dtype != first[1]:
+                # one dataset.scale brings every file to [0, 1]: uint16 tiles among uint8 ones would
+                # train on values 257 times too large
+                raise InputRasterError(
+                    f"image {pair.image} holds {image.dtype} pixels but {first[0]} holds {first[1]}; one "
+                    f"dataset.scale ({scale:g}) serves every file: convert the images to one data type")
             acc.add(image, mask)
         acc.end_image()
         if on_progress is not None:

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import Normalizer
-from rsseg.data.raster import TilePair, read_image
+from rsseg.data.raster import TilePair, read_image, read_pixels
 from rsseg.io import open_raster
 
 
@@ -30,8 +30,9 @@ def read_mask(pair: TilePair, num_classes: int, ignore_index: int, window: Windo
     the spec of ``pair.dataset``."""
     if pair.mask is None:
         raise ValueError(f"{pair.name} has no mask")
+    spec = get_dataset(pair.dataset)
     with open_raster(pair.mask, "dataset label") as src:
-        return get_dataset(pair.dataset).decode_labels(src, window, num_classes, ignore_index)
+        return read_pixels(src, "dataset label", lambda: spec.decode_labels(src, window, num_classes, ignore_index))
 
 
 def read_pair(

@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
+import os
+import shutil
 import signal
 import warnings
 from dataclasses import dataclass
@@ -19,9 +22,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from rsseg.checkpoint import ModelMeta
+from rsseg.checkpoint import META_KEY, ModelMeta, _read
 from rsseg.config import Config, config_to_yaml
-from rsseg.errors import RsSegError
+from rsseg.errors import CheckpointError, ConfigError, OutputPathError, RsSegError
 from rsseg.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -33,9 +36,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                super().save_checkpoint(checkpoint, tmp, storage_options)
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise OutputPathError(
+                f"cannot write checkpoint {path}: {exc.strerror or exc}; "
+                + ("free space on that disk or train with -o on another one" if full else "check that -o is writable")
+                + f" (the previous {path.name}, if any, is intact)"
+            ) from None
 
 
 @dataclass
@@ -56,6 +67,56 @@ def resolve_accelerator(devices: str | int | None, precision: str | None) -> tup
     if precision in (None, "auto"):
         precision = "bf16-mixed" if cuda and torch.cuda.is_bf16_supported() else ("16-mixed" if cuda else "32-true")
     return accelerator, devices, precision
+
+
+def check_optim(cfg: Config) -> None:
+    """Refuse training settings that cannot train, before any work (Lightning would accept
+    ``max_epochs=0`` and write nothing, and torch would fail deep inside on ``lr<=0``)."""
+    o = cfg.optim
+    if not o.lr > 0:
+        raise ConfigError(f"config key 'optim.lr' must be a positive learning rate, got {o.lr}; e.g. optim.lr=5e-4")
+    if o.batch_size < 1:
+        raise ConfigError(f"config key 'optim.batch_size' must be at least 1, got {o.batch_size}; e.g. --batch-size 8")
+    if o.max_epochs < 1:
+        raise ConfigError(f"config key 'optim.max_epochs' must be at least 1, got {o.max_epochs}; e.g. --max-epochs 5")
+
+
+def check_run_dir(run_dir: Path) -> Path | None:
+    """Refuse a run directory that cannot be written, before any work. Returns the first part of
+    ``run_dir`` that does not exist yet (what this run creates, and removes if it fails early)."""
+    missing = None
+    probe = run_dir
+    while not probe.exists():
+        missing, probe = probe, probe.parent
+    if not probe.is_dir():
+        raise OutputPathError(f"run directory {run_dir}: {probe} is a file, not a folder; choose another -o")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputPathError(f"run directory {run_dir}: {probe} is not writable; choose another -o")
+    return missing
+
+
+def check_resume(path: str | Path) -> ModelMeta:
+    """Refuse a ``--resume`` file before Lightning loads it: it must read with
+    ``torch.load(weights_only=True)`` (untrusted files never run code, the loader predict uses),
+    carry rsseg metadata and hold a whole training state. Returns its metadata."""
+    ckpt = _read(path)
+    if not {"optimizer_states", "loops", "epoch"} <= set(ckpt):
+        raise CheckpointError(f"--resume {path} holds weights but no training state (epoch, optimizer); "
+                              "start from its weights with --init-from instead")
+    return ModelMeta.from_dict(ckpt[META_KEY])
+
+
+def check_same_run(path: str | Path, source: ModelMeta, meta: ModelMeta) -> None:
+    """Refuse resuming a checkpoint ``source`` into a run with other classes, bands or model settings."""
+    for what in ("classes", "bands"):
+        if getattr(source, what) != getattr(meta, what):
+            raise CheckpointError(f"--resume {path} was trained with {what} {getattr(source, what)} but this run has "
+                                  f"{getattr(meta, what)}; resume with the config it was trained with")
+    model, source_model = meta.config.get("model", {}), source.config.get("model", {})
+    differ = sorted(k for k in model if k not in ("pretrained", "weights") and model[k] != source_model.get(k))
+    if differ:
+        raise CheckpointError(f"--resume {path} was trained with other model settings ({', '.join(differ)}); "
+                              f"resume with its config: {source_model}")
 
 
 def _loggers(run_dir: Path) -> list[Logger]:
@@ -106,6 +167,12 @@ def init_weights(model: torch.nn.Module, path: str | Path, meta: ModelMeta) -> N
     model.load_state_dict(weights)
 
 
+def _remove_if_empty(created: Path | None) -> None:
+    """Remove the run directory this run created when it failed before any checkpoint was written."""
+    if created is not None and created.is_dir() and not any(created.rglob("*.ckpt")):
+        shutil.rmtree(created, ignore_errors=True)
+
+
 def train(
     cfg: Config,
     out_dir: str | Path,
@@ -130,12 +197,15 @@ def train(
     with a fresh optimizer and schedule; ``resume`` continues a run instead.
     """
     from rsseg.data import build_datamodule, log_region_prior
+    from rsseg.data.stats import split_stats
     from rsseg.training.task import SegmentationTask
 
     run_dir = Path(out_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if resume is not None and not Path(resume).is_file():
-        raise RsSegError(f"--resume checkpoint not found: {resume}")
+    check_optim(cfg)
+    created = check_run_dir(run_dir)
+    if resume is not None and init_from is not None:
+        raise RsSegError("give --init-from (weights only) or --resume (a whole run), not both")
+    resumed = check_resume(resume) if resume is not None else None
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
@@ -144,12 +214,21 @@ def train(
     needs_prior = any(getattr(regs, name).enabled and getattr(getattr(regs, name), "use_prior", False)
                       for name in regs.enabled())
     prior = log_region_prior(dm.stats) if needs_prior else None
+    # every validation file is read once before training (cached like the training statistics),
+    # so a corrupt file or a bad mask is refused now rather than after the first epoch
+    split_stats(dm.ds, "val")
+    if resumed is not None:
+        check_same_run(resume, resumed, meta)
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
     if init_from is not None:
-        if resume is not None:
-            raise RsSegError("give --init-from (weights only) or --resume (a whole run), not both")
         init_weights(task.model, init_from, meta)
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(config_to_yaml(cfg))
+    except OSError as exc:
+        _remove_if_empty(created)
+        raise OutputPathError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; choose another -o") from None
 
     accelerator, devices, precision = resolve_accelerator(devices, precision)
     n_devices = torch.cuda.device_count() if devices == "auto" else (devices if isinstance(devices, int) else 1)
@@ -184,13 +263,20 @@ def train(
         # Lightning's advice about num_workers is noise for the small CPU runs this tool targets
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         try:
-            trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
+            # weights_only: even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 set, a resumed file never runs code
+            trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
         except SystemExit:
             # Lightning turns Ctrl-C into a graceful shutdown followed by sys.exit(1) and leaves
             # SIGINT ignored; report the interruption instead and give Ctrl-C back to the user.
             signal.signal(signal.SIGINT, signal.default_int_handler)
             if not trainer.interrupted:
+                _remove_if_empty(created)
                 raise
+        except BaseException:
+            _remove_if_empty(created)
+            raise
+    if trainer.interrupted:
+        _remove_if_empty(created)
     best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     last = run_dir / "last.ckpt"
     score = best_cb.best_model_score

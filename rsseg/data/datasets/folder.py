@@ -22,7 +22,15 @@ RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
 
 
 def _rasters(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() in RASTER_SUFFIXES and p.is_file()}
+    """Raster files of ``folder`` by name without suffix; other files (notes, .aux.xml) are skipped."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in RASTER_SUFFIXES and p.is_file():
+            if p.stem in found:  # e.g. t1.png beside t1.tif: which one pairs with mask t1 is a guess
+                raise DatasetError(f"{found[p.stem].name} and {p.name} in {folder} share the name {p.stem!r}; "
+                                   "keep one of them (images and masks are paired by name)")
+            found[p.stem] = p
+    return found
 
 
 @register_dataset
