@@ -69,7 +69,8 @@ class ModelMeta:
         return config_from_dict(self.config)
 
 
-def _read(path: str | Path) -> dict[str, Any]:
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The whole checkpoint dict, read weights-only; refused unless it carries rsseg metadata."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path} (train one with `rsseg train`)")
@@ -81,14 +82,14 @@ def _read(path: str | Path) -> dict[str, Any]:
 
 def read_meta(path: str | Path) -> ModelMeta:
     """Read only the metadata of a checkpoint."""
-    return ModelMeta.from_dict(_read(path)[META_KEY])
+    return ModelMeta.from_dict(read_checkpoint(path)[META_KEY])
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Load a checkpoint into a ready-to-run model in eval mode, with its metadata."""
     from rsseg.models import build_model
 
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     meta = ModelMeta.from_dict(ckpt[META_KEY])
     cfg = meta.build_config()
     cfg.model.pretrained = False  # weights come from the checkpoint; never touch the network

@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from rsseg.checkpoint import META_KEY, ModelMeta, _read
+from rsseg.checkpoint import META_KEY, ModelMeta, read_checkpoint
 from rsseg.config import Config, config_to_yaml
 from rsseg.errors import CheckpointError, ConfigError, OutputPathError, RsSegError
 from rsseg.io import atomic_path
@@ -99,7 +99,7 @@ def check_resume(path: str | Path) -> ModelMeta:
     """Refuse a ``--resume`` file before Lightning loads it: it must read with
     ``torch.load(weights_only=True)`` (untrusted files never run code, the loader predict uses),
     carry rsseg metadata and hold a whole training state. Returns its metadata."""
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     if not {"optimizer_states", "loops", "epoch"} <= set(ckpt):
         raise CheckpointError(f"--resume {path} holds weights but no training state (epoch, optimizer); "
                               "start from its weights with --init-from instead")
@@ -197,7 +197,7 @@ def train(
     with a fresh optimizer and schedule; ``resume`` continues a run instead.
     """
     from rsseg.data import build_datamodule, log_region_prior
-    from rsseg.data.stats import split_stats
+    from rsseg.data.datasets import get_dataset
     from rsseg.training.task import SegmentationTask
 
     run_dir = Path(out_dir)
@@ -216,7 +216,7 @@ def train(
     prior = log_region_prior(dm.stats) if needs_prior else None
     # every validation file is read once before training (cached like the training statistics),
     # so a corrupt file or a bad mask is refused now rather than after the first epoch
-    split_stats(dm.ds, "val")
+    get_dataset(cfg.dataset.name).split_stats(cfg, "val")
     if resumed is not None:
         check_same_run(resume, resumed, meta)
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
