@@ -47,6 +47,10 @@ class ModelMeta:
     #: training-set class frequencies (pixel and image-level), used for head/common/tail splits
     class_pixel_freq: list[float] | None = None
     class_region_freq: list[float] | None = None
+    #: the training images' raster dtype and per-band [p1, p99] in raw units, the input contract
+    #: every inference caller checks (:mod:`rsseg.inference.contract`); None in older checkpoints
+    input_dtype: str | None = None
+    input_range: list[list[float]] | None = None
     format: str = FORMAT
 
     @property
@@ -63,7 +67,12 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(data, dict):
+            raise CheckpointError(f"checkpoint metadata is a {type(data).__name__}, not a mapping; re-train or re-import the model")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise CheckpointError(f"checkpoint metadata is incomplete ({exc}); re-train or re-import the model") from None
 
     def build_config(self) -> Config:
         return config_from_dict(self.config)
@@ -95,7 +104,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     cfg.model.weights = None
     model = build_model(cfg.model, num_classes=meta.num_classes, in_channels=meta.in_channels)
     state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ: e.g. weights for another class or band count
+        sizes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise CheckpointError(
+            f"checkpoint {path} weights do not match its metadata ({meta.num_classes} classes, {meta.in_channels} "
+            f"bands, {cfg.model.encoder} encoder, {cfg.model.decode_channels}-channel decoder): "
+            f"{sizes[0] if sizes else str(exc).splitlines()[0]}; the file was edited or assembled from two models"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {path} does not match its model config "

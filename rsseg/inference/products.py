@@ -6,13 +6,14 @@ probability or entropy raster) is one :class:`ProductWriter` subclass with the l
 ``targets()`` / ``check()``  before any work: the paths it will write, and product-specific checks;
 ``open(ctx)``                before the first band (main thread);
 ``write(rows, probs)``       once per finished band of rows, in row order (the blender thread);
-``close()``                  after the last band: finish the product and move it onto its target
-                             atomically (temporary file beside the target, then a rename);
-``abort()``                  on any failure: release handles and temporary files, never touching
-                             the target.
+``finish(stage)``            after the last band: complete the product in temporary files beside
+                             its targets, handed out by ``stage`` (:class:`rsseg.io.Staging`);
+``abort()``                  on any failure: release handles, never touching the target.
 
-``predict_file`` closes the writers in list order, so a writer that reads another's finished
-file (the polygons read the class raster) comes after it.
+All or nothing: ``predict_file`` finishes the writers in list order (a writer that reads another's
+finished file, the polygons reading the class raster, comes after it) and only when every one is
+complete commits them together (``stage.commit()``: renames). A failure at any stage (disk full
+while writing the polygons) discards every temporary file and leaves the old targets byte-identical.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from rsseg.inference.blend import confidence_u8
 from rsseg.inference.raster import CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, describe_classes, tiled_profile, to_cog
 from rsseg.inference.report import AreaAccumulator
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
-from rsseg.inference.vectorize import SHAPEFILE_PARTS, vector_driver, vectorize
-from rsseg.io import write_json
+from rsseg.inference.vectorize import SHAPEFILE_PARTS, polygonize, vector_driver, write_vector
+from rsseg.io import Staging, write_json
 
 
 @dataclass
@@ -83,7 +84,9 @@ class ProductWriter:
     def write(self, rows: Rows, probs: torch.Tensor) -> None:
         """``probs``: blended probabilities [K, n, W] float16 of the same rows."""
 
-    def close(self) -> Path | None:
+    def finish(self, stage: Staging) -> Path | None:
+        """Complete the product in ``stage``'s temporary paths; return the target it will have
+        once committed (``None``: nothing written)."""
         return self.path
 
     def abort(self) -> None:
@@ -113,9 +116,12 @@ class RasterWriter(ProductWriter):
     def write(self, rows: Rows, probs: torch.Tensor) -> None:
         self.rows.write(rows.y0, self.values(rows, probs))
 
-    def close(self) -> Path:
+    def finish(self, stage: Staging) -> Path:
         self.dst.close()
-        return to_cog(self.tmp, self.path, self.resampling)
+        self.dst = None
+        #: the complete COG before the commit (the polygons are traced from it)
+        self.staged = to_cog(self.tmp, stage.path(self.path), self.resampling)
+        return self.path
 
     def abort(self) -> None:
         if getattr(self, "dst", None) is not None:
@@ -167,9 +173,10 @@ class VectorWriter(ProductWriter):
     def check(self) -> None:
         vector_driver(self.path)
 
-    def close(self) -> Path:
-        self.num_polygons = vectorize(self.classes.path, self.path, self.ctx.meta.classes, simplify=self.simplify,
-                                      min_area=self.min_area)
+    def finish(self, stage: Staging) -> Path:
+        gdf = polygonize(self.classes.staged, self.ctx.meta.classes, simplify=self.simplify, min_area=self.min_area)
+        write_vector(gdf, self.path, stage)
+        self.num_polygons = len(gdf)
         return self.path
 
 
@@ -202,12 +209,15 @@ class AreaReportWriter(ProductWriter):
         if self.scores is not None:
             self.scores.update(rows.classes, self.ref.read(1, window=rows.window))
 
-    def close(self) -> Path | None:
+    def finish(self, stage: Staging) -> Path | None:
         self._release()
         self.report = {**self.ctx.header, **self.areas.result()}
         if self.scores is not None:
             self.report["metrics"] = score_report(self.scores.conf, self.ctx.meta.classes)
-        return write_json(self.path, self.report) if self.path is not None else None
+        if self.path is None:
+            return None
+        write_json(stage.path(self.path), self.report)
+        return self.path
 
     def _release(self) -> None:
         if self.ref is not None:

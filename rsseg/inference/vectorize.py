@@ -11,8 +11,6 @@ no longer share edges exactly), moved to the raster's CRS, given geodesic areas
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,8 +24,7 @@ from rasterio.windows import Window
 from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
-from rsseg.io import open_raster
-from rsseg.io import atomic_path
+from rsseg.io import Staging, open_raster
 
 if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only when polygons are made
     import geopandas as gpd
@@ -100,25 +97,33 @@ def polygonize(class_raster_path: str | Path, class_names: list[str], simplify: 
         geometry=list(geoms[keep]), crs=crs)
 
 
-def write_vector(gdf: gpd.GeoDataFrame, out_path: str | Path) -> Path:
+def write_vector(gdf: gpd.GeoDataFrame, out_path: str | Path, stage: Staging | None = None) -> Path:
     """Write ``gdf`` by extension (GPKG/shapefile/GeoJSON) atomically; a shapefile's parts are
-    written in a temporary folder beside the target and moved in, ``.shp`` last."""
+    written in a temporary folder beside the target and moved in together. With ``stage`` the
+    files stay staged for the caller's :meth:`~rsseg.io.Staging.commit` (all products at once)."""
     out_path = Path(out_path)
     driver = vector_driver(out_path)
-    if driver != "ESRI Shapefile":
-        with atomic_path(out_path) as tmp:
+    own = stage is None
+    stage = Staging() if own else stage
+    try:
+        if driver != "ESRI Shapefile":
+            tmp = stage.path(out_path)
             gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=out_path.stem if driver == "GPKG" else None)
-        return out_path
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.", dir=out_path.parent) as tmpdir:
-        tmp = Path(tmpdir) / out_path.name
-        gdf.to_file(tmp, driver=driver, engine="pyogrio", encoding="UTF-8")
-        for ext in SHAPEFILE_PARTS:
-            part = tmp.with_suffix(ext)
-            target = out_path.with_suffix(ext)
-            if part.exists():
-                os.replace(part, target)
-            elif target.exists():
-                target.unlink()  # a stale part from an older file would corrupt the new one
+        else:
+            tmp = stage.folder(out_path) / out_path.name
+            gdf.to_file(tmp, driver=driver, engine="pyogrio", encoding="UTF-8")
+            for ext in SHAPEFILE_PARTS:  # .shp last: it appears only when the rest is there
+                part, target = tmp.with_suffix(ext), out_path.with_suffix(ext)
+                if part.exists():
+                    stage.add(part, target)
+                else:
+                    stage.remove_at_commit(target)  # a stale part from an older file would corrupt the new one
+        if own:
+            stage.commit()
+    except BaseException:
+        if own:
+            stage.discard()
+        raise
     return out_path
 
 
