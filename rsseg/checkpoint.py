@@ -19,7 +19,7 @@ from torch import nn
 from rsseg.config import Config, config_from_dict
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
-from rsseg.io import atomic_path, load_torch_file
+from rsseg.io import Staging, atomic_path, load_torch_file, write_error
 
 FORMAT = "rsseg-checkpoint/1"
 META_KEY = "rsseg"
@@ -142,10 +142,19 @@ def export_checkpoint_onnx(
     from rsseg.models import export_onnx
 
     model, meta = load_model(path)
-    out = export_onnx(model, out, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
-    proto = onnx.load(str(out))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = META_KEY, json.dumps({k: v for k, v in meta.to_dict().items() if k != "config"})
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
+    out = Path(out)
+    with Staging() as stage:  # the target appears complete, with its metadata, or not at all
+        tmp = stage.path(out)
+        try:
+            export_onnx(model, tmp, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = META_KEY, json.dumps({k: v for k, v in meta.to_dict().items() if k != "config"})
+            onnx.save(proto, str(tmp))
+            stage.commit()
+        except Exception as exc:
+            err = write_error(exc, "ONNX", out)
+            if err is not None:
+                raise err from None
+            raise
     return out, meta

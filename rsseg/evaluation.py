@@ -80,20 +80,29 @@ def evaluate_checkpoint(
     Returns the confusion matrix and the checkpoint's metadata as a dict. ``on_progress(done,
     total)`` counts tiles.
     """
+    from rsseg.checkpoint import read_meta
     from rsseg.data import build_datamodule
+    from rsseg.inference.contract import check_dataset_inputs
     from rsseg.inference.predictor import Predictor
+    from rsseg.inference.settings import check_settings, resolve_settings
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
-    meta = predictor.meta
+    # everything that can be checked is, before the model loads
+    meta = read_meta(checkpoint)
+    settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
+    check_settings(resolve_settings(meta, device=device, **settings))
     cfg = meta.build_config()
     if root is not None:
         cfg.dataset.root = root
     if eroded_labels is not None:
         cfg.dataset.eroded_labels = eroded_labels
     dm = build_datamodule(cfg)
-    tiles = list(dm.eval_tiles(split))
-    if not tiles:
+    tiles = dm.eval_tiles(split)  # refuses a split without labels
+    pairs = dm.pairs(split)
+    if not pairs:
         raise RsSegError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
+    check_dataset_inputs([(p.image, p.band_indexes) for p in pairs], meta)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, **settings)
+    tiles = list(tiles)
     acc = ConfusionAccumulator(meta.num_classes, ignore_index=meta.ignore_index, prediction_nodata=None,
                                reference_name=f"{split} labels")
     for i, item in enumerate(tiles, 1):

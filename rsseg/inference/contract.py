@@ -151,13 +151,14 @@ def _fmt(v: float) -> str:
 
 
 def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[int], path: str | Path,
-                  scale: float | str | None = None) -> InputMapping | None:
+                  scale: float | str | None = None, *, can_scale: bool = True) -> InputMapping | None:
     """Check ``src`` (``bands`` in model order) against the checkpoint's input contract.
 
     Returns the rescale to apply (``None``: use the raw values). Raises
     :class:`~rsseg.errors.InputRasterError` when the values lie in another range than the
     training images' (p99 more than :data:`RANGE_FACTOR` times off in a band; a darker scene of
-    the training dtype is allowed), naming the ``--scale`` that fixes it. Without a recorded range
+    the training dtype is allowed), naming the ``--scale`` that fixes it (``can_scale=False``: the
+    caller has no such option, e.g. ``evaluate -m``; the message says how to rescale). Without a recorded range
     (older checkpoints) there is nothing to compare: only an explicit factor is applied.
     """
     scale = parse_scale(scale)
@@ -194,9 +195,43 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
             fix = (f"pass --scale {_fmt(suggest)} to multiply it onto the training range, or --scale auto to stretch "
                    "each band's p1-p99 onto the training p1-p99" if suggest is not None else
                    "adjust --scale, or use --scale auto to stretch each band's p1-p99 onto the training p1-p99")
+            if not can_scale:
+                fix = (f"rescale the images by about {_fmt(suggest)} (e.g. gdal_translate -scale), or run rsseg predict "
+                       "--scale on them and score with rsseg evaluate PRED REF")
             scaled = " after --scale" if mapping is not None else ""
             raise InputRasterError(
                 f"input {path} ({dtype}) does not match the model's training range: band {i + 1} ({names[i]}) p99 is "
                 f"{_fmt(hi_g)}{scaled} but {_fmt(hi_t)} in training ({meta.input_dtype}, p1-p99 "
                 f"{_fmt(want[i, 0])}-{_fmt(hi_t)}); {fix}")
     return mapping
+
+
+def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequence[int] | None = None,
+                 scale: float | str | None = None, reference: str | Path | None = None, device: str = "auto",
+                 tile: int | None = None, overlap: int | None = None, batch: int | None = None,
+                 tta: str | None = None) -> None:
+    """Every check ``rsseg predict`` can make before the model loads (seconds saved per mistake):
+    the settings the checkpoint resolves to, and each input: readable, with the bands the model
+    needs, in its value range (:func:`input_mapping`), on the reference's grid."""
+    from rsseg.inference.raster import select_bands
+    from rsseg.inference.scoring import open_reference
+    from rsseg.inference.settings import check_settings, resolve_settings
+
+    check_settings(resolve_settings(meta, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta))
+    for path in paths:
+        with open_raster(path) as src:
+            input_mapping(src, meta, select_bands(src, meta, list(bands) if bands else None), path, scale)
+            if reference is not None:
+                open_reference(reference, src).close()
+
+
+def check_dataset_inputs(images: Sequence[tuple[str | Path, Sequence[int]]], meta: ModelMeta,
+                         max_files: int = 16) -> None:
+    """:func:`input_mapping` (no rescale option) on up to ``max_files`` dataset images
+    ``(path, 1-based bands)`` spread over the list: a dataset in another value range than the
+    checkpoint's training images is refused before ``evaluate -m`` loads the model."""
+    images = list(images)
+    step = max(1, math.ceil(len(images) / max_files))
+    for path, bands in images[::step]:
+        with open_raster(path, "dataset image") as src:
+            input_mapping(src, meta, list(bands), path, None, can_scale=False)

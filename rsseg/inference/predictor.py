@@ -29,8 +29,8 @@ from rsseg.checkpoint import ModelMeta
 from rsseg.data.normalize import Normalizer
 from rsseg.errors import InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
-from rsseg.inference.settings import TTA_MODES, resolve_device, resolve_settings
-from rsseg.inference.windows import check_tiling, padded_size, plan_windows, reflect_pad
+from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_settings
+from rsseg.inference.windows import padded_size, plan_windows, reflect_pad
 
 #: multi-scale TTA factors (the usual 0.75/1/1.25 of segmentation test-time scaling)
 MS_SCALES = (0.75, 1.0, 1.25)
@@ -98,11 +98,7 @@ class Predictor:
 
     def __init__(self, model: nn.Module, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str,
                  device: str | torch.device) -> None:
-        check_tiling(tile, overlap)
-        if batch < 1:
-            raise RsSegError(f"batch must be at least 1 (got {batch})")
-        if tta not in TTA_MODES:
-            raise RsSegError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
+        check_settings(PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device))
         if not (len(meta.mean) == len(meta.std) == meta.in_channels):
             raise RsSegError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
                              f"{len(meta.mean)} means and {len(meta.std)} stds")
