@@ -43,6 +43,9 @@ def _refuse_collisions(plans: list[tuple[Path, dict[str, Path | None]]]) -> None
             if key in inputs:
                 raise OutputPathError(f"output {target} (for input {src}) is the input raster {inputs[key]}; "
                                       "choose another -o/--vector/--report/--confidence")
+            if writers.get(key) == src:
+                raise OutputPathError(f"two outputs of {src} are both {target}; give -o, --vector, --report and "
+                                      "--confidence different paths")
             if key in writers:
                 raise OutputPathError(f"inputs {writers[key]} and {src} would both write {target}; rename one, or "
                                       "run predict once per folder with its own -o")

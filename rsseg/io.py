@@ -213,7 +213,7 @@ def load_torch_file(path: Path, what: str, expected: str) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a usable file"
         # torch's own text advises weights_only=False, i.e. running the file's code: never quote it
-        if "Unsupported global" in str(exc):
+        if "Unsupported global" in str(exc) or "unsupported GLOBAL" in str(exc):
             why = "it holds Python objects beyond tensors and plain data, refused because loading them could run code"
         elif isinstance(exc, OSError):
             why = f"{exc.__class__.__name__}: {exc.strerror or exc}"

@@ -45,7 +45,9 @@ MAX_TRAINING_FILES = 64
 def read_error(exc: Exception, path: str | Path, window: Window | None = None) -> InputRasterError:
     """A GDAL read failure (truncated or corrupt file) as one line naming the file."""
     where = f" at rows {int(window.row_off)}-{int(window.row_off + window.height)}" if window is not None else ""
-    first = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
+    cause = exc.__cause__ or exc.__context__  # GDAL's own reason ("IReadBlock failed at ...")
+    text = str(cause if cause is not None and str(cause) else exc)
+    first = text.splitlines()[0][:160] if text else exc.__class__.__name__
     return InputRasterError(f"cannot read input raster {path}{where}: {first}; the file is truncated or corrupt "
                             "(check it with gdalinfo -checksum, or re-export it)")
 

@@ -119,7 +119,7 @@ def check_complete(path: str | Path, name: str | None = None) -> None:
             for _, window in src.block_windows(1):
                 src.read(window=window)
         except RasterioError as exc:
-            first = str(exc).splitlines()[0][:160]
+            first = str(exc.__cause__ or exc).splitlines()[0][:160]
             raise InputRasterError(f"{name or Path(path).name} is truncated or corrupt ({first}); upload the complete "
                                    "file again") from None
 
