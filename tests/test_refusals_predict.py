@@ -94,6 +94,12 @@ def assets(tmp_path_factory, sample_tiles) -> dict[str, Path]:
     (d / "text.tif").write_text("this is not a raster\n")
     a["text"] = d / "text.tif"
 
+    for root, image in (("ds8", u8), ("ds16", u8.astype(np.uint16) * 257)):  # folder datasets for evaluate -m
+        for split in ("train", "val"):
+            put(f"{root}/{split}/images/t.tif", image)
+            put(f"{root}/{split}/masks/t.tif", labels.astype(np.uint8))
+        a[root] = d / root
+
     model = build_model(ModelConfig(), num_classes=2, in_channels=3).eval()
     contract = measure_training_input([(a["u8"], (1, 2, 3))])
     a["ckpt"] = save_model(d / "m.ckpt", model, _meta(**contract))
@@ -238,6 +244,9 @@ CASES = [
          says=("tile must be positive",)),
     Case("evaluate_checkpoint_random_bytes", cmd("evaluate", "-m", "{ckpt_random}", "-o", "{w}/rep"), old=(),
          says=("cannot read checkpoint",)),
+    Case("evaluate_checkpoint_on_a_uint16_dataset", cmd("evaluate", "-m", "{ckpt}", "--root", "{ds16}", "--tile", "64",
+                                                        "--overlap", "16", "-o", "{w}/rep"), old=(),
+         says=("training range", "rescale the images")),
     # -- export -----------------------------------------------------------------------------------
     Case("export_random_bytes", cmd("export", "{ckpt_random}", "-o", "{w}/m.onnx"), old=(), before_load=False,
          says=("cannot read checkpoint",)),
@@ -250,6 +259,8 @@ CASES = [
     Case("float_0_1_with_scale_auto", predict("--scale", "auto", src="f01"), code=0, before_load=False, old=()),
     Case("old_checkpoint_skips_the_range_check", predict(src="u16", ckpt="old_ckpt"), code=0, before_load=False, old=()),
     Case("all_nodata_scene", predict(src="all_nodata"), code=0, before_load=False, old=()),
+    Case("evaluate_checkpoint_on_a_uint8_dataset", cmd("evaluate", "-m", "{ckpt}", "--root", "{ds8}", "--tile", "64",
+                                                       "--overlap", "16", "-o", "{w}/rep"), code=0, before_load=False, old=()),
     Case("same_names_with_distinct_stems", predict_many("u8", "dup_a"), code=0, before_load=False, old=()),
 ]
 
