@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsseg.errors import RsSegError
+from rsseg.errors import OutputPathError, RsSegError
 from rsseg.inference.predictor import ProgressFn
 from rsseg.io import open_raster
 from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
-from rsseg.io import atomic_path, write_json
+from rsseg.io import atomic_path, write_error, write_json
 
 
 def class_names_from_raster(path: str | Path) -> list[str] | None:
@@ -160,9 +161,31 @@ def _confusion_png(conf: torch.Tensor, class_names: list[str], path: Path) -> No
     plt.close(fig)
 
 
+def check_report_dir(out_dir: str | Path) -> Path:
+    """Refuse, before any work, a report folder that cannot be made or written (a file on the
+    way, a read-only parent)."""
+    out = Path(out_dir)
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputPathError(f"cannot make the report folder {out}: {existing} is a file; choose another -o/--out")
+    if not os.access(existing, os.W_OK):
+        raise OutputPathError(f"cannot write the report folder {out}: {existing} is not writable")
+    return out
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.json, report.md, per_class.csv and confusion.png into ``out_dir``."""
-    out = Path(out_dir)
+    out = check_report_dir(out_dir)
+    try:
+        return _write_report(report, out)
+    except Exception as exc:
+        err = write_error(exc, "evaluation report", out)
+        if err is not None:
+            raise err from None
+        raise
+
+
+def _write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("report.json", "report.md", "per_class.csv", "confusion.png")}
     write_json(paths["report.json"], report)

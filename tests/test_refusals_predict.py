@@ -240,6 +240,8 @@ CASES = [
          says=("same grid",)),
     Case("evaluate_without_class_names", cmd("evaluate", "{pred}", "{mask}", "-o", "{w}/rep"), old=(),
          says=("carries no class names", "--classes")),
+    Case("evaluate_report_folder_under_a_file", cmd("evaluate", "-m", "{ckpt}", "-o", "{w}/out.tif/rep"),
+         says=("report folder", "is a file")),
     Case("evaluate_checkpoint_tile_0", cmd("evaluate", "-m", "{ckpt}", "--tile", "0", "-o", "{w}/rep"), old=(),
          says=("tile must be positive",)),
     Case("evaluate_checkpoint_random_bytes", cmd("evaluate", "-m", "{ckpt_random}", "-o", "{w}/rep"), old=(),

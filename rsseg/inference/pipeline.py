@@ -151,7 +151,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                 opened.remove(writer)
                 if path is not None:
                     result.products[writer.name] = path
-            writer = None
+            writer = classes  # a failed rename reports on the outputs as a whole
             stage.commit()  # all together, only now that every product is complete
         except BaseException as exc:
             for w in opened:
