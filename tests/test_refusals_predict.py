@@ -100,6 +100,16 @@ def assets(tmp_path_factory, sample_tiles) -> dict[str, Path]:
             put(f"{root}/{split}/masks/t.tif", labels.astype(np.uint8))
         a[root] = d / root
 
+    with rasterio.open(d / "tile.png", "w", driver="PNG", width=SIZE, height=SIZE, count=3, dtype="uint8") as dst:
+        dst.write(u8)  # a web-map tile: no CRS, no transform
+    a["png"] = d / "tile.png"
+    a["one_pixel"] = put("one_pixel.tif", u8[:, :1, :1].copy())
+    bands = "".join(f'<VRTRasterBand dataType="Byte" band="{i}"><SimpleSource><SourceFilename relativeToVRT="1">'
+                    f'gone.tif</SourceFilename><SourceBand>{i}</SourceBand></SimpleSource></VRTRasterBand>'
+                    for i in (1, 2, 3))
+    (d / "broken.vrt").write_text(f'<VRTDataset rasterXSize="10" rasterYSize="10">{bands}</VRTDataset>')
+    a["broken_vrt"] = d / "broken.vrt"
+
     model = build_model(ModelConfig(), num_classes=2, in_channels=3).eval()
     contract = measure_training_input([(a["u8"], (1, 2, 3))])
     a["ckpt"] = save_model(d / "m.ckpt", model, _meta(**contract))
@@ -169,7 +179,7 @@ def predict_many(*keys: str, extra: tuple[str, ...] = ("--overwrite",)):
 
 CASES = [
     # -- 2: input value range vs the checkpoint ------------------------------------------------
-    Case("uint16_copy_of_uint8_scene", predict(src="u16"), says=("training range", "--scale", "uint16")),
+    Case("uint16_copy_of_uint8_scene", predict(src="u16"), says=("training range", "--scale 1/257", "uint16")),
     Case("float_0_1_copy_of_uint8_scene", predict(src="f01"), says=("training range", "--scale 25", "--scale auto")),
     Case("wrong_scale_factor", predict("--scale", "2", src="u16"), says=("after --scale", "training range")),
     Case("scale_not_a_number", predict("--scale", "abc"), says=("--scale 'abc' is not a number",)),
@@ -217,6 +227,11 @@ CASES = [
     # -- 12: check before work -----------------------------------------------------------------
     Case("second_input_missing", predict_many("u8", "missing.tif"), old=("out_scene.tif",),
          says=("input raster not found", "missing.tif")),
+    Case("archive_with_one_uint16_scene", predict_many("u8", "u16"), old=("out_scene.tif",),
+         says=("scene_u16.tif", "training range")),
+    Case("archive_with_one_corrupt_scene", predict_many("u8", "truncated"), old=("out_scene.tif",),
+         says=("truncated.tif", "truncated or corrupt")),
+    Case("vrt_with_a_missing_source", predict(src="broken_vrt"), says=("broken.vrt",)),
     Case("grayscale_for_rgb_model", predict(src="gray"), says=("1 band(s) but the model needs 3",)),
     Case("bands_out_of_range", predict("--bands", "1,2,5"), says=("out of range",)),
     Case("bands_wrong_count", predict("--bands", "1,2"), says=("lists 2 band(s) but the model needs 3",)),
@@ -263,6 +278,8 @@ CASES = [
     Case("all_nodata_scene", predict(src="all_nodata"), code=0, before_load=False, old=()),
     Case("evaluate_checkpoint_on_a_uint8_dataset", cmd("evaluate", "-m", "{ckpt}", "--root", "{ds8}", "--tile", "64",
                                                        "--overlap", "16", "-o", "{w}/rep"), code=0, before_load=False, old=()),
+    Case("png_tile_without_crs", predict(src="png"), code=0, before_load=False, old=()),
+    Case("one_pixel_raster", predict(src="one_pixel"), code=0, before_load=False, old=()),
     Case("same_names_with_distinct_stems", predict_many("u8", "dup_a"), code=0, before_load=False, old=()),
 ]
 

@@ -149,7 +149,12 @@ class InputMapping:
 
 
 def _fmt(v: float) -> str:
-    return f"{v:.4g}"
+    return f"{v:.6g}" if abs(v) >= 1 else f"{v:.4g}"
+
+
+def _factor(v: float) -> str:
+    """A --scale factor as the user would type it: 255, or 1/257 rather than 0.003891."""
+    return _fmt(v) if v >= 1 else f"1/{1 / v:.4g}"
 
 
 def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[int], path: str | Path,
@@ -194,11 +199,11 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
         ratio = hi_g / hi_t
         if ratio > RANGE_FACTOR or (not same_kind and ratio < 1 / RANGE_FACTOR):
             suggest = float(np.median(want[:, 1] / np.maximum(got[:, 1], 1e-12))) if mapping is None else None
-            fix = (f"pass --scale {_fmt(suggest)} to multiply it onto the training range, or --scale auto to stretch "
+            fix = (f"pass --scale {_factor(suggest)} to multiply it onto the training range, or --scale auto to stretch "
                    "each band's p1-p99 onto the training p1-p99" if suggest is not None else
                    "adjust --scale, or use --scale auto to stretch each band's p1-p99 onto the training p1-p99")
             if not can_scale:
-                fix = (f"rescale the images by about {_fmt(suggest)} (e.g. gdal_translate -scale), or run rsseg predict "
+                fix = (f"rescale the images by about {_factor(suggest)} (e.g. gdal_translate -scale), or run rsseg predict "
                        "--scale on them and score with rsseg evaluate PRED REF")
             scaled = " after --scale" if mapping is not None else ""
             raise InputRasterError(
