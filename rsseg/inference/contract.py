@@ -48,8 +48,8 @@ def read_error(exc: Exception, path: str | Path, window: Window | None = None) -
     cause = exc.__cause__ or exc.__context__  # GDAL's own reason ("IReadBlock failed at ...")
     text = str(cause if cause is not None and str(cause) else exc)
     first = text.splitlines()[0][:160] if text else exc.__class__.__name__
-    return InputRasterError(f"cannot read input raster {path}{where}: {first}; the file is truncated or corrupt "
-                            "(check it with gdalinfo -checksum, or re-export it)")
+    return InputRasterError(f"cannot read input raster {path}{where}: {first}; the file (or one it refers to) is "
+                            "truncated, corrupt or missing (check it with gdalinfo -checksum, or re-export it)")
 
 
 def invalid_pixels(src: rasterio.DatasetReader, bands: Sequence[int], window: Window,
