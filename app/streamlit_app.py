@@ -84,7 +84,7 @@ with st.sidebar:
                 raster_path = viewer.save_upload(upload.getvalue(), upload.name, settings.cache_dir / "uploads", settings.max_upload_mb)
         elif rasters:
             rel = st.selectbox("Raster file", rasters, index=_preselected(rasters, "raster"), key="raster")
-            raster_path = viewer.resolve_under(settings.data_dir, rel)
+            raster_path = viewer.check_raster(viewer.resolve_under(settings.data_dir, rel), settings.max_pixels)
         else:
             st.info("No .tif files in the data directory; upload one instead.")
         if checkpoints:

@@ -10,9 +10,10 @@ import click
 @click.option("--host", default="127.0.0.1", help="Address to bind; the default serves this machine only. 0.0.0.0 exposes the viewer to your network.")
 @click.option("--port", default=8501, type=click.IntRange(1, 65535), help="Port to serve on.")
 @click.option("--max-upload-mb", default=200.0, type=click.FloatRange(min=1), help="Largest GeoTIFF a browser may upload.")
+@click.option("--max-pixels", default=500_000_000, type=click.IntRange(min=1), help="Largest raster (width x height) the viewer opens or accepts as an upload.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Where predictions and uploads are kept (default: a folder in the system temp dir).")
 @click.option("--headless", is_flag=True, help="Do not open a browser window.")
-def command(data_dir, host, port, max_upload_mb, cache_dir, headless):
+def command(data_dir, host, port, max_upload_mb, max_pixels, cache_dir, headless):
     """Open the map viewer: pick a raster and a checkpoint, run the model, inspect classes, areas and accuracy.
 
     \b
@@ -31,6 +32,7 @@ def command(data_dir, host, port, max_upload_mb, cache_dir, headless):
         env[AppSettings.ENV["cache_dir"]] = cache_dir
     env[AppSettings.ENV["data_dir"]] = data_dir
     env[AppSettings.ENV["max_upload_mb"]] = f"{max_upload_mb:g}"
+    env[AppSettings.ENV["max_pixels"]] = str(max_pixels)
     settings = AppSettings.from_env(env)  # fails here, before the server starts, on a missing data dir
     env.update(settings.to_env())
     if host not in ("127.0.0.1", "localhost", "::1"):

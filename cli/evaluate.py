@@ -33,10 +33,11 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, device, engine
     """
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import RsSegError
-    from rsseg.evaluation import evaluate_checkpoint, evaluate_prediction, write_evaluation
+    from rsseg.evaluation import check_report_dir, evaluate_checkpoint, evaluate_prediction, write_evaluation
 
     if checkpoint and rasters:
         raise RsSegError("give either PRED.tif REF.tif or --checkpoint, not both")
+    check_report_dir(out_dir)  # before any work
     excluded = [c for c in exclude.split(",") if c] if exclude is not None else None
     if checkpoint:
         with progress_bar(f"evaluating {split}", "tiles", transient=True) as on_progress:

@@ -40,6 +40,39 @@ def _show_warnings() -> Iterator[None]:
         yield
 
 
+def _key(source: str | Path) -> str:
+    """One spelling per file: a local path resolved, a URL as given."""
+    from rsseg.io import is_remote
+
+    return str(source) if is_remote(str(source)) else str(Path(source).resolve())
+
+
+def _refuse_collisions(plans: list[tuple[str, dict[str, Path | None]]]) -> None:
+    """Two inputs that would write one file (same name in different folders), or an output that
+    is another input, are refused before any work, with --overwrite too."""
+    from rsseg.errors import OutputPathError
+
+    inputs = {_key(src): src for src, _ in plans}
+    writers: dict[str, str] = {}
+    for src, targets in plans:
+        if _key(src) in {_key(w) for w in writers.values()}:
+            raise OutputPathError(f"input {src} is given twice; list each raster once")
+        for target in targets.values():
+            if target is None:
+                continue
+            key = _key(target)
+            if key in inputs:
+                raise OutputPathError(f"output {target} (for input {src}) is the input raster {inputs[key]}; "
+                                      "choose another -o/--vector/--report/--confidence")
+            if writers.get(key) == src:
+                raise OutputPathError(f"two outputs of {src} are both {target}; give -o, --vector, --report and "
+                                      "--confidence different paths")
+            if key in writers:
+                raise OutputPathError(f"inputs {writers[key]} and {src} would both write {target}; rename one, or "
+                                      "run predict once per folder with its own -o")
+            writers[key] = src
+
+
 @click.command(context_settings={"show_default": True})
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint written by rsseg train.")
@@ -53,6 +86,9 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--batch", type=int, help="Windows per forward pass.")
 @click.option("--tta", type=click.Choice(TTA_MODES), help="Test-time augmentation (default: from the checkpoint's config).")
 @click.option("--bands", help="1-based input bands in the model's band order, e.g. 3,2,1 (default: the first N).")
+@click.option("--scale", help="Multiply the input by this factor to reach the model's training value range "
+              "(e.g. 255 for 0-1 floats, 1/257 for 16-bit copies of 8-bit scenes), or 'auto' to stretch each band's "
+              "p1-p99 onto the training p1-p99. Without it, an input in another range is refused.")
 @click.option("--simplify", default=0.0, help="Polygon simplification tolerance in metres.")
 @click.option("--min-area", type=float, help="Drop polygons smaller than this many square metres (default: 4 pixels; 0 keeps all).")
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
@@ -63,7 +99,7 @@ def _show_warnings() -> Iterator[None]:
               help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
                    "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, vector_classes, strict, asset, device, engine, overwrite):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, device, engine, overwrite):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -78,11 +114,13 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     Example:
       rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
     """
+    from rsseg.checkpoint import read_meta
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import RsSegError
     from rsseg.inference import Predictor, predict_file
+    from rsseg.inference.contract import check_inputs
     from rsseg.inference.vectorize import vector_driver
-    from rsseg.io import check_output, source_stem
+    from rsseg.io import check_output, sigterm_as_interrupt, source_stem
 
     multiple = len(inputs) > 1
     if multiple and reference:
@@ -92,25 +130,31 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
         for src in inputs
     ]
-    for _, targets in plans:  # refuse before any work (loading the model), not after the first of several inputs
+    # everything is checked before any work (loading the model), not after the first of several inputs
+    _refuse_collisions(plans)
+    for _, targets in plans:
         for target in targets.values():
             if target is not None:
                 check_output(target, overwrite)
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
+    meta = read_meta(checkpoint)
+    settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
+    check_inputs([src for src, _ in plans], meta, bands=_bands(bands), scale=scale, reference=reference, device=device,
+                 asset=asset, **settings)
     predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, engine=engine, tile=tile, overlap=overlap, batch=batch, tta=tta,
+        checkpoint, device=device, engine=engine, **settings,
         on_export=lambda path: click.echo(f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}",
                                           err=True))
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
                f"{predictor.settings}")
     for src, targets in plans:
-        with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress:
+        with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress, sigterm_as_interrupt():
             result = predict_file(
                 predictor, src, targets.pop("output_path"), **targets, reference_path=reference,
                 bands=_bands(bands), simplify=simplify, min_area=min_area, vector_classes=vector_classes, strict=strict,
-                asset=asset, overwrite=overwrite, on_progress=on_progress,
+                asset=asset, overwrite=overwrite, scale=scale, on_progress=on_progress,
             )
         written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
         click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))

@@ -19,7 +19,7 @@ from torch import nn
 from rsseg.config import Config, config_from_dict
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
-from rsseg.io import atomic_path, load_torch_file
+from rsseg.io import Staging, atomic_path, load_torch_file, write_error
 
 FORMAT = "rsseg-checkpoint/1"
 META_KEY = "rsseg"
@@ -47,6 +47,10 @@ class ModelMeta:
     #: training-set class frequencies (pixel and image-level), used for head/common/tail splits
     class_pixel_freq: list[float] | None = None
     class_region_freq: list[float] | None = None
+    #: the training images' raster dtype and per-band [p1, p99] in raw units, the input contract
+    #: every inference caller checks (:mod:`rsseg.inference.contract`); None in older checkpoints
+    input_dtype: str | None = None
+    input_range: list[list[float]] | None = None
     format: str = FORMAT
 
     @property
@@ -63,7 +67,12 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelMeta:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(data, dict):
+            raise CheckpointError(f"checkpoint metadata is a {type(data).__name__}, not a mapping; re-train or re-import the model")
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as exc:
+            raise CheckpointError(f"checkpoint metadata is incomplete ({exc}); re-train or re-import the model") from None
 
     def build_config(self) -> Config:
         return config_from_dict(self.config)
@@ -96,7 +105,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     cfg.model.weights = None
     model = build_model(cfg.model, num_classes=meta.num_classes, in_channels=meta.in_channels)
     state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ: e.g. weights for another class or band count
+        sizes = [line.strip() for line in str(exc).splitlines() if "size mismatch" in line]
+        raise CheckpointError(
+            f"checkpoint {path} weights do not match its metadata ({meta.num_classes} classes, {meta.in_channels} "
+            f"bands, {cfg.model.encoder} encoder, {cfg.model.decode_channels}-channel decoder): "
+            f"{sizes[0] if sizes else str(exc).splitlines()[0]}; the file was edited or assembled from two models"
+        ) from None
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {path} does not match its model config "
@@ -126,11 +143,20 @@ def export_checkpoint_onnx(
     from rsseg.models import export_onnx
 
     model, meta = load_model(path)
-    out = export_onnx(model, out, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
-    proto = onnx.load(str(out))
-    entry = proto.metadata_props.add()
-    # the config travels too: it holds the inference defaults (tile, overlap, batch, TTA)
-    entry.key, entry.value = META_KEY, json.dumps(meta.to_dict())
-    with atomic_path(out) as tmp:
-        onnx.save(proto, str(tmp))
+    out = Path(out)
+    with Staging() as stage:  # the target appears complete, with its metadata, or not at all
+        tmp = stage.path(out)
+        try:
+            export_onnx(model, tmp, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
+            proto = onnx.load(str(tmp))
+            entry = proto.metadata_props.add()
+            # the config travels too: it holds the inference defaults (tile, overlap, batch, TTA)
+            entry.key, entry.value = META_KEY, json.dumps(meta.to_dict())
+            onnx.save(proto, str(tmp))
+            stage.commit()
+        except Exception as exc:
+            err = write_error(exc, "ONNX", out)
+            if err is not None:
+                raise err from None
+            raise
     return out, meta

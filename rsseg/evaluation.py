@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rsseg.errors import RsSegError
+from rsseg.errors import OutputPathError, RsSegError
 from rsseg.inference.predictor import ProgressFn
 from rsseg.io import open_raster
 from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
-from rsseg.io import atomic_path, write_json
+from rsseg.io import atomic_path, write_error, write_json
 
 
 def class_names_from_raster(path: str | Path) -> list[str] | None:
@@ -82,21 +83,29 @@ def evaluate_checkpoint(
     Returns the confusion matrix and the checkpoint's metadata as a dict. ``on_progress(done,
     total)`` counts tiles.
     """
+    from rsseg.checkpoint import read_meta
     from rsseg.data import build_datamodule
+    from rsseg.inference.contract import check_dataset_inputs
     from rsseg.inference.predictor import Predictor
+    from rsseg.inference.settings import check_settings, resolve_settings
 
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, tile=tile, overlap=overlap,
-                                          batch=batch, tta=tta)
-    meta = predictor.meta
+    # everything that can be checked is, before the model loads
+    meta = read_meta(checkpoint)
+    settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
+    check_settings(resolve_settings(meta, device=device, **settings))
     cfg = meta.build_config()
     if root is not None:
         cfg.dataset.root = root
     if eroded_labels is not None:
         cfg.dataset.eroded_labels = eroded_labels
     dm = build_datamodule(cfg)
-    tiles = list(dm.eval_tiles(split))
-    if not tiles:
+    tiles = dm.eval_tiles(split)  # refuses a split without labels
+    pairs = dm.pairs(split)
+    if not pairs:
         raise RsSegError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
+    check_dataset_inputs([(p.image, p.band_indexes) for p in pairs], meta)
+    predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, **settings)
+    tiles = list(tiles)
     acc = ConfusionAccumulator(meta.num_classes, ignore_index=meta.ignore_index, prediction_nodata=None,
                                reference_name=f"{split} labels")
     for i, item in enumerate(tiles, 1):
@@ -154,9 +163,31 @@ def _confusion_png(conf: torch.Tensor, class_names: list[str], path: Path) -> No
     plt.close(fig)
 
 
+def check_report_dir(out_dir: str | Path) -> Path:
+    """Refuse, before any work, a report folder that cannot be made or written (a file on the
+    way, a read-only parent)."""
+    out = Path(out_dir)
+    existing = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputPathError(f"cannot make the report folder {out}: {existing} is a file; choose another -o/--out")
+    if not os.access(existing, os.W_OK):
+        raise OutputPathError(f"cannot write the report folder {out}: {existing} is not writable")
+    return out
+
+
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.json, report.md, per_class.csv and confusion.png into ``out_dir``."""
-    out = Path(out_dir)
+    out = check_report_dir(out_dir)
+    try:
+        return _write_report(report, out)
+    except Exception as exc:
+        err = write_error(exc, "evaluation report", out)
+        if err is not None:
+            raise err from None
+        raise
+
+
+def _write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {name: out / name for name in ("report.json", "report.md", "per_class.csv", "confusion.png")}
     write_json(paths["report.json"], report)

@@ -6,7 +6,10 @@ import contextlib
 import json
 import os
 import re
+import shutil
+import signal
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,6 +137,115 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def staging_path(target: str | Path) -> Path:
+    """A hidden temporary path beside ``target`` (same folder, so renaming it onto ``target`` is
+    atomic and never crosses file systems), keeping the suffix for drivers that read it; not created."""
+    target = Path(target)
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent or ".")
+    os.close(fd)
+    os.unlink(name)
+    return Path(name)
+
+
+class Staging:
+    """Outputs staged beside their targets and committed together, or not at all.
+
+    :meth:`path` hands out a temporary path for a target (:func:`staging_path`), :meth:`folder` a
+    temporary folder beside one (for multi-file products; :meth:`add` its files), and
+    :meth:`remove_at_commit` a target that the new outputs replace by absence (a stale shapefile
+    part). :meth:`commit` renames every temporary onto its target at the end, after every product
+    is complete; :meth:`discard` (also on leaving the ``with`` block uncommitted) removes every
+    temporary, so the old targets stay byte-identical.
+    """
+
+    def __init__(self) -> None:
+        self._moves: list[tuple[Path, Path]] = []
+        self._stale: list[Path] = []
+        self._temps: list[Path] = []
+
+    def path(self, target: str | Path) -> Path:
+        tmp = staging_path(target)
+        self._temps.append(tmp)
+        self._moves.append((tmp, Path(target)))
+        return tmp
+
+    def folder(self, beside: str | Path) -> Path:
+        beside = Path(beside)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{beside.stem}.", suffix=".part", dir=beside.parent or "."))
+        self._temps.append(tmp)
+        return tmp
+
+    def add(self, tmp: str | Path, target: str | Path) -> None:
+        self._moves.append((Path(tmp), Path(target)))
+
+    def remove_at_commit(self, target: str | Path) -> None:
+        self._stale.append(Path(target))
+
+    def commit(self) -> None:
+        for tmp, target in self._moves:
+            os.replace(tmp, target)
+        for target in self._stale:
+            with contextlib.suppress(FileNotFoundError):
+                target.unlink()
+        self._moves, self._stale = [], []
+        self.discard()  # the emptied folders
+
+    def discard(self) -> None:
+        for tmp in self._temps:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+        self._temps, self._moves, self._stale = [], [], []
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block SIGTERM raises KeyboardInterrupt in the main thread, so a terminated run
+    cleans up (temporary files and folders) exactly as Ctrl-C does, and exits non-zero."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def write_error(exc: BaseException, what: str, path: str | Path | None) -> OutputPathError | None:
+    """A failure writing an output (disk full, permissions, GDAL/OGR write errors) as one line, or
+    ``None`` when ``exc`` is not a write failure (a bug or an rsseg error: re-raise it as is)."""
+    from rsseg.errors import RsSegError
+
+    if isinstance(exc, RsSegError):
+        return None
+    module = type(exc).__module__
+    if not (isinstance(exc, OSError) or module.startswith(("rasterio", "pyogrio", "fiona"))):
+        return None
+    text = str(exc)
+    if getattr(exc, "errno", None) == 28 or "No space left" in text:
+        reason = "no space left on the device; free space or write elsewhere"
+    elif isinstance(exc, PermissionError) or "Permission denied" in text:
+        reason = "permission denied; choose a folder you can write to"
+    else:
+        reason = (text.splitlines()[0][:160] if text else type(exc).__name__)
+    where = f" {path}" if path is not None else ""
+    return OutputPathError(f"cannot write the {what} output{where}: {reason} (nothing was replaced: "
+                           "existing outputs are unchanged)")
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -2,8 +2,10 @@
 
 Peak memory depends on tile, overlap, batch, class count and raster width only (see
 :mod:`rsseg.inference.blend`), never on raster height: bands of at most
-:data:`rsseg.inference.blend.BAND_ROWS` rows flow from the blender to the writers. All targets are checked before any work;
-each is written atomically, so an interrupted run leaves nothing half-written at a target.
+:data:`rsseg.inference.blend.BAND_ROWS` rows flow from the blender to the writers. All targets are checked before any work (and the
+input against the checkpoint's input contract, :mod:`rsseg.inference.contract`); the outputs are
+committed together at the end or not at all, so a failed or interrupted run leaves the old
+targets byte-identical and no temporary file behind.
 Each output product is a writer object (:mod:`rsseg.inference.products`); this module only
 reads, runs the model and hands every finished band of rows to every writer.
 """
@@ -18,19 +20,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from rasterio.enums import MaskFlags
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
 from rsseg.inference.blend import argmax_confidence
+from rsseg.inference.contract import input_mapping, invalid_pixels, read_error
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
 from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands,
                                    warn_if_not_georeferenced)
 from rsseg.inference.vectorize import parse_vector_classes
-from rsseg.io import open_raster, unfold_url
-from rsseg.io import check_output
+from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
 
 
 @dataclass
@@ -68,12 +70,13 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                  bands: list[int] | None = None, simplify: float = 0.0, min_area: float | None = None,
                  vector_classes: str | Sequence[str | int] | None = None, strict: bool = False,
                  asset: str | None = None,
-                 overwrite: bool = False, products: Sequence[ProductWriter] = (),
+                 overwrite: bool = False, products: Sequence[ProductWriter] = (), scale: float | str | None = None,
                  on_progress: ProgressFn | None = None) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
 
     Output: uint8 class ids on the input's exact grid (size, CRS, transform), 255 where the input
-    is nodata (all selected bands masked in ``read_masks``), palette and class names, tiled,
+    is nodata (all selected bands masked in ``read_masks``, or NaN/inf in any: such pixels are
+    filled before normalisation and never reach the model), palette and class names, tiled,
     deflate, overviews (mode). ``confidence_path``: max probability x 255 (0 = nodata).
     ``vector_path`` (.gpkg/.shp/.geojson): polygons of ``vector_classes`` (default all but the
     background), at least ``min_area`` m^2 (default a few pixels) (:func:`vectorize`).
@@ -83,6 +86,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid)
     is given. ``bands``: 1-based input bands in the model's order (default the first N).
     ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
+    ``scale``: map the input onto the training value range (``--scale``: a factor or ``auto``,
+    :func:`~rsseg.inference.contract.input_mapping`); an input in another range is refused.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
     """
     source = unfold_url(str(input_path))  # a URL keeps its '//' (Path folds it)
@@ -107,9 +112,10 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         raise RsSegError(f"{meta.num_classes} classes do not fit uint8 class ids with 255 as nodata")
 
     result = PredictResult(input_path, classes.path)
-    with open_raster(source, asset=asset) as src, block_cache(src, predictor.tile), \
+    with open_raster(source, asset=asset) as src, block_cache(src, predictor.tile), Staging() as stage, \
             tempfile.TemporaryDirectory(prefix=f".{classes.path.stem}.", dir=classes.path.parent) as tmpdir:
         sel = select_bands(src, meta, bands)
+        mapping = input_mapping(src, meta, sel, input_path, scale)
         warn_if_not_georeferenced(src)
         check_model_fit(src, meta, sel, explicit_bands=bands is not None, strict=strict)
         width, height = src.width, src.height
@@ -119,36 +125,53 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         # separate handles: GDAL datasets must not be shared between the reader and writer threads
         reader_src = open_raster(source, asset=asset)
         opened: list[ProductWriter] = []
+        writer: ProductWriter | None = None
         try:
             for writer in writers:
                 writer.open(ctx)
                 opened.append(writer)
-            # reading masks costs a band read; skip it when GDAL says every pixel is valid
-            all_valid = all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in sel)
 
             def read(win: Window) -> np.ndarray:
-                return predictor.normalise(reader_src.read(sel, window=win, boundless=False))
+                try:
+                    raw = reader_src.read(sel, window=win, boundless=False)
+                    invalid = invalid_pixels(reader_src, sel, win, raw)
+                except RasterioError as exc:
+                    raise read_error(exc, input_path, win) from None
+                return predictor.prepare(raw, invalid, mapping)
 
             def on_band(y0: int, probs: torch.Tensor) -> None:
                 cls_t, conf = argmax_confidence(probs)
                 cls = cls_t.numpy()
                 rows_win = Window(0, y0, width, probs.shape[1])
-                nodata = None if all_valid else (src.read_masks(sel, window=rows_win) == 0).all(axis=0)
+                try:
+                    nodata = invalid_pixels(src, sel, rows_win)
+                except RasterioError as exc:
+                    raise read_error(exc, input_path, rows_win) from None
                 if nodata is not None:
                     cls[nodata] = CLASS_NODATA
                 rows = Rows(y0, cls, conf, nodata)
-                for writer in writers:
-                    writer.write(rows, probs)
+                for w in writers:
+                    try:
+                        w.write(rows, probs)
+                    except Exception as exc:
+                        raise (write_error(exc, w.name, w.path) or exc) from None
 
             predictor.run(read, width, height, on_band, on_progress)
+            writer = None
             for writer in writers:  # in order: the polygons read the finished class raster
-                path = writer.close()
+                path = writer.finish(stage)
                 opened.remove(writer)
                 if path is not None:
                     result.products[writer.name] = path
-        except BaseException:
-            for writer in opened:
-                writer.abort()
+            writer = classes  # a failed rename reports on the outputs as a whole
+            stage.commit()  # all together, only now that every product is complete
+        except BaseException as exc:
+            for w in opened:
+                w.abort()
+            stage.discard()
+            err = write_error(exc, writer.name, writer.path) if writer is not None and isinstance(exc, Exception) else None
+            if err is not None:
+                raise err from None
             raise
         finally:
             reader_src.close()

@@ -28,11 +28,11 @@ from torch import nn
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.data.normalize import Normalizer
-from rsseg.errors import CheckpointError, RsSegError
+from rsseg.errors import CheckpointError, InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
-from rsseg.inference.settings import TTA_MODES, resolve_device, resolve_engine, resolve_settings
-from rsseg.inference.windows import check_tiling, padded_size, plan_windows, reflect_pad
+from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine, resolve_settings
+from rsseg.inference.windows import padded_size, plan_windows, reflect_pad
 
 _POLL_S = 0.1
 
@@ -75,11 +75,7 @@ class Predictor:
     """
 
     def __init__(self, engine: Engine, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str) -> None:
-        check_tiling(tile, overlap)
-        if batch < 1:
-            raise RsSegError(f"batch must be at least 1 (got {batch})")
-        if tta not in TTA_MODES:
-            raise RsSegError(f"unknown TTA mode {tta!r}; choose one of {', '.join(TTA_MODES)}")
+        check_settings(PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=engine.device))
         if not (len(meta.mean) == len(meta.std) == meta.in_channels):
             raise RsSegError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
                              f"{len(meta.mean)} means and {len(meta.std)} stds")
@@ -87,6 +83,8 @@ class Predictor:
         self.engine = engine
         self.device = engine.device
         self._normalise = Normalizer(meta.mean, meta.std, meta.scale)
+        #: raw value of each band that normalises to 0 (the training mean): what invalid pixels become
+        self._fill = (np.asarray(meta.mean, np.float32) * np.float32(meta.scale))[:, None]
 
     @classmethod
     def from_model(cls, model: nn.Module, meta: ModelMeta, *, device: str | torch.device = "auto",
@@ -141,6 +139,17 @@ class Predictor:
         through the one normaliser training uses too)."""
         return self._normalise(raw)
 
+    def prepare(self, raw: np.ndarray, invalid: np.ndarray | None = None, mapping: Callable | None = None) -> np.ndarray:
+        """Raw pixels [C, h, w] -> the model's input: ``mapping`` (the user's rescale,
+        :class:`rsseg.inference.contract.InputMapping`) applied, ``invalid`` pixels [h, w]
+        (nodata, NaN) filled with the training mean, then :meth:`normalise`. Filling before
+        normalising keeps NaN out of the model: one NaN pixel would spread over its whole window."""
+        x = mapping(raw) if mapping is not None else raw
+        if invalid is not None:
+            x = x.astype(np.float32)  # a copy: the caller's array stays as read
+            x[:, invalid] = self._fill
+        return self._normalise(x)
+
     def forward_probs(self, x: np.ndarray) -> np.ndarray:
         """Normalised batch [B, C, H, W] (H, W multiples of 32) -> probabilities [B, K, H, W] float32,
         averaged over this predictor's TTA views (:class:`rsseg.inference.engines.Engine`)."""
@@ -150,7 +159,11 @@ class Predictor:
     def _stack(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
         h, w = tiles[0].shape[-2:]
         ph, pw = padded_size(h), padded_size(w)
-        return np.stack([reflect_pad(t, ph, pw) for t in tiles])
+        batch = np.stack([reflect_pad(t, ph, pw) for t in tiles])
+        if not np.isfinite(batch).all():  # the model must never see NaN/inf: it spreads over a whole window
+            raise InputRasterError("the model input holds NaN or infinite values after normalisation; mark them as "
+                                   "nodata in the raster (e.g. gdal_edit.py -a_nodata nan) or fill them first")
+        return batch
 
     def run(self, read_window: Callable[[Window], np.ndarray], width: int, height: int,
             on_band: BandCallback, on_progress: ProgressFn | None = None) -> None:
@@ -254,7 +267,12 @@ class Predictor:
         if image.ndim != 3 or image.shape[0] != self.meta.in_channels:
             raise RsSegError(f"image has shape {tuple(image.shape)}; the model needs [{self.meta.in_channels}, H, W] "
                              f"(bands {', '.join(self.meta.bands)})")
-        probs = self.predict_probs(torch.from_numpy(self.normalise(image)), on_progress).numpy()
+        invalid = ~np.isfinite(image).all(axis=0) if image.dtype.kind == "f" else None
+        invalid = invalid if invalid is not None and invalid.any() else None
+        probs = self.predict_probs(torch.from_numpy(self.prepare(image, invalid)), on_progress).numpy()
         if return_probs:
             return probs
-        return argmax_confidence(torch.from_numpy(probs))[0].numpy()
+        classes = argmax_confidence(torch.from_numpy(probs))[0].numpy()
+        if invalid is not None:
+            classes[invalid] = self.meta.ignore_index
+        return classes

@@ -6,13 +6,14 @@ probability or entropy raster) is one :class:`ProductWriter` subclass with the l
 ``targets()`` / ``check()``  before any work: the paths it will write, and product-specific checks;
 ``open(ctx)``                before the first band (main thread);
 ``write(rows, probs)``       once per finished band of rows, in row order (the blender thread);
-``close()``                  after the last band: finish the product and move it onto its target
-                             atomically (temporary file beside the target, then a rename);
-``abort()``                  on any failure: release handles and temporary files, never touching
-                             the target.
+``finish(stage)``            after the last band: complete the product in temporary files beside
+                             its targets, handed out by ``stage`` (:class:`rsseg.io.Staging`);
+``abort()``                  on any failure: release handles, never touching the target.
 
-``predict_file`` closes the writers in list order, so a writer that reads another's finished
-file (the polygons read the class raster) comes after it.
+All or nothing: ``predict_file`` finishes the writers in list order (a writer that reads another's
+finished file, the polygons reading the class raster, comes after it) and only when every one is
+complete commits them together (``stage.commit()``: renames). A failure at any stage (disk full
+while writing the polygons) discards every temporary file and leaves the old targets byte-identical.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from rsseg.inference.raster import (CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, 
 from rsseg.inference.report import AreaAccumulator
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
 from rsseg.inference.styles import class_raster_pam, class_raster_qml, vector_qml
-from rsseg.inference.vectorize import (SHAPEFILE_PARTS, default_vector_classes, style_path, vector_driver,
-                                       vectorize)
-from rsseg.io import write_json
+from rsseg.inference.vectorize import (SHAPEFILE_PARTS, default_vector_classes, polygonize, style_path, vector_driver,
+                                       write_vector)
+from rsseg.io import Staging, write_json
 
 
 @dataclass
@@ -86,7 +87,9 @@ class ProductWriter:
     def write(self, rows: Rows, probs: torch.Tensor) -> None:
         """``probs``: blended probabilities [K, n, W] float16 of the same rows."""
 
-    def close(self) -> Path | None:
+    def finish(self, stage: Staging) -> Path | None:
+        """Complete the product in ``stage``'s temporary paths; return the target it will have
+        once committed (``None``: nothing written)."""
         return self.path
 
     def abort(self) -> None:
@@ -111,7 +114,7 @@ class RasterWriter(ProductWriter):
         return []
 
     def sidecars(self) -> dict[Path, str]:
-        """Text of each of :meth:`sidecar_paths`, made at close."""
+        """Text of each of :meth:`sidecar_paths`, made when the raster is finished."""
         return {}
 
     def targets(self) -> list[Path]:
@@ -127,9 +130,13 @@ class RasterWriter(ProductWriter):
     def write(self, rows: Rows, probs: torch.Tensor) -> None:
         self.rows.write(rows.y0, self.values(rows, probs))
 
-    def close(self) -> Path:
+    def finish(self, stage: Staging) -> Path:
         self.dst.close()
-        return to_cog(self.tmp, self.path, self.resampling, self.sidecars())
+        self.dst = None
+        sidecars = {stage.path(path): text for path, text in self.sidecars().items()}
+        #: the complete COG before the commit (the polygons are traced from it)
+        self.staged = to_cog(self.tmp, stage.path(self.path), self.resampling, sidecars)
+        return self.path
 
     def abort(self) -> None:
         if getattr(self, "dst", None) is not None:
@@ -206,15 +213,17 @@ class VectorWriter(ProductWriter):
     def check(self) -> None:
         vector_driver(self.path)
 
-    def close(self) -> Path:
+    def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
         chosen = self.vector_classes
         if chosen is None:
             chosen = default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
         style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen])
         keep_style = vector_driver(self.path) == "GPKG" or self._style_path() is not None
-        self.num_polygons = vectorize(self.classes.path, self.path, meta.classes, simplify=self.simplify,
-                                      min_area=self.min_area, classes=chosen, style=style if keep_style else None)
+        gdf = polygonize(self.classes.staged, meta.classes, simplify=self.simplify, min_area=self.min_area,
+                         classes=chosen)
+        write_vector(gdf, self.path, style=style if keep_style else None, stage=stage)
+        self.num_polygons = len(gdf)
         return self.path
 
 
@@ -247,12 +256,15 @@ class AreaReportWriter(ProductWriter):
         if self.scores is not None:
             self.scores.update(rows.classes, self.ref.read(1, window=rows.window))
 
-    def close(self) -> Path | None:
+    def finish(self, stage: Staging) -> Path | None:
         self._release()
         self.report = {**self.ctx.header, **self.areas.result()}
         if self.scores is not None:
             self.report["metrics"] = score_report(self.scores.conf, self.ctx.meta.classes)
-        return write_json(self.path, self.report) if self.path is not None else None
+        if self.path is None:
+            return None
+        write_json(stage.path(self.path), self.report)
+        return self.path
 
     def _release(self) -> None:
         if self.ref is not None:

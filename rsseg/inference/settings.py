@@ -20,7 +20,7 @@ from rsseg.errors import RsSegError
 #: default batch on CPU (bench/predict_bench.py: batch 2 keeps a 32k-wide raster near 2 GB)
 CPU_MAX_BATCH = 2
 
-__all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "resolve_device", "resolve_engine",
+__all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "resolve_device", "resolve_engine",
            "resolve_settings"]
 
 
@@ -94,3 +94,15 @@ def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", ti
         batch = inf.batch if dev.type == "cuda" else min(inf.batch, CPU_MAX_BATCH)
     return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev,
                           engine=engine)
+
+
+def check_settings(s: PredictSettings) -> PredictSettings:
+    """Refuse settings that cannot run: tile < 1, overlap outside [0, tile), batch < 1, unknown TTA."""
+    from rsseg.inference.windows import check_tiling
+
+    check_tiling(s.tile, s.overlap)
+    if s.batch < 1:
+        raise RsSegError(f"batch must be at least 1 (got {s.batch}); use e.g. --batch 2")
+    if s.tta not in TTA_MODES:
+        raise RsSegError(f"unknown TTA mode {s.tta!r}; choose one of {', '.join(TTA_MODES)}")
+    return s

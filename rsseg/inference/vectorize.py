@@ -16,8 +16,6 @@ no ``crs`` member, counter-clockwise exterior rings).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,8 +30,7 @@ from rasterio.windows import Window
 from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import RsSegError
 from rsseg.inference.areas import AreaModel
-from rsseg.io import open_raster
-from rsseg.io import atomic_path
+from rsseg.io import Staging, open_raster
 
 if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only when polygons are made
     import geopandas as gpd
@@ -176,40 +173,48 @@ def _gpkg_style(path: Path, layer: str, qml: str) -> None:
     pyogrio.write_dataframe(pd.DataFrame([row]), path, layer="layer_styles", driver="GPKG", append=True)
 
 
-def write_vector(gdf: gpd.GeoDataFrame, out_path: str | Path, style: str | None = None) -> Path:
+def write_vector(gdf: gpd.GeoDataFrame, out_path: str | Path, style: str | None = None,
+                 stage: Staging | None = None) -> Path:
     """Write ``gdf`` by extension (GPKG/shapefile/GeoJSON) atomically, the layer named after the
-    file; a shapefile's parts are written in a temporary folder beside the target and moved in,
-    ``.shp`` last. GeoJSON is reprojected to WGS 84 and written per RFC 7946 (a raster without a
-    CRS keeps its pixel-grid coordinates, which no standard can describe). ``style``: QGIS QML
-    stored with the layer (:func:`style_path`), also atomically and before the layer appears."""
+    file; a shapefile's parts are written in a temporary folder beside the target and moved in
+    together, ``.shp`` last. GeoJSON is reprojected to WGS 84 and written per RFC 7946 (a raster
+    without a CRS keeps its pixel-grid coordinates, which no standard can describe). ``style``:
+    QGIS QML stored with the layer (:func:`style_path`). With ``stage`` the files stay staged for
+    the caller's :meth:`~rsseg.io.Staging.commit` (all products at once)."""
     out_path = Path(out_path)
     driver = vector_driver(out_path)
     layer = out_path.stem
     sidecar = style_path(out_path) if style is not None else None
-    if driver != "ESRI Shapefile":
-        options = {}
-        if driver == "GeoJSON" and gdf.crs is not None:
-            gdf, options = gdf.to_crs(4326), {"RFC7946": "YES"}
-        with atomic_path(out_path) as tmp:
+    own = stage is None
+    stage = Staging() if own else stage
+    try:
+        if driver != "ESRI Shapefile":
+            options = {}
+            if driver == "GeoJSON" and gdf.crs is not None:
+                gdf, options = gdf.to_crs(4326), {"RFC7946": "YES"}
+            tmp = stage.path(out_path)
             gdf.to_file(tmp, driver=driver, engine="pyogrio", layer=layer, **options)
             if style is not None and driver == "GPKG":
                 _gpkg_style(tmp, layer, style)
             if sidecar is not None:
-                with atomic_path(sidecar) as side:
-                    side.write_text(style, encoding="utf-8")
-        return out_path
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.stem}.", dir=out_path.parent) as tmpdir:
-        tmp = Path(tmpdir) / out_path.name
-        gdf.to_file(tmp, driver=driver, engine="pyogrio", encoding="UTF-8")
-        if sidecar is not None:
-            tmp.with_suffix(".qml").write_text(style, encoding="utf-8")
-        for ext in (".qml", *SHAPEFILE_PARTS) if sidecar is not None else SHAPEFILE_PARTS:
-            part = tmp.with_suffix(ext)
-            target = out_path.with_suffix(ext)
-            if part.exists():
-                os.replace(part, target)
-            elif target.exists():
-                target.unlink()  # a stale part from an older file would corrupt the new one
+                stage.path(sidecar).write_text(style, encoding="utf-8")
+        else:
+            tmp = stage.folder(out_path) / out_path.name
+            gdf.to_file(tmp, driver=driver, engine="pyogrio", encoding="UTF-8")
+            if sidecar is not None:
+                tmp.with_suffix(".qml").write_text(style, encoding="utf-8")
+            for ext in (".qml", *SHAPEFILE_PARTS) if sidecar is not None else SHAPEFILE_PARTS:
+                part, target = tmp.with_suffix(ext), out_path.with_suffix(ext)  # .shp last
+                if part.exists():
+                    stage.add(part, target)
+                else:
+                    stage.remove_at_commit(target)  # a stale part from an older file would corrupt the new one
+        if own:
+            stage.commit()
+    except BaseException:
+        if own:
+            stage.discard()
+        raise
     return out_path
 
 

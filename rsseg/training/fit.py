@@ -128,6 +128,8 @@ def _loggers(run_dir: Path) -> list[Logger]:
 
 
 def build_meta(cfg: Config, dm: Any) -> ModelMeta:
+    from rsseg.inference.contract import measure_training_input
+
     stats = dm.stats  # training split, cached per dataset root
     return ModelMeta(
         classes=list(dm.classes),
@@ -142,6 +144,7 @@ def build_meta(cfg: Config, dm: Any) -> ModelMeta:
         config=cfg.to_dict(),
         class_pixel_freq=list(stats.pixel_frequencies),
         class_region_freq=[n / max(1, stats.num_images) for n in stats.region_counts],
+        **measure_training_input([(p.image, p.band_indexes) for p in dm.pairs("train")]),  # the input contract
     )
 
 

@@ -4,7 +4,10 @@ The viewer is a web server: every path it opens comes from a browser (a select b
 parameter, an uploaded file name), so every path is resolved (symlinks included) and must stay
 inside the configured data directory. Rasters are opened with the GeoTIFF driver only: GDAL picks
 a driver from the file's content, not its name, and a VRT disguised as ``.tif`` could otherwise
-make the server read any file on the machine.
+make the server read any file on the machine. Every raster the viewer opens or accepts as an
+upload is also held to a pixel-count limit (:data:`DEFAULT_MAX_PIXELS`, ``RSSEG_MAX_PIXELS``,
+``rsseg app --max-pixels``): a few-kB sparse GeoTIFF can declare a size that would tie up the
+server; and an upload must read completely (a truncated file is refused when it arrives).
 """
 
 from __future__ import annotations
@@ -15,10 +18,10 @@ import re
 from pathlib import Path
 
 import rasterio
+from rasterio.errors import RasterioError
 
-from rsseg.errors import RsSegError
-from rsseg.io import open_raster
-from rsseg.io import atomic_path
+from rsseg.errors import InputRasterError, RsSegError
+from rsseg.io import atomic_path, open_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 CHECKPOINT_SUFFIXES = (".ckpt",)
@@ -26,6 +29,21 @@ CHECKPOINT_SUFFIXES = (".ckpt",)
 MAX_LISTED = 2000
 MAX_WALKED_DIRS = 5000
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+#: largest raster (width x height) the viewer opens or accepts; about 22k x 22k pixels
+DEFAULT_MAX_PIXELS = 500_000_000
+MAX_PIXELS_ENV = "RSSEG_MAX_PIXELS"
+
+
+def max_pixels(environ: dict[str, str] | None = None) -> int:
+    """The viewer's pixel-count limit: ``RSSEG_MAX_PIXELS`` (set by ``rsseg app --max-pixels``) or the default."""
+    value = (os.environ if environ is None else environ).get(MAX_PIXELS_ENV)
+    try:
+        limit = int(float(value)) if value else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise RsSegError(f"{MAX_PIXELS_ENV}={value!r} must be a number of pixels, e.g. 500000000") from None
+    if limit < 1:
+        raise RsSegError(f"{MAX_PIXELS_ENV} must be at least 1 pixel (got {value})")
+    return limit
 
 
 def file_stamp(path: str | Path) -> tuple[str, int, int]:
@@ -73,15 +91,37 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
     return sorted(found)
 
 
-def open_geotiff(path: str | Path) -> rasterio.DatasetReader:
-    """Open ``path`` with the GeoTIFF driver only (see the module docstring)."""
-    return open_raster(path, "viewer", geotiff_only=True)
+def open_geotiff(path: str | Path, limit: int | None = None) -> rasterio.DatasetReader:
+    """Open ``path`` with the GeoTIFF driver only, within the pixel-count ``limit`` (default
+    :func:`max_pixels`); see the module docstring."""
+    limit = max_pixels() if limit is None else limit
+    src = open_raster(path, "viewer", geotiff_only=True)
+    if src.width * src.height > limit:
+        src.close()
+        raise InputRasterError(f"{Path(path).name} is {src.width}x{src.height} = {src.width * src.height:,} pixels; the "
+                               f"viewer's limit is {limit:,} (predict it with rsseg predict, or raise the limit with "
+                               "rsseg app --max-pixels)")
+    return src
 
 
-def check_raster(path: str | Path) -> Path:
-    """Check that ``path`` is a GeoTIFF before any reader that accepts every GDAL format sees it."""
-    open_geotiff(path).close()
+def check_raster(path: str | Path, limit: int | None = None) -> Path:
+    """Check that ``path`` is a GeoTIFF within the pixel limit before any reader that accepts
+    every GDAL format sees it."""
+    open_geotiff(path, limit).close()
     return Path(path)
+
+
+def check_complete(path: str | Path, name: str | None = None) -> None:
+    """Read every block of every band: a truncated or corrupt GeoTIFF whose header is intact
+    fails here, with one line, instead of halfway through a prediction."""
+    with open_geotiff(path) as src:
+        try:
+            for _, window in src.block_windows(1):
+                src.read(window=window)
+        except RasterioError as exc:
+            first = str(exc.__cause__ or exc).splitlines()[0][:160]
+            raise InputRasterError(f"{name or Path(path).name} is truncated or corrupt ({first}); upload the complete "
+                                   "file again") from None
 
 
 def save_upload(data: bytes, name: str, dest_dir: str | Path, max_mb: float) -> Path:
@@ -103,6 +143,7 @@ def save_upload(data: bytes, name: str, dest_dir: str | Path, max_mb: float) -> 
             tmp.write_bytes(data)
         try:
             check_raster(target)
+            check_complete(target, f"upload {name!r}")
         except RsSegError:
             target.unlink(missing_ok=True)
             raise

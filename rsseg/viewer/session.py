@@ -26,7 +26,7 @@ from rsseg.errors import RsSegError
 from rsseg.inference import PredictSettings, Predictor, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.inference.settings import resolve_engine
 from rsseg.io import atomic_path
-from rsseg.viewer.files import check_raster, file_stamp
+from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels
 
 #: the viewer's progress: (fraction in [0, 1], message), rendered by the app as a Streamlit bar
 ProgressFn = Callable[[float, str], None]
@@ -43,8 +43,10 @@ class AppSettings:
     data_dir: Path
     cache_dir: Path
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
-    ENV = {"data_dir": "RSSEG_DATA_DIR", "cache_dir": "RSSEG_CACHE_DIR", "max_upload_mb": "RSSEG_MAX_UPLOAD_MB"}
+    ENV = {"data_dir": "RSSEG_DATA_DIR", "cache_dir": "RSSEG_CACHE_DIR", "max_upload_mb": "RSSEG_MAX_UPLOAD_MB",
+           "max_pixels": MAX_PIXELS_ENV}
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> AppSettings:
@@ -58,11 +60,11 @@ class AppSettings:
             max_mb = float(env.get(cls.ENV["max_upload_mb"]) or DEFAULT_MAX_UPLOAD_MB)
         except ValueError:
             raise RsSegError(f"{cls.ENV['max_upload_mb']} must be a number of megabytes") from None
-        return cls(data_dir, cache_dir.resolve(), max_mb)
+        return cls(data_dir, cache_dir.resolve(), max_mb, max_pixels(env))
 
     def to_env(self) -> dict[str, str]:
         return {self.ENV["data_dir"]: str(self.data_dir), self.ENV["cache_dir"]: str(self.cache_dir),
-                self.ENV["max_upload_mb"]: f"{self.max_upload_mb:g}"}
+                self.ENV["max_upload_mb"]: f"{self.max_upload_mb:g}", self.ENV["max_pixels"]: str(self.max_pixels)}
 
 
 @dataclass(frozen=True)
