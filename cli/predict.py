@@ -43,7 +43,8 @@ def _derive(template: str | None, src: Path, multiple: bool) -> Path | None:
 @click.option("--min-area", default=0.0, help="Drop polygons smaller than this many square metres.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, device, overwrite):
+@click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, simplify, min_area, device, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -73,19 +74,51 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                 check_output(target, overwrite)
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
+    if dask_spec:
+        from rsseg.inference.distributed import parse_dask
+
+        parse_dask(dask_spec)  # a malformed address fails before the model loads
+    # with --dask the model runs on the workers; the client's copy gives metadata and tile/overlap
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu" if dask_spec else device, tile=tile,
+                                          overlap=overlap, batch=batch, tta=tta)
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
-               f"{predictor.settings}")
+               f"{predictor.settings if not dask_spec else f'tile {predictor.tile}/{predictor.overlap}, tta {predictor.tta}, on Dask {dask_spec}'}")
+    options = dict(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area, overwrite=overwrite)
+    if dask_spec:
+        _predict_dask(dask_spec, predictor, checkpoint, plans, options, device, batch)
+        return
     for src, targets in plans:
         with progress_bar(src.name, "windows") as on_progress:
-            result = predict_file(
-                predictor, src, targets.pop("output_path"), **targets, reference_path=reference,
-                bands=_bands(bands), simplify=simplify, min_area=min_area, overwrite=overwrite, on_progress=on_progress,
-            )
-        written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
-        click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
-        if "metrics" in result.report:
-            m = result.report["metrics"]
-            click.echo("against the reference: " + ", ".join(
-                f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))
+            result = predict_file(predictor, src, targets.pop("output_path"), **targets, **options, on_progress=on_progress)
+        _summary(src, result)
+
+
+def _predict_dask(spec, predictor, checkpoint, plans, options, device, batch) -> None:
+    """--dask: one task per scene when there are at least as many scenes as workers, else strips."""
+    from rsseg.cli.progress import progress_bar
+    from rsseg.inference.distributed import dask_client, predict_file_dask, predict_scenes_dask, use_scenes
+
+    with dask_client(spec) as client:
+        if use_scenes(client, len(plans)):
+            with progress_bar(f"{len(plans)} rasters", "scenes") as on_progress:
+                results = predict_scenes_dask(client, predictor, checkpoint, plans, device=device, batch=batch,
+                                              on_progress=on_progress, **options)
+            for (src, _), result in zip(plans, results):
+                _summary(src, result)
+            return
+        for src, targets in plans:
+            with progress_bar(src.name, "strips") as on_progress:
+                result = predict_file_dask(client, predictor, checkpoint, src, targets.pop("output_path"), **targets,
+                                           **options, device=device, batch=batch, on_progress=on_progress)
+            _summary(src, result)
+
+
+def _summary(src: Path, result) -> None:
+    """What one input produced, and its scores against the reference."""
+    written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
+    click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
+    if "metrics" in result.report:
+        m = result.report["metrics"]
+        click.echo("against the reference: " + ", ".join(
+            f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))

@@ -11,12 +11,13 @@ reads, runs the model and hands every finished band of rows to every writer.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
@@ -27,6 +28,7 @@ from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
 from rsseg.inference.raster import CLASS_NODATA, block_cache, select_bands, warn_if_not_georeferenced
+from rsseg.inference.windows import strip_halo
 from rsseg.io import open_raster
 from rsseg.io import check_output
 
@@ -60,12 +62,65 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
         writer.check()
 
 
+#: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, W] float16, or ``None`` when
+#: a distributed run did not ship them (no product asked for probabilities)
+EmitFn = Callable[[Rows, "torch.Tensor | None"], None]
+
+
+class RowSource(Protocol):
+    """Computes every band of rows of ``src`` in row order, elsewhere than this process
+    (:class:`rsseg.inference.distributed.StripSource`); ``device`` goes in the report header."""
+
+    device: str
+
+    def __call__(self, src: rasterio.DatasetReader, sel: list[int], emit: EmitFn,
+                 on_progress: ProgressFn | None) -> None: ...
+
+
+def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: rasterio.DatasetReader,
+                 sel: list[int], emit: EmitFn, rows: tuple[int, int] | None = None,
+                 on_progress: ProgressFn | None = None) -> None:
+    """Predict raster rows ``[a, b)`` (all rows when ``None``) and ``emit`` each finished band, in order.
+
+    ``rows`` must be a strip of :func:`~rsseg.inference.windows.strip_plan`: the windows of its
+    halo (:func:`~rsseg.inference.windows.strip_halo`) are predicted too and blended with the
+    whole-raster weights, so each pixel equals the whole-raster run's up to float noise from a
+    different batch composition. ``reader_src`` is a second handle on the input for the reader
+    thread (GDAL datasets must not be shared between threads); ``src`` reads the nodata masks.
+    """
+    width, height = src.width, src.height
+    a, b = (0, height) if rows is None else rows
+    lo, hi = (0, height) if rows is None else strip_halo(a, b, height, predictor.tile, predictor.overlap)
+    # reading masks costs a band read; skip it when GDAL says every pixel is valid
+    all_valid = all(MaskFlags.all_valid in src.mask_flag_enums[i - 1] for i in sel)
+
+    def read(win: Window) -> np.ndarray:
+        win = Window(win.col_off, win.row_off + lo, win.width, win.height)
+        return predictor.normalise(reader_src.read(sel, window=win, boundless=False))
+
+    def on_band(y0: int, probs: torch.Tensor) -> None:
+        y0 += lo
+        start, stop = max(y0, a), min(y0 + probs.shape[1], b)
+        if start >= stop:  # halo rows: blended from part of their windows only
+            return
+        probs = probs[:, start - y0:stop - y0]
+        cls_t, conf = argmax_confidence(probs)
+        cls = cls_t.numpy()
+        rows_win = Window(0, start, width, probs.shape[1])
+        nodata = None if all_valid else (src.read_masks(sel, window=rows_win) == 0).all(axis=0)
+        if nodata is not None:
+            cls[nodata] = CLASS_NODATA
+        emit(Rows(start, cls, conf, nodata), probs)
+
+    predictor.run(read, width, hi - lo, on_band, on_progress)
+
+
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *,
                  vector_path: str | Path | None = None, report_path: str | Path | None = None,
                  confidence_path: str | Path | None = None, reference_path: str | Path | None = None,
                  bands: list[int] | None = None, simplify: float = 0.0, min_area: float = 0.0,
                  overwrite: bool = False, products: Sequence[ProductWriter] = (),
-                 on_progress: ProgressFn | None = None) -> PredictResult:
+                 on_progress: ProgressFn | None = None, rows_source: RowSource | None = None) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
 
     Output: uint8 class ids on the input's exact grid (size, CRS, transform), 255 where the input
@@ -76,6 +131,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     is given. ``bands``: 1-based input bands in the model's order (default the first N).
     ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
+    ``rows_source``: computes the bands of rows elsewhere (a Dask cluster:
+    :mod:`rsseg.inference.distributed`); the writers, checks and atomic targets stay these ones.
     """
     input_path = Path(input_path)
     classes = ClassRasterWriter(output_path)
@@ -102,7 +159,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         warn_if_not_georeferenced(src)
         width, height = src.width, src.height
         header = {"input": str(input_path), "output": str(classes.path), "width": width, "height": height,
-                  "crs": src.crs.to_string() if src.crs else None, "device": str(predictor.device)}
+                  "crs": src.crs.to_string() if src.crs else None,
+                  "device": str(predictor.device) if rows_source is None else rows_source.device}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
         # separate handles: GDAL datasets must not be shared between the reader and writer threads
         reader_src = open_raster(input_path)
@@ -111,24 +169,14 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
             for writer in writers:
                 writer.open(ctx)
                 opened.append(writer)
-            # reading masks costs a band read; skip it when GDAL says every pixel is valid
-            all_valid = all(MaskFlags.all_valid in src.mask_flag_enums[b - 1] for b in sel)
-
-            def read(win: Window) -> np.ndarray:
-                return predictor.normalise(reader_src.read(sel, window=win, boundless=False))
-
-            def on_band(y0: int, probs: torch.Tensor) -> None:
-                cls_t, conf = argmax_confidence(probs)
-                cls = cls_t.numpy()
-                rows_win = Window(0, y0, width, probs.shape[1])
-                nodata = None if all_valid else (src.read_masks(sel, window=rows_win) == 0).all(axis=0)
-                if nodata is not None:
-                    cls[nodata] = CLASS_NODATA
-                rows = Rows(y0, cls, conf, nodata)
+            def emit(rows: Rows, probs: torch.Tensor | None) -> None:
                 for writer in writers:
                     writer.write(rows, probs)
 
-            predictor.run(read, width, height, on_band, on_progress)
+            if rows_source is None:
+                predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress)
+            else:
+                rows_source(src, sel, emit, on_progress)
             for writer in writers:  # in order: the polygons read the finished class raster
                 path = writer.close()
                 opened.remove(writer)
