@@ -60,15 +60,15 @@ def scene(tmp_path_factory) -> Path:
     return write_raster(tmp_path_factory.mktemp("in") / "scene.tif", img, nodata=0)
 
 
-def _outputs(d: Path) -> dict[str, Path]:
-    return {"output_path": d / "c.tif", "confidence_path": d / "conf.tif", "vector_path": d / "v.gpkg",
-            "report_path": d / "r.json"}
+def _outputs(d: Path, vector: bool = True) -> dict[str, Path]:
+    out = {"output_path": d / "c.tif", "confidence_path": d / "conf.tif", "report_path": d / "r.json"}
+    return {**out, "vector_path": d / "v.gpkg"} if vector else out
 
 
-def _single(checkpoint: Path, image: Path, out: Path, tile: int, overlap: int):
+def _single(checkpoint: Path, image: Path, out: Path, tile: int, overlap: int, vector: bool = True):
     out.mkdir()
     p = Predictor.from_checkpoint(checkpoint, device="cpu", tile=tile, overlap=overlap, batch=2)
-    return p, predict_file(p, image, **_outputs(out))
+    return p, predict_file(p, image, **_outputs(out, vector))
 
 
 def _compare(single, distributed, predictor: Predictor, image: Path) -> int:
@@ -88,6 +88,7 @@ def _compare(single, distributed, predictor: Predictor, image: Path) -> int:
     assert sum(c["pixels"] for c in rb["classes"]) == rb["valid_pixels"]
     if not diff.any():
         assert [c["pixels"] for c in ra["classes"]] == [c["pixels"] for c in rb["classes"]]
+    if not diff.any() and single.vector_path is not None:
         import geopandas as gpd
 
         va, vb = gpd.read_file(single.vector_path), gpd.read_file(distributed.vector_path)
@@ -129,9 +130,9 @@ def test_distributed_strips_equal_the_single_process_run(client, checkpoint, sce
 
 def test_tanzania_crop_on_two_workers_equals_single_process(client, checkpoint, sample_tiles, tmp_path):
     image = sample_tiles / "tanzania" / "image.tif"
-    predictor, single = _single(checkpoint, image, tmp_path / "single", 256, 32)
+    predictor, single = _single(checkpoint, image, tmp_path / "single", 256, 32, vector=False)
     (tmp_path / "dask").mkdir()
-    res = dist.predict_file_dask(client, predictor, checkpoint, image, **_outputs(tmp_path / "dask"), device="cpu",
+    res = dist.predict_file_dask(client, predictor, checkpoint, image, **_outputs(tmp_path / "dask", False), device="cpu",
                                  window_rows=1)
     differ = _compare(single, res, predictor, image)
     print(f"tanzania crop: {differ} of {1024 * 1024} pixels differ (near-ties)")
