@@ -213,7 +213,7 @@ class StripSource:
             _first_error(futures)
 
 
-def _checkpoint_settings(predictor: Predictor, device: str, batch: int | None) -> dict[str, Any]:
+def checkpoint_settings(predictor: Predictor, device: str, batch: int | None) -> dict[str, Any]:
     """What workers need to rebuild the client's predictor settings (tile and overlap must match
     the client's exactly: they define the strips); batch and device resolve on the worker."""
     return dict(tile=predictor.tile, overlap=predictor.overlap, tta=predictor.tta, batch=batch, device=device)
@@ -228,7 +228,7 @@ def predict_file_dask(client: Client, predictor: Predictor, checkpoint: str | Pa
     themselves on ``device`` with ``batch`` (``None``: their device's default). ``kwargs`` are
     ``predict_file``'s (outputs, bands, products, on_progress: strips finished).
     """
-    source = StripSource(client, str(Path(checkpoint).resolve()), _checkpoint_settings(predictor, device, batch),
+    source = StripSource(client, str(Path(checkpoint).resolve()), checkpoint_settings(predictor, device, batch),
                          predictor.tile, predictor.overlap, _input_name(input_path),
                          need_probs=bool(kwargs.get("products")), window_rows=window_rows)
     return predict_file(predictor, input_path, output_path, rows_source=source, **kwargs)
@@ -262,7 +262,7 @@ def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | 
     are the ``predict_file`` options shared by all scenes. Workers write the outputs (a file
     system they share with the client). If any scene fails the others are cancelled, the
     outputs of finished ones removed, and the error raised; ``on_progress`` counts scenes."""
-    settings = _checkpoint_settings(predictor, device, batch)
+    settings = checkpoint_settings(predictor, device, batch)
     ckpt = str(Path(checkpoint).resolve())
     token = uuid.uuid4().hex[:12]
     futures = []
