@@ -24,9 +24,20 @@ from rsseg.config import Config  # noqa: E402
 from rsseg.errors import RsSegError  # noqa: E402
 from rsseg.inference import Predictor, predict_file  # noqa: E402
 from rsseg.inference import distributed as dist  # noqa: E402
+from rsseg.inference.products import RasterWriter  # noqa: E402
 from rsseg.inference.windows import strip_halo, strip_plan, plan_windows  # noqa: E402
 
 TIE = 1e-3  # pixels whose top two class probabilities are this close may differ (batch composition)
+
+
+class MarginWriter(RasterWriter):
+    """A product that needs the probabilities: (top1 - top2) x 255, so workers must ship them."""
+
+    name = "margin"
+
+    def values(self, rows, probs):
+        top2 = probs.float().topk(2, dim=0).values
+        return ((top2[0] - top2[1]) * 255).round().to(torch.uint8).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +76,10 @@ def _outputs(d: Path, vector: bool = True) -> dict[str, Path]:
     return {**out, "vector_path": d / "v.gpkg"} if vector else out
 
 
-def _single(checkpoint: Path, image: Path, out: Path, tile: int, overlap: int, vector: bool = True):
+def _single(checkpoint: Path, image: Path, out: Path, tile: int, overlap: int, vector: bool = True, products=()):
     out.mkdir()
     p = Predictor.from_checkpoint(checkpoint, device="cpu", tile=tile, overlap=overlap, batch=2)
-    return p, predict_file(p, image, **_outputs(out, vector))
+    return p, predict_file(p, image, **_outputs(out, vector), products=products)
 
 
 def _compare(single, distributed, predictor: Predictor, image: Path) -> int:
@@ -113,14 +124,19 @@ def test_strips_follow_the_window_grid_and_their_halo_replans_to_the_same_window
 
 
 def test_distributed_strips_equal_the_single_process_run(client, checkpoint, scene, tmp_path):
-    predictor, single = _single(checkpoint, scene, tmp_path / "single", 64, 16)
+    predictor, single = _single(checkpoint, scene, tmp_path / "single", 64, 16,
+                                products=[MarginWriter(tmp_path / "margin1.tif")])
     (tmp_path / "dask").mkdir()
     seen = []
     res = dist.predict_file_dask(client, predictor, checkpoint, scene, **_outputs(tmp_path / "dask"), device="cpu",
-                                 batch=3, window_rows=2, on_progress=lambda d, t: seen.append((d, t)))
+                                 batch=3, window_rows=2, products=[MarginWriter(tmp_path / "margin2.tif")],
+                                 on_progress=lambda d, t: seen.append((d, t)))
     n = seen[-1][1]
     assert n == len(strip_plan(200, 64, 16, 2)) == 2 and seen[-1] == (n, n)
+    assert res.report["device"] == "dask (cpu workers)"
     differ = _compare(single, res, predictor, scene)
+    with rasterio.open(tmp_path / "margin1.tif") as a, rasterio.open(tmp_path / "margin2.tif") as b:
+        assert np.abs(a.read(1).astype(int) - b.read(1)).max() <= 1 and a.read(1).std() > 0
     print(f"generated raster: {differ} of {200 * 150} pixels differ (near-ties)")
     assert res.report["nodata_pixels"] == 20 * 30
     # one model load per worker process, not per strip

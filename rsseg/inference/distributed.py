@@ -31,7 +31,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def predict_strip(checkpoint: str, settings: dict[str, Any], input_path: str, ba
     )
 
 
-def _first_error(futures: Sequence[Future]) -> None:
+def _cancel(futures: Sequence[Future]) -> None:
     for f in futures:
         f.cancel()
 
@@ -168,12 +168,10 @@ class StripSource:
     input_path: str
     need_probs: bool = False
     window_rows: int | None = None
-    device: str = field(default="")
-    strips: int = 0
 
-    def __post_init__(self) -> None:
-        if not self.device:
-            self.device = f"dask ({self.settings.get('device', 'auto')} workers)"
+    @property
+    def device(self) -> str:
+        return f"dask ({self.settings['device']} workers)"
 
     def _window_rows(self, width: int, height: int) -> int:
         if self.window_rows is not None:
@@ -188,7 +186,6 @@ class StripSource:
     def __call__(self, src: rasterio.DatasetReader, sel: list[int], emit: EmitFn,
                  on_progress: ProgressFn | None) -> None:
         plan = strip_plan(src.height, self.tile, self.overlap, self._window_rows(src.width, src.height))
-        self.strips = len(plan)
         token = uuid.uuid4().hex[:12]
         futures = [self.client.submit(predict_strip, self.checkpoint, self.settings, self.input_path, sel, rows,
                                       self.need_probs, key=f"rsseg-strip-{token}-{i}")
@@ -210,7 +207,7 @@ class StripSource:
                     emit(Rows(strip.y0, strip.classes, conf, strip.nodata), probs)
                     nxt += 1
         finally:
-            _first_error(futures)
+            _cancel(futures)
 
 
 def checkpoint_settings(predictor: Predictor, device: str, batch: int | None) -> dict[str, Any]:
@@ -247,10 +244,11 @@ def _scene_task(checkpoint: str, settings: dict[str, Any], input_path: str, outp
 
 
 def _written(result: PredictResult) -> list[Path]:
+    """Every file a finished scene wrote (a shapefile is several)."""
     files = []
     for path in result.products.values():
-        files.extend(path.with_suffix(ext) for ext in SHAPEFILE_PARTS) if path.suffix.lower() == ".shp" \
-            else files.append(path)
+        shapefile = path.suffix.lower() == ".shp"
+        files.extend([path.with_suffix(ext) for ext in SHAPEFILE_PARTS] if shapefile else [path])
     return files
 
 
@@ -279,7 +277,7 @@ def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | 
             if on_progress is not None:
                 on_progress(n, len(futures))
     except BaseException:
-        _first_error(futures)
+        _cancel(futures)
         for res in results:  # all or nothing: remove what this run finished
             for path in _written(res) if res is not None else []:
                 with contextlib.suppress(FileNotFoundError):

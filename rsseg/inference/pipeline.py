@@ -132,7 +132,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
     ``rows_source``: computes the bands of rows elsewhere (a Dask cluster:
-    :mod:`rsseg.inference.distributed`); the writers, checks and atomic targets stay these ones.
+    :mod:`rsseg.inference.distributed`; ``on_progress`` then counts its strips); the writers,
+    checks and atomic targets stay these ones.
     """
     input_path = Path(input_path)
     classes = ClassRasterWriter(output_path)
@@ -169,6 +170,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
             for writer in writers:
                 writer.open(ctx)
                 opened.append(writer)
+
             def emit(rows: Rows, probs: torch.Tensor | None) -> None:
                 for writer in writers:
                     writer.write(rows, probs)
