@@ -75,8 +75,11 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
     if dask_spec:
-        from rsseg.inference.distributed import parse_dask
-
+        try:
+            from rsseg.inference.distributed import parse_dask
+        except ImportError:
+            raise RsSegError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
+                             "(or the rsseg extra: pip install -e '.[dask]')") from None
         parse_dask(dask_spec)  # a malformed address fails before the model loads
     # with --dask the model runs on the workers; the client's copy gives metadata and tile/overlap
     predictor = Predictor.from_checkpoint(checkpoint, device="cpu" if dask_spec else device, tile=tile,

@@ -16,6 +16,7 @@ import rasterio
 import torch
 
 pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow  # a LocalCluster of 2 processes: seconds to start, still part of make test
 
 from conftest import write_raster  # noqa: E402
 
