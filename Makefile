@@ -16,7 +16,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev,onnx]"
+	$(PY) -m pip install -e ".[dev,onnx,dask]"
 	touch $(STAMP)
 
 install: $(STAMP)

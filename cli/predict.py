@@ -99,7 +99,8 @@ def _refuse_collisions(plans: list[tuple[str, dict[str, Path | None]]]) -> None:
               help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
                    "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, device, engine, overwrite):
+@click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, device, engine, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -138,27 +139,62 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                 check_output(target, overwrite)
         if targets["vector_path"] is not None:
             vector_driver(targets["vector_path"])
+    if dask_spec:
+        try:
+            from rsseg.inference.distributed import parse_dask
+        except ImportError:
+            raise RsSegError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
+                             "(or the rsseg extra: pip install 'rsseg[dask]')") from None
+        parse_dask(dask_spec)  # a malformed address fails before the model loads
     meta = read_meta(checkpoint)
     settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
     check_inputs([src for src, _ in plans], meta, bands=_bands(bands), scale=scale, reference=reference, device=device,
                  asset=asset, **settings)
+    # with --dask the model runs on the workers; the client's copy gives metadata and tile/overlap
     predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, engine=engine, **settings,
+        checkpoint, device="cpu" if dask_spec else device, engine="torch" if dask_spec else engine, **settings,
         on_export=lambda path: click.echo(f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}",
                                           err=True))
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
-               f"{predictor.settings}")
+               f"{predictor.settings if not dask_spec else f'tile {predictor.tile}/{predictor.overlap}, tta {predictor.tta}, on Dask {dask_spec}'}")
+    options = dict(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
+                   vector_classes=vector_classes, strict=strict, asset=asset, scale=scale, overwrite=overwrite)
+    if dask_spec:
+        _predict_dask(dask_spec, predictor, checkpoint, plans, options, device, engine, batch)
+        return
     for src, targets in plans:
         with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress, sigterm_as_interrupt():
-            result = predict_file(
-                predictor, src, targets.pop("output_path"), **targets, reference_path=reference,
-                bands=_bands(bands), simplify=simplify, min_area=min_area, vector_classes=vector_classes, strict=strict,
-                asset=asset, overwrite=overwrite, scale=scale, on_progress=on_progress,
-            )
-        written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
-        click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
-        if "metrics" in result.report:
-            m = result.report["metrics"]
-            click.echo("against the reference: " + ", ".join(
-                f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))
+            result = predict_file(predictor, src, targets.pop("output_path"), **targets, **options, on_progress=on_progress)
+        _summary(src, result)
+
+
+def _predict_dask(spec, predictor, checkpoint, plans, options, device, engine, batch) -> None:
+    """--dask: one task per scene when there are at least as many scenes as workers, else strips."""
+    from rsseg.cli.progress import progress_bar
+    from rsseg.inference.distributed import dask_client, predict_file_dask, predict_scenes_dask, use_scenes
+    from rsseg.io import sigterm_as_interrupt, source_stem
+
+    with dask_client(spec) as client, sigterm_as_interrupt():
+        if use_scenes(client, len(plans)):
+            with progress_bar(f"{len(plans)} rasters", "scenes") as on_progress:
+                results = predict_scenes_dask(client, predictor, checkpoint, plans, device=device, engine=engine,
+                                              batch=batch, on_progress=on_progress, **options)
+            for (src, _), result in zip(plans, results):
+                _summary(src, result)
+            return
+        for src, targets in plans:
+            with _show_warnings(), progress_bar(source_stem(src), "strips") as on_progress:
+                result = predict_file_dask(client, predictor, checkpoint, src, targets.pop("output_path"), **targets,
+                                           **options, device=device, engine=engine, batch=batch, on_progress=on_progress)
+            _summary(src, result)
+
+
+def _summary(src: str, result) -> None:
+    """What one input produced, and its scores against the reference."""
+    written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
+    click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
+    if "metrics" in result.report:
+        m = result.report["metrics"]
+        click.echo("against the reference: " + ", ".join(
+            f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))

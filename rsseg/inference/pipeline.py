@@ -13,25 +13,27 @@ reads, runs the model and hands every finished band of rows to every writer.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
 from rsseg.inference.blend import argmax_confidence
-from rsseg.inference.contract import input_mapping, invalid_pixels, read_error
+from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels, read_error
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
 from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands,
                                    warn_if_not_georeferenced)
 from rsseg.inference.vectorize import parse_vector_classes
+from rsseg.inference.windows import strip_halo
 from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
 
 
@@ -64,6 +66,70 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
         writer.check()
 
 
+#: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, W] float16, or ``None`` when
+#: a distributed run did not ship them (no product asked for probabilities)
+EmitFn = Callable[[Rows, "torch.Tensor | None"], None]
+
+
+class RowSource(Protocol):
+    """Computes every band of rows of ``src`` in row order, elsewhere than this process
+    (:class:`rsseg.inference.distributed.StripSource`); ``device`` goes in the report header."""
+
+    device: str
+
+    def __call__(self, src: rasterio.DatasetReader, sel: list[int], emit: EmitFn,
+                 on_progress: ProgressFn | None) -> None: ...
+
+
+def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: rasterio.DatasetReader,
+                 sel: list[int], emit: EmitFn, rows: tuple[int, int] | None = None,
+                 on_progress: ProgressFn | None = None, mapping: InputMapping | None = None,
+                 name: str | Path | None = None) -> None:
+    """Predict raster rows ``[a, b)`` (all rows when ``None``) and ``emit`` each finished band, in order.
+
+    ``rows`` must be a strip of :func:`~rsseg.inference.windows.strip_plan`: the windows of its
+    halo (:func:`~rsseg.inference.windows.strip_halo`) are predicted too and blended with the
+    whole-raster weights, so each pixel equals the whole-raster run's up to float noise from a
+    different batch composition. ``reader_src`` is a second handle on the input for the reader
+    thread (GDAL datasets must not be shared between threads); ``src`` reads the nodata masks.
+    Nodata and non-finite pixels (:func:`~rsseg.inference.contract.invalid_pixels`) are filled
+    before normalisation (:meth:`Predictor.prepare`, after the user's ``mapping``) and come out
+    as 255; a read failure is one line naming ``name`` (default the source's path).
+    """
+    width, height = src.width, src.height
+    a, b = (0, height) if rows is None else rows
+    lo, hi = (0, height) if rows is None else strip_halo(a, b, height, predictor.tile, predictor.overlap)
+    label = name if name is not None else src.name
+
+    def read(win: Window) -> np.ndarray:
+        win = Window(win.col_off, win.row_off + lo, win.width, win.height)
+        try:
+            raw = reader_src.read(sel, window=win, boundless=False)
+            invalid = invalid_pixels(reader_src, sel, win, raw)
+        except RasterioError as exc:
+            raise read_error(exc, label, win) from None
+        return predictor.prepare(raw, invalid, mapping)
+
+    def on_band(y0: int, probs: torch.Tensor) -> None:
+        y0 += lo
+        start, stop = max(y0, a), min(y0 + probs.shape[1], b)
+        if start >= stop:  # halo rows: blended from part of their windows only
+            return
+        probs = probs[:, start - y0:stop - y0]
+        cls_t, conf = argmax_confidence(probs)
+        cls = cls_t.numpy()
+        rows_win = Window(0, start, width, probs.shape[1])
+        try:
+            nodata = invalid_pixels(src, sel, rows_win)
+        except RasterioError as exc:
+            raise read_error(exc, label, rows_win) from None
+        if nodata is not None:
+            cls[nodata] = CLASS_NODATA
+        emit(Rows(start, cls, conf, nodata), probs)
+
+    predictor.run(read, width, hi - lo, on_band, on_progress)
+
+
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *,
                  vector_path: str | Path | None = None, report_path: str | Path | None = None,
                  confidence_path: str | Path | None = None, reference_path: str | Path | None = None,
@@ -71,7 +137,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                  vector_classes: str | Sequence[str | int] | None = None, strict: bool = False,
                  asset: str | None = None,
                  overwrite: bool = False, products: Sequence[ProductWriter] = (), scale: float | str | None = None,
-                 on_progress: ProgressFn | None = None) -> PredictResult:
+                 on_progress: ProgressFn | None = None, rows_source: RowSource | None = None) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
 
     Output: uint8 class ids on the input's exact grid (size, CRS, transform), 255 where the input
@@ -89,6 +155,9 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     ``scale``: map the input onto the training value range (``--scale``: a factor or ``auto``,
     :func:`~rsseg.inference.contract.input_mapping`); an input in another range is refused.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
+    ``rows_source``: computes the bands of rows elsewhere (a Dask cluster:
+    :mod:`rsseg.inference.distributed`; ``on_progress`` then counts its strips); the writers,
+    checks and atomic targets stay these ones.
     """
     source = unfold_url(str(input_path))  # a URL keeps its '//' (Path folds it)
     input_path = Path(input_path)
@@ -120,7 +189,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         check_model_fit(src, meta, sel, explicit_bands=bands is not None, strict=strict)
         width, height = src.width, src.height
         header = {"input": source, "output": str(classes.path), "width": width, "height": height,
-                  "crs": src.crs.to_string() if src.crs else None, "device": str(predictor.device)}
+                  "crs": src.crs.to_string() if src.crs else None,
+                  "device": str(predictor.device) if rows_source is None else rows_source.device}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
         # separate handles: GDAL datasets must not be shared between the reader and writer threads
         reader_src = open_raster(source, asset=asset)
@@ -131,33 +201,18 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                 writer.open(ctx)
                 opened.append(writer)
 
-            def read(win: Window) -> np.ndarray:
-                try:
-                    raw = reader_src.read(sel, window=win, boundless=False)
-                    invalid = invalid_pixels(reader_src, sel, win, raw)
-                except RasterioError as exc:
-                    raise read_error(exc, input_path, win) from None
-                return predictor.prepare(raw, invalid, mapping)
-
-            def on_band(y0: int, probs: torch.Tensor) -> None:
-                cls_t, conf = argmax_confidence(probs)
-                cls = cls_t.numpy()
-                rows_win = Window(0, y0, width, probs.shape[1])
-                try:
-                    nodata = invalid_pixels(src, sel, rows_win)
-                except RasterioError as exc:
-                    raise read_error(exc, input_path, rows_win) from None
-                if nodata is not None:
-                    cls[nodata] = CLASS_NODATA
-                rows = Rows(y0, cls, conf, nodata)
+            def emit(rows: Rows, probs: torch.Tensor | None) -> None:
                 for w in writers:
                     try:
                         w.write(rows, probs)
                     except Exception as exc:
                         raise (write_error(exc, w.name, w.path) or exc) from None
 
-            predictor.run(read, width, height, on_band, on_progress)
-            writer = None
+            if rows_source is None:
+                predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress, mapping=mapping,
+                             name=input_path)
+            else:
+                rows_source(src, sel, emit, on_progress)
             for writer in writers:  # in order: the polygons read the finished class raster
                 path = writer.finish(stage)
                 opened.remove(writer)

@@ -51,6 +51,36 @@ def plan_windows(width: int, height: int, tile: int, overlap: int) -> list[Windo
     return [Window(x, y, w, h) for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
 
 
+def strip_plan(height: int, tile: int, overlap: int, window_rows: int) -> list[tuple[int, int]]:
+    """Row strips ``[a, b)`` covering a raster of ``height`` rows, for distributed prediction.
+
+    Each strip starts where a row of windows of :func:`plan_windows` starts and spans
+    ``window_rows`` rows of windows (the last one ends at ``height``), so strips follow the grid
+    of the whole-raster plan and never split the rows one row of windows finishes.
+    """
+    check_tiling(tile, overlap)
+    if window_rows < 1:
+        raise RsSegError(f"a strip needs at least one row of windows (got {window_rows})")
+    bounds = _starts(height, tile, overlap)[::window_rows] + [height]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def strip_halo(a: int, b: int, height: int, tile: int, overlap: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of the windows that blend into the strip ``[a, b)`` of :func:`strip_plan`.
+
+    Those are the windows of the whole-raster plan that touch the strip: the strip's own rows of
+    windows plus the earlier ones reaching into it (the blending halo). Planned on its own, the
+    sub-raster ``[lo, hi)`` has exactly these windows (shifted by ``lo``), so blending them gives
+    the strip's rows the same weights as the whole-raster run.
+    """
+    starts = _starts(height, tile, overlap)
+    h = min(tile, height)
+    touching = [s for s in starts if s < b and s + h > a]
+    if not touching or a not in starts:
+        raise ValueError(f"rows [{a}, {b}) are not a strip of the window grid (row starts {starts[:4]}...)")
+    return touching[0], touching[-1] + h
+
+
 def ramp(length: int, overlap: int) -> np.ndarray:
     """1-D raised-cosine weight [length]: rises over ``overlap`` pixels at both ends, 1 inside."""
     if overlap <= 0:

@@ -1,0 +1,300 @@
+"""Predict on a Dask distributed cluster: one task per scene, or row strips of one large raster.
+
+Dask is the geospatial ecosystem's engine (Pangeo; dask-jobqueue starts workers as SLURM/PBS
+jobs, dask-cuda one worker per GPU); rsseg schedules nothing itself. Two levels of work:
+
+* **Strips** (one raster, or fewer rasters than workers): the raster is cut into row strips
+  aligned to the window grid (:func:`~rsseg.inference.windows.strip_plan`). A worker predicts a
+  strip plus its blending halo (:func:`~rsseg.inference.pipeline.predict_rows`) and returns its
+  class ids, confidence and nodata mask; the client hands the strips, in row order, to the
+  writers of :func:`~rsseg.inference.pipeline.predict_file` (:class:`StripSource`), so the COG,
+  polygons (dissolved across strip borders as across windows) and area report come from the one
+  single-process code path and the class raster equals the single-process one.
+* **Scenes** (at least as many rasters as workers): each task runs ``predict_file`` for one
+  raster on a worker, which writes the outputs (a shared file system).
+
+Workers read their windows straight from the input path (a shared file system or any
+GDAL-readable URL) and load the model once per process (:func:`worker_predictor`). The Dask
+scheduler reruns a task whose worker died (up to ``distributed.scheduler.allowed-failures``
+times); strips are pure, so a rerun strip gives the same rows. Errors raised by a task (a bad
+input) are not retried: they would fail again.
+A failed run leaves nothing at the targets: strip runs write through ``predict_file``'s atomic
+writers, scene runs remove the scenes they finished before raising.
+
+Importing this module imports Dask; nothing else in rsseg does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from distributed import Client, Future, LocalCluster, as_completed
+
+from rsseg.errors import RsSegError
+from rsseg.inference.contract import input_mapping
+from rsseg.inference.pipeline import EmitFn, PredictResult, predict_file, predict_rows
+from rsseg.inference.predictor import Predictor, ProgressFn
+from rsseg.inference.products import Rows
+from rsseg.inference.raster import block_cache, select_bands
+from rsseg.inference.vectorize import SHAPEFILE_PARTS
+from rsseg.inference.windows import strip_plan
+from rsseg.io import is_remote, open_raster, unfold_url
+
+#: a strip's result (class ids, confidence, mask: ~4 bytes a pixel) stays below this many pixels
+STRIP_PIXELS = 64 * 2**20
+#: strips per worker when a raster is cut: enough to even out uneven workers, few enough that
+#: the halo (one row of windows per strip) costs little
+STRIPS_PER_WORKER = 2
+
+_LOCK = threading.Lock()
+_PREDICTORS: dict[tuple, Predictor] = {}
+#: models loaded by this process (one per worker unless the checkpoint or settings change)
+LOADS = 0
+
+
+def parse_dask(spec: str) -> tuple[str | None, int | None]:
+    """``local`` / ``local:N`` -> (None, N or None); ``tcp://host:port`` (any scheme) -> (address, None)."""
+    if spec == "local" or spec.startswith("local:"):
+        n = spec.partition(":")[2]
+        if n and (not n.isdigit() or int(n) < 1):
+            raise RsSegError(f"--dask {spec}: the worker count must be a positive integer, e.g. local:4")
+        return None, int(n) if n else None
+    if "://" not in spec:
+        raise RsSegError(f"--dask {spec!r} is neither local[:N] nor a scheduler address like tcp://host:8786")
+    return spec, None
+
+
+@contextlib.contextmanager
+def dask_client(spec: str) -> Iterator[Client]:
+    """A client for ``--dask``: a new LocalCluster of N single-threaded worker processes
+    (``local[:N]``, N defaults to cores / 4), or the scheduler at an address."""
+    address, n = parse_dask(spec)
+    if address is not None:
+        try:
+            client = Client(address, timeout="30s")
+        except OSError as exc:
+            raise RsSegError(f"cannot reach the Dask scheduler at {address}: {exc}; start it first "
+                             "(dask scheduler, or dask-jobqueue) or use --dask local") from None
+        with client:
+            yield client
+        return
+    cores = os.cpu_count() or 1
+    n = n or max(1, cores // 4)
+    # Dask pins OMP threads to 1 in workers; share the cores among the worker processes instead
+    env = {"OMP_NUM_THREADS": str(max(1, cores // n))}
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def worker_predictor(checkpoint: str, settings: dict[str, Any]) -> Predictor:
+    """This process's predictor for ``checkpoint`` with ``settings``, loaded at its first task only."""
+    global LOADS
+    key = (str(checkpoint), tuple(sorted(settings.items())))
+    with _LOCK:
+        if key not in _PREDICTORS:
+            _PREDICTORS.clear()  # one model per worker: a new checkpoint replaces the old one
+            threads = os.environ.get("OMP_NUM_THREADS")
+            if threads and threads.isdigit():
+                torch.set_num_threads(int(threads))
+            _PREDICTORS[key] = Predictor.from_checkpoint(checkpoint, **settings)
+            LOADS += 1
+        return _PREDICTORS[key]
+
+
+@dataclass
+class Strip:
+    """One strip's rows as a worker returns them (numpy, so they travel without torch pickles)."""
+
+    y0: int
+    classes: np.ndarray
+    confidence: np.ndarray
+    nodata: np.ndarray | None
+    probs: np.ndarray | None
+
+
+def predict_strip(checkpoint: str, settings: dict[str, Any], input_path: str, bands: list[int] | None,
+                  rows: tuple[int, int], need_probs: bool, scale: float | str | None = None,
+                  asset: str | None = None) -> Strip:
+    """Task: predict the strip ``rows`` of ``input_path`` on this worker (see :func:`predict_rows`);
+    ``scale`` and ``asset`` as :func:`~rsseg.inference.pipeline.predict_file` takes them."""
+    predictor = worker_predictor(checkpoint, settings)
+    parts: list[tuple[Rows, np.ndarray | None]] = []
+
+    def keep(band: Rows, probs: torch.Tensor | None) -> None:
+        # probs is a view of the blender's ring: copy what must outlive the call
+        parts.append((band, probs.numpy().copy() if need_probs and probs is not None else None))
+
+    with open_raster(input_path, asset=asset) as src, block_cache(src, predictor.tile), \
+            open_raster(input_path, asset=asset) as reader_src:
+        sel = select_bands(src, predictor.meta, bands)
+        mapping = input_mapping(src, predictor.meta, sel, input_path, scale)
+        predict_rows(predictor, src, reader_src, sel, keep, rows=rows, mapping=mapping, name=input_path)
+    masks = [r.nodata for r, _ in parts]
+    return Strip(
+        y0=rows[0],
+        classes=np.concatenate([r.classes for r, _ in parts]),
+        confidence=np.concatenate([r.confidence.numpy() for r, _ in parts]),
+        nodata=None if all(m is None for m in masks) else np.concatenate(
+            [m if m is not None else np.zeros(r.classes.shape, bool) for (r, _), m in zip(parts, masks)]),
+        probs=np.concatenate([p for _, p in parts], axis=1) if need_probs else None,
+    )
+
+
+def _cancel(futures: Sequence[Future]) -> None:
+    for f in futures:
+        f.cancel()
+
+
+@dataclass
+class StripSource:
+    """``predict_file``'s rows computed as strips on a Dask cluster (a ``RowSource``).
+
+    ``on_progress(done, total)`` counts finished strips, from the calling thread. Strips are
+    fetched and written strictly in row order, each as soon as it and all earlier ones are done,
+    so the client holds one strip at a time; workers keep finished later strips meanwhile.
+    """
+
+    client: Client
+    checkpoint: str
+    settings: dict[str, Any]
+    tile: int
+    overlap: int
+    input_path: str
+    need_probs: bool = False
+    window_rows: int | None = None
+    scale: float | str | None = None
+    asset: str | None = None
+
+    @property
+    def device(self) -> str:
+        return f"dask ({self.settings['device']} workers)"
+
+    def _window_rows(self, width: int, height: int) -> int:
+        if self.window_rows is not None:
+            return self.window_rows
+        step = self.tile - self.overlap
+        n_rows = len(strip_plan(height, self.tile, self.overlap, 1))
+        workers = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+        by_share = -(-n_rows // (STRIPS_PER_WORKER * workers))
+        by_memory = max(1, STRIP_PIXELS // max(1, width * step))
+        return max(1, min(by_share, by_memory))
+
+    def __call__(self, src: rasterio.DatasetReader, sel: list[int], emit: EmitFn,
+                 on_progress: ProgressFn | None) -> None:
+        plan = strip_plan(src.height, self.tile, self.overlap, self._window_rows(src.width, src.height))
+        token = uuid.uuid4().hex[:12]
+        futures = [self.client.submit(predict_strip, self.checkpoint, self.settings, self.input_path, sel, rows,
+                                      self.need_probs, self.scale, self.asset, key=f"rsseg-strip-{token}-{i}")
+                   for i, rows in enumerate(plan)]
+        try:
+            done = set()
+            nxt = 0
+            for fut in as_completed(futures):
+                if fut.status == "error":
+                    fut.result()  # raises the worker's exception here
+                done.add(fut.key)
+                if on_progress is not None:
+                    on_progress(len(done), len(futures))
+                while nxt < len(futures) and futures[nxt].key in done:
+                    strip: Strip = futures[nxt].result()
+                    futures[nxt].release()
+                    conf = torch.from_numpy(strip.confidence)
+                    probs = torch.from_numpy(strip.probs) if strip.probs is not None else None
+                    emit(Rows(strip.y0, strip.classes, conf, strip.nodata), probs)
+                    nxt += 1
+        finally:
+            _cancel(futures)
+
+
+def checkpoint_settings(predictor: Predictor, device: str, batch: int | None, engine: str = "torch") -> dict[str, Any]:
+    """What workers need to rebuild the client's predictor settings (tile and overlap must match
+    the client's exactly: they define the strips); batch, device and engine resolve on the worker."""
+    return dict(tile=predictor.tile, overlap=predictor.overlap, tta=predictor.tta, batch=batch, device=device,
+                engine=engine)
+
+
+def predict_file_dask(client: Client, predictor: Predictor, checkpoint: str | Path, input_path: str | Path,
+                      output_path: str | Path, *, device: str = "auto", engine: str = "torch",
+                      batch: int | None = None, window_rows: int | None = None, **kwargs: Any) -> PredictResult:
+    """:func:`predict_file` with the rows computed as strips on ``client``'s workers.
+
+    ``predictor`` is the client's (its metadata and tile/overlap); workers load ``checkpoint``
+    themselves on ``device`` with ``batch`` (``None``: their device's default). ``kwargs`` are
+    ``predict_file``'s (outputs, bands, products, on_progress: strips finished).
+    """
+    source = StripSource(client, str(Path(checkpoint).resolve()), checkpoint_settings(predictor, device, batch, engine),
+                         predictor.tile, predictor.overlap, _input_name(input_path),
+                         need_probs=bool(kwargs.get("products")), window_rows=window_rows,
+                         scale=kwargs.get("scale"), asset=kwargs.get("asset"))
+    return predict_file(predictor, input_path, output_path, rows_source=source, **kwargs)
+
+
+def _input_name(path: str | Path) -> str:
+    """Local paths absolute (workers may run elsewhere in the tree); GDAL paths (/vsi, URLs) as they are."""
+    name = unfold_url(str(path))
+    return name if name.startswith("/vsi") or is_remote(name) else str(Path(name).resolve())
+
+
+def _scene_task(checkpoint: str, settings: dict[str, Any], input_path: str, output_path: str,
+                kwargs: dict[str, Any]) -> PredictResult:
+    """Task: the whole single-process ``predict_file`` of one scene on this worker."""
+    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs)
+
+
+def _written(result: PredictResult) -> list[Path]:
+    """Every file a finished scene wrote (a shapefile is several)."""
+    files = []
+    for path in result.products.values():
+        shapefile = path.suffix.lower() == ".shp"
+        files.extend([path.with_suffix(ext) for ext in SHAPEFILE_PARTS] if shapefile else [path])
+    return files
+
+
+def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | Path,
+                        jobs: Sequence[tuple[str | Path, dict[str, Any]]], *, device: str = "auto",
+                        engine: str = "torch", batch: int | None = None, on_progress: ProgressFn | None = None,
+                        **kwargs: Any) -> list[PredictResult]:
+    """One task per scene: ``jobs`` are (input, {"output_path": ..., other targets}); ``kwargs``
+    are the ``predict_file`` options shared by all scenes. Workers write the outputs (a file
+    system they share with the client). If any scene fails the others are cancelled, the
+    outputs of finished ones removed, and the error raised; ``on_progress`` counts scenes."""
+    settings = checkpoint_settings(predictor, device, batch, engine)
+    ckpt = str(Path(checkpoint).resolve())
+    token = uuid.uuid4().hex[:12]
+    futures = []
+    for i, (src, targets) in enumerate(jobs):
+        targets = {k: (str(Path(v).resolve()) if v is not None else None) for k, v in targets.items()}
+        out = targets.pop("output_path")
+        futures.append(client.submit(_scene_task, ckpt, settings, _input_name(src), out, {**kwargs, **targets},
+                                     key=f"rsseg-scene-{token}-{i}"))
+    order = {f.key: i for i, f in enumerate(futures)}
+    results: list[PredictResult | None] = [None] * len(futures)
+    try:
+        for n, fut in enumerate(as_completed(futures), 1):
+            results[order[fut.key]] = fut.result()
+            if on_progress is not None:
+                on_progress(n, len(futures))
+    except BaseException:
+        _cancel(futures)
+        for res in results:  # all or nothing: remove what this run finished
+            for path in _written(res) if res is not None else []:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        raise
+    return results  # type: ignore[return-value]
+
+
+def use_scenes(client: Client, n_inputs: int) -> bool:
+    """One task per scene when there are at least as many scenes as workers, else strips."""
+    return n_inputs > 1 and n_inputs >= len(client.scheduler_info(n_workers=-1)["workers"])

@@ -1,0 +1,238 @@
+"""Predict on a Dask LocalCluster (2 worker processes, 1 thread each, one cluster for the module):
+strips equal the single-process run, a killed worker is survived, a failed run leaves nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow  # a LocalCluster of 2 processes: seconds to start, still part of make test
+
+from conftest import write_raster  # noqa: E402
+
+from rsseg.checkpoint import ModelMeta, save_model  # noqa: E402
+from rsseg.config import Config  # noqa: E402
+from rsseg.errors import RsSegError  # noqa: E402
+from rsseg.inference import Predictor, predict_file  # noqa: E402
+from rsseg.inference import distributed as dist  # noqa: E402
+from rsseg.inference.products import RasterWriter  # noqa: E402
+from rsseg.inference.windows import strip_halo, strip_plan, plan_windows  # noqa: E402
+
+TIE = 1e-3  # pixels whose top two class probabilities are this close may differ (batch composition)
+
+
+class MarginWriter(RasterWriter):
+    """A product that needs the probabilities: (top1 - top2) x 255, so workers must ship them."""
+
+    name = "margin"
+
+    def values(self, rows, probs):
+        top2 = probs.float().topk(2, dim=0).values
+        return ((top2[0] - top2[1]) * 255).round().to(torch.uint8).numpy()
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dist.dask_client("local:2") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from rsseg.models import build_model
+
+    torch.manual_seed(0)
+    cfg = Config()
+    cfg.model.encoder, cfg.model.decode_channels, cfg.model.embed_dim, cfg.model.num_heads = "mobilenetv3_small_050", 32, 16, 4
+    cfg.inference.tile, cfg.inference.overlap = 64, 16
+    model = build_model(cfg.model, num_classes=3, in_channels=3)
+    meta = ModelMeta(classes=["a", "b", "c"], colors=["#000000", "#ff0000", "#00ff00"], bands=["r", "g", "b"],
+                     mean=[0.5] * 3, std=[0.25] * 3, config=cfg.to_dict())
+    return save_model(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", model, meta)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    """A 200 x 150 RGB raster with structure (so classes vary) and a nodata corner."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:200, 0:150]
+    img = np.stack([(xx * 2) % 256, (yy * 3) % 256, ((xx + yy) * 5) % 256]).astype(np.float32)
+    img = (img * 0.7 + rng.integers(0, 80, img.shape)).clip(1, 255).astype(np.uint8)
+    img[:, :20, :30] = 0
+    return write_raster(tmp_path_factory.mktemp("in") / "scene.tif", img, nodata=0)
+
+
+def _outputs(d: Path, vector: bool = True) -> dict[str, Path]:
+    out = {"output_path": d / "c.tif", "confidence_path": d / "conf.tif", "report_path": d / "r.json"}
+    return {**out, "vector_path": d / "v.gpkg"} if vector else out
+
+
+def _single(checkpoint: Path, image: Path, out: Path, tile: int, overlap: int, vector: bool = True, products=()):
+    out.mkdir()
+    p = Predictor.from_checkpoint(checkpoint, device="cpu", tile=tile, overlap=overlap, batch=2)
+    return p, predict_file(p, image, **_outputs(out, vector), products=products)
+
+
+def _compare(single, distributed, predictor: Predictor, image: Path) -> int:
+    """Class rasters equal except at near-ties (returned: how many differ); reports and polygons agree."""
+    with rasterio.open(single.output_path) as a, rasterio.open(distributed.output_path) as b:
+        ca, cb = a.read(1), b.read(1)
+        assert (a.profile["transform"], a.crs, a.shape) == (b.profile["transform"], b.crs, b.shape)
+        assert a.colormap(1) == b.colormap(1) and a.tags() == b.tags()
+    diff = ca != cb
+    if diff.any():
+        with rasterio.open(image) as src:
+            probs = predictor.predict_array(src.read(), return_probs=True)
+        top2 = np.sort(probs, axis=0)[-2:]
+        assert ((top2[1] - top2[0])[diff] <= TIE).all(), "a pixel differs that is not a near-tie"
+    ra, rb = single.report, distributed.report
+    assert ra["valid_pixels"] == rb["valid_pixels"] and ra["nodata_pixels"] == rb["nodata_pixels"]
+    assert sum(c["pixels"] for c in rb["classes"]) == rb["valid_pixels"]
+    if not diff.any():
+        assert [c["pixels"] for c in ra["classes"]] == [c["pixels"] for c in rb["classes"]]
+    if not diff.any() and single.vector_path is not None:
+        import geopandas as gpd
+
+        va, vb = gpd.read_file(single.vector_path), gpd.read_file(distributed.vector_path)
+        assert len(va) == len(vb) and va.area.sum() == pytest.approx(vb.area.sum())
+    with rasterio.open(single.confidence_path) as a, rasterio.open(distributed.confidence_path) as b:
+        assert (a.read(1)[~diff] == b.read(1)[~diff]).all()
+    return int(diff.sum())
+
+
+def test_strips_follow_the_window_grid_and_their_halo_replans_to_the_same_windows():
+    for height, tile, overlap, rows in [(1000, 64, 16, 3), (130, 64, 40, 1), (64, 64, 16, 2), (65, 64, 8, 1)]:
+        plan = strip_plan(height, tile, overlap, rows)
+        assert plan[0][0] == 0 and plan[-1][1] == height
+        assert all(b == c for (_, b), (c, _) in zip(plan, plan[1:]))
+        starts = sorted({int(w.row_off) for w in plan_windows(10, height, tile, overlap)})
+        for a, b in plan:
+            lo, hi = strip_halo(a, b, height, tile, overlap)
+            sub = sorted({int(w.row_off) + lo for w in plan_windows(10, hi - lo, tile, overlap)})
+            assert sub == [s for s in starts if s < b and s + min(tile, height) > a]
+    with pytest.raises(ValueError, match="not a strip"):
+        strip_halo(5, 60, 1000, 64, 16)
+
+
+def test_distributed_strips_equal_the_single_process_run(client, checkpoint, scene, tmp_path):
+    predictor, single = _single(checkpoint, scene, tmp_path / "single", 64, 16,
+                                products=[MarginWriter(tmp_path / "margin1.tif")])
+    (tmp_path / "dask").mkdir()
+    seen = []
+    res = dist.predict_file_dask(client, predictor, checkpoint, scene, **_outputs(tmp_path / "dask"), device="cpu",
+                                 batch=3, window_rows=2, products=[MarginWriter(tmp_path / "margin2.tif")],
+                                 on_progress=lambda d, t: seen.append((d, t)))
+    n = seen[-1][1]
+    assert n == len(strip_plan(200, 64, 16, 2)) == 2 and seen[-1] == (n, n)
+    assert res.report["device"] == "dask (cpu workers)"
+    differ = _compare(single, res, predictor, scene)
+    with rasterio.open(tmp_path / "margin1.tif") as a, rasterio.open(tmp_path / "margin2.tif") as b:
+        assert np.abs(a.read(1).astype(int) - b.read(1)).max() <= 1 and a.read(1).std() > 0
+    print(f"generated raster: {differ} of {200 * 150} pixels differ (near-ties)")
+    assert res.report["nodata_pixels"] == 20 * 30
+    # one model load per worker process, not per strip
+    loads = client.run(lambda: __import__("rsseg.inference.distributed", fromlist=["LOADS"]).LOADS)
+    assert 1 <= sum(loads.values()) <= len(loads)
+
+
+def test_tanzania_crop_on_two_workers_equals_single_process(client, checkpoint, sample_tiles, tmp_path):
+    image = sample_tiles / "tanzania" / "image.tif"
+    predictor, single = _single(checkpoint, image, tmp_path / "single", 256, 32, vector=False)
+    (tmp_path / "dask").mkdir()
+    res = dist.predict_file_dask(client, predictor, checkpoint, image, **_outputs(tmp_path / "dask", False), device="cpu",
+                                 window_rows=1)
+    differ = _compare(single, res, predictor, image)
+    print(f"tanzania crop: {differ} of {1024 * 1024} pixels differ (near-ties)")
+    assert differ <= 1024 * 1024 // 1000
+
+
+def test_a_killed_worker_is_retried_and_the_output_is_complete(client, checkpoint, scene, tmp_path):
+    predictor, single = _single(checkpoint, scene, tmp_path / "single", 64, 16)
+    pids = client.run(os.getpid)
+    killed = []
+
+    def kill_one(done: int, total: int) -> None:
+        busy = [addr for addr, keys in client.processing().items() if keys]
+        if not killed and busy:  # kill a worker while it computes a strip
+            os.kill(pids[busy[0]], signal.SIGKILL)
+            killed.append(pids[busy[0]])
+
+    (tmp_path / "dask").mkdir()
+    res = dist.predict_file_dask(client, predictor, checkpoint, scene, **_outputs(tmp_path / "dask"), device="cpu",
+                                 window_rows=1, on_progress=kill_one)
+    assert killed
+    _compare(single, res, predictor, scene)
+    client.wait_for_workers(2, timeout=60)
+    assert killed[0] not in client.run(os.getpid).values()
+
+
+def test_a_failed_run_leaves_nothing_at_the_targets(client, checkpoint, scene, tmp_path):
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    targets = _outputs(tmp_path)
+
+    def interrupt(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        dist.predict_file_dask(client, predictor, checkpoint, scene, **targets, window_rows=1, on_progress=interrupt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+    # scenes: the second raster fails on its worker; the first scene's outputs are removed too
+    one_band = write_raster(tmp_path / "in" / "gray.tif", np.full((1, 40, 40), 7, np.uint8))
+    jobs = [(scene, {"output_path": tmp_path / "a.tif", "report_path": tmp_path / "a.json"}),
+            (one_band, {"output_path": tmp_path / "b.tif", "report_path": tmp_path / "b.json"})]
+    with pytest.raises(RsSegError, match="1 band"):
+        dist.predict_scenes_dask(client, predictor, checkpoint, jobs, device="cpu")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_scenes_run_one_task_each(client, checkpoint, scene, tmp_path):
+    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    other = write_raster(tmp_path / "in" / "b.tif", np.full((3, 70, 90), 120, np.uint8))
+    jobs = [(scene, {"output_path": tmp_path / "a.tif", "report_path": tmp_path / "a.json"}),
+            (other, {"output_path": tmp_path / "b.tif"})]
+    seen = []
+    results = dist.predict_scenes_dask(client, predictor, checkpoint, jobs, device="cpu",
+                                       on_progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (2, 2) and dist.use_scenes(client, 2) and not dist.use_scenes(client, 1)
+    assert [r.output_path for r in results] == [(tmp_path / "a.tif").resolve(), (tmp_path / "b.tif").resolve()]
+    assert json.loads((tmp_path / "a.json").read_text())["valid_pixels"] == 200 * 150 - 20 * 30
+    with rasterio.open(tmp_path / "b.tif") as b:
+        assert b.shape == (70, 90)
+
+
+def test_cli_runs_on_a_scheduler_address_and_bad_specs_are_one_line(client, checkpoint, scene, tmp_path):
+    from click.testing import CliRunner
+
+    from rsseg.cli.main import main
+
+    out = tmp_path / "c.tif"
+    res = CliRunner().invoke(main, ["predict", str(scene), "-m", str(checkpoint), "-o", str(out), "--device", "cpu",
+                                    "--dask", client.scheduler.address])
+    assert res.exit_code == 0, res.output
+    assert "on Dask" in res.output and out.is_file()
+    for spec, words in [("local:0", "positive integer"), ("host:8786", "scheduler address")]:
+        res = CliRunner().invoke(main, ["predict", str(scene), "-m", str(checkpoint), "-o", str(tmp_path / "x.tif"),
+                                        "--dask", spec])
+        assert res.exit_code == 2 and words in res.output and len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_predict_without_dask_imports_nothing_of_dask(checkpoint, scene, tmp_path):
+    code = ("import sys; from rsseg.cli.main import main\n"
+            f"try: main(['predict', {str(scene)!r}, '-m', {str(checkpoint)!r}, '-o', {str(tmp_path / 'c.tif')!r}])\n"
+            "except SystemExit as e: assert e.code in (0, None), e.code\n"
+            "bad = [m for m in sys.modules if m == 'dask' or m.startswith(('dask.', 'distributed'))]\n"
+            "assert not bad, bad\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "c.tif").is_file()
