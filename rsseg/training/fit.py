@@ -23,6 +23,7 @@ from rsseg.checkpoint import ModelMeta
 from rsseg.config import Config, config_to_yaml
 from rsseg.errors import RsSegError
 from rsseg.io import atomic_path
+from rsseg.training.curves import write_curves
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,31 @@ def _loggers(run_dir: Path) -> list[Logger]:
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
     return loggers
+
+
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners and tips (accelerator lines, the litlogger advert) at INFO
+    drown the progress bar, and its own handler on ``lightning`` printed each line a second time
+    beside the root handler; rsseg keeps Lightning's warnings, once, through the root logger.
+    Debug logging (``rsseg -v``) keeps everything."""
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if not verbose:
+            logger.setLevel(logging.WARNING)
+        if logging.getLogger().hasHandlers():
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def _write_curves(run_dir: Path) -> None:
+    """``curves.png`` of the epochs logged so far (also after Ctrl-C); a plot that fails must not
+    turn a finished training into a failed one."""
+    try:
+        write_curves(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any plotting failure is reported, not raised
+        warnings.warn(f"could not draw {run_dir / 'curves.png'}: {exc}", stacklevel=2)
 
 
 def build_meta(cfg: Config, dm: Any) -> ModelMeta:
@@ -134,6 +160,9 @@ def train(
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
+    # run's files) are no reason to, other files are
+    fresh_dir = resume is not None or all(p.name == "config.yaml" for p in run_dir.iterdir())
     if resume is not None and not Path(resume).is_file():
         raise RsSegError(f"--resume checkpoint not found: {resume}")
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
@@ -162,6 +191,7 @@ def train(
     # its own callback: Lightning's save_last only writes when the best improved, leaving a stale
     # last.ckpt (and a resume that repeats epochs) after an epoch without a new best
     last_cb = ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    _quiet_lightning()
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -183,6 +213,10 @@ def train(
     with warnings.catch_warnings():
         # Lightning's advice about num_workers is noise for the small CPU runs this tool targets
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # Lightning's own use of a torch pytree API torch deprecated; nothing a user can act on
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        if fresh_dir:
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
         try:
             trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None)
         except SystemExit:
@@ -191,6 +225,9 @@ def train(
             signal.signal(signal.SIGINT, signal.default_int_handler)
             if not trainer.interrupted:
                 raise
+        finally:
+            if trainer.is_global_zero:
+                _write_curves(run_dir)
     best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     last = run_dir / "last.ckpt"
     score = best_cb.best_model_score
