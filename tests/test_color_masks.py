@@ -137,3 +137,33 @@ def test_train_and_evaluate_on_a_colour_mask_folder(color_folder, tmp_path, monk
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert report["classes"] == list(LoveDA.classes)
     assert 0.0 <= report["OA"] <= 1.0 and sum(map(sum, report["confusion_matrix"])) > 0
+
+
+def test_paletted_masks_decode_through_their_colour_table(shared_data, tmp_path, monkeypatch):
+    """``mask_encoding: color`` on single-band PNGs with a colour table whose indices are not the
+    class order: the colours decide, not the indices."""
+    raw = np.asarray(Image.open(shared_data / "loveda" / "masks_png" / "1.png"))[:64, :80]
+    monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
+    labels = decode_loveda(raw, "test", 255)
+    labels[:5, :7] = 255  # painted in the stray colour below
+    root = tmp_path / "pal"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    k = len(LoveDA.classes)
+    slot = {c: (c + 3) % k for c in range(k)}  # class c's colour sits at palette index c + 3
+    palette = np.zeros((256, 3), np.uint8)
+    for c, i in slot.items():
+        palette[i] = hex_rgb(LoveDA.colors[c])
+    palette[200] = STRAY
+    indices = np.vectorize(lambda v: 200 if v == 255 else slot[int(v)])(labels).astype(np.uint8)
+    for i in range(2):
+        Image.fromarray(np.zeros((64, 80, 3), np.uint8)).save(root / "images" / f"{i}.png")
+        png = Image.fromarray(indices, mode="P")
+        png.putpalette(palette.ravel().tolist())
+        png.save(root / "masks" / f"{i}.png")
+    cfg = training_config(dataset="folder", root=str(root), overrides=[
+        f"dataset.classes=[{','.join(LoveDA.classes)}]", f"dataset.colors=[{','.join(repr(c) for c in LoveDA.colors)}]",
+        "dataset.mask_encoding=color", "dataset.val_fraction=0.5"])
+    stats = stats_for_path(root, cfg, "train", use_cache=False)
+    assert stats.pixel_counts == np.bincount(labels[labels != 255], minlength=k).tolist()
+    assert stats.unknown_color_pixels == int((labels == 255).sum()) >= 35

@@ -129,12 +129,37 @@ def decode_colors(rgb: np.ndarray, colors: Sequence[tuple[int, int, int]], ignor
     return out
 
 
+def _palette(src: rasterio.DatasetReader) -> np.ndarray | None:
+    """``[256, 3]`` uint8 RGB of a single-band 8-bit raster's colour table, or None without one."""
+    if src.count != 1 or src.dtypes[0] != "uint8":
+        return None
+    try:
+        cmap = src.colormap(1)
+    except ValueError:  # no colour table
+        return None
+    table = np.zeros((256, 3), dtype=np.uint8)
+    for index, rgba in cmap.items():
+        table[index] = rgba[:3]
+    return table
+
+
+def has_palette(path: str) -> bool:
+    """Whether ``path`` is a single-band 8-bit raster with a colour table (a paletted PNG/TIFF)."""
+    with open_raster(path, "dataset label") as src:
+        return _palette(src) is not None
+
+
 def read_color_labels(src: rasterio.DatasetReader, window: Window | None, colors: Sequence[tuple[int, int, int]],
                       ignore_index: int) -> np.ndarray:
-    """Labels ``[h, w]`` uint8 from bands 1-3 of a colour-coded label raster (:func:`decode_colors`)."""
+    """Labels ``[h, w]`` uint8 from a colour-coded label raster (:func:`decode_colors`): bands 1-3
+    of an RGB(A) raster, or the colour table of a paletted one."""
+    palette = _palette(src)
+    if palette is not None:
+        rgb = np.moveaxis(palette[src.read(1, window=window)], -1, 0)
+        return decode_colors(rgb, colors, ignore_index)
     if src.count < 3:
         raise LabelError(
-            f"mask {src.name} has {src.count} band(s) but colour-coded masks need RGB; "
+            f"mask {src.name} has {src.count} band(s) and no colour table but colour-coded masks need RGB; "
             "set dataset.mask_encoding: index for masks holding class indices"
         )
     if src.dtypes[0] != "uint8":

@@ -4,7 +4,8 @@ Classes, colours and bands come from the config (``dataset.classes`` ...). Masks
 indices 0..K-1 in band 1 (their declared nodata, when not a class, is ignored), or are colour
 PNGs/TIFFs with one RGB colour per class as ISPRS ships them: ``dataset.colors`` gives the colour
 of each class, matched exactly, and any other colour is ignored (``rsseg stats`` counts those
-pixels). ``dataset.mask_encoding`` picks the encoding (``auto``: colour for masks of 3+ bands).
+pixels). ``dataset.mask_encoding`` picks the encoding (``auto``: colour for masks of 3+ bands;
+``color`` also reads a paletted single-band mask through its colour table).
 Images may be JPEG/PNG of any size, without georeferencing. The files hold the
 configured bands first, in order (extra bands, e.g. alpha, are skipped). Without a ``val/``
 folder, ``val`` is a deterministic held-out subset of the training files.
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rsseg.data.datasets.base import SPLITS, DatasetSpec, register_dataset, split_holdout
-from rsseg.data.raster import TilePair, check_pair
+from rsseg.data.raster import TilePair, check_pair, has_palette
 from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError, InputRasterError, LabelError
 
 if TYPE_CHECKING:
@@ -35,9 +36,10 @@ def label_colors(ds: DatasetConfig, mask: str, mask_bands: int) -> tuple[tuple[i
 
     if ds.mask_encoding == "index" or (ds.mask_encoding == "auto" and mask_bands < 3):
         return ()
-    if mask_bands < 3:
-        raise LabelError(f"mask {mask} has {mask_bands} band(s) but dataset.mask_encoding is color (RGB masks); "
-                         "set dataset.mask_encoding: index (or auto) for masks holding class indices")
+    if mask_bands < 3 and not has_palette(mask):
+        raise LabelError(f"mask {mask} has {mask_bands} band(s) and no colour table but dataset.mask_encoding is "
+                         "color (RGB or paletted masks); set dataset.mask_encoding: index (or auto) for masks "
+                         "holding class indices")
     rgb = tuple(hex_rgb(c) for c in ds.colors)
     if len(set(rgb)) < len(rgb):
         raise ConfigError(f"dataset.colors {ds.colors} repeats a colour, so colour-coded masks cannot tell those "
