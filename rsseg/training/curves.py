@@ -58,30 +58,35 @@ def write_curves(run_dir: str | Path, path: str | Path | None = None) -> Path | 
 
     matplotlib.use("Agg")  # headless: a training node has no display
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = read_epoch_metrics(run_dir)
     if not epochs:
         return None
     keys = sorted({k for m in epochs.values() for k in m})
+    collapse = [k for k in keys if k.startswith("val/") and k != "val/loss" and k not in _SCORES
+                and not _PER_CLASS.match(k)]
+    # (title, [(key, legend label)], factor, log scale)
     panels = [
-        ("loss", [k for k in ("train/loss", "val/loss") if k in keys], 1.0, False),
-        ("scores (%)", [k for k in _SCORES if k in keys], 100.0, False),
-        ("per-class IoU (%)", [k for k in keys if k.startswith("val/IoU/")], 100.0, False),
-        ("collapse diagnostics", [k for k in keys if k.startswith("val/") and k != "val/loss" and k not in _SCORES
-                                  and not _PER_CLASS.match(k)], 1.0, True),
+        ("loss", [(k, k.split("/")[0]) for k in ("train/loss", "val/loss") if k in keys], 1.0, False),
+        ("scores (%)", [(k, k.split("/", 1)[1]) for k in _SCORES if k in keys], 100.0, False),
+        ("per-class IoU (%)", [(k, k.split("/", 2)[2]) for k in keys if k.startswith("val/IoU/")], 100.0, False),
+        ("NC1 (within / between class)", [(k, "NC1") for k in collapse if k == "val/NC1"], 1.0, True),
+        ("collapse geometry", [(k, k.split("/", 1)[1]) for k in collapse if k != "val/NC1"], 1.0, False),
     ]
     panels = [p for p in panels if p[1]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
-    for ax, (title, names, factor, log_scale) in zip(axes[0], panels, strict=True):
-        for key in names:
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False)
+    for ax, (title, series, factor, log_scale) in zip(axes[0], panels, strict=True):
+        for key, label in series:
             xs, ys = _series(epochs, key)
-            ax.plot(xs, [factor * y for y in ys], marker="o", markersize=3, label=key.split("/", 1)[1])
-        if log_scale and all(y > 0 for key in names for y in _series(epochs, key)[1]):
+            ax.plot(xs, [factor * y for y in ys], marker="o", markersize=3, label=label)
+        if log_scale and all(y > 0 for key, _ in series for y in _series(epochs, key)[1]):
             ax.set_yscale("log")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
     fig.tight_layout()
     target = Path(path) if path is not None else Path(run_dir) / "curves.png"
     with atomic_path(target) as tmp:
