@@ -32,8 +32,8 @@ from torch import Tensor
 from rsseg.config import Config, DatasetConfig
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
-from rsseg.data.raster import TilePair, read_image
-from rsseg.data.tiles import read_mask
+from rsseg.data.raster import TilePair
+from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import DatasetNotFoundError, LabelError
 from rsseg.io import write_json
 from rsseg.losses import log_prior_from_counts
@@ -220,13 +220,10 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
     for done, pair in enumerate(pairs, 1):
         for row in range(0, pair.height, BLOCK_ROWS):
             window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
-            image, valid = read_image(pair, window)
-            mask = None if pair.mask is None else read_mask(pair, num_classes, ignore_index, window)
-            if pair.label_colors and mask is not None:
-                # before image nodata joins the ignored pixels: every ignore here is an unmatched colour
-                unknown += int(np.count_nonzero(mask == ignore_index))
-            if mask is not None and valid is not None:
-                mask[~valid] = ignore_index
+            image, mask = read_pair(pair, num_classes, ignore_index, window)
+            if pair.label_colors:
+                # the decoded mask alone (read_pair adds image nodata): each ignore is an unmatched colour
+                unknown += int(np.count_nonzero(read_mask(pair, num_classes, ignore_index, window) == ignore_index))
             acc.add(image, mask)
         acc.end_image()
         if on_progress is not None:

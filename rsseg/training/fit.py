@@ -160,9 +160,6 @@ def train(
 
     run_dir = Path(out_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
-    # run's files) are no reason to, other files are
-    fresh_dir = resume is not None or all(p.name == "config.yaml" for p in run_dir.iterdir())
     if resume is not None and not Path(resume).is_file():
         raise RsSegError(f"--resume checkpoint not found: {resume}")
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
@@ -185,6 +182,9 @@ def train(
     if num_nodes < 1:
         raise RsSegError(f"--num-nodes must be >= 1 (got {num_nodes})")
     strategy = "ddp" if n_devices * num_nodes > 1 else "auto"
+    # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
+    # run's files) are no reason to, other files are
+    fresh_dir = resume is not None or all(p.name == "config.yaml" for p in run_dir.iterdir())
     best_cb = ModelCheckpoint(
         dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1, enable_version_counter=False,
     )
@@ -225,12 +225,11 @@ def train(
             signal.signal(signal.SIGINT, signal.default_int_handler)
             if not trainer.interrupted:
                 raise
-        finally:
-            if trainer.is_global_zero:
-                _write_curves(run_dir)
     best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     last = run_dir / "last.ckpt"
     score = best_cb.best_model_score
+    if trainer.is_global_zero:
+        _write_curves(run_dir)  # also after Ctrl-C: the epochs logged so far
     return TrainResult(
         run_dir=run_dir,
         best=best if best and best.is_file() else None,
