@@ -7,6 +7,8 @@ STAMP := $(VENV)/.rsseg-installed
 PY312 := $(shell for p in python3.12 $$HOME/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 DEMO_OUT ?= outputs/demo
+# e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu: torch's CPU wheels first (PyPI's CUDA build makes a 6.5 GB venv)
+TORCH_INDEX ?=
 
 .PHONY: install demo test clean
 
@@ -16,6 +18,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
 	$(PY) -m pip install -e ".[dev,onnx,dask]"
 	touch $(STAMP)
 

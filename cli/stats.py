@@ -60,6 +60,9 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
         return "n/a (a class is absent)" if v is None else f"{v:.2f}"
 
     console.print(f"pixel imbalance n_max/n_min: {fmt(stats.pixel_imbalance)}   region imbalance: {fmt(stats.region_imbalance)}")
+    if stats.unknown_color_pixels:
+        console.print(f"[yellow]{stats.unknown_color_pixels:,} mask pixels have a colour that is no class's "
+                      "(dataset.colors, exact match); they are ignored[/yellow]")
     console.print("band mean: " + ", ".join(f"{m:.4f}" for m in stats.mean) + "   std: " + ", ".join(f"{s:.4f}" for s in stats.std) + "  (in [0,1] units)")
     if out_path:
         try:

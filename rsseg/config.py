@@ -89,6 +89,9 @@ class DatasetConfig:
     #: one ``#rrggbb`` colour per class
     colors: list[str] = field(default_factory=lambda: ["#000000", "#ff0000"])
     ignore_index: int = IGNORE_INDEX
+    #: ``name: folder`` masks: ``index`` (band 1 holds 0..K-1), ``color`` (RGB, one ``colors`` entry
+    #: per class, other colours -> ignore) or ``auto`` (colour when the mask has 3+ bands)
+    mask_encoding: str = "auto"
     #: LoveDA scene filter: urban, rural or both
     scene: str = "both"
     #: ISPRS: use the eroded "noBoundary" labels for evaluation
@@ -271,6 +274,7 @@ ENGINES = ("auto", "torch", "onnx")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "dataset.scene": ("urban", "rural", "both"),
+    "dataset.mask_encoding": ("auto", "index", "color"),
     "dataset.normalization": ("imagenet", "stats", "custom"),
     "model.name": ("unetformer",),
     "loss.seg": ("ce", "ce_dice"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.config import bundled_config, training_config
+from rsseg.config import training_config
 from rsseg.errors import RsSegError
 
 if TYPE_CHECKING:
@@ -33,15 +33,24 @@ class DemoResult:
     checkpoint_rel: Path
 
 
+def sample_tiles_candidates() -> list[Path]:
+    """Where the bundled sample tiles may be, in order: ./sample_tiles, the copy inside an
+    installed package (``rsseg/sample_tiles``, shipped as package data), the source checkout's."""
+    package = Path(__file__).resolve().parent
+    return [Path("sample_tiles"), package / "sample_tiles", package.parent / "sample_tiles"]
+
+
 def find_sample_tiles(path: str | Path | None = None) -> Path:
-    """The sample_tiles folder: ``path``, else ./sample_tiles, else the one in the source checkout."""
-    candidates = [Path(path)] if path else [Path("sample_tiles"), Path(str(bundled_config("folder"))).parents[2] / "sample_tiles"]
+    """The sample_tiles folder: ``path``, else the first of :func:`sample_tiles_candidates` that
+    holds the demo's files."""
+    candidates = [Path(path)] if path else sample_tiles_candidates()
     for c in candidates:
         if (c / "train" / "images").is_dir() and (c / "tanzania" / "image.tif").is_file():
             return c
     raise RsSegError(
         f"sample tiles not found (looked in {', '.join(map(str, candidates))}); expected "
-        "<dir>/train/{images,masks}, <dir>/val/{images,masks} and <dir>/tanzania/{image,mask}.tif"
+        "<dir>/train/{images,masks}, <dir>/val/{images,masks} and <dir>/tanzania/{image,mask}.tif; "
+        "reinstall rsseg, or pass the folder of a source checkout's sample_tiles"
     )
 
 

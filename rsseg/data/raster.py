@@ -1,16 +1,17 @@
-"""Reading dataset rasters: headers, image windows, and index-coded labels.
+"""Reading dataset rasters: headers, image windows, index-coded and colour-coded labels.
 
 Everything is read through rasterio (GDAL), so GeoTIFF, PNG and members of zip archives
 (``/vsizip/...`` paths, how ISPRS archives are read without extracting them) go through one code
 path. Labels come out as uint8 ``[H, W]`` with classes ``0..K-1`` and ``ignore_index``
 (:data:`rsseg.data.constants.IGNORE_INDEX`); how a dataset encodes them is its spec's
-``decode_labels`` (:mod:`rsseg.data.datasets`), index-coded labels by default.
+``decode_labels`` (:mod:`rsseg.data.datasets`), index-coded labels by default; colour-coded
+masks (one RGB colour per class, as ISPRS ships them) go through :func:`decode_colors`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -39,6 +40,9 @@ class TilePair:
     band_indexes: tuple[int, ...]
     #: registered name of the dataset whose spec decodes ``mask`` (:func:`rsseg.data.datasets.get_dataset`)
     dataset: str = "folder"
+    #: RGB colour of each class when ``mask`` is colour-coded (:func:`read_color_labels`); empty:
+    #: the dataset's spec decodes it
+    label_colors: tuple[tuple[int, int, int], ...] = ()
 
 
 def raster_info(path: str) -> tuple[int, int, int, object]:
@@ -47,14 +51,15 @@ def raster_info(path: str) -> tuple[int, int, int, object]:
         return src.height, src.width, src.count, src.crs
 
 
-def check_pair(image: str, mask: str) -> tuple[int, int, int]:
-    """Check that ``image`` and ``mask`` cover the same grid; return ``(height, width, bands)``.
+def check_pair(image: str, mask: str) -> tuple[int, int, int, int]:
+    """Check that ``image`` and ``mask`` cover the same grid; return ``(height, width, image bands,
+    mask bands)``.
 
     Raises InputRasterError naming both files when their sizes differ or both carry different CRSs (a
     PNG label beside a GeoTIFF image has no CRS, which is fine).
     """
     ih, iw, ic, icrs = raster_info(image)
-    mh, mw, _, mcrs = raster_info(mask)
+    mh, mw, mc, mcrs = raster_info(mask)
     if (ih, iw) != (mh, mw):
         raise InputRasterError(
             f"image {image} is {iw}x{ih} pixels but its mask {mask} is {mw}x{mh}; "
@@ -65,7 +70,7 @@ def check_pair(image: str, mask: str) -> tuple[int, int, int]:
             f"image {image} (CRS {icrs.to_string()}) and mask {mask} (CRS {mcrs.to_string()}) are in "
             "different CRSs; reproject the mask onto the image grid (e.g. gdalwarp -tr/-te matching the image)"
         )
-    return ih, iw, ic
+    return ih, iw, ic, mc
 
 
 def _image_valid(src: rasterio.DatasetReader, window: Window | None) -> np.ndarray | None:
@@ -125,3 +130,54 @@ def read_index_labels(src: rasterio.DatasetReader, window: Window | None, num_cl
         warnings.warn(f"mask {src.name} declares nodata={nodata:g}, which is also a class index; "
                       "reading it as that class", stacklevel=3)
     return check_index_mask(raw, num_classes, ignore_index, src.name)
+
+
+def decode_colors(rgb: np.ndarray, colors: Sequence[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
+    """Colour-coded labels ``[3, h, w]`` -> uint8 ``[h, w]``: class ``k`` where the pixel is exactly
+    ``colors[k]``, ``ignore_index`` for every other colour."""
+    if rgb.shape[0] != 3:
+        raise ValueError(f"expected [3, h, w] colour labels, got shape {rgb.shape}")
+    # one 24-bit code per pixel, so each class is a single comparison
+    code = (rgb[0].astype(np.uint32) << 16) | (rgb[1].astype(np.uint32) << 8) | rgb[2].astype(np.uint32)
+    out = np.full(code.shape, ignore_index, dtype=np.uint8)
+    for k, (r, g, b) in enumerate(colors):
+        out[code == ((r << 16) | (g << 8) | b)] = k
+    return out
+
+
+def _palette(src: rasterio.DatasetReader) -> np.ndarray | None:
+    """``[256, 3]`` uint8 RGB of a single-band 8-bit raster's colour table, or None without one."""
+    if src.count != 1 or src.dtypes[0] != "uint8":
+        return None
+    try:
+        cmap = src.colormap(1)
+    except ValueError:  # no colour table
+        return None
+    table = np.zeros((256, 3), dtype=np.uint8)
+    for index, rgba in cmap.items():
+        table[index] = rgba[:3]
+    return table
+
+
+def has_palette(path: str) -> bool:
+    """Whether ``path`` is a single-band 8-bit raster with a colour table (a paletted PNG/TIFF)."""
+    with open_raster(path, "dataset label") as src:
+        return _palette(src) is not None
+
+
+def read_color_labels(src: rasterio.DatasetReader, window: Window | None, colors: Sequence[tuple[int, int, int]],
+                      ignore_index: int) -> np.ndarray:
+    """Labels ``[h, w]`` uint8 from a colour-coded label raster (:func:`decode_colors`): bands 1-3
+    of an RGB(A) raster, or the colour table of a paletted one."""
+    palette = _palette(src)
+    if palette is not None:
+        rgb = np.moveaxis(palette[src.read(1, window=window)], -1, 0)
+        return decode_colors(rgb, colors, ignore_index)
+    if src.count < 3:
+        raise LabelError(
+            f"mask {src.name} has {src.count} band(s) and no colour table but colour-coded masks need RGB; "
+            "set dataset.mask_encoding: index for masks holding class indices"
+        )
+    if src.dtypes[0] != "uint8":
+        raise LabelError(f"colour mask {src.name} is {src.dtypes[0]}; colour-coded masks must be 8-bit RGB")
+    return decode_colors(src.read([1, 2, 3], window=window), colors, ignore_index)

@@ -33,12 +33,12 @@ from rsseg.config import Config, DatasetConfig
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.raster import TilePair
-from rsseg.data.tiles import read_pair
+from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
 from rsseg.io import write_json
 from rsseg.losses import log_prior_from_counts
 
-STATS_VERSION = 1
+STATS_VERSION = 2
 #: rows read per block when streaming a large raster
 BLOCK_ROWS = 1024
 
@@ -63,6 +63,8 @@ class DatasetStats:
         num_images: images (tiles/files) seen.
         mean, std: ``[C]`` per band over valid pixels (image nodata and ignore-labelled pixels excluded).
         ignored_pixels: pixels labelled ``ignore_index`` (including image nodata).
+        unknown_color_pixels: pixels of colour-coded masks whose colour is no class's
+            (``dataset.colors``, exact match); they are among ``ignored_pixels``.
     """
 
     num_classes: int
@@ -77,6 +79,7 @@ class DatasetStats:
     classes: list[str] | None = None
     source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    unknown_color_pixels: int = 0
 
     @property
     def pixel_imbalance(self) -> float | None:
@@ -214,6 +217,7 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
     """Streaming statistics over raster pairs, ``BLOCK_ROWS`` rows at a time."""
     acc = StatsAccumulator(num_classes, ignore_index, scale)
     first: tuple[str, np.dtype] | None = None
+    unknown = 0
     for done, pair in enumerate(pairs, 1):
         for row in range(0, pair.height, BLOCK_ROWS):
             window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
@@ -225,19 +229,24 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
                 raise InputRasterError(
                     f"image {pair.image} holds {image.dtype} pixels but {first[0]} holds {first[1]}; one "
                     f"dataset.scale ({scale:g}) serves every file: convert the images to one data type")
+            if pair.label_colors:
+                # the decoded mask alone (read_pair adds image nodata): each ignore is an unmatched colour
+                unknown += int(np.count_nonzero(read_mask(pair, num_classes, ignore_index, window) == ignore_index))
             acc.add(image, mask)
         acc.end_image()
         if on_progress is not None:
             on_progress(done, len(pairs))
-    return acc.result(classes, source)
+    stats = acc.result(classes, source)
+    stats.unknown_color_pixels = unknown
+    return stats
 
 
 def _cache_key(pairs: Sequence[TilePair], ds: DatasetConfig, split: str) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([STATS_VERSION, ds.name, split, ds.scene, ds.bands, ds.scale, ds.ignore_index,
-                         len(ds.classes), ds.val_fraction]).encode())
+                         len(ds.classes), ds.val_fraction, ds.mask_encoding, ds.colors]).encode())
     for p in pairs:
-        h.update(f"{p.image}|{p.mask}|{p.band_indexes}|{p.dataset}".encode())
+        h.update(f"{p.image}|{p.mask}|{p.band_indexes}|{p.dataset}|{p.label_colors}".encode())
         for f in (p.image, p.mask):
             # a zip member changes only when its archive does
             real = f[len("/vsizip/"):].split(".zip/", 1)[0] + ".zip" if f and f.startswith("/vsizip/") else f

@@ -26,6 +26,7 @@ from rsseg.checkpoint import META_KEY, ModelMeta, read_checkpoint
 from rsseg.config import Config, config_to_yaml
 from rsseg.errors import CheckpointError, ConfigError, OutputPathError, RsSegError
 from rsseg.io import atomic_path
+from rsseg.training.curves import write_curves
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,31 @@ def _loggers(run_dir: Path) -> list[Logger]:
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard"))
     return loggers
+
+
+def _quiet_lightning() -> None:
+    """Lightning's start-up banners and tips (accelerator lines, the litlogger advert) at INFO
+    drown the progress bar, and its own handler on ``lightning`` printed each line a second time
+    beside the root handler; rsseg keeps Lightning's warnings, once, through the root logger.
+    Debug logging (``rsseg -v``) keeps everything."""
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        if not verbose:
+            logger.setLevel(logging.WARNING)
+        if logging.getLogger().hasHandlers():
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def _write_curves(run_dir: Path) -> None:
+    """``curves.png`` of the epochs logged so far (also after Ctrl-C); a plot that fails must not
+    turn a finished training into a failed one."""
+    try:
+        write_curves(run_dir)
+    except Exception as exc:  # noqa: BLE001 - any plotting failure is reported, not raised
+        warnings.warn(f"could not draw {run_dir / 'curves.png'}: {exc}", stacklevel=2)
 
 
 def build_meta(cfg: Config, dm: Any) -> ModelMeta:
@@ -238,12 +264,16 @@ def train(
     if num_nodes < 1:
         raise RsSegError(f"--num-nodes must be >= 1 (got {num_nodes})")
     strategy = "ddp" if n_devices * num_nodes > 1 else "auto"
+    # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
+    # run's files) are no reason to, other files are
+    fresh_dir = resume is not None or all(p.name == "config.yaml" for p in run_dir.iterdir())
     best_cb = ModelCheckpoint(
         dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1, enable_version_counter=False,
     )
     # its own callback: Lightning's save_last only writes when the best improved, leaving a stale
     # last.ckpt (and a resume that repeats epochs) after an epoch without a new best
     last_cb = ModelCheckpoint(dirpath=run_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False)
+    _quiet_lightning()
     trainer = L.Trainer(
         accelerator=accelerator,
         devices=devices,
@@ -265,6 +295,10 @@ def train(
     with warnings.catch_warnings():
         # Lightning's advice about num_workers is noise for the small CPU runs this tool targets
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        # Lightning's own use of a torch pytree API torch deprecated; nothing a user can act on
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        if fresh_dir:
+            warnings.filterwarnings("ignore", ".*exists and is not empty.*")
         try:
             # weights_only: even with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 set, a resumed file never runs code
             trainer.fit(task, datamodule=dm, ckpt_path=str(resume) if resume else None, weights_only=True)
@@ -283,6 +317,8 @@ def train(
     best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
     last = run_dir / "last.ckpt"
     score = best_cb.best_model_score
+    if trainer.is_global_zero:
+        _write_curves(run_dir)  # also after Ctrl-C: the epochs logged so far
     return TrainResult(
         run_dir=run_dir,
         best=best if best and best.is_file() else None,

@@ -103,9 +103,13 @@ class SegmentationTask(L.LightningModule):
             conf = self.all_gather(conf).sum(0)
         exclude = default_exclusions(self.cfg.dataset.name, self.meta.classes)
         scores = segmentation_scores(conf.cpu(), self.meta.classes, exclude=exclude)
-        self.log("val/mIoU", scores["miou"], prog_bar=True, sync_dist=False)
+        self.log("val/mIoU", scores["miou"], sync_dist=False)
         self.log("val/mF1", scores["mf1"], sync_dist=False)
-        self.log("val/OA", scores["oa"], prog_bar=True, sync_dist=False)
+        self.log("val/OA", scores["oa"], sync_dist=False)
+        # logs and checkpoints keep fractions (as report.json); the progress bar shows percent, as
+        # the end-of-training summary and the Markdown reports do
+        self.log("mIoU %", 100 * scores["miou"], prog_bar=True, logger=False, sync_dist=False)
+        self.log("OA %", 100 * scores["oa"], prog_bar=True, logger=False, sync_dist=False)
         for name, row in scores["per_class"].items():
             for metric, label in (("iou", "IoU"), ("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
                 if row[metric] == row[metric]:  # NaN for classes absent from this validation set: not logged

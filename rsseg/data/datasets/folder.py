@@ -1,7 +1,12 @@
 """The user's own rasters: a folder of images/ + masks/ with matching file names.
 
-Classes, colours and bands come from the config (``dataset.classes`` ...); masks hold class
-indices 0..K-1 (their declared nodata, when not a class, is ignored). The files hold the
+Classes, colours and bands come from the config (``dataset.classes`` ...). Masks hold class
+indices 0..K-1 in band 1 (their declared nodata, when not a class, is ignored), or are colour
+PNGs/TIFFs with one RGB colour per class as ISPRS ships them: ``dataset.colors`` gives the colour
+of each class, matched exactly, and any other colour is ignored (``rsseg stats`` counts those
+pixels). ``dataset.mask_encoding`` picks the encoding (``auto``: colour for masks of 3+ bands;
+``color`` also reads a paletted single-band mask through its colour table).
+Images may be JPEG/PNG of any size, without georeferencing. The files hold the
 configured bands first, in order (extra bands, e.g. alpha, are skipped). Without a ``val/``
 folder, ``val`` is a deterministic held-out subset of the training files.
 """
@@ -12,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rsseg.data.datasets.base import SPLITS, DatasetSpec, register_dataset, split_holdout
-from rsseg.data.raster import TilePair, check_pair
-from rsseg.errors import DatasetError, DatasetNotFoundError, InputRasterError
+from rsseg.data.raster import TilePair, check_pair, has_palette
+from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError, InputRasterError, LabelError
 
 if TYPE_CHECKING:
     from rsseg.config import DatasetConfig
@@ -33,6 +38,23 @@ def _rasters(folder: Path) -> dict[str, Path]:
     return found
 
 
+def label_colors(ds: DatasetConfig, mask: str, mask_bands: int) -> tuple[tuple[int, int, int], ...]:
+    """RGB of each class when ``mask`` is colour-coded under ``dataset.mask_encoding``, else ``()``."""
+    from rsseg.config import hex_rgb
+
+    if ds.mask_encoding == "index" or (ds.mask_encoding == "auto" and mask_bands < 3):
+        return ()
+    if mask_bands < 3 and not has_palette(mask):
+        raise LabelError(f"mask {mask} has {mask_bands} band(s) and no colour table but dataset.mask_encoding is "
+                         "color (RGB or paletted masks); set dataset.mask_encoding: index (or auto) for masks "
+                         "holding class indices")
+    rgb = tuple(hex_rgb(c) for c in ds.colors)
+    if len(set(rgb)) < len(rgb):
+        raise ConfigError(f"dataset.colors {ds.colors} repeats a colour, so colour-coded masks cannot tell those "
+                          "classes apart; give every class its own mask colour")
+    return rgb
+
+
 @register_dataset
 class Folder(DatasetSpec):
     name = "folder"
@@ -49,12 +71,13 @@ class Folder(DatasetSpec):
             )
         pairs = []
         for stem, img in imgs.items():
-            h, w, count = check_pair(str(img), str(msks[stem]))
+            h, w, count, mask_bands = check_pair(str(img), str(msks[stem]))
             if count < len(ds.bands):
                 raise InputRasterError(
                     f"image {img} has {count} band(s) but dataset.bands lists {len(ds.bands)} ({', '.join(ds.bands)})"
                 )
-            pairs.append(TilePair(stem, str(img), str(msks[stem]), h, w, tuple(range(1, len(ds.bands) + 1)), self.name))
+            pairs.append(TilePair(stem, str(img), str(msks[stem]), h, w, tuple(range(1, len(ds.bands) + 1)), self.name,
+                                  label_colors(ds, str(msks[stem]), mask_bands)))
         if not pairs:
             raise DatasetNotFoundError(f"no rasters ({', '.join(RASTER_SUFFIXES)}) in {images}")
         return pairs
@@ -86,8 +109,9 @@ class Folder(DatasetSpec):
             img, msk = layout["single"]
             if split != "train":
                 raise DatasetNotFoundError(f"{root} holds one image/mask pair: it has no {split} split; use {self.layout}")
-            h, w, _ = check_pair(str(img), str(msk))
-            return [TilePair(root.name, str(img), str(msk), h, w, tuple(range(1, len(ds.bands) + 1)), self.name)]
+            h, w, _, mask_bands = check_pair(str(img), str(msk))
+            return [TilePair(root.name, str(img), str(msk), h, w, tuple(range(1, len(ds.bands) + 1)), self.name,
+                             label_colors(ds, str(msk), mask_bands))]
         if split in layout:
             return self._pairs_in(*layout[split], ds)
         if split == "test":

@@ -20,7 +20,7 @@ from rasterio import DatasetReader
 from rasterio.windows import Window
 
 from rsseg.data.datasets.base import DatasetSpec, split_holdout
-from rsseg.data.raster import TilePair, check_pair
+from rsseg.data.raster import TilePair, check_pair, decode_colors
 from rsseg.errors import DatasetError, InputRasterError
 
 if TYPE_CHECKING:
@@ -31,19 +31,16 @@ ISPRS_CLASSES = ("impervious surfaces", "building", "low vegetation", "tree", "c
 ISPRS_RGB = ((255, 255, 255), (0, 0, 255), (0, 255, 255), (0, 255, 0), (255, 255, 0), (255, 0, 0))
 ISPRS_COLORS = tuple("#{:02x}{:02x}{:02x}".format(*c) for c in ISPRS_RGB)
 
-# Every ISPRS colour has channels 0 or 255, so thresholding each channel at 128 gives a 3-bit code
-# per pixel; that also absorbs the few off-by-a-little colours some label files carry. Black (the
-# eroded sets' boundary colour) and any other code map to ignore.
-_ISPRS_CODE_TO_CLASS = {4 * (r > 127) + 2 * (g > 127) + (b > 127): k for k, (r, g, b) in enumerate(ISPRS_RGB)}
 
 
 def decode_isprs(rgb: np.ndarray, ignore_index: int) -> np.ndarray:
-    """ISPRS colour labels ``[3, H, W]`` -> class indices 0..5 (:data:`ISPRS_RGB`); other colours -> ignore."""
-    code = (rgb[0] > 127).astype(np.uint8) * 4 + (rgb[1] > 127) * 2 + (rgb[2] > 127)
-    lut = np.full(8, ignore_index, dtype=np.uint8)
-    for c, k in _ISPRS_CODE_TO_CLASS.items():
-        lut[c] = k
-    return lut[code]
+    """ISPRS colour labels ``[3, H, W]`` -> class indices 0..5 (:data:`ISPRS_RGB`); other colours -> ignore.
+
+    Every ISPRS colour has channels 0 or 255, so each channel is snapped to 0/255 at 128 first:
+    that absorbs the few off-by-a-little colours some label files carry. Black (the eroded sets'
+    boundary colour) and any other colour map to ignore.
+    """
+    return decode_colors(np.where(rgb > 127, 255, 0).astype(np.uint8), ISPRS_RGB, ignore_index)
 
 
 @dataclass(frozen=True)
@@ -130,7 +127,7 @@ class ISPRSSpec(DatasetSpec):
             label = _locate(root, label_zip, None, label_fmt.format(tile), cache, exclude=spec.image_dir)
             if image is None or label is None:
                 continue
-            h, w, _ = check_pair(image, label)
+            h, w, _, _ = check_pair(image, label)
             pairs.append(TilePair(tile, image, label, h, w, bands, self.name))
         if not pairs:
             raise self.not_found(
