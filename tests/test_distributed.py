@@ -56,6 +56,8 @@ def checkpoint(tmp_path_factory) -> Path:
     cfg.model.encoder, cfg.model.decode_channels, cfg.model.embed_dim, cfg.model.num_heads = "mobilenetv3_small_050", 32, 16, 4
     cfg.inference.tile, cfg.inference.overlap = 64, 16
     model = build_model(cfg.model, num_classes=3, in_channels=3)
+    with torch.no_grad():  # a random classifier is nearly uniform: sharpen it so classes and margins vary
+        model.head.classifier.weight.mul_(30)
     meta = ModelMeta(classes=["a", "b", "c"], colors=["#000000", "#ff0000", "#00ff00"], bands=["r", "g", "b"],
                      mean=[0.5] * 3, std=[0.25] * 3, config=cfg.to_dict())
     return save_model(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", model, meta)
