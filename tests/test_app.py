@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -204,13 +205,17 @@ def test_map_uses_local_leaflet_when_available(prediction: viewer.Prediction, tm
     monkeypatch.setenv("RSSEG_LEAFLET_DIR", str(tmp_path))
     assets = viewer.local_leaflet()
     assert assets is not None and assets.source == str(tmp_path)
-    ov = viewer.render_classes(prediction.classes_tif, COLORS, max_px=64)
-    m = viewer.build_map(classes=ov, legend=viewer.legend_html(CLASSES, COLORS), leaflet=assets)
+    layer = viewer.MapLayer.from_overlay("classes", viewer.render_classes(prediction.classes_tif, COLORS, max_px=64))
+    m = viewer.build_map(layers=[layer], legend=viewer.legend_html(CLASSES, COLORS), leaflet=assets, draw=True)
     assert [u for _, u in m.default_js] == [assets.js_url] and assets.js_url.startswith("data:text/javascript")
     assert "images/layers.png" not in assets.css_url  # the CSS image is inlined too
     page = m.get_root().render()
     assert "rsseg-legend" in page and "imageOverlay" in page and "tile.openstreetmap" not in page
-    online = viewer.build_map(classes=ov, basemap="OpenStreetMap (online)")
+    # folium's Draw plugin loads Leaflet.draw from cdnjs; the viewer inlines its vendored copy
+    assert "cdnjs" not in page and "L.Control.Draw" in page
+    draw_css = viewer.leaflet_draw().css_url
+    assert draw_css.startswith("data:text/css") and "images/spritesheet" not in base64.b64decode(draw_css.split(",", 1)[1]).decode()
+    online = viewer.build_map(layers=[layer], basemap="OpenStreetMap (online)")
     assert "tile.openstreetmap.org" in online.get_root().render()
 
 
@@ -263,7 +268,11 @@ def test_app_predicts_and_offers_downloads(app, media: dict[str, bytes], monkeyp
     table = app.dataframe[0].value
     assert list(table["class"]) == CLASSES and table["pixels"].sum() == 256 * 256
     buttons = {b.label: b.proto.url for b in app.get("download_button")}
-    assert set(buttons) == {"Class raster (GeoTIFF)", "Polygons (GeoPackage)", "Area report (JSON)", "Area report (Markdown)"}
+    assert set(buttons) == {"Class raster (GeoTIFF)", "Confidence raster (GeoTIFF)", "Polygons (GeoPackage)", "Polygons (GeoJSON)",
+                            "Polygons (Shapefile (zip))", "Area report (JSON)", "Area report (Markdown)"}
+    assert media[buttons["Confidence raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
+    assert json.loads(media[buttons["Polygons (GeoJSON)"]])["type"] == "FeatureCollection"
+    assert media[buttons["Polygons (Shapefile (zip))"]][:2] == b"PK"
     assert media[buttons["Class raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
     assert media[buttons["Polygons (GeoPackage)"]].startswith(b"SQLite format 3")
     assert json.loads(media[buttons["Area report (JSON)"]])["classes"][1]["class_name"] == "building"
