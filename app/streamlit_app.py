@@ -2,7 +2,8 @@
 
 Start it with ``rsseg app`` (binds 127.0.0.1). Server settings come from the environment
 (``RSSEG_DATA_DIR``, ``RSSEG_CACHE_DIR``, ``RSSEG_MAX_UPLOAD_MB``); the URL may preselect files
-relative to the data directory: ``?raster=a.tif&model=m.ckpt&reference=mask.tif&run=1``.
+relative to the data directory: ``?raster=a.tif&model=m.ckpt&reference=mask.tif&run=1`` (and
+``&swipe=input | classes`` to open with the swipe divider).
 Map layers are full-resolution tiles from a tile server on 127.0.0.1 inside this process
 (:mod:`rsseg.viewer.tiles`; ``RSSEG_TILES=0`` or a missing rio-tiler: decimated overlays instead).
 """
@@ -131,7 +132,8 @@ with st.sidebar:
     opacity = st.slider("Class layer opacity", 0.0, 1.0, 0.6, 0.05, key="opacity")
     show_background = st.checkbox("Show the background class", False, key="show_background",
                                   help="The first class of the checkpoint; transparent by default so the image shows through.")
-    compare = st.selectbox("Swipe", COMPARE if ref_path is not None else COMPARE[:2], key="compare",
+    swipes = COMPARE if ref_path is not None else COMPARE[:2]
+    compare = st.selectbox("Swipe", swipes, index=_preselected(swipes, "swipe"), key="compare",
                            help="A divider to drag across the map: left and right show different layers.")
     error_class = None
     if ref_path is not None and meta is not None:
@@ -171,8 +173,10 @@ if job is not None and st.session_state.get("job") == job:
         st.error(str(exc))
 
 # the map fills the window's height (Streamlit cannot size a component to the viewport itself)
-st.markdown('<style>iframe[title="streamlit_folium.st_folium"] {height: calc(100vh - 7rem) !important}</style>',
+st.markdown('<style>[data-testid="stMainBlockContainer"] {padding-top: 2.5rem; padding-bottom: 1rem} '
+            'iframe[title="streamlit_folium.st_folium"] {height: calc(100vh - 4.5rem) !important}</style>',
             unsafe_allow_html=True)
+inspected = None
 map_col, panel = st.columns([3, 2])
 with map_col:
     try:
@@ -197,7 +201,7 @@ with map_col:
                 names, colors = [*names, *viewer.ERROR_CLASSES[1:]], [*colors, *viewer.ERROR_COLORS[1:]]
             legend = viewer.legend_html(names, colors)
         fmap = viewer.build_map(layers=layers, polygons=polygons, legend=legend, basemap=basemap, swipe=swipe, draw=True,
-                                leaflet=viewer.local_leaflet())
+                                area=aoi, leaflet=viewer.local_leaflet())
         state = st_folium(fmap, key="map", height=700, use_container_width=True,
                           returned_objects=["last_clicked", "last_active_drawing"]) or {}
         drawn = (state.get("last_active_drawing") or {}).get("geometry")
@@ -207,22 +211,26 @@ with map_col:
         if pred is None:
             st.caption("Pick a raster and a checkpoint, then press **Run prediction** "
                        "(or draw an area on the map and predict inside it).")
+        elif predict_path != raster_path:
+            st.caption(f"Predicted inside the drawn area only: {pred.report['valid_pixels']:,} px.")
         elif polygons is not None and len(polygons["features"]) < n_polygons:
             st.caption(f"Showing the {len(polygons['features']):,} largest of {n_polygons:,} polygons.")
         point = state.get("last_clicked")
         if pred is not None and point:
             hit = viewer.inspect_point(pred, point["lat"], point["lng"], score_ref)
             if hit is None:
-                st.info(f"({point['lat']:.6f}, {point['lng']:.6f}) is outside the prediction.")
+                inspected = f"({point['lat']:.6f}, {point['lng']:.6f}) is outside the prediction."
             else:
                 prob = f", probability {hit.probability:.2f}" if hit.probability is not None else ""
                 ref = f"; reference: **{hit.reference or 'nodata'}**" if score_ref is not None else ""
-                st.info(f"Class at ({point['lat']:.6f}, {point['lng']:.6f}): **{hit.class_name or 'nodata'}**{prob}{ref} "
-                        f"(row {hit.row}, col {hit.col})")
+                inspected = (f"Class at ({point['lat']:.6f}, {point['lng']:.6f}): **{hit.class_name or 'nodata'}**{prob}{ref} "
+                             f"(row {hit.row}, col {hit.col})")
     except RsSegError as exc:
         st.error(str(exc))
 
 with panel:
+    if inspected is not None:  # beside the map, where the click happened, not below the page fold
+        st.info(inspected)
     if pred is not None:
         st.subheader("Class areas")
         rows = viewer.area_table(pred.report)

@@ -291,6 +291,36 @@ def test_app_scores_against_reference(app) -> None:
     assert len(app.image) == 1  # the confusion-matrix PNG
 
 
+def test_app_compares_with_reference(app) -> None:
+    app.query_params["reference"] = "small_mask.tif"
+    app.query_params["run"] = "1"
+    app.run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="compare").options == ["off", "input | classes", "reference | prediction"]
+    assert app.selectbox(key="error_class").value == "building"  # the first class after the background
+    assert app.checkbox(key="show_background").value is False
+    app.selectbox(key="compare").set_value("reference | prediction").run()
+    app.checkbox(key="show_background").check().run()
+    assert not app.exception and not app.error
+
+
+def test_app_predicts_inside_drawn_area(app, viewer_data: dict[str, Path]) -> None:
+    from pyproj import Transformer
+
+    app.run()
+    assert app.radio(key="area").disabled  # nothing drawn yet
+    with rasterio.open(viewer_data["raster"]) as src:
+        to_ll = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
+        ring = [to_ll.transform(*src.xy(r, c)) for r, c in ((10, 10), (10, 73), (73, 73), (73, 10), (10, 10))]
+    app.session_state["aoi"] = {"type": "Polygon", "coordinates": [ring]}  # what st_folium returns after a drawing
+    app.run()
+    app.radio(key="area").set_value("Drawn area").run()
+    app.button(key="run").click().run()
+    assert not app.exception and not app.error
+    pixels = app.dataframe[0].value["pixels"].sum()
+    assert 64 * 64 <= pixels <= 66 * 66  # the drawn window only, not the 256 x 256 raster
+
+
 def test_app_upload_respects_limit(app, viewer_data: dict[str, Path]) -> None:
     app.run()
     app.radio(key="source").set_value("Upload").run()

@@ -151,12 +151,14 @@ def build_map(
     leaflet: LeafletAssets | None = None,
     swipe: bool = False,
     draw: bool = False,
+    area: dict[str, Any] | None = None,
 ) -> folium.Map:
     """A folium map of raster layers (bottom first) and polygons, with layer control and legend.
 
     ``swipe`` adds the side-by-side divider between the layers whose ``side`` is "left" and
     "right"; ``draw`` adds folium's Draw plugin (rectangle and polygon, Leaflet.draw served
-    locally) so the analyst can draw an area of interest.
+    locally) so the analyst can draw an area of interest; ``area`` (GeoJSON geometry in WGS84) outlines
+    the one drawn last, which a re-rendered map would otherwise forget.
     """
     if basemap not in BASEMAPS:
         raise ValueError(f"unknown basemap {basemap!r}; choose one of {list(BASEMAPS)}")
@@ -184,6 +186,9 @@ def build_map(
             polygons, name="polygons", show=False,
             style_function=lambda f: {"color": f["properties"].get("fill", "#3388ff"), "weight": 1, "fillOpacity": 0.0},
         ).add_to(m)
+    if area is not None:
+        folium.GeoJson(area, name="drawn area",
+                       style_function=lambda f: {"color": "#ffff00", "weight": 2, "dashArray": "6 4", "fillOpacity": 0.0}).add_to(m)
     if legend:
         m.get_root().html.add_child(folium.Element(legend))
     if swipe:
