@@ -350,5 +350,9 @@ def test_cli_app_binds_localhost(viewer_data: dict[str, Path], monkeypatch: pyte
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.maxUploadSize") + 1] == "50"
     assert seen["env"]["RSSEG_DATA_DIR"] == str(viewer_data["data"].resolve())
+    assert "RSSEG_TILES" not in seen["env"] or seen["env"]["RSSEG_TILES"] != "0"
+    # the tile server listens on 127.0.0.1 only, so a viewer served to the network uses the overlays
+    result = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"]), "--host", "0.0.0.0", "--headless"])
+    assert result.exit_code == 0 and seen["env"]["RSSEG_TILES"] == "0" and "warning" in result.output
     bad = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"] / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -20,9 +20,12 @@ import json
 import re
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rasterio.enums import Resampling
@@ -76,22 +79,23 @@ class TileInfo:
         return self.max_native + OVERZOOM
 
 
-def _reader(path: str):  # noqa: ANN202 - rio_tiler.io.Reader
+@contextmanager
+def _reader(path: str) -> Iterator[Any]:
+    """A rio-tiler Reader on a dataset opened by the GeoTIFF-only opener (rio-tiler alone would
+    accept any GDAL format), quiet about files without overviews."""
     from rio_tiler.io import Reader
 
-    # open through the GeoTIFF-only opener; rio-tiler would accept any GDAL format
-    return Reader(path, dataset=open_geotiff(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_geotiff(path) as src, Reader(path, dataset=src) as reader:
+            yield reader
 
 
 def tile_info(path: str | Path) -> TileInfo:
     """Bounds and zoom range of a raster as Web Mercator tiles."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # rio-tiler warns on files without overviews
-        with _reader(str(path)) as r:
-            w, s, e, n = r.get_geographic_bounds("EPSG:4326")
-            info = TileInfo(((s, w), (n, e)), int(r.minzoom), int(r.maxzoom))
-            r.dataset.close()
-    return info
+    with _reader(str(path)) as r:
+        w, s, e, n = r.get_geographic_bounds("EPSG:4326")
+        return TileInfo(((s, w), (n, e)), int(r.minzoom), int(r.maxzoom))
 
 
 def image_layer(path: str | Path) -> TileLayer:
@@ -130,17 +134,13 @@ def render_tile(layer: TileLayer, z: int, x: int, y: int) -> bytes | None:
     """
     from rio_tiler.errors import TileOutsideBounds
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with _reader(layer.path) as r:
-            try:
-                method = "nearest" if layer.kind == "classes" or z >= r.maxzoom else "bilinear"
-                img = r.tile(x, y, z, tilesize=TILE_PX, indexes=list(layer.bands), resampling_method=method,
-                             reproject_method=method)
-            except TileOutsideBounds:
-                return None
-            finally:
-                r.dataset.close()
+    with _reader(layer.path) as r:
+        method = "nearest" if layer.kind == "classes" or z >= r.maxzoom else "bilinear"
+        try:
+            img = r.tile(x, y, z, tilesize=TILE_PX, indexes=list(layer.bands), resampling_method=method,
+                         reproject_method=method)
+        except TileOutsideBounds:
+            return None
     data = img.array.data  # [B, 256, 256], masked where nodata
     valid = ~np.ma.getmaskarray(img.array).any(0)
     if layer.kind == "classes":
