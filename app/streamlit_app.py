@@ -197,6 +197,8 @@ with map_col:
         legend = None
         if meta is not None:
             names, colors = list(meta.classes), list(meta.colors)
+            if hidden:
+                names[0] += " (not drawn)"
             if error_class is not None:
                 names, colors = [*names, *viewer.ERROR_CLASSES[1:]], [*colors, *viewer.ERROR_COLORS[1:]]
             legend = viewer.legend_html(names, colors)

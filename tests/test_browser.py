@@ -167,7 +167,7 @@ def test_map_renders_in_chromium(viewer_data: dict[str, Path], tmp_path: Path) -
                           "the map with its tiles, the swipe and the area table")
             shot = _shot(page, shots / "viewer.png")
             assert state["overlays"] == 0  # tiles, not the capped overlays
-            assert state["legend"] == ["background", "building", "false positive", "false negative"]
+            assert state["legend"] == ["background (not drawn)", "building", "false positive", "false negative"]
             assert {"input image", "classes", "errors: building"} <= set(state["layers"])
             assert state["draw"]  # Leaflet.draw loaded without a CDN
             assert shot.stat().st_size > 10_000
