@@ -18,6 +18,7 @@ import numpy as np
 import rasterio
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_geom
+from shapely.geometry import shape
 from rasterio.windows import Window, from_bounds
 
 from rsseg.errors import RsSegError
@@ -33,9 +34,7 @@ def area_window(raster: str | Path, geometry: dict[str, Any]) -> Window:
     with open_geotiff(raster) as src:
         if src.crs is None:
             raise RsSegError(f"{Path(raster).name} has no CRS, so a drawn area cannot be placed on it")
-        geom = transform_geom("EPSG:4326", src.crs, geometry)
-        (x0, y0), (x1, y1) = (c := np.asarray(_coords(geom), dtype=float)).min(0), c.max(0)
-        win = from_bounds(x0, y0, x1, y1, transform=src.transform)
+        win = from_bounds(*shape(transform_geom("EPSG:4326", src.crs, geometry)).bounds, transform=src.transform)
         col0, row0 = max(0, int(np.floor(win.col_off))), max(0, int(np.floor(win.row_off)))
         col1 = min(src.width, int(np.ceil(win.col_off + win.width)))
         row1 = min(src.height, int(np.ceil(win.row_off + win.height)))
@@ -46,22 +45,6 @@ def area_window(raster: str | Path, geometry: dict[str, Any]) -> Window:
         raise RsSegError(f"the drawn area is {win.width}x{win.height} px; draw a smaller one (at most {MAX_AOI_PX:,} px) "
                          "or predict the whole raster")
     return win
-
-
-def _coords(geom: dict[str, Any]) -> list[list[float]]:
-    flat: list[list[float]] = []
-
-    def walk(c: Any) -> None:  # noqa: ANN401 - nested GeoJSON coordinate lists
-        if c and isinstance(c[0], (int, float)):
-            flat.append(list(c[:2]))
-        else:
-            for item in c:
-                walk(item)
-
-    walk(geom["coordinates"])
-    if not flat:
-        raise RsSegError("the drawn area has no coordinates")
-    return flat
 
 
 def crop_to_area(raster: str | Path, geometry: dict[str, Any], out_dir: str | Path) -> Path:
