@@ -126,6 +126,10 @@ with st.sidebar:
     aoi = st.session_state.get("aoi")
     area = st.radio("Predict", [WHOLE, DRAWN], horizontal=True, key="area", disabled=aoi is None,
                     help="Draw a rectangle or polygon with the tools at the map's top left, then predict inside it only.")
+    if aoi is not None and st.button("Clear the drawn area", key="clear_area"):
+        # st_folium keeps returning the last drawing: remember it so it is not picked up again
+        st.session_state["aoi_cleared"] = st.session_state.pop("aoi")
+        st.rerun()
     clicked_run = st.button("Run prediction", type="primary", disabled=raster_path is None or ckpt_path is None, key="run")
     st.divider()
     basemap = st.selectbox("Basemap", list(viewer.BASEMAPS), key="basemap", help="Online basemaps need internet access.")
@@ -207,7 +211,7 @@ with map_col:
         state = st_folium(fmap, key="map", height=700, use_container_width=True,
                           returned_objects=["last_clicked", "last_active_drawing"]) or {}
         drawn = (state.get("last_active_drawing") or {}).get("geometry")
-        if drawn and drawn != st.session_state.get("aoi"):
+        if drawn and drawn not in (st.session_state.get("aoi"), st.session_state.get("aoi_cleared")):
             st.session_state["aoi"] = drawn
             st.rerun()  # enables "Drawn area"
         if pred is None:

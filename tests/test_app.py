@@ -319,6 +319,8 @@ def test_app_predicts_inside_drawn_area(app, viewer_data: dict[str, Path]) -> No
     assert not app.exception and not app.error
     pixels = app.dataframe[0].value["pixels"].sum()
     assert 64 * 64 <= pixels <= 66 * 66  # the drawn window only, not the 256 x 256 raster
+    app.button(key="clear_area").click().run()
+    assert not app.exception and "aoi" not in app.session_state and app.radio(key="area").disabled
 
 
 def test_app_upload_respects_limit(app, viewer_data: dict[str, Path]) -> None:
