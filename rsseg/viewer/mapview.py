@@ -4,7 +4,9 @@ streamlit-folium loads Leaflet (and folium's jQuery/Bootstrap extras) from publi
 offline workstation the map never appears. When a local Leaflet is found (``RSSEG_LEAFLET_DIR``,
 or Debian/Ubuntu's ``libjs-leaflet`` in /usr/share/javascript/leaflet) it is inlined as data URLs
 instead, images referenced by its CSS included, and the CDN-only extras the viewer does not use
-are dropped. Without one the map falls back to the CDN (fine when online).
+are dropped. Without one the map falls back to the CDN (fine when online). The map's own extras
+work offline too: Leaflet.draw (folium's Draw plugin, which loads it from cdnjs) is vendored in
+``static/leaflet-draw`` and the swipe divider is rsseg's ``static/swipe.js``, both inlined.
 """
 
 from __future__ import annotations

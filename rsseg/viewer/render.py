@@ -1,6 +1,7 @@
 """What the map shows: PNG overlays from overviews, the legend, polygons and point queries.
 
-Nothing at full resolution goes to the browser. A raster is read decimated so its long side is
+These overlays are the fallback of the full-resolution tiles (:mod:`~rsseg.viewer.tiles`) when
+rio-tiler is missing or the app is served beyond 127.0.0.1. A raster is read decimated so its long side is
 at most ``max_px`` (GDAL serves such reads from the file's overviews when it has them), then
 warped to Web Mercator, the projection Leaflet draws in: an ``ImageOverlay`` is stretched
 linearly between two lat/lon corners in screen (Mercator) space, so an image on any other grid
