@@ -19,7 +19,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
-	$(PY) -m pip install -e ".[dev,onnx,dask]"
+	$(PY) -m pip install -e ".[dev,onnx,dask,viewer]"
 	touch $(STAMP)
 
 install: $(STAMP)

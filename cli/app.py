@@ -37,6 +37,8 @@ def command(data_dir, host, port, max_upload_mb, max_pixels, cache_dir, headless
     env.update(settings.to_env())
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.secho(f"warning: serving on {host}: anyone who can reach this address can run models on your files", fg="yellow", err=True)
+        # the full-resolution tile server listens on 127.0.0.1 only: remote browsers get the overview overlays
+        env["RSSEG_TILES"] = "0"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_script()),
         "--server.address", host, "--server.port", str(port),

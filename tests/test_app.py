@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from pathlib import Path
@@ -204,13 +205,17 @@ def test_map_uses_local_leaflet_when_available(prediction: viewer.Prediction, tm
     monkeypatch.setenv("RSSEG_LEAFLET_DIR", str(tmp_path))
     assets = viewer.local_leaflet()
     assert assets is not None and assets.source == str(tmp_path)
-    ov = viewer.render_classes(prediction.classes_tif, COLORS, max_px=64)
-    m = viewer.build_map(classes=ov, legend=viewer.legend_html(CLASSES, COLORS), leaflet=assets)
+    layer = viewer.MapLayer.from_overlay("classes", viewer.render_classes(prediction.classes_tif, COLORS, max_px=64))
+    m = viewer.build_map(layers=[layer], legend=viewer.legend_html(CLASSES, COLORS), leaflet=assets, draw=True)
     assert [u for _, u in m.default_js] == [assets.js_url] and assets.js_url.startswith("data:text/javascript")
     assert "images/layers.png" not in assets.css_url  # the CSS image is inlined too
     page = m.get_root().render()
     assert "rsseg-legend" in page and "imageOverlay" in page and "tile.openstreetmap" not in page
-    online = viewer.build_map(classes=ov, basemap="OpenStreetMap (online)")
+    # folium's Draw plugin loads Leaflet.draw from cdnjs; the viewer inlines its vendored copy
+    assert "cdnjs" not in page and "L.Control.Draw" in page
+    draw_css = viewer.leaflet_draw().css_url
+    assert draw_css.startswith("data:text/css") and "images/spritesheet" not in base64.b64decode(draw_css.split(",", 1)[1]).decode()
+    online = viewer.build_map(layers=[layer], basemap="OpenStreetMap (online)")
     assert "tile.openstreetmap.org" in online.get_root().render()
 
 
@@ -263,7 +268,11 @@ def test_app_predicts_and_offers_downloads(app, media: dict[str, bytes], monkeyp
     table = app.dataframe[0].value
     assert list(table["class"]) == CLASSES and table["pixels"].sum() == 256 * 256
     buttons = {b.label: b.proto.url for b in app.get("download_button")}
-    assert set(buttons) == {"Class raster (GeoTIFF)", "Polygons (GeoPackage)", "Area report (JSON)", "Area report (Markdown)"}
+    assert set(buttons) == {"Class raster (GeoTIFF)", "Confidence raster (GeoTIFF)", "Polygons (GeoPackage)", "Polygons (GeoJSON)",
+                            "Polygons (Shapefile (zip))", "Area report (JSON)", "Area report (Markdown)"}
+    assert media[buttons["Confidence raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
+    assert json.loads(media[buttons["Polygons (GeoJSON)"]])["type"] == "FeatureCollection"
+    assert media[buttons["Polygons (Shapefile (zip))"]][:2] == b"PK"
     assert media[buttons["Class raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
     assert media[buttons["Polygons (GeoPackage)"]].startswith(b"SQLite format 3")
     assert json.loads(media[buttons["Area report (JSON)"]])["classes"][1]["class_name"] == "building"
@@ -280,6 +289,38 @@ def test_app_scores_against_reference(app) -> None:
     md = "\n".join(m.value for m in app.markdown)
     assert "| building |" in md and "mIoU" in md
     assert len(app.image) == 1  # the confusion-matrix PNG
+
+
+def test_app_compares_with_reference(app) -> None:
+    app.query_params["reference"] = "small_mask.tif"
+    app.query_params["run"] = "1"
+    app.run()
+    assert not app.exception and not app.error
+    assert app.selectbox(key="compare").options == ["off", "input | classes", "reference | prediction"]
+    assert app.selectbox(key="error_class").value == "building"  # the first class after the background
+    assert app.checkbox(key="show_background").value is False
+    app.selectbox(key="compare").set_value("reference | prediction").run()
+    app.checkbox(key="show_background").check().run()
+    assert not app.exception and not app.error
+
+
+def test_app_predicts_inside_drawn_area(app, viewer_data: dict[str, Path]) -> None:
+    from pyproj import Transformer
+
+    app.run()
+    assert app.radio(key="area").disabled  # nothing drawn yet
+    with rasterio.open(viewer_data["raster"]) as src:
+        to_ll = Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True)
+        ring = [to_ll.transform(*src.xy(r, c)) for r, c in ((10, 10), (10, 73), (73, 73), (73, 10), (10, 10))]
+    app.session_state["aoi"] = {"type": "Polygon", "coordinates": [ring]}  # what st_folium returns after a drawing
+    app.run()
+    app.radio(key="area").set_value("Drawn area").run()
+    app.button(key="run").click().run()
+    assert not app.exception and not app.error
+    pixels = app.dataframe[0].value["pixels"].sum()
+    assert 64 * 64 <= pixels <= 66 * 66  # the drawn window only, not the 256 x 256 raster
+    app.button(key="clear_area").click().run()
+    assert not app.exception and "aoi" not in app.session_state and app.radio(key="area").disabled
 
 
 def test_app_upload_respects_limit(app, viewer_data: dict[str, Path]) -> None:
@@ -311,5 +352,9 @@ def test_cli_app_binds_localhost(viewer_data: dict[str, Path], monkeypatch: pyte
     assert cmd[cmd.index("--server.address") + 1] == "127.0.0.1"
     assert cmd[cmd.index("--server.maxUploadSize") + 1] == "50"
     assert seen["env"]["RSSEG_DATA_DIR"] == str(viewer_data["data"].resolve())
+    assert "RSSEG_TILES" not in seen["env"] or seen["env"]["RSSEG_TILES"] != "0"
+    # the tile server listens on 127.0.0.1 only, so a viewer served to the network uses the overlays
+    result = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"]), "--host", "0.0.0.0", "--headless"])
+    assert result.exit_code == 0 and seen["env"]["RSSEG_TILES"] == "0" and "warning" in result.output
     bad = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"] / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.output

@@ -148,3 +148,22 @@ def save_upload(data: bytes, name: str, dest_dir: str | Path, max_mb: float) -> 
             target.unlink(missing_ok=True)
             raise
     return target
+
+
+def is_rsseg_output(path: str | Path) -> bool:
+    """True for rasters rsseg wrote: class rasters (``CLASS_NAMES`` tag), confidence rasters (band
+    description) and the viewer's error layers (``RSSEG_PRODUCT`` tag). Unreadable files count as inputs
+    (opening them later gives the error)."""
+    try:
+        with open_geotiff(path) as src:  # the header only
+            tags = src.tags()
+            desc = (src.descriptions[0] or "").lower() if src.count else ""
+    except RsSegError:
+        return False
+    return "CLASS_NAMES" in tags or "RSSEG_PRODUCT" in tags or desc.startswith("confidence")
+
+
+def list_inputs(root: str | Path, *, exclude: str | Path | None = None) -> list[str]:
+    """Rasters under ``root`` (as :func:`list_files`) that are not rsseg's own outputs."""
+    base = Path(root).resolve()
+    return [f for f in list_files(base, RASTER_SUFFIXES, exclude=exclude) if not is_rsseg_output(base / f)]

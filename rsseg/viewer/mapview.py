@@ -4,7 +4,9 @@ streamlit-folium loads Leaflet (and folium's jQuery/Bootstrap extras) from publi
 offline workstation the map never appears. When a local Leaflet is found (``RSSEG_LEAFLET_DIR``,
 or Debian/Ubuntu's ``libjs-leaflet`` in /usr/share/javascript/leaflet) it is inlined as data URLs
 instead, images referenced by its CSS included, and the CDN-only extras the viewer does not use
-are dropped. Without one the map falls back to the CDN (fine when online).
+are dropped. Without one the map falls back to the CDN (fine when online). The map's own extras
+work offline too: Leaflet.draw (folium's Draw plugin, which loads it from cdnjs) is vendored in
+``static/leaflet-draw`` and the swipe divider is rsseg's ``static/swipe.js``, both inlined.
 """
 
 from __future__ import annotations
@@ -13,15 +15,22 @@ import base64
 import functools
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import folium
+from branca.element import MacroElement
+from folium.elements import JSCSSMixin
+from folium.plugins import Draw
+from jinja2 import Template
 
-from rsseg.viewer.render import Overlay
+from rsseg.viewer.render import Overlay, render_classes, render_image
+from rsseg.viewer.tiles import TileServer, class_layer, image_layer, tile_info
 
 LEAFLET_DIRS = ("/usr/share/javascript/leaflet",)
+STATIC = Path(__file__).parent / "static"
 
 #: basemap label -> (tile URL, attribution); "none" works offline and is the default
 BASEMAPS: dict[str, tuple[str, str] | None] = {
@@ -45,6 +54,21 @@ def _data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
+_CSS_IMAGE = re.compile(r"""url\(['"]?(images/[A-Za-z0-9_.-]+\.(png|svg))['"]?\)""")
+
+
+def _inline_css(css_text: str, directory: Path) -> str:
+    """CSS with its ``url(images/...)`` references replaced by data URLs (files inside ``directory`` only)."""
+
+    def inline(match: re.Match) -> str:
+        img = directory / match.group(1)
+        ok = img.is_file() and img.resolve().is_relative_to(directory.resolve())
+        mime = "image/svg+xml" if match.group(2) == "svg" else "image/png"
+        return f"url({_data_url(mime, img.read_bytes())})" if ok else match.group(0)
+
+    return _CSS_IMAGE.sub(inline, css_text)
+
+
 @functools.lru_cache(maxsize=4)
 def _load_assets(directory: str) -> LeafletAssets | None:
     d = Path(directory)
@@ -52,15 +76,18 @@ def _load_assets(directory: str) -> LeafletAssets | None:
     css = d / "leaflet.css"
     if js is None or not css.is_file():
         return None
-    css_text = css.read_text(encoding="utf-8")
-
-    def inline(match: re.Match) -> str:
-        img = d / match.group(1)
-        ok = img.is_file() and img.resolve().is_relative_to(d.resolve())
-        return f"url({_data_url('image/png', img.read_bytes())})" if ok else match.group(0)
-
-    css_text = re.sub(r"url\((images/[A-Za-z0-9_.-]+\.png)\)", inline, css_text)
+    css_text = _inline_css(css.read_text(encoding="utf-8"), d)
     return LeafletAssets(_data_url("text/javascript", js.read_bytes()), _data_url("text/css", css_text.encode()), str(d))
+
+
+@functools.lru_cache(maxsize=1)
+def leaflet_draw() -> LeafletAssets:
+    """Leaflet.draw 1.0.4 (MIT), vendored in ``rsseg/viewer/static/leaflet-draw``: folium's Draw
+    plugin otherwise loads it from cdnjs."""
+    d = STATIC / "leaflet-draw"
+    css = _inline_css((d / "leaflet.draw.css").read_text(encoding="utf-8"), d)
+    return LeafletAssets(_data_url("text/javascript", (d / "leaflet.draw.js").read_bytes()),
+                         _data_url("text/css", css.encode()), str(d))
 
 
 def local_leaflet() -> LeafletAssets | None:
@@ -79,40 +106,118 @@ def _use_assets(m: folium.Map, assets: LeafletAssets) -> None:
     m.default_css = [("leaflet_css", assets.css_url)]
 
 
+@dataclass(frozen=True)
+class MapLayer:
+    """One raster layer of the map: XYZ tiles (``tiles`` URL template, full resolution) or a
+    decimated ``overlay``. ``side`` puts it on the "left" or "right" of the swipe divider (None:
+    shown across the whole map)."""
+
+    name: str
+    bounds: tuple[tuple[float, float], tuple[float, float]]
+    tiles: str | None = None
+    overlay: Overlay | None = None
+    max_zoom: int = 22
+    opacity: float = 1.0
+    side: str | None = None
+    show: bool = True
+
+    @classmethod
+    def from_overlay(cls, name: str, overlay: Overlay, **kwargs: Any) -> MapLayer:
+        return cls(name, overlay.bounds, overlay=overlay, **kwargs)
+
+
+SWIPE_PANES = {"left": ("rsseg-left", 250), "right": ("rsseg-right", 260)}
+
+
+class Swipe(JSCSSMixin, MacroElement):
+    """The side-by-side divider (``static/swipe.js``, rsseg's own, inlined so it works offline)."""
+
+    _template = Template("""{% macro script(this, kwargs) %}
+        window.rssegSwipeControl = rssegSwipe({{ this._parent.get_name() }}, "{{ this.left }}", "{{ this.right }}", {{ this.value }});
+    {% endmacro %}""")
+
+    def __init__(self, value: float = 0.5) -> None:
+        super().__init__()
+        self._name = "RssegSwipe"
+        self.left, self.right, self.value = SWIPE_PANES["left"][0], SWIPE_PANES["right"][0], float(value)
+        self.default_js = [("rsseg_swipe", _data_url("text/javascript", (STATIC / "swipe.js").read_bytes()))]
+        self.default_css = []
+
+
 def build_map(
     *,
-    image: Overlay | None = None,
-    classes: Overlay | None = None,
+    layers: Sequence[MapLayer] = (),
     polygons: dict[str, Any] | None = None,
     legend: str | None = None,
     basemap: str = "none",
-    opacity: float = 0.6,
     leaflet: LeafletAssets | None = None,
+    swipe: bool = False,
+    draw: bool = False,
+    area: dict[str, Any] | None = None,
 ) -> folium.Map:
-    """A folium map of the input image, class overlay and polygons, with layer control and legend."""
+    """A folium map of raster layers (bottom first) and polygons, with layer control and legend.
+
+    ``swipe`` adds the side-by-side divider between the layers whose ``side`` is "left" and
+    "right"; ``draw`` adds folium's Draw plugin (rectangle and polygon, Leaflet.draw served
+    locally) so the analyst can draw an area of interest; ``area`` (GeoJSON geometry in WGS84) outlines
+    the one drawn last, which a re-rendered map would otherwise forget.
+    """
     if basemap not in BASEMAPS:
         raise ValueError(f"unknown basemap {basemap!r}; choose one of {list(BASEMAPS)}")
-    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=True)
+    max_zoom = max([layer.max_zoom for layer in layers if layer.tiles] or [22])
+    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=True, max_zoom=max_zoom)
     if leaflet is not None:
         _use_assets(m, leaflet)
     if (tiles := BASEMAPS[basemap]) is not None:
-        folium.TileLayer(tiles=tiles[0], attr=tiles[1], name=basemap, max_zoom=22, max_native_zoom=19).add_to(m)
-    shown = [o for o in (image, classes) if o is not None]
-    if image is not None:
-        folium.raster_layers.ImageOverlay(image.data_url(), bounds=[list(b) for b in image.bounds], name="input image").add_to(m)
-    if classes is not None:
-        folium.raster_layers.ImageOverlay(
-            classes.data_url(), bounds=[list(b) for b in classes.bounds], name="classes", opacity=opacity, pixelated=True
-        ).add_to(m)
+        folium.TileLayer(tiles=tiles[0], attr=tiles[1], name=basemap, max_zoom=max_zoom, max_native_zoom=19).add_to(m)
+    if swipe:
+        for pane, z in SWIPE_PANES.values():
+            folium.map.CustomPane(pane, z_index=z).add_to(m)
+    for layer in layers:
+        # outside the swipe, tiles stay in Leaflet's tile pane and overlays in its overlay pane
+        pane = {"pane": SWIPE_PANES[layer.side][0]} if swipe and layer.side in SWIPE_PANES else {}
+        (s, w), (n, e) = layer.bounds
+        if layer.tiles is not None:
+            folium.TileLayer(tiles=layer.tiles, attr="rsseg", name=layer.name, overlay=True, show=layer.show,
+                             max_zoom=max_zoom, opacity=layer.opacity, bounds=[[s, w], [n, e]], **pane).add_to(m)
+        elif layer.overlay is not None:
+            folium.raster_layers.ImageOverlay(layer.overlay.data_url(), bounds=[[s, w], [n, e]], name=layer.name,
+                                              opacity=layer.opacity, show=layer.show, pixelated=True, **pane).add_to(m)
     if polygons is not None and polygons.get("features"):
         folium.GeoJson(
-            polygons, name="polygons",
+            polygons, name="polygons", show=False,
             style_function=lambda f: {"color": f["properties"].get("fill", "#3388ff"), "weight": 1, "fillOpacity": 0.0},
         ).add_to(m)
+    if area is not None:
+        folium.GeoJson(area, name="drawn area",
+                       style_function=lambda f: {"color": "#ffff00", "weight": 2, "dashArray": "6 4", "fillOpacity": 0.0}).add_to(m)
     if legend:
         m.get_root().html.add_child(folium.Element(legend))
+    if swipe:
+        Swipe().add_to(m)
+    if draw:
+        tool = Draw(draw_options={"polyline": False, "circle": False, "marker": False, "circlemarker": False,
+                                  "polygon": True, "rectangle": {"showArea": False}},
+                    edit_options={"edit": False})
+        assets = leaflet_draw()
+        tool.default_js, tool.default_css = [("leaflet_draw_js", assets.js_url)], [("leaflet_draw_css", assets.css_url)]
+        tool.add_to(m)
+    # inside st_folium's iframe: the map fills the frame (whose height the app sets)
+    m.get_root().html.add_child(folium.Element("<style>body {overflow: hidden} #map_div, .folium-map {height: 100vh !important}</style>"))
     folium.LayerControl(collapsed=False).add_to(m)
-    if shown:
-        (s, w), (n, e) = shown[0].bounds
+    if layers:
+        (s, w), (n, e) = layers[0].bounds
         m.fit_bounds([[s, w], [n, e]])
     return m
+
+
+def raster_layer(name: str, path: str | Path, *, colors: list[str] | None = None, hidden: tuple[int, ...] = (),
+                 server: TileServer | None = None, **kwargs: Any) -> MapLayer:
+    """A raster as a map layer: full-resolution tiles from ``server`` when there is one, else a
+    decimated overlay. ``colors`` given: a class raster (``hidden`` ids transparent); else an image."""
+    if server is not None:
+        info = tile_info(path)
+        spec = class_layer(path, colors, hidden) if colors is not None else image_layer(path)
+        return MapLayer(name, info.bounds, tiles=server.register(spec), max_zoom=info.max_zoom, **kwargs)
+    overlay = render_classes(path, colors, hidden=hidden) if colors is not None else render_image(path)
+    return MapLayer.from_overlay(name, overlay, **kwargs)

@@ -1,6 +1,7 @@
 """What the map shows: PNG overlays from overviews, the legend, polygons and point queries.
 
-Nothing at full resolution goes to the browser. A raster is read decimated so its long side is
+These overlays are the fallback of the full-resolution tiles (:mod:`~rsseg.viewer.tiles`) when
+rio-tiler is missing or the app is served beyond 127.0.0.1. A raster is read decimated so its long side is
 at most ``max_px`` (GDAL serves such reads from the file's overviews when it has them), then
 warped to Web Mercator, the projection Leaflet draws in: an ``ImageOverlay`` is stretched
 linearly between two lat/lon corners in screen (Mercator) space, so an image on any other grid
@@ -100,10 +101,10 @@ def _latlon_bounds(transform: Affine, width: int, height: int) -> tuple[tuple[fl
     return (south, west), (north, east)
 
 
-def render_classes(path: str | Path, colors: list[str], max_px: int = MAX_DISPLAY_PX) -> Overlay:
+def render_classes(path: str | Path, colors: list[str], max_px: int = MAX_DISPLAY_PX, hidden: tuple[int, ...] = ()) -> Overlay:
     """Class raster (band 1 = class ids) -> palette-coloured RGBA overlay.
 
-    Ids without a colour (the ignore value 255, nodata) are transparent.
+    Ids without a colour (the ignore value 255, nodata) and ``hidden`` ids are transparent.
     """
     with open_geotiff(path) as src:
         data, valid, transform = _warp(src, [1], max_px, Resampling.nearest)
@@ -113,7 +114,7 @@ def render_classes(path: str | Path, colors: list[str], max_px: int = MAX_DISPLA
     for i, c in enumerate(colors[:255]):
         lut[i] = (*hex_rgb(c), 255)
     rgba = lut[np.clip(ids, 0, 255)]
-    rgba[~valid | (ids < 0) | (ids > 255)] = 0
+    rgba[~valid | (ids < 0) | (ids > 255) | np.isin(ids, hidden)] = 0
     if nodata is not None and not math.isnan(nodata):
         rgba[ids == int(nodata)] = 0
     h, w = ids.shape
@@ -158,7 +159,7 @@ def legend_html(classes: list[str], colors: list[str], title: str = "Classes") -
         for name, c in zip(classes, colors, strict=False)
     )
     return (
-        f'<div id="{LEGEND_CLASS}" class="{LEGEND_CLASS}" style="position:fixed;bottom:24px;left:10px;z-index:1000;'
+        f'<div id="{LEGEND_CLASS}" class="{LEGEND_CLASS}" style="position:fixed;bottom:28px;right:10px;z-index:1000;'
         'background:rgba(255,255,255,0.9);padding:6px 10px;border-radius:4px;font:12px sans-serif;'
         f'box-shadow:0 1px 4px rgba(0,0,0,0.4)"><b>{html.escape(title)}</b>{rows}</div>'
     )

@@ -77,6 +77,7 @@ class Prediction:
     report: dict[str, Any]
     classes: list[str]
     colors: list[str]
+    confidence_tif: Path | None = None
 
 
 def load_checkpoint(path: str, device: str = "auto") -> tuple[nn.Module, ModelMeta]:
@@ -101,7 +102,8 @@ def _entry(cache_dir: str | Path, raster: Path, checkpoint: Path, s: PredictSett
     return Path(cache_dir) / "predictions" / prediction_key(raster, checkpoint, s.tile, s.overlap, s.tta)
 
 
-_NAMES = {"classes_tif": "classes.tif", "polygons": "polygons.gpkg", "report_json": "report.json"}
+_NAMES = {"classes_tif": "classes.tif", "polygons": "polygons.gpkg", "report_json": "report.json",
+          "confidence_tif": "confidence.tif"}
 
 
 def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str | Path, *, tile: int | None = None,
@@ -113,10 +115,11 @@ def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str |
     if not done.is_file():
         return None
     cached = json.loads(done.read_text())
-    paths = [out / _NAMES[k] for k in ("classes_tif", "polygons", "report_json")]
+    paths = [out / _NAMES[k] for k in ("classes_tif", "polygons", "report_json", "confidence_tif")]
     if not all(p.is_file() for p in paths):
         return None
-    return Prediction(*paths, report=cached["report"], classes=cached["classes"], colors=cached["colors"])
+    return Prediction(*paths[:3], report=cached["report"], classes=cached["classes"], colors=cached["colors"],
+                      confidence_tif=paths[3])
 
 
 def run_prediction(
@@ -137,7 +140,7 @@ def run_prediction(
     Unset settings come from the checkpoint (:func:`prediction_settings`). ``engine`` (torch,
     onnx, auto: :func:`rsseg.inference.settings.resolve_engine`): the torch engine runs the model
     from ``loader``; the ONNX engine runs the checkpoint's cached export. Writes the class COG,
-    a GeoPackage of polygons and the JSON area report; ``on_progress`` gets (fraction in [0, 1],
+    the confidence raster, a GeoPackage of polygons and the JSON area report; ``on_progress`` gets (fraction in [0, 1],
     message) for the model part (90 %) and the polygons (last 10 %), from the calling thread.
     """
     report_progress = on_progress or (lambda f, msg: None)
@@ -160,7 +163,7 @@ def run_prediction(
         report_progress(0.9 * done / total, f"predicted {done}/{total} windows")
 
     result = predict_file(predictor, raster, out / _NAMES["classes_tif"], report_path=out / _NAMES["report_json"],
-                          overwrite=True, on_progress=windows_done)
+                          confidence_path=out / _NAMES["confidence_tif"], overwrite=True, on_progress=windows_done)
     report_progress(0.9, "polygonising")
     vectorize(result.output_path, out / _NAMES["polygons"], meta.classes)
     colors = meta.colors[: meta.num_classes]
@@ -168,7 +171,7 @@ def run_prediction(
         tmp.write_text(json.dumps({"report": result.report, "classes": meta.classes, "colors": colors}))
     report_progress(1.0, "done")
     return Prediction(*(out / _NAMES[k] for k in ("classes_tif", "polygons", "report_json")), report=result.report,
-                      classes=meta.classes, colors=colors)
+                      classes=meta.classes, colors=colors, confidence_tif=out / _NAMES["confidence_tif"])
 
 
 def area_table(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -224,3 +227,68 @@ def app_script() -> Path:
         if c.is_file():
             return c
     raise RsSegError("the viewer's Streamlit script (app/streamlit_app.py) is not installed; reinstall rsseg")
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What is under a clicked point: class (None on nodata), its probability, the reference class."""
+
+    row: int
+    col: int
+    class_name: str | None
+    probability: float | None
+    reference: str | None = None
+
+
+def inspect_point(pred: Prediction, lat: float, lon: float, reference: str | Path | None = None) -> Inspection | None:
+    """Class, probability (the confidence raster: max probability x 255) and reference class at a
+    WGS84 point; None outside the raster."""
+    from rsseg.viewer.render import query_point
+
+    hit = query_point(pred.classes_tif, lat, lon)
+    if hit is None:
+        return None
+
+    def name(v: int | None) -> str | None:
+        return pred.classes[v] if v is not None and 0 <= v < len(pred.classes) else None
+
+    prob = None
+    if pred.confidence_tif is not None and hit.value is not None:
+        conf = query_point(pred.confidence_tif, lat, lon)
+        prob = conf.value / 255 if conf is not None and conf.value else None
+    ref = query_point(reference, lat, lon) if reference is not None else None
+    return Inspection(hit.row, hit.col, name(hit.value), prob, name(ref.value) if ref is not None else None)
+
+
+#: polygon download formats: label -> (file suffix, MIME type); the shapefile comes zipped
+POLYGON_FORMATS = {"GeoPackage": (".gpkg", "application/geopackage+sqlite3"),
+                   "GeoJSON": (".geojson", "application/geo+json"),
+                   "Shapefile (zip)": (".zip", "application/zip")}
+
+
+def polygons_file(pred: Prediction, fmt: str) -> Path:
+    """The prediction's polygons as ``fmt`` (a :data:`POLYGON_FORMATS` key), converted once and
+    kept beside the GeoPackage; written by :func:`rsseg.inference.vectorize.write_vector`."""
+    import zipfile
+
+    import geopandas as gpd
+
+    from rsseg.inference.vectorize import write_vector
+
+    suffix = POLYGON_FORMATS[fmt][0]
+    if suffix == ".gpkg":
+        return pred.polygons
+    target = pred.polygons.with_name(f"polygons{suffix}")
+    if target.is_file():
+        return target
+    gdf = gpd.read_file(pred.polygons)
+    if suffix == ".geojson":  # RFC 7946: longitude/latitude on WGS84
+        return write_vector(gdf.to_crs("EPSG:4326") if gdf.crs is not None else gdf, target)
+    shp_dir = pred.polygons.parent / "shapefile"
+    shp_dir.mkdir(exist_ok=True)
+    shp = write_vector(gdf, shp_dir / "polygons.shp")
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        for part in sorted(shp_dir.iterdir()):
+            if part.stem == shp.stem:
+                zf.write(part, part.name)
+    return target

@@ -1,0 +1,202 @@
+"""Map viewer features without a browser: full-resolution tiles, the error layer, drawn areas,
+point inspection, input-only listings and polygon downloads."""
+
+from __future__ import annotations
+
+import io
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from pyproj import Transformer
+
+from rsseg import viewer
+from rsseg.errors import RsSegError
+from test_app import COLORS, prediction, viewer_data  # noqa: F401 - shared session fixtures
+
+pytest.importorskip("rio_tiler")
+
+
+def _png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def _lonlat(path: Path, row: float, col: float) -> tuple[float, float]:
+    with rasterio.open(path) as src:
+        x, y = src.xy(row, col)
+        return Transformer.from_crs(src.crs, "EPSG:4326", always_xy=True).transform(x, y)
+
+
+def test_tiles_at_full_zoom_show_native_pixels(prediction: viewer.Prediction) -> None:  # noqa: F811
+    import morecantile
+
+    info = viewer.tile_info(prediction.classes_tif)
+    (s, w), (n, e) = info.bounds
+    assert s < n and w < e and info.max_zoom == info.max_native + 2
+    with rasterio.open(prediction.classes_tif) as src:
+        ids = src.read(1)
+    layer = viewer.class_layer(prediction.classes_tif, COLORS)
+    # the tile under pixel (100, 37) at full zoom: each source pixel is a 4x4 block of one palette colour
+    lon, lat = _lonlat(prediction.classes_tif, 100.5, 37.5)
+    t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, info.max_zoom)
+    rgba = _png(viewer.render_tile(layer, t.z, t.x, t.y))
+    assert rgba.shape == (256, 256, 4)
+    bounds = morecantile.tms.get("WebMercatorQuad").xy_bounds(t)
+    px = int((Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, lat)[0] - bounds.left)
+             / (bounds.right - bounds.left) * 256)
+    py = int((bounds.top - Transformer.from_crs("EPSG:4326", "EPSG:3857", always_xy=True).transform(lon, lat)[1])
+             / (bounds.top - bounds.bottom) * 256)
+    expected = (255, 0, 0) if ids[100, 37] == 1 else (0, 0, 0)
+    assert tuple(rgba[py, px, :3]) == expected and rgba[py, px, 3] == 255
+    opaque = rgba[rgba[..., 3] == 255][:, :3]
+    assert {tuple(c) for c in np.unique(opaque, axis=0)} <= {(0, 0, 0), (255, 0, 0)}  # nearest: no blends
+    # the background class hidden: its pixels are transparent
+    hidden = _png(viewer.render_tile(viewer.class_layer(prediction.classes_tif, COLORS, hidden=(0,)), t.z, t.x, t.y))
+    assert (hidden[..., 3] == 255).sum() == (np.all(rgba[..., :3] == (255, 0, 0), -1) & (rgba[..., 3] == 255)).sum()
+    assert viewer.render_tile(layer, 3, 0, 0) is None  # far outside the raster
+
+
+def test_tiles_are_finer_than_the_capped_overlay(viewer_data: dict[str, Path]) -> None:  # noqa: F811
+    # the overlay path reads at most max_px; tiles at full zoom resolve single source pixels
+    info = viewer.tile_info(viewer_data["raster"])
+    with rasterio.open(viewer_data["raster"]) as src:
+        res = src.res[0]
+    tile_px_m = 2 * np.pi * 6378137 / 256 / 2 ** info.max_native
+    assert tile_px_m <= res * 1.01  # native zoom: a tile pixel is no larger than a source pixel
+
+
+def test_tile_server_serves_registered_layers_only(viewer_data: dict[str, Path]) -> None:  # noqa: F811
+    import morecantile
+
+    server = viewer.TileServer().start()
+    try:
+        url = server.register(viewer.image_layer(viewer_data["raster"]))
+        assert url.startswith("http://127.0.0.1:")
+        lon, lat = _lonlat(viewer_data["raster"], 128, 128)
+        t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, viewer.tile_info(viewer_data["raster"]).max_zoom)
+        with urllib.request.urlopen(url.format(z=t.z, x=t.x, y=t.y), timeout=10) as r:  # noqa: S310 - localhost
+            assert r.headers["Content-Type"] == "image/png" and _png(r.read())[..., 3].max() == 255
+        base = url.split("/tiles/")[0]
+        for bad in ("/tiles/0123456789abcdef/1/0/0.png", "/../../etc/passwd", "/tiles/" + url.split("/")[4] + "/1/5/0.png"):
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(base + bad, timeout=10)  # noqa: S310
+    finally:
+        server.stop()
+
+
+def test_error_values_and_raster(prediction: viewer.Prediction, viewer_data: dict[str, Path]) -> None:  # noqa: F811
+    pred = np.array([[1, 1, 0, 0, 255]])
+    ref = np.array([[1, 0, 1, 0, 1]])
+    assert viewer.error_values(pred, ref, 1).tolist() == [[0, 1, 2, 0, 255]]
+    path = viewer.error_raster(prediction.classes_tif, viewer_data["mask"], 1)
+    assert viewer.error_raster(prediction.classes_tif, viewer_data["mask"], 1) == path  # written once
+    with rasterio.open(path) as e, rasterio.open(prediction.classes_tif) as p, rasterio.open(viewer_data["mask"]) as r:
+        assert (e.transform, e.crs, e.shape) == (p.transform, p.crs, p.shape)
+        assert np.array_equal(e.read(1), viewer.error_values(p.read(1), r.read(1), 1, r.nodata))
+    assert viewer.is_rsseg_output(path)
+    with pytest.raises(RsSegError, match="same grid"):
+        viewer.error_raster(prediction.classes_tif, _shifted(viewer_data, path.parent), 1)
+
+
+def _shifted(viewer_data: dict[str, Path], where: Path) -> Path:
+    out = where / "smaller.tif"
+    with rasterio.open(viewer_data["mask"]) as src:
+        profile = src.profile | {"width": 100, "height": 100}
+        with rasterio.open(out, "w", **profile) as dst:
+            dst.write(src.read(window=rasterio.windows.Window(0, 0, 100, 100)))
+    return out
+
+
+def test_crop_to_drawn_area(viewer_data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    # a rectangle over rows 50..150, cols 20..120 (pixel centres), and a triangle inside it
+    corners = [_lonlat(viewer_data["raster"], r, c) for r, c in ((50, 20), (50, 120), (150, 120), (150, 20), (50, 20))]
+    rect = {"type": "Polygon", "coordinates": [corners]}
+    crop = viewer.crop_to_area(viewer_data["raster"], {"type": "Feature", "geometry": rect}, tmp_path)
+    assert viewer.crop_to_area(viewer_data["raster"], rect, tmp_path) == crop  # same drawing, same file
+    with rasterio.open(crop) as c, rasterio.open(viewer_data["raster"]) as src:
+        win = viewer.area_window(viewer_data["raster"], rect)
+        assert 100 <= c.width <= 102 and 100 <= c.height <= 102 and (c.width, c.height) == (win.width, win.height)
+        assert np.array_equal(c.read(), src.read(window=win)) and c.crs == src.crs
+        assert c.transform == src.window_transform(win)
+        assert (c.dataset_mask() == 255).all()  # a rectangle masks nothing
+    tri = {"type": "Polygon", "coordinates": [[corners[0], corners[1], corners[2], corners[0]]]}
+    with rasterio.open(viewer.crop_to_area(viewer_data["raster"], tri, tmp_path)) as c:
+        valid = (c.dataset_mask() == 255).mean()
+        assert 0.4 < valid < 0.65  # half the box, plus the touched edge
+    far = {"type": "Polygon", "coordinates": [[[0, 0], [0.001, 0], [0.001, 0.001], [0, 0]]]}
+    with pytest.raises(RsSegError, match="does not overlap"):
+        viewer.crop_to_area(viewer_data["raster"], far, tmp_path)
+    with pytest.raises(RsSegError, match="rectangle or polygon"):
+        viewer.crop_to_area(viewer_data["raster"], {"type": "Point", "coordinates": corners[0]}, tmp_path)
+
+
+def test_prediction_on_drawn_area_runs_the_window_only(viewer_data: dict[str, Path], tmp_path: Path) -> None:  # noqa: F811
+    corners = [_lonlat(viewer_data["raster"], r, c) for r, c in ((0, 0), (0, 127), (127, 127), (127, 0), (0, 0))]
+    crop = viewer.crop_to_area(viewer_data["raster"], {"type": "Polygon", "coordinates": [corners]}, tmp_path / "areas")
+    seen: list[str] = []
+    pred = viewer.run_prediction(crop, viewer_data["ckpt"], tmp_path / "cache", tile=128, overlap=0,
+                                 on_progress=lambda f, msg: seen.append(msg))
+    assert "predicted 1/1 windows" in seen  # the full 256 px raster would be 4 windows of 128
+    with rasterio.open(pred.classes_tif) as p:
+        assert p.shape == (128, 128)
+    assert sum(r["pixels"] for r in viewer.area_table(pred.report)) == 128 * 128
+
+
+def test_inspect_point(prediction: viewer.Prediction, viewer_data: dict[str, Path]) -> None:  # noqa: F811
+    with rasterio.open(prediction.classes_tif) as c, rasterio.open(prediction.confidence_tif) as p, \
+            rasterio.open(viewer_data["mask"]) as r:
+        cls, conf, ref = int(c.read(1)[60, 70]), int(p.read(1)[60, 70]), int(r.read(1)[60, 70])
+    lon, lat = _lonlat(prediction.classes_tif, 60.5, 70.5)
+    hit = viewer.inspect_point(prediction, lat, lon, viewer_data["mask"])
+    assert (hit.row, hit.col, hit.class_name) == (60, 70, prediction.classes[cls])
+    assert hit.probability == pytest.approx(conf / 255) and 0.5 <= hit.probability <= 1.0  # 2 classes: max prob >= 0.5
+    assert hit.reference == prediction.classes[ref]
+    assert viewer.inspect_point(prediction, 0.0, 0.0) is None
+
+
+def test_listing_shows_inputs_not_outputs(viewer_data: dict[str, Path], prediction: viewer.Prediction, tmp_path: Path) -> None:  # noqa: F811
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(viewer_data["raster"], data / "input.tif")
+    shutil.copy(viewer_data["mask"], data / "mask.tif")
+    shutil.copy(prediction.classes_tif, data / "input_classes.tif")
+    assert viewer.list_files(data, viewer.RASTER_SUFFIXES) == ["input.tif", "input_classes.tif", "mask.tif"]
+    assert viewer.list_inputs(data) == ["input.tif", "mask.tif"]
+
+
+def test_polygon_downloads(prediction: viewer.Prediction) -> None:  # noqa: F811
+    import geopandas as gpd
+
+    gpkg = gpd.read_file(prediction.polygons)
+    gj = viewer.polygons_file(prediction, "GeoJSON")
+    back = gpd.read_file(gj)
+    assert back.crs.to_epsg() == 4326 and len(back) == len(gpkg)  # RFC 7946: WGS84 longitude/latitude
+    z = viewer.polygons_file(prediction, "Shapefile (zip)")
+    with zipfile.ZipFile(z) as zf:
+        names = set(zf.namelist())
+    assert {"polygons.shp", "polygons.shx", "polygons.dbf", "polygons.prj"} <= names
+    assert len(gpd.read_file(f"zip://{z}!polygons.shp")) == len(gpkg)
+    assert viewer.polygons_file(prediction, "GeoPackage") == prediction.polygons
+
+
+def test_map_with_tiles_swipe_and_draw(prediction: viewer.Prediction, viewer_data: dict[str, Path]) -> None:  # noqa: F811
+    server = viewer.TileServer().start()
+    try:
+        image = viewer.raster_layer("input image", viewer_data["raster"], server=server)
+        classes = viewer.raster_layer("classes", prediction.classes_tif, colors=COLORS, hidden=(0,), server=server, side="right")
+        assert image.tiles and classes.tiles and image.overlay is None
+        page = viewer.build_map(layers=[image, classes], swipe=True, draw=True).get_root().render()
+        assert classes.tiles.replace("{", "").split("z")[0] in page.replace("{", "")
+        assert '"pane": "rsseg-right"' in page and "rssegSwipe(" in page and "maxZoom" in page
+        flat = viewer.raster_layer("classes", prediction.classes_tif, colors=COLORS, server=None)
+        assert flat.overlay is not None and flat.tiles is None  # no server: the capped overlay
+    finally:
+        server.stop()
