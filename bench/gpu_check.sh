@@ -149,7 +149,7 @@ raster = generate(work / f"gen_{size}.tif", size, size)
 gen_s = time.perf_counter() - t0
 model, meta = build("unetformer", 7)
 timed = TimedModel(model)
-pred = Predictor(timed, meta, tile=tile, overlap=overlap, batch=batch, device=device)
+pred = Predictor.from_model(timed, meta, tile=tile, overlap=overlap, batch=batch, tta="none", device=device)
 with rasterio.open(raster) as src:
     windows = plan_windows(src.width, src.height, pred.tile, pred.overlap)
     tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:batch]]
