@@ -50,7 +50,7 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--reference", type=click.Path(dir_okay=False), help="Reference mask on the same grid: adds per-class IoU/F1 to the report.")
 @click.option("--tile", type=int, help="Window size in pixels (default: from the checkpoint's config).")
 @click.option("--overlap", type=int, help="Overlap between windows in pixels.")
-@click.option("--batch", type=int, help="Windows per forward pass.")
+@click.option("--window-batch", "batch", type=int, help="Windows per forward pass (not train's --batch-size, chips per training step).")
 @click.option("--tta", type=click.Choice(TTA_MODES), help="Test-time augmentation (default: from the checkpoint's config).")
 @click.option("--bands", help="1-based input bands in the model's band order, e.g. 3,2,1 (default: the first N).")
 @click.option("--simplify", default=0.0, help="Polygon simplification tolerance in metres.")
@@ -58,7 +58,7 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (train's --devices is a count instead).")
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
               help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
                    "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
@@ -78,12 +78,16 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     Example:
       rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
     """
+    import time
+
+    from rsseg.cli.predict_summary import print_summary
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import RsSegError
     from rsseg.inference import Predictor, predict_file
     from rsseg.inference.vectorize import vector_driver
     from rsseg.io import check_output, source_stem
 
+    started = time.perf_counter()
     multiple = len(inputs) > 1
     if multiple and reference:
         raise RsSegError("--reference applies to a single input; run predict once per raster to compare each")
@@ -105,6 +109,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
                f"{predictor.settings}")
+    results = []
     for src, targets in plans:
         with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress:
             result = predict_file(
@@ -112,9 +117,11 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                 bands=_bands(bands), simplify=simplify, min_area=min_area, vector_classes=vector_classes, strict=strict,
                 asset=asset, overwrite=overwrite, on_progress=on_progress,
             )
+        results.append(result)
         written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
         click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
         if "metrics" in result.report:
             m = result.report["metrics"]
             click.echo("against the reference: " + ", ".join(
                 f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))
+    print_summary(results, time.perf_counter() - started)
