@@ -48,13 +48,12 @@ def class_areas(results: Sequence[PredictResult]) -> list[tuple[str, float, int]
 def print_summary(results: Sequence[PredictResult], seconds: float, console: Console | None = None) -> None:
     """Outputs written (with sizes), per-class areas over all inputs, and the time taken."""
     console = console or Console()
-    outputs = Table(title="outputs", title_justify="left", show_header=False, box=None, pad_edge=False)
-    outputs.add_column("file")
-    outputs.add_column("size", justify="right")
+    console.print("outputs", style="bold")
     for result in results:
         for path in dict.fromkeys(Path(p) for p in (result.output_path, *result.products.values())):
-            outputs.add_row(str(path), human_size(path.stat().st_size) if path.is_file() else "-")
-    console.print(outputs)
+            size = human_size(path.stat().st_size) if path.is_file() else "-"
+            # plain, unwrapped lines: long paths stay whole (copyable) and '[' is not rich markup
+            console.print(f"  {path}  {size}", markup=False, highlight=False, soft_wrap=True)
 
     rows = class_areas(results)
     total = sum(area for _, area, _ in rows)
