@@ -392,7 +392,7 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, tiny, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
-    res = cli(["train", "--dataset", "folder", "--root", str(tiny), "-o", str(run), "--max-epochs", "1", *TINY])
+    res = cli(["train", "--dataset", "folder", "--root", str(tiny), "-o", str(run), "--overwrite", "--max-epochs", "1", *TINY])
     assert_one_line_refusal(res, "cannot write checkpoint", "no space left", "intact")
     after = snapshot(run)
     assert after["last.ckpt"] == before["last.ckpt"]
