@@ -6,7 +6,7 @@ import click
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint written by rsseg train or rsseg import.")
 @click.option("-o", "--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Output .onnx file.")
 @click.option("--size", default=512, help="Example input size used for tracing (height and width stay dynamic).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output.")
@@ -15,6 +15,10 @@ def command(checkpoint, out_path, size, overwrite):
 
     The model's metadata (bands, mean/std, classes, colours) is stored in the ONNX file's
     metadata_props under the key "rsseg" (JSON).
+
+    \b
+    Example:
+      rsseg export -m best.ckpt -o best.onnx
     """
     from rsseg.checkpoint import export_checkpoint_onnx
     from rsseg.io import check_output

@@ -65,7 +65,7 @@ def main(ctx: click.Context, verbose: bool) -> None:
 
     \b
     Typical workflow:
-      rsseg stats sample_tiles                       # class balance, band statistics
+      rsseg stats --root sample_tiles                # class balance, band statistics
       rsseg train --dataset folder --root sample_tiles --max-epochs 5
       rsseg predict big.tif -m runs/.../best.ckpt -o classes.tif --vector buildings.gpkg
       rsseg evaluate classes.tif reference.tif -o report/

@@ -83,7 +83,7 @@ def _refuse_collisions(plans: list[tuple[str, dict[str, Path | None]]]) -> None:
 @click.option("--reference", type=click.Path(dir_okay=False), help="Reference mask on the same grid: adds per-class IoU/F1 to the report.")
 @click.option("--tile", type=int, help="Window size in pixels (default: from the checkpoint's config).")
 @click.option("--overlap", type=int, help="Overlap between windows in pixels.")
-@click.option("--batch", type=int, help="Windows per forward pass.")
+@click.option("--window-batch", "batch", type=int, help="Windows per forward pass (not train's --batch-size, chips per training step).")
 @click.option("--tta", type=click.Choice(TTA_MODES), help="Test-time augmentation (default: from the checkpoint's config).")
 @click.option("--bands", help="1-based input bands in the model's band order, e.g. 3,2,1 (default: the first N).")
 @click.option("--scale", help="Multiply the input by this factor to reach the model's training value range "
@@ -94,7 +94,7 @@ def _refuse_collisions(plans: list[tuple[str, dict[str, Path | None]]]) -> None:
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
-@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs.")
+@click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (train's --devices is a count instead).")
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
               help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
                    "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
@@ -115,7 +115,10 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     Example:
       rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
     """
+    import time
+
     from rsseg.checkpoint import read_meta
+    from rsseg.cli.predict_summary import print_summary
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import RsSegError
     from rsseg.inference import Predictor, predict_file
@@ -123,6 +126,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     from rsseg.inference.vectorize import vector_driver
     from rsseg.io import check_output, sigterm_as_interrupt, source_stem
 
+    started = time.perf_counter()
     multiple = len(inputs) > 1
     if multiple and reference:
         raise RsSegError("--reference applies to a single input; run predict once per raster to compare each")
@@ -161,15 +165,19 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     options = dict(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
                    vector_classes=vector_classes, strict=strict, asset=asset, scale=scale, overwrite=overwrite)
     if dask_spec:
-        _predict_dask(dask_spec, predictor, checkpoint, plans, options, device, engine, batch)
-        return
-    for src, targets in plans:
-        with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress, sigterm_as_interrupt():
-            result = predict_file(predictor, src, targets.pop("output_path"), **targets, **options, on_progress=on_progress)
-        _summary(src, result)
+        results = _predict_dask(dask_spec, predictor, checkpoint, plans, options, device, engine, batch)
+    else:
+        results = []
+        for src, targets in plans:
+            with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress, sigterm_as_interrupt():
+                result = predict_file(predictor, src, targets.pop("output_path"), **targets, **options,
+                                      on_progress=on_progress)
+            _summary(src, result)
+            results.append(result)
+    print_summary(results, time.perf_counter() - started)
 
 
-def _predict_dask(spec, predictor, checkpoint, plans, options, device, engine, batch) -> None:
+def _predict_dask(spec, predictor, checkpoint, plans, options, device, engine, batch) -> list:
     """--dask: one task per scene when there are at least as many scenes as workers, else strips."""
     from rsseg.cli.progress import progress_bar
     from rsseg.inference.distributed import dask_client, predict_file_dask, predict_scenes_dask, use_scenes
@@ -180,14 +188,16 @@ def _predict_dask(spec, predictor, checkpoint, plans, options, device, engine, b
             with progress_bar(f"{len(plans)} rasters", "scenes") as on_progress:
                 results = predict_scenes_dask(client, predictor, checkpoint, plans, device=device, engine=engine,
                                               batch=batch, on_progress=on_progress, **options)
-            for (src, _), result in zip(plans, results):
-                _summary(src, result)
-            return
-        for src, targets in plans:
-            with _show_warnings(), progress_bar(source_stem(src), "strips") as on_progress:
-                result = predict_file_dask(client, predictor, checkpoint, src, targets.pop("output_path"), **targets,
-                                           **options, device=device, engine=engine, batch=batch, on_progress=on_progress)
-            _summary(src, result)
+        else:
+            results = []
+            for src, targets in plans:
+                with _show_warnings(), progress_bar(source_stem(src), "strips") as on_progress:
+                    results.append(predict_file_dask(client, predictor, checkpoint, src, targets.pop("output_path"),
+                                                     **targets, **options, device=device, engine=engine, batch=batch,
+                                                     on_progress=on_progress))
+    for (src, _), result in zip(plans, results):
+        _summary(src, result)
+    return results
 
 
 def _summary(src: str, result) -> None:

@@ -8,22 +8,25 @@ from rsseg.data.datasets import dataset_names
 
 
 @click.command(context_settings={"show_default": True})
-@click.argument("path", type=click.Path(exists=True))
-@click.option("--dataset", type=click.Choice(dataset_names()), help="Layout of PATH (default: from --config, else folder).")
+@click.option("--root", type=click.Path(), help="Dataset root directory (overrides dataset.root; required without a config that sets it).")
+@click.option("--dataset", type=click.Choice(dataset_names()), help="Layout of the root (default: from --config, else folder).")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (class names, bands, ignore value).")
 @click.option("--split", default="train", help="Split to describe.")
 @click.option("-o", "--out", "out_path", type=click.Path(dir_okay=False), help="JSON output (default: print only).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing -o JSON.")
 @click.option("--no-cache", is_flag=True, help="Recompute even if cached statistics exist.")
 @click.argument("overrides", nargs=-1)
-def command(path, dataset, config_path, split, out_path, no_cache, overrides):
+def command(root, dataset, config_path, split, out_path, overwrite, no_cache, overrides):
     """Per-class pixel and image-level (region) counts, imbalance factors (n_max/n_min as in the
     CeCo and RR papers) and per-band mean/std of a dataset root or a folder of images/ + masks/.
 
     \b
     Examples:
-      rsseg stats sample_tiles
-      rsseg stats data/LoveDA --dataset loveda -o loveda_stats.json
-      rsseg stats data/scene -c scene.yaml --split val     (a geo config: PATH is dataset.root)
+      rsseg stats --root sample_tiles
+      rsseg stats --root data/LoveDA --dataset loveda -o loveda_stats.json
+      rsseg stats -c scene.yaml --split val     (a geo config whose dataset.root is set)
+
+    OVERRIDES are config keys as key=value, as in rsseg train.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -31,12 +34,15 @@ def command(path, dataset, config_path, split, out_path, no_cache, overrides):
 
     from rsseg.config import training_config
     from rsseg.data.stats import stats_for_path
-    from rsseg.errors import OutputPathError
+    from rsseg.errors import ConfigError, OutputPathError
     from rsseg.io import check_output, write_json
 
-    cfg = training_config(config_path, dataset=dataset, root=str(path), overrides=list(overrides))
+    cfg = training_config(config_path, dataset=dataset, root=root, overrides=list(overrides))
+    path = cfg.dataset.root
+    if path is None:
+        raise ConfigError("no dataset root: pass --root DIR (or a --config that sets dataset.root)")
     if out_path:
-        check_output(out_path, overwrite=True)  # an unwritable -o fails now, not after reading every file
+        check_output(out_path, overwrite)  # an existing or unwritable -o fails now, not after reading every file
     console = Console()
     # rich draws the bar only on a terminal; the library reports files done through on_progress
     with Progress(TextColumn("dataset statistics"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

@@ -20,16 +20,22 @@ from rsseg.config import DATASET_NAMES, regularizer_names
     help="Neural-collapse regularizer(s) to enable; repeat to combine (e.g. -r in2nect -r rr). 'none' disables all.",
 )
 @click.option("--max-epochs", type=int, help="Epochs (overrides optim.max_epochs).")
-@click.option("--batch-size", type=int, help="Batch size (overrides optim.batch_size).")
-@click.option("--devices", default="auto", help="Devices per node: GPUs, or CPU processes (gloo) without a GPU; 'auto' = all GPUs, else one CPU process.")
+@click.option("--batch-size", type=int, help="Training chips per optimizer step, per device (overrides optim.batch_size). "
+                                            "Not predict's --window-batch (windows per forward pass).")
+@click.option("--devices", default="auto", help="How many devices per node (a count, as Lightning's devices): GPUs, or CPU processes (gloo) "
+                                                "without a GPU; 'auto' = all GPUs, else one CPU process. "
+                                                "Not predict's --device, which says where inference runs.")
 @click.option("--num-nodes", type=int, default=1, help="Nodes for multi-node DDP (launch one process per node, e.g. with srun or torchrun).")
 @click.option("--precision", default="auto", help="'auto' (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a checkpoint (epoch, optimizer and schedule state).")
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Start from this checkpoint's weights (e.g. from `rsseg import`); fresh optimizer and schedule.")
 @click.option("--seed", type=int, help="Random seed (overrides optim.seed).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<dataset>-<methods>-<time>).")
+@click.option("--overwrite", is_flag=True, help="Train into a run directory that already holds checkpoints (--resume continues one without it).")
+@click.option("--print-config", is_flag=True, help="Print the fully resolved config (YAML, as written to config.yaml) and exit without training.")
 @click.argument("overrides", nargs=-1)
-def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, num_nodes, precision, resume, init_from, seed, out_dir, overrides):
+def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, num_nodes, precision, resume, init_from, seed, out_dir,
+            overwrite, print_config, overrides):
     """Train a UNetFormer; writes best.ckpt (by val mIoU), last.ckpt, config.yaml and CSV logs.
 
     OVERRIDES are config keys as key=value, e.g. optim.lr=1e-3 loss.regularizers.in2nect.weight=0.3
@@ -39,17 +45,22 @@ def command(dataset, root, config_path, regularizers, max_epochs, batch_size, de
       rsseg train --dataset folder --root sample_tiles --max-epochs 5
       rsseg train --dataset loveda --root data/LoveDA -r in2nect
       rsseg train -c configs/potsdam/ceco.yaml --devices 2
+      rsseg train --dataset loveda --root data/LoveDA --print-config > loveda.yaml
     """
-    from rsseg.config import training_config
+    from rsseg.config import config_to_yaml, training_config
     from rsseg.training import train
 
     flags = [f"optim.{k}={v}" for k, v in (("max_epochs", max_epochs), ("batch_size", batch_size), ("seed", seed)) if v is not None]
     cfg = training_config(config_path, dataset=dataset, root=root, regularizers=list(regularizers), overrides=flags + list(overrides))
+    if print_config:
+        click.echo(config_to_yaml(cfg), nl=False)
+        return
     if out_dir is None:
         methods = "+".join(cfg.loss.regularizers.enabled()) or "ce"
         out_dir = f"runs/{cfg.dataset.name}-{methods}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     devices = int(devices) if str(devices).isdigit() else devices
-    result = train(cfg, out_dir, devices=devices, num_nodes=num_nodes, precision=precision, resume=resume, init_from=init_from)
+    result = train(cfg, out_dir, devices=devices, num_nodes=num_nodes, precision=precision, resume=resume, init_from=init_from,
+                   overwrite=overwrite)
     if result.interrupted:
         kept = f"resume with --resume {result.last}" if result.last else "no epoch had completed, nothing was kept"
         click.secho(f"training interrupted; {kept}", fg="yellow", err=True)

@@ -512,4 +512,15 @@ def training_config(
         if unknown:
             raise RsSegError(f"unknown regularizer(s) {sorted(unknown)}; choose from {', '.join(names)} or none")
         flags += [f"loss.regularizers.{r}.enabled={'true' if r in regularizers else 'false'}" for r in names]
-    return config_from_dict(apply_overrides(data, flags + list(overrides or [])))
+    return absolute_root(config_from_dict(apply_overrides(data, flags + list(overrides or []))))
+
+
+def absolute_root(cfg: Config) -> Config:
+    """``cfg`` with ``dataset.root`` made absolute (relative roots are relative to the working
+    directory), so a checkpoint's config finds its dataset from any directory (``evaluate -m``)."""
+    import dataclasses
+
+    root = cfg.dataset.root
+    if not root or Path(root).is_absolute():
+        return cfg
+    return dataclasses.replace(cfg, dataset=dataclasses.replace(cfg.dataset, root=str(Path(root).expanduser().absolute())))

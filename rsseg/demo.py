@@ -79,7 +79,7 @@ def run_demo(
         regularizers=regularizers or ["in2nect"],
         overrides=[f"optim.max_epochs={epochs}", f"optim.crop_size={crop_size}", "optim.lr=1e-3", "optim.backbone_lr_factor=1.0"],
     )
-    result = train(cfg, out / "run", progress=progress)
+    result = train(cfg, out / "run", overwrite=True, progress=progress)  # the demo re-runs into its folder
     ckpt = result.best or result.last
     if ckpt is None:
         raise RsSegError("training produced no checkpoint")

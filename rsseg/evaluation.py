@@ -27,6 +27,9 @@ from rsseg.io import open_raster
 from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
 from rsseg.io import atomic_path, write_error, write_json
 
+#: the files an evaluation writes into its report folder
+REPORT_FILES = ("report.json", "report.md", "per_class.csv", "confusion.png")
+
 
 def class_names_from_raster(path: str | Path) -> list[str] | None:
     """Class names that ``rsseg predict`` stores as ``CLASS_0``, ``CLASS_1``... tags, if any.
@@ -189,7 +192,7 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
 
 def _write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
-    paths = {name: out / name for name in ("report.json", "report.md", "per_class.csv", "confusion.png")}
+    paths = {name: out / name for name in REPORT_FILES}
     write_json(paths["report.json"], report)
     with atomic_path(paths["report.md"]) as tmp:
         tmp.write_text(report_markdown(report))

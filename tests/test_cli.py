@@ -32,7 +32,7 @@ def test_help_lists_every_command_and_each_has_help():
 def test_stats_matches_numpy_on_the_sample_tiles(sample_tiles, tmp_path, monkeypatch):
     monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "stats.json"
-    res = run("stats", str(sample_tiles), "-o", str(out))
+    res = run("stats", "--root", str(sample_tiles), "-o", str(out))
     assert res.exit_code == 0, res.output
     stats = json.loads(out.read_text())
     pixels, regions = np.zeros(2, np.int64), np.zeros(2, np.int64)

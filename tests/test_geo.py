@@ -187,10 +187,10 @@ def test_stats_count_the_training_ground_of_the_mask(geo_run, tanzania, aoi, gri
     # training cached the statistics of its training ground: stats --no-cache recomputes the same
     assert list(stats_cache.glob("stats_oam_tanzania_*.json"))
     out = tmp_path / "stats.json"
-    res = run("stats", str(tanzania), "-c", str(cfg_path), "-o", str(out), "--no-cache")
+    res = run("stats", "--root", str(tanzania), "-c", str(cfg_path), "-o", str(out), "--no-cache")
     assert res.exit_code == 0, res.output
     stats = json.loads(out.read_text())
-    res = run("stats", str(tanzania), "-c", str(cfg_path), "-o", str(tmp_path / "cached.json"))
+    res = run("stats", "--root", str(tanzania), "-c", str(cfg_path), "-o", str(tmp_path / "cached.json"))
     assert json.loads((tmp_path / "cached.json").read_text()) == stats
     transform, _, reference, rgb = grid
     scene = GeoScene(config_from_dict(small_geo_cfg(tanzania, aoi)).dataset)
@@ -273,7 +273,7 @@ def _raw_masks(root: Path, split: str) -> np.ndarray:
 def test_torchgeo_loveda_datamodule_trains_and_evaluates_under_rssegs_contract(loveda_root, tmp_path):
     overrides = ["dataset.torchgeo.init_args.scene=[rural]", "optim.batch_size=2", "optim.crop_size=64",
                  "optim.scales=[1.0]", "inference.tile=512", "inference.overlap=32", "dataset.normalization=stats"]
-    res = run("stats", str(loveda_root), "--dataset", "torchgeo", "-o", str(tmp_path / "stats.json"), *overrides)
+    res = run("stats", "--root", str(loveda_root), "--dataset", "torchgeo", "-o", str(tmp_path / "stats.json"), *overrides)
     assert res.exit_code == 0, res.output
     stats = json.loads((tmp_path / "stats.json").read_text())
     raw = _raw_masks(loveda_root, "Train")

@@ -170,7 +170,7 @@ def test_bad_dataset_is_refused_in_one_line(tmp_path, command, case, spoil):
     if command == "train":
         res = cli(["train", "--dataset", "folder", "--root", str(root), "--max-epochs", "1", "-o", str(run), *TINY])
     else:
-        res = cli(["stats", str(root), "-o", str(out)])
+        res = cli(["stats", "--root", str(root), "-o", str(out)])
     assert_one_line_refusal(res, fragment)
     assert not run.exists() and not out.exists()
     assert snapshot(root) == data_before
@@ -195,7 +195,7 @@ def test_stats_skips_non_raster_files_and_reads_png_tif_mixes(tmp_path):
     (root / "images" / "t2.tif").unlink()
     write_raster(root / "images" / "t2.png", np.zeros((3, 64, 64), np.uint8), crs=None)
     out = tmp_path / "stats.json"
-    res = cli(["stats", str(root), "--split", "train", "-o", str(out)])
+    res = cli(["stats", "--root", str(root), "--split", "train", "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert out.is_file()
 
@@ -242,7 +242,7 @@ def test_run_directory_that_cannot_be_written(tmp_path, folder):
     res = cli(["train", "--dataset", "folder", "--root", str(folder), "-o", str(blocker / "run"), *TINY])
     assert_one_line_refusal(res, "afile", "not a folder")
     assert blocker.read_text() == "not a folder"
-    res = cli(["stats", str(folder), "-o", str(blocker / "stats.json")])
+    res = cli(["stats", "--root", str(folder), "-o", str(blocker / "stats.json")])
     assert_one_line_refusal(res, "afile")
 
 
@@ -392,7 +392,7 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, tiny, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(TorchCheckpointIO, "save_checkpoint", full)
-    res = cli(["train", "--dataset", "folder", "--root", str(tiny), "-o", str(run), "--max-epochs", "1", *TINY])
+    res = cli(["train", "--dataset", "folder", "--root", str(tiny), "-o", str(run), "--overwrite", "--max-epochs", "1", *TINY])
     assert_one_line_refusal(res, "cannot write checkpoint", "no space left", "intact")
     after = snapshot(run)
     assert after["last.ckpt"] == before["last.ckpt"]

@@ -23,8 +23,8 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rsseg.checkpoint import META_KEY, ModelMeta, read_checkpoint
-from rsseg.config import Config, config_to_yaml
-from rsseg.errors import CheckpointError, ConfigError, OutputPathError, RsSegError
+from rsseg.config import Config, absolute_root, config_to_yaml
+from rsseg.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError, RsSegError
 from rsseg.io import atomic_path
 from rsseg.training.curves import write_curves
 
@@ -82,9 +82,14 @@ def check_optim(cfg: Config) -> None:
         raise ConfigError(f"config key 'optim.max_epochs' must be at least 1, got {o.max_epochs}; e.g. --max-epochs 5")
 
 
-def check_run_dir(run_dir: Path) -> Path | None:
-    """Refuse a run directory that cannot be written, before any work. Returns the first part of
-    ``run_dir`` that does not exist yet (what this run creates, and removes if it fails early)."""
+def check_run_dir(run_dir: Path, overwrite: bool = False) -> Path | None:
+    """Refuse a run directory that cannot be written, or that already holds checkpoints (without
+    ``overwrite``), before any work. Returns the first part of ``run_dir`` that does not exist yet
+    (what this run creates, and removes if it fails early)."""
+    held = sorted(p.name for p in run_dir.glob("*.ckpt")) if run_dir.is_dir() else []
+    if held and not overwrite:
+        raise OutputExistsError(f"run directory {run_dir} already holds checkpoints ({', '.join(held)}); "
+                                "pass --overwrite to replace them, --resume to continue, or choose another -o")
     missing = None
     probe = run_dir
     while not probe.exists():
@@ -211,6 +216,7 @@ def train(
     precision: str | None = "auto",
     resume: str | Path | None = None,
     init_from: str | Path | None = None,
+    overwrite: bool = False,
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
     trainer_options: dict[str, Any] | None = None,
@@ -223,15 +229,18 @@ def train(
     ``lightning.Trainer`` arguments for benchmarks (e.g. ``limit_train_batches``,
     ``check_val_every_n_epoch``).
     ``init_from``: start from the weights of an rsseg checkpoint (e.g. one made by ``rsseg import``)
-    with a fresh optimizer and schedule; ``resume`` continues a run instead.
+    with a fresh optimizer and schedule; ``resume`` continues a run instead (into ``out_dir`` even
+    when it holds checkpoints); otherwise a run directory with checkpoints needs ``overwrite``.
+    ``dataset.root`` is stored absolute, so the checkpoint finds its dataset from any directory.
     """
     from rsseg.data import build_datamodule, log_region_prior
     from rsseg.data.datasets import get_dataset
     from rsseg.training.task import SegmentationTask
 
     run_dir = Path(out_dir)
+    cfg = absolute_root(cfg)
     check_optim(cfg)
-    created = check_run_dir(run_dir)
+    created = check_run_dir(run_dir, overwrite=overwrite or resume is not None)
     if resume is not None and init_from is not None:
         raise RsSegError("give --init-from (weights only) or --resume (a whole run), not both")
     resumed = check_resume(resume) if resume is not None else None
