@@ -223,7 +223,7 @@ CASES = [
     Case("overlap_negative", predict("--overlap", "-1"), says=("overlap must be in [0, tile)",)),
     Case("overlap_equals_tile", predict("--overlap", "64"), says=("overlap must be in [0, tile)",)),
     Case("overlap_above_tile", predict("--overlap", "100"), says=("overlap must be in [0, tile)",)),
-    Case("batch_0", predict("--batch", "0"), says=("batch must be at least 1",)),
+    Case("batch_0", predict("--window-batch", "0"), says=("batch must be at least 1",)),
     # -- 12: check before work -----------------------------------------------------------------
     Case("second_input_missing", predict_many("u8", "missing.tif"), old=("out_scene.tif",),
          says=("input raster not found", "missing.tif")),
