@@ -98,13 +98,13 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
         if not mine:
             continue
         summary[method] = {
-            k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0}
+            k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else math.nan, "n": len(v)}
             for k in keys if (v := [r[k] for r in mine])
         }
         if method != "ce" and base:
             diffs = {k: [r[k] - base[r["seed"]][k] for r in mine if r["seed"] in base] for k in keys}
             paired[method] = {
-                k: {"per_seed": d, "mean": statistics.mean(d), "sd": statistics.stdev(d) if len(d) > 1 else 0.0}
+                k: {"per_seed": d, "mean": statistics.mean(d), "sd": statistics.stdev(d) if len(d) > 1 else math.nan}
                 for k, d in diffs.items() if d
             }
     return {"summary": summary, "paired": paired}
@@ -112,6 +112,12 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
 
 def _pct(x: float) -> str:
     return "nan" if x != x else f"{100 * x:.2f}"
+
+
+def _ms(c: dict, pct: bool = True) -> str:
+    """'mean ± sd', or the single value when there is one run (no sd to report)."""
+    f = (lambda x: _pct(x)) if pct else (lambda x: f"{x:.3f}")
+    return f(c["mean"]) if c["sd"] != c["sd"] else f"{f(c['mean'])} ± {f(c['sd'])}"
 
 
 def markdown(result: dict, rows: list[dict], env: dict) -> str:
@@ -131,12 +137,12 @@ def markdown(result: dict, rows: list[dict], env: dict) -> str:
         "",
         "## IoU (%), mean ± sd over seeds",
         "",
-        "| method | mIoU | head | common | tail | " + " | ".join(focus) + " |",
-        "|---|" + "---:|" * (4 + len(focus)),
+        "| method | runs | mIoU | head | common | tail | " + " | ".join(focus) + " |",
+        "|---|---:|" + "---:|" * (4 + len(focus)),
     ]
     for m, v in s.items():
         cells = [v["miou"], v["head_miou"], v["common_miou"], v["tail_miou"], *[v[f"iou_{c}"] for c in focus]]
-        lines.append(f"| {m} | " + " | ".join(f"{_pct(c['mean'])} ± {_pct(c['sd'])}" for c in cells) + " |")
+        lines.append(f"| {m} | {v['miou']['n']} | " + " | ".join(_ms(c) for c in cells) + " |")
     lines += ["", "## Paired differences to ce (IoU points; per seed, then mean ± sd)", "",
               "| method | mIoU | tail mIoU | " + " | ".join(focus) + " |", "|---|" + "---:|" * (2 + len(focus))]
     for m, v in p.items():
@@ -144,7 +150,8 @@ def markdown(result: dict, rows: list[dict], env: dict) -> str:
         lines.append(
             f"| {m} | "
             + " | ".join(
-                f"{' / '.join(f'{100 * d:+.1f}' for d in c['per_seed'])} ({100 * c['mean']:+.2f} ± {100 * c['sd']:.2f})"
+                f"{' / '.join(f'{100 * d:+.1f}' for d in c['per_seed'])}"
+                + ("" if c["sd"] != c["sd"] else f" ({100 * c['mean']:+.2f} ± {100 * c['sd']:.2f})")
                 for c in cells
             )
             + " |"
@@ -152,12 +159,12 @@ def markdown(result: dict, rows: list[dict], env: dict) -> str:
     lines += ["", "## All classes (IoU %, mean ± sd)", "", "| method | " + " | ".join(classes) + " |",
               "|---|" + "---:|" * len(classes)]
     for m, v in s.items():
-        lines.append(f"| {m} | " + " | ".join(f"{_pct(v[f'iou_{c}']['mean'])} ± {_pct(v[f'iou_{c}']['sd'])}" for c in classes) + " |")
+        lines.append(f"| {m} | " + " | ".join(_ms(v[f"iou_{c}"]) for c in classes) + " |")
     diag = [d for d in DIAGNOSTICS if d in s.get("ce", {})]
     lines += ["", "## Collapse diagnostics of the classifier input (final validation; lower = more collapse)", "",
               "| method | " + " | ".join(diag) + " |", "|---|" + "---:|" * len(diag)]
     for m, v in s.items():
-        lines.append(f"| {m} | " + " | ".join(f"{v[d]['mean']:.3f} ± {v[d]['sd']:.3f}" for d in diag) + " |")
+        lines.append(f"| {m} | " + " | ".join(_ms(v[d], pct=False) for d in diag) + " |")
     lines += ["", "## Runs", "", "| method | seed | mIoU | tail | " + " | ".join(focus) + " | Δ_inter | Δ_intra_unit | NC1 | train s |",
               "|---|---:|" + "---:|" * (len(focus) + 6)]
     for r in rows:
