@@ -257,7 +257,9 @@ class In2NeCT(_Regularizer):
             out["in2nect_inter"] = self.weight * self.inter_weight * inter
         if self.intra_weight:
             pick = sample_per_class(index, self.num_classes, self.pixels_per_class, self.generator)
-            intra = intra_class_loss(F.normalize(z[pick], dim=1), index[pick], self.temperature, self.reduction)
+            intra = intra_class_loss(
+                F.normalize(z[pick], dim=1), index[pick], self.temperature, self.reduction, self.num_classes
+            )
             out["in2nect_intra"] = self.weight * self.intra_weight * intra
         return out
 
