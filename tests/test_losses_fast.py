@@ -81,10 +81,12 @@ def _value_and_grads(fn, x, params=()):
 def _assert_close(fast, slow, tol=1e-5):
     (v1, g1), (v2, g2) = fast, slow
     assert torch.allclose(v1, v2, rtol=tol, atol=tol), (v1, v2)
+    # relative to the largest gradient entry of any input (a parameter whose gradient is 0 up to
+    # rounding, e.g. behind a dead ReLU, gets float32 noise in one path and exact 0 in the other)
+    largest = max(float(g.abs().max()) for g in g2 if g.numel())
     for a, b in zip(g1, g2):
         assert torch.isfinite(a).all()
-        # relative to the largest gradient entry; 1e-8 absolute for gradients that are 0 up to rounding
-        assert (a - b).abs().max() <= tol * b.abs().max() + 1e-8, ((a - b).abs().max(), b.abs().max())
+        assert (a - b).abs().max() <= tol * largest, ((a - b).abs().max(), largest)
 
 
 @pytest.mark.parametrize("temperature,reduction", [(1.0, "sum"), (0.1, "mean"), (0.05, "sum")])
