@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from rsseg.errors import RsSegError
 
@@ -147,33 +147,112 @@ def image_class_means(
     return means_from_sums(sums, counts), counts
 
 
+def upsample_class_weights(
+    labels: Tensor, size: tuple[int, int], num_classes: int, ignore_index: int = 255, dtype: torch.dtype = torch.float32
+) -> tuple[Tensor, Tensor]:
+    """Weights ``[B, K, h, w]`` with ``sum_{p in class k} up(f)_p = sum_q f_q weights[k, q]``, and counts.
+
+    ``up`` is bilinear upsampling (``align_corners=False``) from the grid ``size = (h, w)`` to the
+    label grid ``[B, H, W]``; the weights are the class masks pushed through its adjoint (the
+    ``upsample_bilinear2d_backward`` kernel that autograd runs for ``F.interpolate``). Returns
+    ``(weights, counts [K])`` with counts at label resolution; labels already at ``size`` give the
+    one-hot masks themselves.
+    """
+    b = labels.shape[0]
+    big = tuple(labels.shape[-2:])
+    h, w = int(size[0]), int(size[1])
+    y = flat_class_index(labels, num_classes, ignore_index)
+    counts = torch.bincount(y, minlength=num_classes + 1)[:num_classes]
+    classes = torch.arange(num_classes, device=y.device).view(1, num_classes, 1, 1)
+    onehot = (y.view(b, 1, *big) == classes).to(dtype)  # ignored pixels (= K) match no class
+    if big == (h, w):
+        return onehot, counts
+    # the adjoint kernel itself: what autograd would run for F.interpolate(size=big) after a
+    # forward pass on a K-channel probe, minus that forward pass
+    weights = torch.ops.aten.upsample_bilinear2d_backward(
+        onehot, output_size=list(big), input_size=[b, num_classes, h, w], align_corners=False
+    )
+    return weights, counts
+
+
 def upsampled_class_sums(
     features: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255
 ) -> tuple[Tensor, Tensor]:
     """Class sums of ``features [B, C, h, w]`` bilinearly upsampled to the label grid ``[B, H, W]``.
 
     CeCo (Zhong et al.) upsamples features to label resolution before gathering centers. Class
-    sums are linear in the upsampled map, so ``sum_{p in k} up(f)_p = sum_q f_q (up^T 1_k)_q``:
-    the one-hot label map is pushed through the adjoint of ``F.interpolate`` (computed by autograd
-    on a K-channel map, no gradient kept) and contracted with the low-resolution features. The
-    result equals upsample-then-sum exactly while never building a ``[B, C, H, W]`` tensor.
+    sums are linear in the upsampled map, so ``sum_{p in k} up(f)_p = sum_q f_q (up^T 1_k)_q``
+    (:func:`upsample_class_weights`), contracted with the low-resolution features. The result
+    equals upsample-then-sum exactly while never building a ``[B, C, H, W]`` tensor.
 
     Returns ``(sums [K, C], counts [K])`` with counts at label resolution.
     """
     b, c, h, w = features.shape
     if labels.ndim != 3 or labels.shape[0] != b:
         raise ValueError(f"labels must have shape [{b}, H, W], got {tuple(labels.shape)}")
-    big = tuple(labels.shape[-2:])
-    y = flat_class_index(labels, num_classes, ignore_index)
-    counts = torch.bincount(y, minlength=num_classes + 1)[:num_classes]
     dtype = compute_dtype(features)
-    onehot = F.one_hot(y.view(b, *big), num_classes + 1)[..., :num_classes].permute(0, 3, 1, 2).to(dtype)
-    if big == (h, w):
-        weights = onehot
+    weights, counts = upsample_class_weights(labels, (h, w), num_classes, ignore_index, dtype)
+    return weighted_class_sums(features.to(dtype), weights), counts
+
+
+def weighted_class_sums(features: Tensor, weights: Tensor) -> Tensor:
+    """``sum_{b, q} weights[b, k, q] features[b, :, q]`` -> ``[K, C]`` (one batched matmul).
+
+    ``features [B, C, h, w]``, ``weights [B, K, h, w]``; ``bmm`` here is several times faster on
+    CPU than the equivalent ``einsum``, which copies its operands into another layout first.
+    """
+    b, c = features.shape[:2]
+    k = weights.shape[1]
+    f = features.reshape(b, c, -1)
+    return torch.bmm(weights.reshape(b, k, -1).to(f.dtype), f.transpose(1, 2)).sum(0)
+
+
+def conv_bn_class_sums(x: Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, weights: Tensor) -> Tensor:
+    """``sum_q weights[b, k, q] bn(conv(x))[b, :, q]`` -> ``[K, P]`` without building ``bn(conv(x))``.
+
+    ``conv`` is a bias-free 1x1 convolution ``D -> P`` and ``bn`` its BatchNorm, so the map is affine
+    per channel: ``bn(Wx)_c = a_c (W x - mu)_c + beta_c`` with ``a = gamma / sqrt(var + eps)``. In
+    training ``mu = W xbar`` and the biased ``var_c = W_c Cov(x) W_c^T`` come from the input's mean
+    and ``D x D`` covariance (over batch and pixels, as BatchNorm's statistics are), and the running
+    statistics are updated exactly as ``bn`` would; in eval the running statistics are used. The
+    ``[B, P, h, w]`` projection and its BatchNorm passes (forward and backward) are replaced by
+    ``[K, D]`` weighted sums and one ``D x D`` covariance. ``x [B, D, h, w]``, ``weights [B, K, h, w]``.
+    """
+    b, d, h, w = x.shape
+    k = weights.shape[1]
+    n = b * h * w
+    xf = x.reshape(b, d, h * w)
+    mass = weights.reshape(b, k, h * w).sum((0, 2)).to(x.dtype)  # [K]
+    lin = conv.weight.reshape(conv.out_channels, d).to(x.dtype)  # [P, D]
+    sums = weighted_class_sums(x, weights) @ lin.T  # class sums of W x, [K, P]
+    use_batch = bn.training or (bn.running_mean is None and bn.running_var is None)
+    if use_batch:
+        xbar = xf.mean((0, 2))  # [D]
+        xc = xf - xbar.view(1, d, 1)
+        cov = torch.bmm(xc, xc.transpose(1, 2)).sum(0) / n  # [D, D], biased like BatchNorm's batch variance
+        mean = lin @ xbar
+        var = ((lin @ cov) * lin).sum(1)
+        if bn.training and bn.track_running_stats:
+            _update_running_stats(bn, mean.detach(), var.detach(), n)
     else:
-        with torch.enable_grad():
-            probe = torch.zeros(b, num_classes, h, w, dtype=dtype, device=features.device, requires_grad=True)
-            up = F.interpolate(probe, size=big, mode="bilinear", align_corners=False)
-            (weights,) = torch.autograd.grad(up, probe, grad_outputs=onehot)
-    sums = torch.einsum("bchw,bkhw->kc", features.to(dtype), weights)
-    return sums, counts
+        mean, var = bn.running_mean.to(x.dtype), bn.running_var.to(x.dtype)
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        scale = scale * bn.weight.to(x.dtype)
+    out = (sums - mass.unsqueeze(1) * mean) * scale
+    if bn.affine:
+        out = out + mass.unsqueeze(1) * bn.bias.to(x.dtype)
+    return out
+
+
+def _update_running_stats(bn: nn.BatchNorm2d, mean: Tensor, var: Tensor, n: int) -> None:
+    """BatchNorm's own running-statistics update (momentum, or a cumulative mean when ``None``)."""
+    factor = 0.0 if bn.momentum is None else bn.momentum
+    if bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:
+            factor = 1.0 / float(bn.num_batches_tracked)
+    with torch.no_grad():
+        bn.running_mean.mul_(1 - factor).add_(mean.to(bn.running_mean.dtype), alpha=factor)
+        unbiased = var * (n / max(n - 1, 1))
+        bn.running_var.mul_(1 - factor).add_(unbiased.to(bn.running_var.dtype), alpha=factor)

@@ -86,12 +86,47 @@ def center_collapse_loss(
     return _center_cross_entropy(means, counts, etf, scale, log_prior)
 
 
-def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 1.0, reduction: str = "sum") -> Tensor:
+class _GroupExpSums(torch.autograd.Function):
+    """``(G [N, K], m [N])``: ``G[i, c] = sum_{j in class c, j != i} exp(s_ij - m_i)``, ``s = z z^T / T``.
+
+    ``m_i = max_{j != i} s_ij`` (a detached shift; 0 for a row without another pixel). One
+    ``N x N`` buffer is built in the forward and kept for the backward, which forms
+    ``dS = E * (dG onehot^T)`` in one more and returns ``dz = (dS + dS^T) z / T``; autograd through
+    the same ops keeps about five ``N x N`` tensors and makes as many passes over them.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, onehot: Tensor, inv_t: float) -> tuple[Tensor, Tensor]:
+        e = torch.mm(z * inv_t, z.T)
+        e.diagonal().fill_(float("-inf"))  # self-similarity excluded everywhere
+        shift = e.max(dim=1, keepdim=True).values
+        shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+        e.sub_(shift).exp_()  # the diagonal becomes exp(-inf) = 0
+        group = torch.mm(e, onehot)
+        ctx.save_for_backward(z, onehot, e)
+        ctx.inv_t = inv_t
+        ctx.mark_non_differentiable(shift)
+        return group, shift.squeeze(1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_group: Tensor, grad_shift: Tensor | None) -> tuple[Tensor, None, None]:
+        z, onehot, e = ctx.saved_tensors
+        ds = torch.mm(grad_group, onehot.T).mul_(e)
+        grad_z = torch.mm(ds, z).add_(torch.mm(ds.T, z)).mul_(ctx.inv_t)
+        return grad_z, None, None
+
+
+def intra_class_loss(
+    z: Tensor, y: Tensor, temperature: float = 1.0, reduction: str = "sum", num_classes: int | None = None
+) -> Tensor:
     """In2NeCT L_intra (Eq. 6): class-balanced supervised contrastive loss on sampled pixels.
 
     Args:
         z: ``[N, D]`` L2-normalised embeddings (already sampled, e.g. <= M pixels per class).
         y: ``[N]`` class indices (no ignore values).
+        num_classes: ``K`` with ``y < K``; given, nothing waits on the device (no ``unique``, no
+            data-dependent branch); ``None`` takes the classes found in ``y``.
 
     For anchor ``i`` of class ``k`` with ``S_c`` the samples of class ``c``::
 
@@ -102,37 +137,36 @@ def intra_class_loss(z: Tensor, y: Tensor, temperature: float = 1.0, reduction: 
     ``sum_k`` is (``reduction="mean"`` averages them); 0 (still in the graph) when fewer than 2
     classes are present. ``temperature`` 1.0 is Eq. 6 as written (no temperature). The per-class ``1/|S_c|`` weights in the
     denominator are the class balancing of Eq. 6; self-similarity is excluded everywhere.
-    Computed in log space: per (anchor, class) log-sum-exp, then a log-sum-exp over classes.
+    Computed in log space: per (anchor, class) log-sum-exp (:class:`_GroupExpSums`, one ``N x N``
+    buffer), then a log-sum-exp over classes. The positive term needs no ``N x N`` matrix:
+    ``sum_{j in S_k, j != i} z_i.z_j = z_i.(sum_{j in S_k} z_j) - z_i.z_i``.
     """
     n = z.shape[0]
-    if n == 0:
+    if n < 2:
         return z.sum() * 0.0
-    classes, y = torch.unique(y, return_inverse=True)
-    k = classes.numel()
-    if k < 2:
-        return z.sum() * 0.0
-    sim = (z @ z.T) / temperature  # [N, N]
-    eye = torch.eye(n, dtype=torch.bool, device=z.device)
-    onehot = F.one_hot(y, k).to(z.dtype)  # [N, K]
+    if num_classes is None:
+        classes, y = torch.unique(y, return_inverse=True)
+        num_classes = classes.numel()
+    onehot = F.one_hot(y, num_classes).to(z.dtype)  # [N, K]
     class_size = onehot.sum(0)  # [K]
     others = class_size.unsqueeze(0) - onehot  # |S_c \ {i}|, [N, K]
 
-    sim_off = sim.masked_fill(eye, float("-inf"))
-    row_max = sim_off.max(dim=1, keepdim=True).values.detach()
-    group = torch.exp(sim_off - row_max) @ onehot  # sum_{j in S_c, j != i} exp(.), shifted; [N, K]
+    group, shift = _GroupExpSums.apply(z, onehot, 1.0 / temperature)  # shifted group sums; [N, K]
     tiny = torch.finfo(z.dtype).tiny
     # clamp_min keeps log finite for empty groups (their weight is masked to -inf below, and the
     # clamp's zero gradient stops NaN from flowing back through them).
     log_group = torch.log(group.clamp_min(tiny)) - torch.log(others.clamp_min(1.0))
     log_group = log_group.masked_fill(others == 0, float("-inf"))
-    log_den = torch.logsumexp(log_group, dim=1) + row_max.squeeze(1)  # [N]
+    log_den = torch.logsumexp(log_group, dim=1) + shift  # [N]; finite: n >= 2 gives every row a group
 
     pos_count = others.gather(1, y.unsqueeze(1)).squeeze(1)  # |S_k| - 1
-    pos_sum = (sim.masked_fill(eye, 0.0) @ onehot).gather(1, y.unsqueeze(1)).squeeze(1)
+    own_sum = (onehot.T @ z)[y]  # sum_{j in S_k} z_j per anchor, [N, D]
+    pos_sum = ((z * own_sum).sum(1) - (z * z).sum(1)) / temperature
     anchor_loss = log_den - pos_sum / pos_count.clamp_min(1.0)
     has_pos = (pos_count > 0).to(z.dtype)
     per_class = (onehot * (anchor_loss * has_pos).unsqueeze(1)).sum(0) / class_size.clamp_min(1.0)
-    return present_reduce(per_class, class_size >= 2, reduction)
+    two_classes = ((class_size > 0).sum() >= 2).to(z.dtype)  # a weight, not a branch: no host sync
+    return present_reduce(per_class, class_size >= 2, reduction) * two_classes
 
 
 def within_class_loss(

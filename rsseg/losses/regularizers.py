@@ -35,7 +35,9 @@ from rsseg.losses.centers import (
     labels_to_embedding,
     means_from_sums,
     scatter_class_sums,
-    upsampled_class_sums,
+    conv_bn_class_sums,
+    upsample_class_weights,
+    weighted_class_sums,
 )
 from rsseg.losses.collapse import (
     present_mean,
@@ -257,7 +259,9 @@ class In2NeCT(_Regularizer):
             out["in2nect_inter"] = self.weight * self.inter_weight * inter
         if self.intra_weight:
             pick = sample_per_class(index, self.num_classes, self.pixels_per_class, self.generator)
-            intra = intra_class_loss(F.normalize(z[pick], dim=1), index[pick], self.temperature, self.reduction)
+            intra = intra_class_loss(
+                F.normalize(z[pick], dim=1), index[pick], self.temperature, self.reduction, self.num_classes
+            )
             out["in2nect_intra"] = self.weight * self.intra_weight * intra
         return out
 
@@ -333,12 +337,19 @@ class CeCo(_Regularizer):
         weight.requires_grad_(False)
 
     def terms(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
-        feats = self.project(embedding.float())
-        sums, counts = upsampled_class_sums(feats, labels, self.num_classes, self.ignore_index)
+        x = embedding.float()
+        if labels.ndim != 3 or labels.shape[0] != x.shape[0]:
+            raise ValueError(f"labels must have shape [{x.shape[0]}, H, W], got {tuple(labels.shape)}")
+        weights, counts = upsample_class_weights(labels, tuple(x.shape[-2:]), self.num_classes, self.ignore_index)
+        conv, bn = self.project
+        if type(bn) is nn.BatchNorm2d:  # SyncBatchNorm (global statistics) takes the generic path
+            sums = conv_bn_class_sums(x, conv, bn, weights)
+        else:
+            sums = weighted_class_sums(self.project(x), weights)
         if self.sync_centers:
             sums, counts = all_reduce_sums(sums, counts)
-        if not bool((counts > 0).any()):
-            return self.zero(embedding, ["ceco"])
+        # no early exit for a batch without valid pixels (a host sync): absent classes weigh 0 in
+        # the loss and every parameter stays in the graph
         centers = self.head(means_from_sums(sums, counts))
         classifier = self.etf if self.classifier is None else self.classifier
         loss = center_collapse_loss(centers, counts, classifier, self.scale, self.log_prior)
