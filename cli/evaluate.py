@@ -48,16 +48,19 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
     excluded = [c for c in exclude.split(",") if c] if exclude is not None else None
     if checkpoint:
         with progress_bar(f"evaluating {split}", "tiles", transient=True) as on_progress:
-            conf, meta = evaluate_checkpoint(checkpoint, root=root, split=split, tta=tta, tile=tile, overlap=overlap,
+            conf, meta, collapse = evaluate_checkpoint(checkpoint, root=root, split=split, tta=tta, tile=tile, overlap=overlap,
                                              batch=batch, device=device, engine=engine, eroded_labels=eroded,
                                              on_progress=on_progress)
         result = write_evaluation(conf, meta["classes"], out_dir, exclude=excluded,
                                   dataset=meta["config"]["dataset"]["name"], train_freq=meta.get("class_pixel_freq"),
-                                  extra={"checkpoint": str(checkpoint), "split": split, "tta": tta})
+                                  extra={"checkpoint": str(checkpoint), "split": split, "tta": tta, "collapse": collapse})
     elif len(rasters) == 2:
         result = evaluate_prediction(rasters[0], rasters[1], out_dir, class_names=classes.split(",") if classes else None,
                                      exclude=excluded)
     else:
         raise RsSegError("give two rasters (PRED.tif REF.tif) or --model CKPT; see rsseg evaluate --help")
     click.echo(result.markdown)
+    if checkpoint:
+        click.echo("collapse of the classifier input: " + ", ".join(
+            f"{k} {collapse[k]:.3f}" for k in ("nc1", "delta_inter", "delta_intra", "nc3") if k in collapse))
     click.echo(f"report written to {result.paths['report.json'].parent}/ (report.json, report.md, per_class.csv, confusion.png)")

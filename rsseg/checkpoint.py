@@ -21,7 +21,9 @@ from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
 from rsseg.io import Staging, atomic_path, load_torch_file, write_error
 
-FORMAT = "rsseg-checkpoint/1"
+#: /2: the classifier reads the signed embedding projection (issue 12); /1 weights load with the
+#: same shapes but the classifier was trained on the feature before it, so they are refused
+FORMAT = "rsseg-checkpoint/2"
 META_KEY = "rsseg"
 MODEL_PREFIX = "model."
 
@@ -69,6 +71,12 @@ class ModelMeta:
         known = {f.name for f in dataclasses.fields(cls)}
         if not isinstance(data, dict):
             raise CheckpointError(f"checkpoint metadata is a {type(data).__name__}, not a mapping; re-train or re-import the model")
+        fmt = data.get("format", "rsseg-checkpoint/1")
+        if fmt != FORMAT:
+            raise CheckpointError(
+                f"checkpoint format {fmt!r} is not {FORMAT!r}: it was written by an older rsseg whose classifier "
+                "read the decoder feature directly, so its weights would predict wrongly here; re-train it "
+                "(or re-import GeoSeg weights with `rsseg import`)")
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:

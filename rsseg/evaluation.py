@@ -22,10 +22,9 @@ import numpy as np
 import torch
 
 from rsseg.errors import OutputPathError, RsSegError
-from rsseg.inference.predictor import ProgressFn
-from rsseg.io import open_raster
+from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
-from rsseg.io import atomic_path, write_error, write_json
+from rsseg.io import atomic_path, open_raster, write_error, write_json
 
 #: the files an evaluation writes into its report folder
 REPORT_FILES = ("report.json", "report.md", "per_class.csv", "confusion.png")
@@ -79,17 +78,17 @@ def evaluate_checkpoint(
     engine: str = "torch",
     eroded_labels: bool | None = None,
     on_progress: ProgressFn | None = None,
-) -> tuple[torch.Tensor, dict[str, Any]]:
+) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
     """Run a checkpoint with sliding windows over every whole tile of a dataset split.
 
     ``engine``: torch, onnx or auto (:meth:`rsseg.inference.Predictor.from_checkpoint`).
-    Returns the confusion matrix and the checkpoint's metadata as a dict. ``on_progress(done,
+    Returns the confusion matrix, the checkpoint's metadata as a dict and the collapse diagnostics
+    of the classifier input on the same tiles (NC1, Delta_inter/intra, NC3...). ``on_progress(done,
     total)`` counts tiles.
     """
     from rsseg.checkpoint import read_meta
     from rsseg.data import build_datamodule
     from rsseg.inference.contract import check_dataset_inputs
-    from rsseg.inference.predictor import Predictor
     from rsseg.inference.settings import check_settings, resolve_settings
 
     # everything that can be checked is, before the model loads
@@ -116,7 +115,20 @@ def evaluate_checkpoint(
         acc.update(probs.argmax(0).numpy(), np.asarray(item["mask"]))
         if on_progress is not None:
             on_progress(i, len(tiles))
-    return acc.conf, meta.to_dict()
+    return acc.conf, meta.to_dict(), _collapse(checkpoint, predictor, tiles, meta)
+
+
+def _collapse(checkpoint: str | Path, predictor: Predictor, tiles: list[dict[str, Any]], meta: Any) -> dict[str, float]:
+    """Neural-collapse diagnostics of the classifier input on the evaluated tiles
+    (:func:`rsseg.metrics.collapse.collapse_diagnostics`); the ONNX engine has no embedding to read,
+    so the checkpoint's torch model is loaded for it."""
+    from rsseg.checkpoint import load_model
+    from rsseg.metrics.collapse import collapse_diagnostics
+
+    model, device = getattr(predictor.engine, "model", None), predictor.device
+    if model is None:
+        model, device = load_model(checkpoint)[0], "cpu"
+    return collapse_diagnostics(model, tiles, meta.num_classes, meta.ignore_index, device=device, window=predictor.tile)
 
 
 def _fmt(v: float) -> str:

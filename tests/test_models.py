@@ -298,3 +298,17 @@ def test_onnx_export_dynamic_sizes(tmp_path, rgb_model: UNetFormer) -> None:
     path = export_onnx(rgb_model, tmp_path / "model.onnx", in_channels=3, height=256, width=256)
     rgb_model.eval()
     _onnx_parity(rgb_model, path, [(1, 3, 256, 256), (2, 3, 100, 77), (1, 3, 320, 288)])
+
+
+def test_checkpoints_of_the_old_side_branch_format_are_refused():
+    """/1 checkpoints load with the same shapes, but their classifier never read the projection:
+    refused in one line rather than predicting garbage."""
+    from rsseg.checkpoint import FORMAT, ModelMeta
+    from rsseg.errors import CheckpointError
+
+    meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"], mean=[0.5] * 3,
+                     std=[0.2] * 3).to_dict()
+    assert ModelMeta.from_dict(meta).format == FORMAT == "rsseg-checkpoint/2"
+    for old in ({**meta, "format": "rsseg-checkpoint/1"}, {k: v for k, v in meta.items() if k != "format"}):
+        with pytest.raises(CheckpointError, match="older rsseg.*re-train"):
+            ModelMeta.from_dict(old)

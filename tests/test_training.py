@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import lightning as L
@@ -62,13 +63,17 @@ def test_validation_logs_per_class_metrics_and_collapse(trained):
 
 
 def test_evaluate_checkpoint_covers_every_valid_pixel(trained, sample_tiles, tmp_path):
-    conf, meta = evaluate_checkpoint(trained.best, split="val", tile=128, overlap=32)
+    conf, meta, collapse = evaluate_checkpoint(trained.best, split="val", tile=128, overlap=32)
     assert conf.shape == (2, 2) and int(conf.sum()) == 8 * 256 * 256  # 8 val chips, no ignore pixels
+    # the classifier input's collapse, measured on the same tiles (issue 12: evaluate -m reports it)
+    assert {"nc1", "delta_inter", "delta_intra", "nc3"} <= set(collapse)
+    assert all(math.isfinite(collapse[k]) for k in ("nc1", "delta_intra", "nc3"))
     out = tmp_path / "report"
     res = CliRunner().invoke(main, ["evaluate", "-m", str(trained.best), "--split", "val", "--tile", "128", "-o", str(out)])
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
     assert report["confusion_matrix"] == conf.tolist()
+    assert report["collapse"].keys() == collapse.keys()
     assert {p.name for p in out.iterdir()} == {"report.json", "report.md", "per_class.csv", "confusion.png"}
     assert "building" in (out / "report.md").read_text()
 
