@@ -76,7 +76,7 @@ def run_demo(
     cfg = training_config(
         dataset="folder",
         root=str(samples),
-        regularizers=regularizers or ["in2nect"],
+        regularizers=regularizers or ["none"],
         overrides=[f"optim.max_epochs={epochs}", f"optim.crop_size={crop_size}", "optim.lr=1e-3", "optim.backbone_lr_factor=1.0"],
     )
     result = train(cfg, out / "run", overwrite=True, progress=progress)  # the demo re-runs into its folder
