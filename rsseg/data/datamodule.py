@@ -89,12 +89,16 @@ class RsSegDataModule(L.LightningDataModule):
             self._pairs[split] = dataset_pairs(self.ds, split, self.download, eroded=eroded)
         return self._pairs[split]
 
+    def split_stats(self, split: str, use_cache: bool = True) -> DatasetStats:
+        """Class and band statistics of ``split`` (cached on disk)."""
+        self.pairs(split)  # LoveDA download, if asked, happens before statistics
+        return split_stats(self.ds, split, use_cache)
+
     @property
     def stats(self) -> DatasetStats:
-        """Statistics of the training split (computed on first use, cached on disk)."""
+        """Statistics of the training split (computed on first use)."""
         if self._stats is None:
-            self.pairs("train")  # LoveDA download, if asked, happens before statistics
-            self._stats = split_stats(self.ds, "train")
+            self._stats = self.split_stats("train")
         return self._stats
 
     def _normalization(self) -> tuple[list[float], list[float]]:

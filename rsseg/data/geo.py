@@ -443,12 +443,6 @@ class GeoDataModule(RsSegDataModule):
         return self.scene.stats(split, use_cache)
 
     @property
-    def stats(self) -> DatasetStats:
-        if self._stats is None:
-            self._stats = self.split_stats("train")
-        return self._stats
-
-    @property
     def gsd(self) -> float | None:
         if self.ds.gsd is None:
             self.ds.gsd = _gsd_from_file(self.scene.files[0])

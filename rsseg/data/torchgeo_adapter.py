@@ -138,12 +138,6 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
         return acc.result(self.classes, f"{self.class_path}:{split}")
 
     @property
-    def stats(self) -> DatasetStats:
-        if self._stats is None:
-            self._stats = self.split_stats("train")
-        return self._stats
-
-    @property
     def gsd(self) -> float | None:
         return self.ds.gsd
 
