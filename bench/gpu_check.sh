@@ -174,7 +174,7 @@ bare_s(1)  # warm-up: cuDNN autotuning, allocator
 if cuda:
     torch.cuda.reset_peak_memory_stats(device)
 t0 = time.perf_counter()
-predict_file(pred, raster, work / "pred.tif", overwrite=True, progress=False)
+predict_file(pred, raster, work / "pred.tif", overwrite=True)
 pipe = time.perf_counter() - t0
 gpu_alloc = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else None
 gpu_reserved = torch.cuda.max_memory_reserved(device) / 2**20 if cuda else None

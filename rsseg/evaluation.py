@@ -102,12 +102,11 @@ def evaluate_checkpoint(
         cfg.dataset.eroded_labels = eroded_labels
     dm = build_datamodule(cfg)
     tiles = dm.eval_tiles(split)  # refuses a split without labels
-    pairs = dm.pairs(split)
-    if not pairs:
-        raise RsSegError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
-    check_dataset_inputs([(p.image, p.band_indexes) for p in pairs], meta)
+    check_dataset_inputs(dm.input_files(split), meta)
     predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, **settings)
     tiles = list(tiles)
+    if not tiles:
+        raise RsSegError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
     acc = ConfusionAccumulator(meta.num_classes, ignore_index=meta.ignore_index, prediction_nodata=None,
                                reference_name=f"{split} labels")
     for i, item in enumerate(tiles, 1):

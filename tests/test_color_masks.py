@@ -102,7 +102,7 @@ def test_stats_count_classes_and_unknown_colours(color_folder, tmp_path, monkeyp
     assert train.unknown_color_pixels + val.unknown_color_pixels == expected["unknown"] >= 200
     split, part = ("train", train) if train.unknown_color_pixels else ("val", val)
     out = tmp_path / "stats.json"
-    res = CliRunner().invoke(main, ["stats", str(root), "-c", str(config), "--split", split, "-o", str(out), "--no-cache"])
+    res = CliRunner().invoke(main, ["stats", "--root", str(root), "-c", str(config), "--split", split, "-o", str(out), "--no-cache"])
     assert res.exit_code == 0, res.output
     assert json.loads(out.read_text())["unknown_color_pixels"] == part.unknown_color_pixels > 0
     assert f"{part.unknown_color_pixels:,} mask pixels have a colour that is no class's" in " ".join(res.output.split())

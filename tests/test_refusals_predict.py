@@ -265,10 +265,10 @@ CASES = [
                                                         "--overlap", "16", "-o", "{w}/rep"), old=(),
          says=("training range", "rescale the images")),
     # -- export -----------------------------------------------------------------------------------
-    Case("export_random_bytes", cmd("export", "{ckpt_random}", "-o", "{w}/m.onnx"), old=(), before_load=False,
+    Case("export_random_bytes", cmd("export", "-m", "{ckpt_random}", "-o", "{w}/m.onnx"), old=(), before_load=False,
          says=("cannot read checkpoint",)),
-    Case("export_folder_missing", cmd("export", "{ckpt}", "-o", "{w}/nodir/m.onnx"), old=(), says=("does not exist",)),
-    Case("export_existing", cmd("export", "{ckpt}", "-o", "{w}/out.tif"), says=("already exists",)),
+    Case("export_folder_missing", cmd("export", "-m", "{ckpt}", "-o", "{w}/nodir/m.onnx"), old=(), says=("does not exist",)),
+    Case("export_existing", cmd("export", "-m", "{ckpt}", "-o", "{w}/out.tif"), says=("already exists",)),
     # -- what holds: accepted inputs ---------------------------------------------------------------
     Case("uint8_scene", predict(), code=0, before_load=False, old=()),
     Case("float_copy_in_the_training_range", predict(src="f255"), code=0, before_load=False, old=()),

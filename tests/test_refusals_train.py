@@ -127,7 +127,7 @@ def _same_name_png_and_tif(root: Path) -> str:
 
 def _rgb_colour_mask(root: Path) -> str:
     write_raster(root / "masks" / "t1.tif", np.full((3, 64, 64), 200, np.uint8))
-    return "values [200]"
+    return "not one pixel matches dataset.colors"
 
 
 def _corrupt_val_file(root: Path) -> str:

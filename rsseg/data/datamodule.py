@@ -89,6 +89,11 @@ class RsSegDataModule(L.LightningDataModule):
             self._pairs[split] = dataset_pairs(self.ds, split, self.download, eroded=eroded)
         return self._pairs[split]
 
+    def input_files(self, split: str) -> list[tuple[str, tuple[int, ...]]]:
+        """``(image raster, 1-based bands the model reads)`` of ``split``: where the input contract
+        (:func:`rsseg.inference.contract.measure_training_input`) samples the raw values."""
+        return [(p.image, p.band_indexes) for p in self.pairs(split)]
+
     def split_stats(self, split: str, use_cache: bool = True) -> DatasetStats:
         """Class and band statistics of ``split`` (cached on disk)."""
         self.pairs(split)  # LoveDA download, if asked, happens before statistics

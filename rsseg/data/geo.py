@@ -436,6 +436,10 @@ class GeoDataModule(RsSegDataModule):
     def pairs(self, split: str) -> list:
         raise DatasetError("a geo dataset has no image/mask file pairs; it is read through TorchGeo by region")
 
+    def input_files(self, split: str) -> list[tuple[str, tuple[int, ...]]]:
+        # the scenes hold both splits (blocks of one region): their values are the contract
+        return [(f, tuple(range(1, len(self.ds.bands) + 1))) for f in self.scene.files]
+
     def prepare_data(self) -> None:
         pass  # nothing to download: the scenes and labels are the user's files
 

@@ -219,6 +219,7 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
     first: tuple[str, np.dtype] | None = None
     unknown = 0
     for done, pair in enumerate(pairs, 1):
+        unknown_here = 0
         for row in range(0, pair.height, BLOCK_ROWS):
             window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
             image, mask = read_pair(pair, num_classes, ignore_index, window)
@@ -231,8 +232,15 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
                     f"dataset.scale ({scale:g}) serves every file: convert the images to one data type")
             if pair.label_colors:
                 # the decoded mask alone (read_pair adds image nodata): each ignore is an unmatched colour
-                unknown += int(np.count_nonzero(read_mask(pair, num_classes, ignore_index, window) == ignore_index))
+                unknown_here += int(np.count_nonzero(read_mask(pair, num_classes, ignore_index, window) == ignore_index))
             acc.add(image, mask)
+        if pair.label_colors and unknown_here == pair.width * pair.height:
+            # not one pixel in a class colour: an index mask saved as RGB, or another palette
+            raise LabelError(
+                f"mask {pair.mask} is colour-coded (3 bands) but not one pixel matches dataset.colors "
+                f"({', '.join('#%02x%02x%02x' % tuple(c) for c in pair.label_colors)}); give the classes' colours in dataset.colors, or set "
+                "dataset.mask_encoding: index if the mask holds class indices")
+        unknown += unknown_here
         acc.end_image()
         if on_progress is not None:
             on_progress(done, len(pairs))

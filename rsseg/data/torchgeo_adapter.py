@@ -107,6 +107,9 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
     def pairs(self, split: str) -> list:
         raise DatasetError("a torchgeo dataset has no image/mask file pairs; its datamodule reads the data")
 
+    def input_files(self, split: str) -> list[tuple[str, tuple[int, ...]]]:
+        return []  # the wrapped datamodule hides its files: no value-range contract is recorded
+
     def _split_loader(self, split: str) -> DataLoader:
         stage = _STAGES.get(split)
         if stage is None:

@@ -175,7 +175,7 @@ def build_meta(cfg: Config, dm: Any) -> ModelMeta:
         config=cfg.to_dict(),
         class_pixel_freq=list(stats.pixel_frequencies),
         class_region_freq=[n / max(1, stats.num_images) for n in stats.region_counts],
-        **measure_training_input([(p.image, p.band_indexes) for p in dm.pairs("train")]),  # the input contract
+        **measure_training_input(dm.input_files("train")),  # the input contract
     )
 
 
