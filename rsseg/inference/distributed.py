@@ -46,7 +46,6 @@ from rsseg.inference.pipeline import EmitFn, PredictResult, predict_file, predic
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import Rows
 from rsseg.inference.raster import block_cache, select_bands
-from rsseg.inference.vectorize import SHAPEFILE_PARTS
 from rsseg.inference.windows import strip_plan
 from rsseg.io import is_remote, open_raster, unfold_url
 
@@ -252,15 +251,6 @@ def _scene_task(checkpoint: str, settings: dict[str, Any], input_path: str, outp
     return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs)
 
 
-def _written(result: PredictResult) -> list[Path]:
-    """Every file a finished scene wrote (a shapefile is several)."""
-    files = []
-    for path in result.products.values():
-        shapefile = path.suffix.lower() == ".shp"
-        files.extend([path.with_suffix(ext) for ext in SHAPEFILE_PARTS] if shapefile else [path])
-    return files
-
-
 def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | Path,
                         jobs: Sequence[tuple[str | Path, dict[str, Any]]], *, device: str = "auto",
                         engine: str = "torch", batch: int | None = None, on_progress: ProgressFn | None = None,
@@ -288,7 +278,7 @@ def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | 
     except BaseException:
         _cancel(futures)
         for res in results:  # all or nothing: remove what this run finished
-            for path in _written(res) if res is not None else []:
+            for path in res.files if res is not None else []:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         raise

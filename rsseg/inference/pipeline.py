@@ -39,7 +39,8 @@ from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
 
 @dataclass
 class PredictResult:
-    """What ``predict_file`` wrote (``products``: writer name -> path), and the area report."""
+    """What ``predict_file`` wrote (``products``: writer name -> main path; ``files``: every file,
+    sidecars and shapefile parts included), and the area report."""
 
     input_path: Path
     output_path: Path
@@ -49,6 +50,7 @@ class PredictResult:
     num_polygons: int | None = None
     report: dict[str, Any] = field(default_factory=dict)
     products: dict[str, Path] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
 
 
 def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite: bool) -> None:
@@ -220,6 +222,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                     result.products[writer.name] = path
             writer = classes  # a failed rename reports on the outputs as a whole
             stage.commit()  # all together, only now that every product is complete
+            result.files = [t for w in writers for t in w.targets() if t.exists()]
         except BaseException as exc:
             for w in opened:
                 w.abort()
