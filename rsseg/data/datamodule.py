@@ -21,7 +21,7 @@ from rsseg.data.augment import augment_batch
 from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.normalize import Normalizer, imagenet_stats
 from rsseg.data.raster import TilePair
-from rsseg.data.stats import DatasetStats, split_stats
+from rsseg.data.stats import DatasetStats, ProgressCallback, split_stats
 from rsseg.data.tiles import GridPatchDataset, RandomPatchDataset, iter_tiles
 from rsseg.errors import ConfigError, DatasetNotFoundError
 from rsseg.io import open_raster
@@ -94,10 +94,12 @@ class RsSegDataModule(L.LightningDataModule):
         (:func:`rsseg.inference.contract.measure_training_input`) samples the raw values."""
         return [(p.image, p.band_indexes) for p in self.pairs(split)]
 
-    def split_stats(self, split: str, use_cache: bool = True) -> DatasetStats:
-        """Class and band statistics of ``split`` (cached on disk)."""
-        self.pairs(split)  # LoveDA download, if asked, happens before statistics
-        return split_stats(self.ds, split, use_cache)
+    def split_stats(self, split: str, use_cache: bool = True,
+                    on_progress: ProgressCallback | None = None) -> DatasetStats:
+        """Class and band statistics of ``split`` (cached on disk); ``on_progress`` counts files."""
+        if self.download:
+            self.pairs(split)  # the LoveDA download happens before statistics
+        return split_stats(self.ds, split, use_cache, on_progress)
 
     @property
     def stats(self) -> DatasetStats:

@@ -443,7 +443,8 @@ class GeoDataModule(RsSegDataModule):
     def prepare_data(self) -> None:
         pass  # nothing to download: the scenes and labels are the user's files
 
-    def split_stats(self, split: str, use_cache: bool = True) -> DatasetStats:
+    def split_stats(self, split: str, use_cache: bool = True, on_progress: object = None) -> DatasetStats:
+        # regions, not files: nothing to count for on_progress
         return self.scene.stats(split, use_cache)
 
     @property

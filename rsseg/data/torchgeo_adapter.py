@@ -125,7 +125,8 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
         except Exception as exc:  # MisconfigurationException: the datamodule defines no such split
             raise DatasetError(f"{self.class_path} has no {split} split: {exc}") from None
 
-    def split_stats(self, split: str, use_cache: bool = False) -> DatasetStats:
+    def split_stats(self, split: str, use_cache: bool = False, on_progress: object = None) -> DatasetStats:
+        # batches of the wrapped datamodule, not files: nothing to count for on_progress
         """Statistics of the wrapped datamodule's ``split`` samples (one sample = one image); not
         cached (``use_cache`` is accepted for the common interface): what a datamodule reads is its own."""
         acc = StatsAccumulator(self.num_classes, self.ignore_index, self.scale)

@@ -125,10 +125,9 @@ class DatasetSpec:
 
     def split_stats(self, cfg: Config, split: str, use_cache: bool = True,
                     on_progress: ProgressCallback | None = None) -> DatasetStats:
-        """Class and band statistics of ``split`` (``cfg.dataset.root`` already set)."""
-        from rsseg.data.stats import split_stats
-
-        return split_stats(self.resolve(cfg.dataset), split, use_cache, on_progress)
+        """Class and band statistics of ``split`` (``cfg.dataset.root`` already set), read by this
+        dataset's datamodule."""
+        return self.build_datamodule(cfg).split_stats(split, use_cache, on_progress)
 
     def validate(self, ds: DatasetConfig) -> None:
         """Refuse, with a :class:`ConfigError`, settings a run of this dataset cannot start with."""

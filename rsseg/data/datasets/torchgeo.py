@@ -15,7 +15,6 @@ from rsseg.errors import ConfigError
 if TYPE_CHECKING:
     from rsseg.config import Config, DatasetConfig
     from rsseg.data.datamodule import RsSegDataModule
-    from rsseg.data.stats import DatasetStats, ProgressCallback
 
 
 @register_dataset
@@ -39,7 +38,3 @@ class TorchGeoDataModuleSpec(DatasetSpec):
         from rsseg.data.torchgeo_adapter import TorchGeoAdapterDataModule
 
         return TorchGeoAdapterDataModule(cfg, download=download)
-
-    def split_stats(self, cfg: Config, split: str, use_cache: bool = True,
-                    on_progress: ProgressCallback | None = None) -> DatasetStats:
-        return self.build_datamodule(cfg).split_stats(split, use_cache)  # type: ignore[attr-defined]
