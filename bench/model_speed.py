@@ -27,7 +27,6 @@ with eager. For reference, the UNetFormer paper (Wang et al., ISPRS JPRS 2022) r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -39,7 +38,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from rsseg.config import ModelConfig

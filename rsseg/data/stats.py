@@ -31,7 +31,7 @@ from torch import Tensor
 
 from rsseg.config import Config, DatasetConfig
 from rsseg.data.constants import IGNORE_INDEX
-from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
+from rsseg.data.datasets import dataset_pairs, get_dataset
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
