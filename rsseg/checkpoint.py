@@ -11,15 +11,16 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from rsseg.config import Config, config_from_dict
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
 from rsseg.io import Staging, atomic_path, load_torch_file, write_error
+
+if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine must not import it
+    import torch
+    from torch import nn
 
 #: /2: the classifier reads the signed embedding projection (issue 12); /1 weights load with the
 #: same shapes but the classifier was trained on the feature before it, so they are refused
@@ -132,6 +133,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
 def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
     """Write a minimal checkpoint (weights + metadata) atomically; used by tests and exports."""
+    import torch
+
     path = Path(path)
     state = {MODEL_PREFIX + k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:

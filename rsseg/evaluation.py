@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from rsseg.errors import OutputPathError, RsSegError
 from rsseg.inference.predictor import Predictor, ProgressFn
@@ -59,7 +58,7 @@ def raster_class_names(pred_path: str | Path, given: list[str] | None = None) ->
 
 
 def evaluate_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Confusion matrix [K,K] (rows reference, columns prediction) of two aligned class rasters
     (:func:`rsseg.inference.scoring.score_rasters`: same size, CRS and transform; values checked)."""
     return score_rasters(pred_path, ref_path, num_classes, ignore_index)
@@ -78,7 +77,7 @@ def evaluate_checkpoint(
     engine: str = "torch",
     eroded_labels: bool | None = None,
     on_progress: ProgressFn | None = None,
-) -> tuple[torch.Tensor, dict[str, Any], dict[str, float]]:
+) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
     """Run a checkpoint with sliding windows over every whole tile of a dataset split.
 
     ``engine``: torch, onnx or auto (:meth:`rsseg.inference.Predictor.from_checkpoint`).
@@ -111,7 +110,7 @@ def evaluate_checkpoint(
                                reference_name=f"{split} labels")
     for i, item in enumerate(tiles, 1):
         probs = predictor.predict_probs(item["image"])
-        acc.update(probs.argmax(0).numpy(), np.asarray(item["mask"]))
+        acc.update(probs.argmax(0), np.asarray(item["mask"]))
         if on_progress is not None:
             on_progress(i, len(tiles))
     return acc.conf, meta.to_dict(), _collapse(checkpoint, predictor, tiles, meta)
@@ -151,13 +150,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _confusion_png(conf: torch.Tensor, class_names: list[str], path: Path) -> None:
+def _confusion_png(conf: np.ndarray, class_names: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    c = conf.double().numpy()
+    c = np.asarray(conf, dtype=np.float64)
     norm = c / np.maximum(c.sum(1, keepdims=True), 1)
     k = len(class_names)
     fig, ax = plt.subplots(figsize=(1.2 + 0.8 * k, 1.0 + 0.7 * k), dpi=100)
@@ -212,7 +211,7 @@ def _write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(report["per_class"])
-    _confusion_png(torch.tensor(report["confusion_matrix"]), report["classes"], paths["confusion.png"])
+    _confusion_png(np.array(report["confusion_matrix"]), report["classes"], paths["confusion.png"])
     return paths
 
 
@@ -225,7 +224,7 @@ class Evaluation:
     paths: dict[str, Path]
 
 
-def write_evaluation(conf: torch.Tensor, class_names: list[str], out_dir: str | Path, *,
+def write_evaluation(conf: np.ndarray, class_names: list[str], out_dir: str | Path, *,
                      exclude: list[str] | None = None, dataset: str | None = None,
                      train_freq: list[float] | None = None, extra: dict[str, Any] | None = None) -> Evaluation:
     """The one evaluate sequence: scores (:func:`score_report`) -> report files in ``out_dir``.

@@ -45,6 +45,8 @@ def _rank_main(rank: int, world: int, init: str, out: str) -> None:
             {"means": means.detach(), "counts": counts, "grad": local.grad, "diag": stats.compute()},
             Path(out) / f"rank{rank}.pt",
         )
+        # gloo aborts a rank whose peer closes its socket mid-transfer: leave together
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

@@ -21,17 +21,16 @@ from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
-import torch
 from rasterio.windows import Window
 
 from rsseg.inference.windows import ramp
 
-#: callback(first_row, probs [K, n, W] float16 tensor); ``probs`` is a view of the ring, valid
+#: callback(first_row, probs [K, n, W] float16 array); ``probs`` is a view of the ring, valid
 #: only during the call
-BandCallback = Callable[[int, torch.Tensor], None]
+BandCallback = Callable[[int, np.ndarray], None]
 #: rows per callback: bounds the callback's temporaries (masks, class ids) to BAND_ROWS x width
 BAND_ROWS = 256
-ACC_DTYPE = torch.float16
+ACC_DTYPE = np.float16
 
 
 def _cover(starts: list[int], length: int, overlap: int, lo: int, hi: int) -> np.ndarray:
@@ -65,7 +64,7 @@ class RowBlender:
         self._wx = {x0: rx / cover_x[x0:x0 + self.tile_w] for x0 in self.cols}
         self._ry = ry
         self._wy: np.ndarray | None = None  # row weights of the open row of windows
-        self.acc = torch.zeros((num_classes, self.ring, width), dtype=ACC_DTYPE)
+        self.acc = np.zeros((num_classes, self.ring, width), dtype=ACC_DTYPE)
         self.on_band = on_band
         self._row = 0  # index into self.rows of the row of windows being filled
         self.done_rows = 0  # raster rows already handed to on_band
@@ -79,7 +78,7 @@ class RowBlender:
             out.append((0, y1 - y0 - first, first))
         return out
 
-    def add(self, window: Window, probs: torch.Tensor) -> None:
+    def add(self, window: Window, probs: np.ndarray) -> None:
         """Accumulate one window's probabilities [K, h, w] (windows must arrive row-major)."""
         y0, x0 = int(window.row_off), int(window.col_off)
         if y0 != self.rows[self._row]:
@@ -87,11 +86,12 @@ class RowBlender:
         h, w = probs.shape[-2:]
         if self._wy is None:  # first window of this row: row weights are shared by the whole row
             self._wy = self._ry / _cover(self.rows, self.ring, self.overlap, y0, y0 + self.ring)
-        wgt = torch.from_numpy(np.outer(self._wy[:h], self._wx[x0][:w])).to(ACC_DTYPE)
-        probs = probs.to(ACC_DTYPE)
+        wgt = np.outer(self._wy[:h], self._wx[x0][:w]).astype(np.float32)
         for rs, re, off in self._pieces(y0, y0 + h):
-            # addcmul_ on float16 runs vectorised in torch (numpy's float16 math is ~5x slower)
-            self.acc[:, rs:re, x0:x0 + w].addcmul_(probs[:, off:off + re - rs], wgt[off:off + re - rs])
+            seg = self.acc[:, rs:re, x0:x0 + w]
+            # the product in float32, one rounding on the float16 add (numpy's float16 ufuncs
+            # would convert per element twice)
+            np.add(seg, probs[:, off:off + re - rs] * wgt[off:off + re - rs], out=seg, casting="unsafe")
         self._left[y0] -= 1
         if self._left[y0] == 0:
             self._row += 1
@@ -104,7 +104,7 @@ class RowBlender:
             for a in range(rs, re, BAND_ROWS):
                 b = min(a + BAND_ROWS, re)
                 self.on_band(y0 + off + a - rs, self.acc[:, a:b])
-            self.acc[:, rs:re].zero_()
+            self.acc[:, rs:re] = 0
         self.done_rows = y1
 
     @property
@@ -112,24 +112,22 @@ class RowBlender:
         return self.done_rows == self.height
 
 
-def argmax_confidence(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class ids [n, W] uint8 and max probability [n, W] (``probs``' dtype) from probabilities [K, n, W].
+def argmax_confidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class ids [n, W] uint8 and max probability [n, W] (``probs``' dtype) from probabilities [K, n, W] >= 0.
 
     Loops over classes instead of ``argmax`` so no int64 [n, W] array is ever allocated; ties go
-    to the lower class id, as with ``argmax``.
+    to the lower class id, as with ``argmax``. Non-negative float16 values order as their bit
+    patterns do, so float16 bands are compared as uint16 (numpy has no vectorised float16 compare).
     """
-    best = probs[0].clone()
-    cls = torch.zeros(best.shape, dtype=torch.uint8)
+    keys = probs.view(np.uint16) if probs.dtype == np.float16 else probs
+    best = keys[0].copy()
+    cls = np.zeros(best.shape, dtype=np.uint8)
     for k in range(1, probs.shape[0]):
-        better = probs[k] > best
-        cls.masked_fill_(better, k)
-        torch.maximum(best, probs[k], out=best)
-    return cls, best
+        cls[keys[k] > best] = k
+        np.maximum(best, keys[k], out=best)
+    return cls, best.view(probs.dtype)
 
 
-def confidence_u8(conf: torch.Tensor) -> torch.Tensor:
-    """Max probability [n, W] -> uint8 ``round(p * 255)`` clamped to [1, 255] (0 stays free for nodata).
-
-    Works in place on ``conf``.
-    """
-    return conf.mul_(255).round_().clamp_(1, 255).to(torch.uint8)
+def confidence_u8(conf: np.ndarray) -> np.ndarray:
+    """Max probability [n, W] -> uint8 ``round(p * 255)`` clamped to [1, 255] (0 stays free for nodata)."""
+    return np.clip(np.rint(conf.astype(np.float32) * 255), 1, 255).astype(np.uint8)

@@ -175,7 +175,7 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
     trained = meta.input_range
     if not trained or len(trained) != n:
         if scale == "auto":
-            raise RsSegError(f"--scale auto needs the training value range, which checkpoint metadata older than this "
+            raise RsSegError("--scale auto needs the training value range, which checkpoint metadata older than this "
                              "rsseg lacks; give a factor (e.g. --scale 255) instead")
         return mapping
     values = sample_values(src, bands, path)

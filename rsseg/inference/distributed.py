@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from distributed import Client, Future, LocalCluster, as_completed
 
 from rsseg.errors import RsSegError
@@ -105,6 +104,8 @@ def worker_predictor(checkpoint: str, settings: dict[str, Any]) -> Predictor:
             _PREDICTORS.clear()  # one model per worker: a new checkpoint replaces the old one
             threads = os.environ.get("OMP_NUM_THREADS")
             if threads and threads.isdigit():
+                import torch
+
                 torch.set_num_threads(int(threads))
             _PREDICTORS[key] = Predictor.from_checkpoint(checkpoint, **settings)
             LOADS += 1
@@ -113,7 +114,7 @@ def worker_predictor(checkpoint: str, settings: dict[str, Any]) -> Predictor:
 
 @dataclass
 class Strip:
-    """One strip's rows as a worker returns them (numpy, so they travel without torch pickles)."""
+    """One strip's rows as a worker returns them."""
 
     y0: int
     classes: np.ndarray
@@ -130,9 +131,9 @@ def predict_strip(checkpoint: str, settings: dict[str, Any], input_path: str, ba
     predictor = worker_predictor(checkpoint, settings)
     parts: list[tuple[Rows, np.ndarray | None]] = []
 
-    def keep(band: Rows, probs: torch.Tensor | None) -> None:
+    def keep(band: Rows, probs: np.ndarray | None) -> None:
         # probs is a view of the blender's ring: copy what must outlive the call
-        parts.append((band, probs.numpy().copy() if need_probs and probs is not None else None))
+        parts.append((band, probs.copy() if need_probs and probs is not None else None))
 
     with open_raster(input_path, asset=asset) as src, block_cache(src, predictor.tile), \
             open_raster(input_path, asset=asset) as reader_src:
@@ -143,7 +144,7 @@ def predict_strip(checkpoint: str, settings: dict[str, Any], input_path: str, ba
     return Strip(
         y0=rows[0],
         classes=np.concatenate([r.classes for r, _ in parts]),
-        confidence=np.concatenate([r.confidence.numpy() for r, _ in parts]),
+        confidence=np.concatenate([r.confidence for r, _ in parts]),
         nodata=None if all(m is None for m in masks) else np.concatenate(
             [m if m is not None else np.zeros(r.classes.shape, bool) for (r, _), m in zip(parts, masks)]),
         probs=np.concatenate([p for _, p in parts], axis=1) if need_probs else None,
@@ -208,9 +209,7 @@ class StripSource:
                 while nxt < len(futures) and futures[nxt].key in done:
                     strip: Strip = futures[nxt].result()
                     futures[nxt].release()
-                    conf = torch.from_numpy(strip.confidence)
-                    probs = torch.from_numpy(strip.probs) if strip.probs is not None else None
-                    emit(Rows(strip.y0, strip.classes, conf, strip.nodata), probs)
+                    emit(Rows(strip.y0, strip.classes, strip.confidence, strip.nodata), strip.probs)
                     nxt += 1
         finally:
             _cancel(futures)

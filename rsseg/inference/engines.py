@@ -140,10 +140,10 @@ class TorchEngine(Engine):
 
     name = "torch"
 
-    def __init__(self, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, model: nn.Module, device: str | torch.device) -> None:
         import torch
 
-        self.device = device
+        self.device = device = torch.device(device)
         self.model = model.to(device).eval()
         if device.type == "cpu" and torch.get_num_threads() != physical_cores():
             torch.set_num_threads(physical_cores())

@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -70,7 +69,7 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
 
 #: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, W] float16, or ``None`` when
 #: a distributed run did not ship them (no product asked for probabilities)
-EmitFn = Callable[[Rows, "torch.Tensor | None"], None]
+EmitFn = Callable[[Rows, "np.ndarray | None"], None]
 
 
 class RowSource(Protocol):
@@ -112,14 +111,13 @@ def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: 
             raise read_error(exc, label, win) from None
         return predictor.prepare(raw, invalid, mapping)
 
-    def on_band(y0: int, probs: torch.Tensor) -> None:
+    def on_band(y0: int, probs: np.ndarray) -> None:
         y0 += lo
         start, stop = max(y0, a), min(y0 + probs.shape[1], b)
         if start >= stop:  # halo rows: blended from part of their windows only
             return
         probs = probs[:, start - y0:stop - y0]
-        cls_t, conf = argmax_confidence(probs)
-        cls = cls_t.numpy()
+        cls, conf = argmax_confidence(probs)
         rows_win = Window(0, start, width, probs.shape[1])
         try:
             nodata = invalid_pixels(src, sel, rows_win)
@@ -203,7 +201,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                 writer.open(ctx)
                 opened.append(writer)
 
-            def emit(rows: Rows, probs: torch.Tensor | None) -> None:
+            def emit(rows: Rows, probs: np.ndarray | None) -> None:
                 for w in writers:
                     try:
                         w.write(rows, probs)

@@ -19,12 +19,10 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from rasterio.windows import Window
-from torch import nn
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.data.normalize import Normalizer
@@ -33,6 +31,10 @@ from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine, resolve_settings
 from rsseg.inference.windows import padded_size, plan_windows, reflect_pad
+
+if TYPE_CHECKING:  # the ONNX path never imports torch (a CUDA build costs ~700 MB of RSS)
+    import torch
+    from torch import nn
 
 _POLL_S = 0.1
 
@@ -59,10 +61,23 @@ def _get(q: queue.Queue, stop: threading.Event) -> object:
     return None
 
 
-def _blend_batch(rb: RowBlender, chunk: Sequence[Window], probs: torch.Tensor) -> None:
+def _blend_batch(rb: RowBlender, chunk: Sequence[Window], probs: np.ndarray) -> None:
     """Add a batch of window probabilities [B, K, H, W] (padded to multiples of 32) to ``rb``."""
     for w, p in zip(chunk, probs):
         rb.add(w, p[:, : int(w.height), : int(w.width)])
+
+
+def onnx_export_cached(checkpoint: str | Path, device: str = "auto", engine: str = "auto") -> bool:
+    """Whether :meth:`Predictor.from_checkpoint` would run ``checkpoint`` in ONNX Runtime from an
+    export already cached (:func:`rsseg.inference.engines.onnx_cache_paths`): then it loads in a
+    second, builds no PyTorch model and never imports torch."""
+    from rsseg.inference.engines import onnx_cache_paths
+
+    try:
+        chosen = resolve_engine(engine, resolve_device(device))
+        return chosen == "onnx" and any(p.is_file() for p in onnx_cache_paths(checkpoint))
+    except (OSError, RsSegError):  # a missing checkpoint or bad device: the usual path reports it
+        return False
 
 
 class Predictor:
@@ -75,7 +90,7 @@ class Predictor:
     """
 
     def __init__(self, engine: Engine, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str) -> None:
-        check_settings(PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=engine.device))
+        check_settings(PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=str(engine.device)))
         if not (len(meta.mean) == len(meta.std) == meta.in_channels):
             raise RsSegError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
                              f"{len(meta.mean)} means and {len(meta.std)} stds")
@@ -170,7 +185,7 @@ class Predictor:
         """Tile a ``width`` x ``height`` image and stream blended bands of rows to ``on_band``.
 
         ``read_window(window)`` returns normalised float32 [C, h, w] and is called only from the
-        reader thread; ``on_band(first_row, probs [K, n, W] float16 tensor)`` only from the
+        reader thread; ``on_band(first_row, probs [K, n, W] float16 array)`` only from the
         blender thread. The calling thread runs nothing but :meth:`forward_probs` (torch and ONNX
         Runtime release the GIL inside ops, so reading, blending and writing proceed meanwhile). Queues hold one
         batch each way, and every thread drops its reference to a batch as soon as it is handed
@@ -220,7 +235,7 @@ class Predictor:
                 chunk, x = item
                 item = None  # free the input batch as soon as the forward is done with it
                 # float16 halves the probabilities in flight; the blender accumulates in float16 too
-                probs = torch.from_numpy(self.forward_probs(x)).to(torch.float16)
+                probs = self.forward_probs(x).astype(np.float16)
                 x = None
                 if not _put(results, (chunk, probs), stop):
                     break
@@ -240,25 +255,25 @@ class Predictor:
         if errors:
             raise errors[0]
 
-    def predict_probs(self, image: torch.Tensor, on_progress: ProgressFn | None = None) -> torch.Tensor:
-        """Normalised image [C, H, W] -> blended probabilities [K, H, W] float32 (on the CPU).
+    def predict_probs(self, image: np.ndarray, on_progress: ProgressFn | None = None) -> np.ndarray:
+        """Normalised image [C, H, W] (array or CPU/GPU tensor) -> blended probabilities [K, H, W] float32.
 
         Same window plan, batching, TTA and blending as :func:`rsseg.inference.predict_file`.
         """
         if image.ndim != 3:
             raise ValueError(f"expected an image [C,H,W], got shape {tuple(image.shape)}")
-        arr = image.detach().float().cpu().numpy()
+        arr = np.asarray(image.detach().cpu() if hasattr(image, "detach") else image, dtype=np.float32)
         _, h, w = arr.shape
         out = np.empty((self.num_classes, h, w), np.float32)
 
-        def on_band(y0: int, probs: torch.Tensor) -> None:
-            out[:, y0:y0 + probs.shape[1]] = probs.numpy()
+        def on_band(y0: int, probs: np.ndarray) -> None:
+            out[:, y0:y0 + probs.shape[1]] = probs
 
         def read(win: Window) -> np.ndarray:
             return arr[:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
 
         self.run(read, w, h, on_band, on_progress)
-        return torch.from_numpy(out)
+        return out
 
     def predict_array(self, image: np.ndarray, return_probs: bool = False,
                       on_progress: ProgressFn | None = None) -> np.ndarray:
@@ -269,10 +284,10 @@ class Predictor:
                              f"(bands {', '.join(self.meta.bands)})")
         invalid = ~np.isfinite(image).all(axis=0) if image.dtype.kind == "f" else None
         invalid = invalid if invalid is not None and invalid.any() else None
-        probs = self.predict_probs(torch.from_numpy(self.prepare(image, invalid)), on_progress).numpy()
+        probs = self.predict_probs(self.prepare(image, invalid), on_progress)
         if return_probs:
             return probs
-        classes = argmax_confidence(torch.from_numpy(probs))[0].numpy()
+        classes = argmax_confidence(probs)[0]
         if invalid is not None:
             classes[invalid] = self.meta.ignore_index
         return classes

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
@@ -58,7 +57,7 @@ class Rows:
 
     y0: int
     classes: np.ndarray
-    confidence: torch.Tensor
+    confidence: np.ndarray
     nodata: np.ndarray | None
 
     @property
@@ -84,7 +83,7 @@ class ProductWriter:
     def open(self, ctx: ProductContext) -> None:
         self.ctx = ctx
 
-    def write(self, rows: Rows, probs: torch.Tensor) -> None:
+    def write(self, rows: Rows, probs: np.ndarray) -> None:
         """``probs``: blended probabilities [K, n, W] float16 of the same rows."""
 
     def finish(self, stage: Staging) -> Path | None:
@@ -103,7 +102,7 @@ class RasterWriter(ProductWriter):
     nodata = CLASS_NODATA
     resampling = "average"
 
-    def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
+    def values(self, rows: Rows, probs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
@@ -127,7 +126,7 @@ class RasterWriter(ProductWriter):
         self.describe(self.dst)
         self.rows = RowWriter(self.dst)
 
-    def write(self, rows: Rows, probs: torch.Tensor) -> None:
+    def write(self, rows: Rows, probs: np.ndarray) -> None:
         self.rows.write(rows.y0, self.values(rows, probs))
 
     def finish(self, stage: Staging) -> Path:
@@ -161,7 +160,7 @@ class ClassRasterWriter(RasterWriter):
         pam, qml = self.sidecar_paths()
         return {pam: class_raster_pam(meta.classes, meta.colors), qml: class_raster_qml(meta.classes, meta.colors)}
 
-    def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
+    def values(self, rows: Rows, probs: np.ndarray) -> np.ndarray:
         return rows.classes
 
 
@@ -175,8 +174,8 @@ class ConfidenceWriter(RasterWriter):
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         describe_confidence(dst)
 
-    def values(self, rows: Rows, probs: torch.Tensor) -> np.ndarray:
-        c8 = confidence_u8(rows.confidence.clone()).numpy()
+    def values(self, rows: Rows, probs: np.ndarray) -> np.ndarray:
+        c8 = confidence_u8(rows.confidence)
         if rows.nodata is not None:
             c8[rows.nodata] = CONFIDENCE_NODATA
         return c8
@@ -251,7 +250,7 @@ class AreaReportWriter(ProductWriter):
                                                reference_nodata=self.ref.nodata, prediction_nodata=CLASS_NODATA,
                                                reference_name=f"reference mask {self.reference_path}")
 
-    def write(self, rows: Rows, probs: torch.Tensor) -> None:
+    def write(self, rows: Rows, probs: np.ndarray) -> None:
         self.areas.update(rows.y0, rows.classes)
         if self.scores is not None:
             self.scores.update(rows.classes, self.ref.read(1, window=rows.window))

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
@@ -71,12 +70,10 @@ class ConfusionAccumulator:
         self.ignore_index = ignore_index
         self.reference_nodata, self.prediction_nodata = reference_nodata, prediction_nodata
         self.reference_name, self.prediction_name = reference_name, prediction_name
-        self.conf = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+        self.conf = np.zeros((num_classes, num_classes), dtype=np.int64)
 
     def update(self, prediction: np.ndarray, reference: np.ndarray) -> None:
         """Add co-registered class ids ``prediction`` and ``reference`` (same shape)."""
-        from rsseg.metrics import confusion_matrix
-
         if prediction.shape != reference.shape:
             raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} differ in shape")
         p, r = np.asarray(prediction), np.asarray(reference)
@@ -100,8 +97,8 @@ class ConfusionAccumulator:
         keep = ~(skip_ref | skip_pred)
         if not keep.any():
             return
-        pk, rk = torch.from_numpy(p[keep].astype(np.int64)), torch.from_numpy(r[keep].astype(np.int64))
-        self.conf += confusion_matrix(pk, rk, self.k, self.ignore_index).to(torch.int64).cpu()
+        pair = r[keep].astype(np.int64) * self.k + p[keep].astype(np.int64)
+        self.conf += np.bincount(pair, minlength=self.k * self.k).reshape(self.k, self.k)
 
 
 def _blocks(width: int, height: int, size: int = 1024) -> Iterable[Window]:
@@ -111,7 +108,7 @@ def _blocks(width: int, height: int, size: int = 1024) -> Iterable[Window]:
 
 
 def score_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
-                  ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+                  ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Confusion matrix [K, K] of two class rasters on one grid, read block by block (constant memory).
 
     Reference pixels equal to ``ignore_index`` or to the reference's nodata are not scored, and
@@ -129,12 +126,12 @@ def score_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
 
 def _json_number(v: Any) -> Any:
     """NaN (no evidence for a class) becomes null in JSON; tensors/numpy become Python numbers."""
-    if isinstance(v, (torch.Tensor, np.generic)):
+    if hasattr(v, "item"):  # numpy scalars, 0-d tensors
         v = v.item()
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
-def score_report(conf: torch.Tensor, class_names: list[str], *, exclude: list[int] | None = None,
+def score_report(conf: np.ndarray, class_names: list[str], *, exclude: list[int] | None = None,
                  train_freq: list[float] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Scores of a confusion matrix as plain data: the one report every scoring caller writes.
 

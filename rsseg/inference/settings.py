@@ -9,32 +9,68 @@ evaluate``, the viewer, the demo) goes through :func:`resolve_settings`, via
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import RsSegError
 
+if TYPE_CHECKING:
+    import torch
+
 #: default batch on CPU (bench/predict_bench.py: batch 2 keeps a 32k-wide raster near 2 GB)
 CPU_MAX_BATCH = 2
 
-__all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "resolve_device", "resolve_engine",
-           "resolve_settings"]
+__all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "cuda_available", "device_type",
+           "resolve_device", "resolve_engine", "resolve_settings"]
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; an explicit CUDA request without CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def _nvidia_driver() -> bool:
+    """Whether the NVIDIA driver library loads (no driver, no CUDA device for any framework)."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            ctypes.CDLL(name)
+        except OSError:
+            continue
+        return True
+    return False
+
+
+def cuda_available() -> bool:
+    """Whether PyTorch can use a CUDA GPU. Without an NVIDIA driver the answer is no without
+    importing torch: a CUDA build of torch costs ~700 MB of RSS that the ONNX engine never needs."""
+    if "torch" not in sys.modules and not _nvidia_driver():
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def device_type(device: str | torch.device) -> str:
+    """``cpu``, ``cuda``, ... of a device or its name (``cuda:1`` -> ``cuda``)."""
+    return str(device).split(":")[0]
+
+
+def resolve_device(device: str | torch.device = "auto") -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an explicit CUDA request without CUDA is an
+    error. Returns the device's name as torch spells it (``cpu``, ``cuda``, ``cuda:1``)."""
+    name = str(device)
+    if name == "auto":
+        return "cuda" if cuda_available() else "cpu"
+    if name == "cpu":
+        return name
+    import torch
+
     try:
-        dev = torch.device(device)
+        dev = torch.device(name)
     except RuntimeError:
         raise RsSegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RsSegError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
-    return dev
+    return str(dev)
 
 
 def onnxruntime_available() -> bool:
@@ -44,7 +80,7 @@ def onnxruntime_available() -> bool:
     return importlib.util.find_spec("onnxruntime") is not None
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
+def resolve_engine(engine: str, device: str | torch.device) -> str:
     """``auto`` -> ``onnx`` on the CPU when ONNX Runtime is installed, else ``torch`` (always on CUDA).
 
     ``onnx`` runs on the CPU only: asking for it with a CUDA device, or without ONNX Runtime, is an error.
@@ -52,10 +88,10 @@ def resolve_engine(engine: str, device: torch.device) -> str:
     if engine not in ENGINES:
         raise RsSegError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "auto":
-        return "onnx" if device.type == "cpu" and onnxruntime_available() else "torch"
+        return "onnx" if device_type(device) == "cpu" and onnxruntime_available() else "torch"
     if engine == "onnx":
-        if device.type != "cpu":
-            raise RsSegError(f"the onnx engine runs on the CPU, not {device.type}; use --device cpu or --engine torch")
+        if device_type(device) != "cpu":
+            raise RsSegError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not onnxruntime_available():
             raise RsSegError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
     return engine
@@ -69,7 +105,8 @@ class PredictSettings:
     overlap: int
     batch: int
     tta: str
-    device: torch.device
+    #: as :func:`resolve_device` names it
+    device: str
     #: ``torch`` or ``onnx`` (:func:`resolve_engine`)
     engine: str = "torch"
 
@@ -91,7 +128,7 @@ def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", ti
     if overlap is None:
         overlap = inf.overlap if inf.overlap < tile else tile // 4
     if batch is None:
-        batch = inf.batch if dev.type == "cuda" else min(inf.batch, CPU_MAX_BATCH)
+        batch = inf.batch if device_type(dev) == "cuda" else min(inf.batch, CPU_MAX_BATCH)
     return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev,
                           engine=engine)
 
