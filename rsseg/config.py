@@ -494,13 +494,12 @@ def training_config(
     regularizers: list[str] | None = None,
     overrides: list[str] | None = None,
 ) -> Config:
-    """The config ``rsseg train`` runs: a YAML file (or the bundled one for ``dataset``), then the
-    flags, then ``key=value`` overrides, each on top of the previous."""
-    if dataset is not None:
-        from rsseg.data.datasets import get_dataset
+    """The config ``rsseg train`` runs: a YAML file (or the bundled one for ``dataset``: its spec's
+    ``default_method``), then the flags, then ``key=value`` overrides, each on top of the previous."""
+    from rsseg.data.datasets import get_dataset
 
-        get_dataset(dataset)  # an unknown name fails here, listing the registered ones
-    data = _read_yaml(Path(config)) if config else _read_yaml(bundled_config(dataset or "folder"))
+    spec = get_dataset(dataset or "folder")  # an unknown name fails here, listing the registered ones
+    data = _read_yaml(Path(config)) if config else _read_yaml(bundled_config(spec.name, spec.default_method))
     flags: list[str] = []
     if dataset is not None:
         flags.append(f"dataset.name={dataset}")

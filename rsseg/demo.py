@@ -61,11 +61,12 @@ def run_demo(
     epochs: int = 12,
     regularizers: list[str] | None = None,
     crop_size: int = 256,
+    seed: int | None = None,
     progress: bool = True,
     on_progress: ProgressFn | None = None,
 ) -> DemoResult:
-    """Train, predict and evaluate; ``progress`` shows Lightning's training bar, ``on_progress(done,
-    total)`` receives the prediction's windows."""
+    """Train, predict and evaluate; ``seed`` replaces the config's training seed, ``progress`` shows
+    Lightning's training bar, ``on_progress(done, total)`` receives the prediction's windows."""
     from rsseg.evaluation import evaluate_prediction
     from rsseg.inference import Predictor, predict_file
     from rsseg.training import train
@@ -77,7 +78,8 @@ def run_demo(
         dataset="folder",
         root=str(samples),
         regularizers=regularizers or ["none"],
-        overrides=[f"optim.max_epochs={epochs}", f"optim.crop_size={crop_size}", "optim.lr=1e-3", "optim.backbone_lr_factor=1.0"],
+        overrides=[f"optim.max_epochs={epochs}", f"optim.crop_size={crop_size}", "optim.lr=1e-3", "optim.backbone_lr_factor=1.0",
+                   *([f"optim.seed={seed}"] if seed is not None else [])],
     )
     result = train(cfg, out / "run", overwrite=True, progress=progress)  # the demo re-runs into its folder
     ckpt = result.best or result.last

@@ -76,6 +76,19 @@ def test_overrides_apply_on_top_and_are_typed(tmp_path):
         load_config(None, ["optim.epochs=3"])
 
 
+def test_train_defaults_follow_the_dataset_spec():
+    """`rsseg train --dataset loveda` trains In2NeCT (the LoveDA study's finding), other datasets the
+    baseline; -r and -c override it."""
+    from rsseg.config import training_config
+
+    assert training_config(dataset="loveda").loss.regularizers.enabled() == ["in2nect"]
+    assert training_config(dataset="loveda", regularizers=["none"]).loss.regularizers.enabled() == []
+    for name in ("potsdam", "vaihingen", "folder"):
+        assert training_config(dataset=name).loss.regularizers.enabled() == []
+    assert training_config().loss.regularizers.enabled() == []  # no dataset: the user folder's baseline
+    assert training_config(str(CONFIGS / "loveda" / "ce.yaml")).loss.regularizers.enabled() == []
+
+
 def test_config_errors_are_value_errors_and_datasets_come_from_the_registry():
     from rsseg.config import DATASET_NAMES, training_config
     from rsseg.data.datasets import dataset_names

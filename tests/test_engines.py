@@ -204,6 +204,8 @@ def test_onnx_engine_tta_and_meta_match_the_checkpoint(exported_checkpoint) -> N
     p_onnx = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine="onnx", tta="d4")
     p_torch = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine="torch", tta="d4")
     assert p_onnx.meta.to_dict() == read_meta(exported_checkpoint).to_dict()
+    # unset batches follow each engine's CPU cap (the checkpoint's config asks for more)
+    assert (p_onnx.batch, p_torch.batch) == (settings.CPU_MAX_BATCH["onnx"], settings.CPU_MAX_BATCH["torch"])
     x = np.random.default_rng(0).normal(size=(1, 3, 96, 160)).astype(np.float32)
     np.testing.assert_allclose(p_onnx.forward_probs(x), p_torch.forward_probs(x), atol=1e-4)
 

@@ -432,7 +432,7 @@ def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
     meta = _meta_with_inference(tile=512, overlap=128, batch=8, tta="flip")
     model = torch.nn.Conv2d(3, 2, 1)
     p = Predictor.from_model(model, meta, device="cpu")
-    assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH, "flip")
+    assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH["torch"], "flip")
     p = Predictor.from_model(model, meta, tile=128, batch=3, tta="none", device="cpu")
     assert (p.tile, p.overlap, p.batch, p.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile
 
@@ -459,7 +459,7 @@ def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, mo
 
     ckpt = _tiny_checkpoint(tmp_path / "m.ckpt", tile=256, overlap=64, batch=6, tta="d4")
     p = Predictor.from_checkpoint(ckpt, device="cpu")
-    assert (p.tile, p.overlap, p.batch, p.tta, p.device.type) == (256, 64, CPU_MAX_BATCH, "d4", "cpu")
+    assert (p.tile, p.overlap, p.batch, p.tta, p.device.type) == (256, 64, CPU_MAX_BATCH["torch"], "d4", "cpu")
     p = Predictor.from_checkpoint(ckpt, device="cpu", tile=128, batch=5, tta="none")
     assert (p.tile, p.overlap, p.batch, p.tta) == (128, 64, 5, "none")  # the caller's values win
     assert next(p.engine.model.parameters()).device.type == "cpu"

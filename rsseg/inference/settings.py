@@ -21,8 +21,10 @@ from rsseg.errors import RsSegError
 if TYPE_CHECKING:
     import torch
 
-#: default batch on CPU (bench/predict_bench.py: batch 2 keeps a 32k-wide raster near 2 GB)
-CPU_MAX_BATCH = 2
+#: most windows per forward on a CPU, per engine, unless the caller sets a batch. ONNX Runtime ran
+#: one 1024 window at a time faster than two and with ~130 MB less peak RSS on a 32768-wide raster
+#: (bench/results/predict_engines*.md); torch keeps 2
+CPU_MAX_BATCH = {"torch": 2, "onnx": 1}
 
 __all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "cuda_available", "device_type",
            "resolve_device", "resolve_engine", "resolve_settings"]
@@ -128,7 +130,7 @@ def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", ti
     if overlap is None:
         overlap = inf.overlap if inf.overlap < tile else tile // 4
     if batch is None:
-        batch = inf.batch if device_type(dev) == "cuda" else min(inf.batch, CPU_MAX_BATCH)
+        batch = inf.batch if device_type(dev) == "cuda" else min(inf.batch, CPU_MAX_BATCH[engine])
     return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev,
                           engine=engine)
 

@@ -59,6 +59,9 @@ class DatasetSpec:
     download_hint: ClassVar[str] = ""
     #: whether ``pairs(..., download=True)`` can fetch the data when ``dataset.root`` is missing
     downloadable: ClassVar[bool] = False
+    #: the bundled config ``rsseg train --dataset <name>`` runs without ``-c``/``-r``
+    #: (``configs/<name>/<method>.yaml``): a regularizer only where a study on that data showed a gain
+    default_method: ClassVar[str] = "ce"
 
     # -------------------------------------------------------------- files
     def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
