@@ -88,6 +88,13 @@ def _metrics(rows: list[dict]) -> list[str]:
     return [k for k in rows[0] if k not in ("method", "seed", "groups")]
 
 
+def _mean_sd(v: list[float]) -> dict:
+    """Mean and sample sd, NaN when a value is NaN (e.g. the tail mIoU of a binary set, which has no tail)."""
+    if any(x != x for x in v):
+        return {"mean": math.nan, "sd": math.nan}
+    return {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else math.nan}
+
+
 def summarise(rows: list[dict], methods: list[str]) -> dict:
     """mean/sd per method and per-seed paired differences to "ce"."""
     keys = _metrics(rows)
@@ -98,14 +105,12 @@ def summarise(rows: list[dict], methods: list[str]) -> dict:
         if not mine:
             continue
         summary[method] = {
-            k: {"mean": statistics.mean(v), "sd": statistics.stdev(v) if len(v) > 1 else math.nan, "n": len(v)}
-            for k in keys if (v := [r[k] for r in mine])
+            k: {**_mean_sd(v), "n": len(v)} for k in keys if (v := [r[k] for r in mine])
         }
         if method != "ce" and base:
             diffs = {k: [r[k] - base[r["seed"]][k] for r in mine if r["seed"] in base] for k in keys}
             paired[method] = {
-                k: {"per_seed": d, "mean": statistics.mean(d), "sd": statistics.stdev(d) if len(d) > 1 else math.nan}
-                for k, d in diffs.items() if d
+                k: {"per_seed": d, **_mean_sd(d)} for k, d in diffs.items() if d
             }
     return {"summary": summary, "paired": paired}
 
