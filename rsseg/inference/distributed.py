@@ -19,7 +19,8 @@ scheduler reruns a task whose worker died (up to ``distributed.scheduler.allowed
 times); strips are pure, so a rerun strip gives the same rows. Errors raised by a task (a bad
 input) are not retried: they would fail again.
 A failed run leaves nothing at the targets: strip runs write through ``predict_file``'s atomic
-writers, scene runs remove the scenes they finished before raising.
+writers; when a scene fails, the others stop at their next batch (a Dask ``Event``; Dask cannot
+stop a running task), the run waits for them, removes the scenes that finished and raises.
 
 Importing this module imports Dask; nothing else in rsseg does.
 """
@@ -37,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from distributed import Client, Future, LocalCluster, as_completed
+from distributed import Client, Event, Future, LocalCluster, as_completed, wait
 
 from rsseg.errors import RsSegError
 from rsseg.inference.contract import input_mapping
@@ -244,10 +245,22 @@ def _input_name(path: str | Path) -> str:
     return name if name.startswith("/vsi") or is_remote(name) else str(Path(name).resolve())
 
 
+class _Stopped(RsSegError):
+    """A scene task gave up because another scene of its run failed or the run was interrupted."""
+
+
 def _scene_task(checkpoint: str, settings: dict[str, Any], input_path: str, output_path: str,
-                kwargs: dict[str, Any]) -> PredictResult:
-    """Task: the whole single-process ``predict_file`` of one scene on this worker."""
-    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs)
+                kwargs: dict[str, Any], stop_event: str) -> PredictResult:
+    """Task: the whole single-process ``predict_file`` of one scene on this worker; it stops at
+    its next batch once the run's ``stop_event`` is set (its writers then remove their temporaries)."""
+    stop = Event(stop_event)
+
+    def check(done: int, total: int) -> None:
+        if stop.is_set():
+            raise _Stopped(f"{input_path}: stopped because another scene of the run failed")
+
+    check(0, 0)
+    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs, on_progress=check)
 
 
 def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | Path,
@@ -261,12 +274,13 @@ def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | 
     settings = checkpoint_settings(predictor, device, batch, engine)
     ckpt = str(Path(checkpoint).resolve())
     token = uuid.uuid4().hex[:12]
+    stop = Event(f"rsseg-stop-{token}", client=client)
     futures = []
     for i, (src, targets) in enumerate(jobs):
         targets = {k: (str(Path(v).resolve()) if v is not None else None) for k, v in targets.items()}
         out = targets.pop("output_path")
         futures.append(client.submit(_scene_task, ckpt, settings, _input_name(src), out, {**kwargs, **targets},
-                                     key=f"rsseg-scene-{token}-{i}"))
+                                     stop.name, key=f"rsseg-scene-{token}-{i}"))
     order = {f.key: i for i, f in enumerate(futures)}
     results: list[PredictResult | None] = [None] * len(futures)
     try:
@@ -275,9 +289,12 @@ def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | 
             if on_progress is not None:
                 on_progress(n, len(futures))
     except BaseException:
-        _cancel(futures)
-        for res in results:  # all or nothing: remove what this run finished
-            for path in res.files if res is not None else []:
+        # Dask cannot stop a task that is running: the scenes stop at their next batch, and the
+        # run waits for them so that none commits its outputs after this run has failed
+        stop.set()
+        wait(futures)
+        for fut in futures:  # all or nothing: remove what this run finished
+            for path in fut.result().files if fut.status == "finished" else []:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
         raise
