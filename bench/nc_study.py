@@ -155,8 +155,9 @@ def markdown(result: dict, rows: list[dict], env: dict) -> str:
         lines.append(
             f"| {m} | "
             + " | ".join(
-                f"{' / '.join(f'{100 * d:+.1f}' for d in c['per_seed'])}"
-                + ("" if c["sd"] != c["sd"] else f" ({100 * c['mean']:+.2f} ± {100 * c['sd']:.2f})")
+                ("n/a" if all(d != d for d in c["per_seed"]) else  # a column the data lacks (no tail class)
+                 f"{' / '.join(f'{100 * d:+.1f}' for d in c['per_seed'])}"
+                 + ("" if c["sd"] != c["sd"] else f" ({100 * c['mean']:+.2f} ± {100 * c['sd']:.2f})"))
                 for c in cells
             )
             + " |"
@@ -185,6 +186,10 @@ def merge(args: argparse.Namespace) -> None:
     """Write ``--tag``'s JSON/Markdown from the runs of the studies ``--merge`` names."""
     parts = [json.loads((args.out / f"nc_study_{tag}.json").read_text()) for tag in args.merge]
     rows = [r for part in parts for r in part["runs"]]
+    seen = [(r["method"], r["seed"]) for r in rows]
+    if len(set(seen)) != len(seen):  # e.g. --merge names the already merged --tag again
+        dup = sorted({k for k in seen if seen.count(k) > 1})
+        raise SystemExit(f"runs {dup} appear in more than one of {args.merge}; merge each run once")
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     rows.sort(key=lambda r: (r["seed"], methods.index(r["method"])))
     env = {**parts[0]["env"], "tag": args.tag}
