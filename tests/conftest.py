@@ -50,6 +50,15 @@ def tif_bytes(tmp: Path, data: np.ndarray) -> bytes:
     return out
 
 
+def make_folder(root: Path, n: int = 4, size: int = 64) -> Path:
+    """``root/images`` + ``root/masks``: ``n`` RGB uint8 tiles with 2-class masks."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        write_raster(root / "images" / f"t{i}.tif", rng.integers(0, 255, (3, size, size), dtype=np.uint8))
+        write_raster(root / "masks" / f"t{i}.tif", rng.integers(0, 2, (size, size), dtype=np.uint8))
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real LoveDA/OAM/Landsat samples); skips when the checkout has none."""

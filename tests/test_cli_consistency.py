@@ -19,7 +19,7 @@ from rsseg.cli.main import COMMANDS, main
 from rsseg.cli.predict_summary import human_size
 from rsseg.config import Config, ModelConfig, training_config
 from rsseg.models import build_model
-from tests.conftest import write_raster
+from conftest import make_folder, write_raster
 
 TINY = ["optim.crop_size=32", "optim.scales=[1.0]", "optim.batch_size=2", "optim.lr=1e-3"]
 
@@ -53,14 +53,6 @@ def _params(name: str) -> set[str]:
     for p in command.params:
         names.update(p.opts if isinstance(p, click.Option) else [p.name])
     return names
-
-
-def make_folder(root: Path, n: int = 4, size: int = 64) -> Path:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        write_raster(root / "images" / f"t{i}.tif", rng.integers(0, 255, (3, size, size), dtype=np.uint8))
-        write_raster(root / "masks" / f"t{i}.tif", rng.integers(0, 2, (size, size), dtype=np.uint8))
-    return root
 
 
 def assert_refused_naming_overwrite(res) -> None:

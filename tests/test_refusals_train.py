@@ -20,7 +20,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import write_raster
+from conftest import make_folder, write_raster
 from rsseg.cli.main import main
 
 TINY = ["optim.crop_size=32", "optim.scales=[1.0]", "optim.batch_size=2", "optim.lr=1e-3"]
@@ -35,15 +35,6 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     yield
     assert not list(temp.iterdir()), "files left in the temp folder"
-
-
-def make_folder(root: Path, n: int = 4, size: int = 64) -> Path:
-    """``root/images`` + ``root/masks``: ``n`` RGB uint8 tiles with 2-class masks."""
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        write_raster(root / "images" / f"t{i}.tif", rng.integers(0, 255, (3, size, size), dtype=np.uint8))
-        write_raster(root / "masks" / f"t{i}.tif", rng.integers(0, 2, (size, size), dtype=np.uint8))
-    return root
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
