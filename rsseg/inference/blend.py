@@ -86,7 +86,7 @@ class RowBlender:
         h, w = probs.shape[-2:]
         if self._wy is None:  # first window of this row: row weights are shared by the whole row
             self._wy = self._ry / _cover(self.rows, self.ring, self.overlap, y0, y0 + self.ring)
-        wgt = np.outer(self._wy[:h], self._wx[x0][:w]).astype(np.float32)
+        wgt = np.outer(self._wy[:h], self._wx[x0][:w])  # float32, as the ramps and coverages are
         for rs, re, off in self._pieces(y0, y0 + h):
             seg = self.acc[:, rs:re, x0:x0 + w]
             # the product in float32, one rounding on the float16 add (numpy's float16 ufuncs
