@@ -152,21 +152,19 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                              "(or the rsseg extra: pip install 'rsseg[dask]')") from None
         parse_dask(dask_spec)  # a malformed address fails before the model loads
     settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
-
-    def load() -> Predictor:
-        # with --dask the model runs on the workers; the client's copy gives metadata and tile/overlap
-        return Predictor.from_checkpoint(
-            checkpoint, device="cpu" if dask_spec else device, engine="torch" if dask_spec else engine, **settings,
-            on_export=lambda path: click.echo(
-                f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}", err=True))
-
     # a cached ONNX export loads in a second and carries the metadata, so reading it from the
     # checkpoint (which imports torch, ~700 MB) is skipped; otherwise inputs are checked first
-    predictor = load() if not dask_spec and onnx_export_cached(checkpoint, device, engine) else None
+    cached = None if dask_spec else onnx_export_cached(checkpoint, device, engine)
+    predictor = Predictor.from_onnx(cached, device=device, **settings) if cached is not None else None
     meta = predictor.meta if predictor is not None else read_meta(checkpoint)
     check_inputs([src for src, _ in plans], meta, bands=_bands(bands), scale=scale, reference=reference, device=device,
                  asset=asset, **settings)
-    predictor = predictor or load()
+    if predictor is None:
+        # with --dask the model runs on the workers; the client's copy gives metadata and tile/overlap
+        predictor = Predictor.from_checkpoint(
+            checkpoint, device="cpu" if dask_spec else device, engine="torch" if dask_spec else engine, **settings,
+            on_export=lambda path: click.echo(
+                f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}", err=True))
     meta = predictor.meta
     click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
                f"{predictor.settings if not dask_spec else f'tile {predictor.tile}/{predictor.overlap}, tta {predictor.tta}, on Dask {dask_spec}'}")

@@ -67,17 +67,18 @@ def _blend_batch(rb: RowBlender, chunk: Sequence[Window], probs: np.ndarray) -> 
         rb.add(w, p[:, : int(w.height), : int(w.width)])
 
 
-def onnx_export_cached(checkpoint: str | Path, device: str = "auto", engine: str = "auto") -> bool:
-    """Whether :meth:`Predictor.from_checkpoint` would run ``checkpoint`` in ONNX Runtime from an
-    export already cached (:func:`rsseg.inference.engines.onnx_cache_paths`): then it loads in a
-    second, builds no PyTorch model and never imports torch."""
+def onnx_export_cached(checkpoint: str | Path, device: str = "auto", engine: str = "auto") -> Path | None:
+    """The cached export (:func:`rsseg.inference.engines.onnx_cache_paths`) that
+    :meth:`Predictor.from_checkpoint` would run ``checkpoint`` from in ONNX Runtime, if there is one:
+    :meth:`Predictor.from_onnx` then loads it in a second, builds no PyTorch model and never imports torch."""
     from rsseg.inference.engines import onnx_cache_paths
 
     try:
-        chosen = resolve_engine(engine, resolve_device(device))
-        return chosen == "onnx" and any(p.is_file() for p in onnx_cache_paths(checkpoint))
+        if resolve_engine(engine, resolve_device(device)) != "onnx":
+            return None
+        return next((p for p in onnx_cache_paths(checkpoint) if p.is_file()), None)
     except (OSError, RsSegError):  # a missing checkpoint or bad device: the usual path reports it
-        return False
+        return None
 
 
 class Predictor:
@@ -133,11 +134,21 @@ class Predictor:
                     raise
                 warnings.warn(f"ONNX export of {path} failed ({exc}); running it with PyTorch", stacklevel=2)
             else:
-                meta = runner.meta
-                s = resolve_settings(meta, device=dev, engine="onnx", **overrides)
-                return cls(runner, meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta)
+                return cls._from_onnx_engine(runner, dev, overrides)
         model, meta = load_model(path, dev)
         return cls.from_model(model, meta, device=dev, **overrides)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, *, device: str = "auto", **overrides: Any) -> Predictor:
+        """A predictor for an rsseg ONNX export (e.g. :func:`onnx_export_cached`'s) in ONNX Runtime,
+        with the metadata stored in the file; ``overrides`` as :meth:`from_checkpoint` takes them."""
+        return cls._from_onnx_engine(OnnxEngine(path), resolve_device(device), overrides)
+
+    @classmethod
+    def _from_onnx_engine(cls, runner: OnnxEngine, device: str, overrides: dict[str, Any]) -> Predictor:
+        meta = runner.meta
+        s = resolve_settings(meta, device=device, engine="onnx", **overrides)
+        return cls(runner, meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta)
 
     @property
     def settings(self) -> str:
