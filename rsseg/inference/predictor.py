@@ -86,8 +86,8 @@ class Predictor:
 
     ``engine`` (:mod:`rsseg.inference.engines`) maps a normalised [B, C, H, W] float32 batch (H, W
     multiples of 32) to probabilities [B, K, H, W], TTA included. Build one with
-    :meth:`from_checkpoint` (engine chosen there) or :meth:`from_model` (a loaded PyTorch model):
-    they resolve unset settings in one place (:func:`rsseg.inference.settings.resolve_settings`).
+    :meth:`from_checkpoint` (engine chosen there), :meth:`from_model` (a loaded PyTorch model) or
+    :meth:`from_onnx` (an export file): they resolve unset settings in one place (:func:`rsseg.inference.settings.resolve_settings`).
     """
 
     def __init__(self, engine: Engine, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str) -> None:
