@@ -2,7 +2,9 @@
 
 Every variant runs on the same model (resnet18, random weights, eval) and the same input. A
 variant is ``eager`` (float32, ``torch.no_grad``, default threads), ``onnx`` (the graph of
-``rsseg.models.export.export_onnx``, dynamic H/W, in ONNX Runtime's CPU or CUDA provider) or a
+``rsseg.models.export.export_onnx``, dynamic H/W, in ONNX Runtime's CPU or CUDA provider with its
+default session options: memory arena and memory pattern on), ``onnx_engine`` (the same graph in the
+session ``rsseg predict`` runs: :class:`rsseg.inference.engines.OnnxEngine`, CPU, no arena) or a
 '+'-joined set of tunings:
 
 - ``inference_mode``: ``torch.inference_mode`` instead of ``no_grad``;
@@ -80,7 +82,7 @@ def default_variants(device: torch.device) -> list[str]:
     if device.type == "cuda":
         return ["eager", "inference_mode+bf16+channels_last", "inference_mode+bf16+channels_last+compile"]
     tunings = ["inference_mode", "channels_last", "threads"] + (["bf16"] if native_bf16() else [])
-    return ["eager", *tunings, "tuned", "onnx"]
+    return ["eager", *tunings, "tuned", "onnx", "onnx_engine"]
 
 
 def _sync(device: torch.device) -> None:
@@ -94,8 +96,8 @@ class Runner:
     def __init__(self, name: str, model: torch.nn.Module, device: torch.device, workdir: Path) -> None:
         self.name, self.device = name, device
         self.compile_s: float | None = None
-        if name == "onnx":
-            self.run = self._onnx(model, device, workdir)
+        if name in ("onnx", "onnx_engine"):
+            self.run = self._onnx(model, device, workdir, rsseg_session=name == "onnx_engine")
             return
         flags = set(name.split("+")) - {"eager"}
         if name == "tuned":
@@ -104,7 +106,7 @@ class Runner:
                 flags.discard("bf16")
         unknown = flags - set(TUNINGS)
         if unknown:
-            raise SystemExit(f"unknown tuning(s) {sorted(unknown)} in variant {name!r}; choose from {TUNINGS}, eager, tuned, onnx")
+            raise SystemExit(f"unknown tuning(s) {sorted(unknown)} in variant {name!r}; choose from {TUNINGS}, eager, tuned, onnx, onnx_engine")
         self.flags = flags
         self.fmt = torch.channels_last if "channels_last" in flags else torch.contiguous_format
         # a copy per variant: .to(memory_format) converts parameters in place
@@ -128,19 +130,24 @@ class Runner:
                 torch.set_num_threads(threads)
         return out.float()
 
-    def _onnx(self, model: torch.nn.Module, device: torch.device, workdir: Path) -> Callable:
+    def _onnx(self, model: torch.nn.Module, device: torch.device, workdir: Path, rsseg_session: bool) -> Callable:
         import onnxruntime as ort
 
+        from rsseg.inference.engines import OnnxEngine
         from rsseg.models.export import export_onnx
 
         t0 = time.perf_counter()
-        path = export_onnx(model, workdir / "model.onnx", in_channels=3, height=512, width=512, dynamic=True)
+        path = export_onnx(model, workdir / f"{self.name}.onnx", in_channels=3, height=512, width=512, dynamic=True)
         self.compile_s = time.perf_counter() - t0  # export time, reported like compile time
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = torch.get_num_threads()  # the same budget as eager (--threads)
-        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-        session = ort.InferenceSession(str(path), opts, providers=providers)
+        threads = torch.get_num_threads()  # the same budget as eager (--threads)
+        if rsseg_session:
+            session = OnnxEngine(path, threads=threads).session
+        else:
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.intra_op_num_threads = threads
+            providers = ["CUDAExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
+            session = ort.InferenceSession(str(path), opts, providers=providers)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             (logits,) = session.run(["logits"], {"image": x.cpu().numpy()})
@@ -264,8 +271,8 @@ def main() -> None:
         ort_version = onnxruntime.__version__
     except ImportError:
         ort_version = None
-        if "onnx" in variants:
-            parser.error("variant onnx needs onnxruntime: pip install onnxruntime")
+        if {"onnx", "onnx_engine"} & set(variants):
+            parser.error("variants onnx and onnx_engine need onnxruntime: pip install onnxruntime")
 
     env = {
         "device": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
