@@ -98,9 +98,13 @@ def _refuse_collisions(plans: list[tuple[str, dict[str, Path | None]]]) -> None:
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
               help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
                    "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
+@click.option("--buffer-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+              help="Memory for the buffers that grow with raster width (blending, input cache). A wider raster "
+                   "is processed in column strips, recomputing the windows on each strip border (a few percent "
+                   "more work). [default: 512, whole rows up to ~28k RGB columns at 7 classes]")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, device, engine, overwrite, dask_spec):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, device, engine, buffer_mb, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -170,6 +174,8 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
                f"{predictor.settings if not dask_spec else f'tile {predictor.tile}/{predictor.overlap}, tta {predictor.tta}, on Dask {dask_spec}'}")
     options = dict(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
                    vector_classes=vector_classes, strict=strict, asset=asset, scale=scale, overwrite=overwrite)
+    if buffer_mb is not None:
+        options["buffer_mb"] = buffer_mb
     if dask_spec:
         results = _predict_dask(dask_spec, predictor, checkpoint, plans, options, device, engine, batch)
     else:

@@ -86,6 +86,18 @@ def test_predict_then_evaluate_on_the_tanzania_crop(checkpoint, sample_tiles, tm
     assert out.read_bytes() == before  # refused, and the existing output is untouched
 
 
+def test_predict_buffer_mb_streams_column_strips_to_the_same_classes(checkpoint, sample_tiles, tmp_path):
+    image = sample_tiles / "tanzania" / "image.tif"
+    for name, extra in (("rows", ()), ("strips", ("--buffer-mb", "4"))):  # 4 MB: two strips of 512 columns
+        res = run("predict", str(image), "-m", str(checkpoint), "-o", str(tmp_path / f"{name}.tif"), "--tile", "256",
+                  "--overlap", "32", "--engine", "torch", *extra)
+        assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "rows.tif") as a, rasterio.open(tmp_path / "strips.tif") as b:
+        assert np.array_equal(a.read(1), b.read(1))
+    res = run("predict", str(image), "-m", str(checkpoint), "-o", str(tmp_path / "o.tif"), "--buffer-mb", "0")
+    assert res.exit_code == 2 and "--buffer-mb" in res.output and not (tmp_path / "o.tif").exists()
+
+
 def test_evaluate_refuses_rasters_on_different_grids(sample_tiles, tmp_path):
     chip = next((sample_tiles / "val" / "masks").glob("*.tif"))
     res = run("evaluate", str(chip), str(sample_tiles / "tanzania" / "mask.tif"), "--classes", "background,building",

@@ -143,7 +143,7 @@ def test_row_blender_hands_out_every_row_once_in_short_bands():
     width, height, tile, overlap = 40, 1300, 600, 100
     seen: list[tuple[int, int]] = []
     wins = plan_windows(width, height, tile, overlap)
-    rb = RowBlender(2, width, height, wins, overlap, lambda y0, p: seen.append((y0, p.shape[1])))
+    rb = RowBlender(2, width, height, wins, overlap, lambda y0, x0, p: seen.append((y0, p.shape[1])))
     for win in wins:
         rb.add(win, np.full((2, win.height, win.width), 0.5, np.float16))
     assert rb.complete and all(n <= BAND_ROWS for _, n in seen)

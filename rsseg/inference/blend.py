@@ -11,7 +11,10 @@ row has been added, the rows no later window touches are complete and are handed
 in chunks of at most :data:`BAND_ROWS` rows; their ring rows are then cleared for reuse.
 
 Memory: ``K * tile * width * 2`` bytes (float16), plus O(width) weight vectors; nothing depends
-on raster height.
+on raster height. A blender may own a column strip ``[a, b)`` only (``columns``): it takes the
+windows that overlap the strip and its ring spans just their columns, so a raster of any width
+streams in bounded memory strip by strip. Weights come from the whole plan, so each pixel of the
+strip gets exactly the sums the whole-width blender gives it.
 """
 
 from __future__ import annotations
@@ -23,11 +26,11 @@ from collections.abc import Callable
 import numpy as np
 from rasterio.windows import Window
 
-from rsseg.inference.windows import ramp
+from rsseg.inference.windows import ramp, touching
 
-#: callback(first_row, probs [K, n, W] float16 array); ``probs`` is a view of the ring, valid
-#: only during the call
-BandCallback = Callable[[int, np.ndarray], None]
+#: callback(first_row, first_column, probs [K, n, w] float16 array); ``probs`` is a view of the
+#: ring, valid only during the call
+BandCallback = Callable[[int, int, np.ndarray], None]
 #: rows per callback: bounds the callback's temporaries (masks, class ids) to BAND_ROWS x width
 BAND_ROWS = 256
 ACC_DTYPE = np.float16
@@ -48,23 +51,32 @@ def _cover(starts: list[int], length: int, overlap: int, lo: int, hi: int) -> np
 
 
 class RowBlender:
-    """Blend window probabilities [K, h, w] into finished bands of rows, in window order."""
+    """Blend window probabilities [K, h, w] into finished bands of rows, in window order.
+
+    ``windows`` is the whole plan (:func:`~rsseg.inference.windows.plan_windows`); with
+    ``columns=(a, b)`` the blender takes only the windows overlapping those columns (in row-major
+    order) and hands out columns ``[a, b)`` only.
+    """
 
     def __init__(self, num_classes: int, width: int, height: int, windows: list[Window], overlap: int,
-                 on_band: BandCallback) -> None:
+                 on_band: BandCallback, columns: tuple[int, int] | None = None) -> None:
         self.width, self.height = width, height
+        self.a, self.b = (0, width) if columns is None else columns
+        mine = touching(windows, self.a, self.b)
         self.rows = sorted({int(w.row_off) for w in windows})
         self.cols = sorted({int(w.col_off) for w in windows})
-        self._left = Counter(int(w.row_off) for w in windows)
+        self._left = Counter(int(w.row_off) for w in mine)
         self.ring, self.tile_w = int(windows[0].height), int(windows[0].width)
+        self.lo = min(int(w.col_off) for w in mine)
+        hi = max(int(w.col_off) + self.tile_w for w in mine)
         self.overlap = overlap
         ry, rx = ramp(self.ring, overlap), ramp(self.tile_w, overlap)
-        cover_x = _cover(self.cols, self.tile_w, overlap, 0, width)
+        cover_x = _cover(self.cols, self.tile_w, overlap, self.lo, hi)
         # per column start: the window's column weights already divided by the column coverage
-        self._wx = {x0: rx / cover_x[x0:x0 + self.tile_w] for x0 in self.cols}
+        self._wx = {x0: rx / cover_x[x0 - self.lo:x0 - self.lo + self.tile_w] for x0 in {int(w.col_off) for w in mine}}
         self._ry = ry
         self._wy: np.ndarray | None = None  # row weights of the open row of windows
-        self.acc = np.zeros((num_classes, self.ring, width), dtype=ACC_DTYPE)
+        self.acc = np.zeros((num_classes, self.ring, hi - self.lo), dtype=ACC_DTYPE)
         self.on_band = on_band
         self._row = 0  # index into self.rows of the row of windows being filled
         self.done_rows = 0  # raster rows already handed to on_band
@@ -83,12 +95,15 @@ class RowBlender:
         y0, x0 = int(window.row_off), int(window.col_off)
         if y0 != self.rows[self._row]:
             raise ValueError(f"window at row {y0} arrived while row {self.rows[self._row]} is open")
+        if x0 not in self._wx:
+            raise ValueError(f"window at column {x0} does not overlap this blender's columns [{self.a}, {self.b})")
         h, w = probs.shape[-2:]
         if self._wy is None:  # first window of this row: row weights are shared by the whole row
             self._wy = self._ry / _cover(self.rows, self.ring, self.overlap, y0, y0 + self.ring)
         wgt = np.outer(self._wy[:h], self._wx[x0][:w])  # float32, as the ramps and coverages are
+        x = x0 - self.lo
         for rs, re, off in self._pieces(y0, y0 + h):
-            seg = self.acc[:, rs:re, x0:x0 + w]
+            seg = self.acc[:, rs:re, x:x + w]
             # the product in float32, one rounding on the float16 add (numpy's float16 ufuncs
             # would convert per element twice)
             np.add(seg, probs[:, off:off + re - rs] * wgt[off:off + re - rs], out=seg, casting="unsafe")
@@ -101,9 +116,9 @@ class RowBlender:
 
     def _finish(self, y0: int, y1: int) -> None:
         for rs, re, off in self._pieces(y0, y1):
-            for a in range(rs, re, BAND_ROWS):
-                b = min(a + BAND_ROWS, re)
-                self.on_band(y0 + off + a - rs, self.acc[:, a:b])
+            for r0 in range(rs, re, BAND_ROWS):
+                r1 = min(r0 + BAND_ROWS, re)
+                self.on_band(y0 + off + r0 - rs, self.a, self.acc[:, r0:r1, self.a - self.lo:self.b - self.lo])
             self.acc[:, rs:re] = 0
         self.done_rows = y1
 

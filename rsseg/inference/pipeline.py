@@ -1,11 +1,12 @@
 """``predict_file``: one raster in, class COG (+ confidence, polygons, report) out, streaming.
 
-Peak memory depends on tile, overlap, batch, class count and raster width only (see
-:mod:`rsseg.inference.blend`), never on raster height: bands of at most
-:data:`rsseg.inference.blend.BAND_ROWS` rows flow from the blender to the writers. All targets are checked before any work (and the
-input against the checkpoint's input contract, :mod:`rsseg.inference.contract`); the outputs are
-committed together at the end or not at all, so a failed or interrupted run leaves the old
-targets byte-identical and no temporary file behind.
+Peak memory depends on tile, overlap, batch and class count, never on raster height: bands of at
+most :data:`rsseg.inference.blend.BAND_ROWS` rows flow from the blender to the writers. The
+buffers that grow with width (blending ring, input block cache) stay within ``buffer_mb``: a
+wider raster streams in column strips (:func:`rsseg.inference.raster.stream_columns`).
+All targets are checked before any work (and the input against the checkpoint's input contract,
+:mod:`rsseg.inference.contract`); the outputs are committed together at the end or not at all, so
+a failed or interrupted run leaves the old targets byte-identical and no temporary file behind.
 Each output product is a writer object (:mod:`rsseg.inference.products`); this module only
 reads, runs the model and hands every finished band of rows to every writer.
 """
@@ -29,11 +30,17 @@ from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
-from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands,
+from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands, stream_columns,
                                    warn_if_not_georeferenced)
 from rsseg.inference.vectorize import parse_vector_classes
 from rsseg.inference.windows import strip_halo
 from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
+
+
+#: default ``buffer_mb`` of :func:`predict_file`: whole rows up to ~28k columns (RGB, 7 classes,
+#: 1024 tile); wider rasters stream in column strips, so a 32768-wide one peaks under 1 GB with
+#: the ONNX engine for ~2% more windows (bench/results/predict_strips.md)
+BUFFER_MB = 512
 
 
 @dataclass
@@ -67,7 +74,7 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
         writer.check()
 
 
-#: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, W] float16, or ``None`` when
+#: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, w] float16, or ``None`` when
 #: a distributed run did not ship them (no product asked for probabilities)
 EmitFn = Callable[[Rows, "np.ndarray | None"], None]
 
@@ -85,8 +92,9 @@ class RowSource(Protocol):
 def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: rasterio.DatasetReader,
                  sel: list[int], emit: EmitFn, rows: tuple[int, int] | None = None,
                  on_progress: ProgressFn | None = None, mapping: InputMapping | None = None,
-                 name: str | Path | None = None) -> None:
-    """Predict raster rows ``[a, b)`` (all rows when ``None``) and ``emit`` each finished band, in order.
+                 name: str | Path | None = None, columns: Sequence[tuple[int, int]] | None = None) -> None:
+    """Predict raster rows ``[a, b)`` (all rows when ``None``) and ``emit`` each finished band, in order
+    (per column strip of ``columns``, :meth:`Predictor.run`; default the whole width).
 
     ``rows`` must be a strip of :func:`~rsseg.inference.windows.strip_plan`: the windows of its
     halo (:func:`~rsseg.inference.windows.strip_halo`) are predicted too and blended with the
@@ -111,23 +119,23 @@ def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: 
             raise read_error(exc, label, win) from None
         return predictor.prepare(raw, invalid, mapping)
 
-    def on_band(y0: int, probs: np.ndarray) -> None:
+    def on_band(y0: int, x0: int, probs: np.ndarray) -> None:
         y0 += lo
         start, stop = max(y0, a), min(y0 + probs.shape[1], b)
         if start >= stop:  # halo rows: blended from part of their windows only
             return
         probs = probs[:, start - y0:stop - y0]
         cls, conf = argmax_confidence(probs)
-        rows_win = Window(0, start, width, probs.shape[1])
+        rows_win = Window(x0, start, probs.shape[2], probs.shape[1])
         try:
             nodata = invalid_pixels(src, sel, rows_win)
         except RasterioError as exc:
             raise read_error(exc, label, rows_win) from None
         if nodata is not None:
             cls[nodata] = CLASS_NODATA
-        emit(Rows(start, cls, conf, nodata), probs)
+        emit(Rows(start, cls, conf, nodata, x0), probs)
 
-    predictor.run(read, width, hi - lo, on_band, on_progress)
+    predictor.run(read, width, hi - lo, on_band, on_progress, columns)
 
 
 def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *,
@@ -137,7 +145,8 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
                  vector_classes: str | Sequence[str | int] | None = None, strict: bool = False,
                  asset: str | None = None,
                  overwrite: bool = False, products: Sequence[ProductWriter] = (), scale: float | str | None = None,
-                 on_progress: ProgressFn | None = None, rows_source: RowSource | None = None) -> PredictResult:
+                 on_progress: ProgressFn | None = None, rows_source: RowSource | None = None,
+                 buffer_mb: float | None = BUFFER_MB) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
 
     Output: uint8 class ids on the input's exact grid (size, CRS, transform), 255 where the input
@@ -158,6 +167,9 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     ``rows_source``: computes the bands of rows elsewhere (a Dask cluster:
     :mod:`rsseg.inference.distributed`; ``on_progress`` then counts its strips); the writers,
     checks and atomic targets stay these ones.
+    ``buffer_mb``: MiB for the buffers that grow with raster width (blending ring, input block
+    cache); a wider raster streams in column strips, a few percent more windows
+    (:func:`~rsseg.inference.raster.stream_columns`); ``None``: whole rows, however wide.
     """
     source = unfold_url(str(input_path))  # a URL keeps its '//' (Path folds it)
     input_path = Path(input_path)
@@ -181,7 +193,9 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
         raise RsSegError(f"{meta.num_classes} classes do not fit uint8 class ids with 255 as nodata")
 
     result = PredictResult(input_path, classes.path)
-    with open_raster(source, asset=asset) as src, block_cache(src, predictor.tile), Staging() as stage, \
+    with open_raster(source, asset=asset) as src, \
+            block_cache(src, predictor.tile, columns := stream_columns(src, predictor.tile, meta.num_classes, buffer_mb)
+                        if rows_source is None else None), Staging() as stage, \
             tempfile.TemporaryDirectory(prefix=f".{classes.path.stem}.", dir=classes.path.parent) as tmpdir:
         sel = select_bands(src, meta, bands)
         mapping = input_mapping(src, meta, sel, input_path, scale)
@@ -210,7 +224,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
 
             if rows_source is None:
                 predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress, mapping=mapping,
-                             name=input_path)
+                             name=input_path, columns=columns)
             else:
                 rows_source(src, sel, emit, on_progress)
             for writer in writers:  # in order: the polygons read the finished class raster

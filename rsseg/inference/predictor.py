@@ -30,7 +30,7 @@ from rsseg.errors import CheckpointError, InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine, resolve_settings
-from rsseg.inference.windows import padded_size, plan_windows, reflect_pad
+from rsseg.inference.windows import padded_size, plan_windows, reflect_pad, touching
 
 if TYPE_CHECKING:  # the ONNX path never imports torch (a CUDA build costs ~700 MB of RSS)
     import torch
@@ -59,12 +59,6 @@ def _get(q: queue.Queue, stop: threading.Event) -> object:
         except queue.Empty:
             continue
     return None
-
-
-def _blend_batch(rb: RowBlender, chunk: Sequence[Window], probs: np.ndarray) -> None:
-    """Add a batch of window probabilities [B, K, H, W] (padded to multiples of 32) to ``rb``."""
-    for w, p in zip(chunk, probs):
-        rb.add(w, p[:, : int(w.height), : int(w.width)])
 
 
 def onnx_export_cached(checkpoint: str | Path, device: str = "auto", engine: str = "auto") -> Path | None:
@@ -192,13 +186,18 @@ class Predictor:
         return batch
 
     def run(self, read_window: Callable[[Window], np.ndarray], width: int, height: int,
-            on_band: BandCallback, on_progress: ProgressFn | None = None) -> None:
+            on_band: BandCallback, on_progress: ProgressFn | None = None,
+            columns: Sequence[tuple[int, int]] | None = None) -> None:
         """Tile a ``width`` x ``height`` image and stream blended bands of rows to ``on_band``.
 
         ``read_window(window)`` returns normalised float32 [C, h, w] and is called only from the
-        reader thread; ``on_band(first_row, probs [K, n, W] float16 array)`` only from the
-        blender thread. The calling thread runs nothing but :meth:`forward_probs` (torch and ONNX
-        Runtime release the GIL inside ops, so reading, blending and writing proceed meanwhile). Queues hold one
+        reader thread; ``on_band(first_row, first_column, probs [K, n, w] float16 array)`` only
+        from the blender thread. ``columns``: column strips ``[a, b)`` (e.g.
+        :func:`~rsseg.inference.windows.column_strips`) run one after the other, each top to
+        bottom with a blending ring only as wide as its windows; the windows straddling a strip
+        border run once per strip. Default: one strip, the whole width.
+        The calling thread runs nothing but :meth:`forward_probs` (torch and ONNX Runtime release
+        the GIL inside ops, so reading, blending and writing proceed meanwhile). Queues hold one
         batch each way, and every thread drops its reference to a batch as soon as it is handed
         on, so at most ~3 batches of tiles and ~3 of probabilities exist at any time.
         Exceptions from either thread (and Ctrl-C) stop all three and re-raise.
@@ -206,7 +205,9 @@ class Predictor:
         may drive UI elements that only that thread may touch (Streamlit); the last call has
         ``done == total``.
         """
-        windows = plan_windows(width, height, self.tile, self.overlap)
+        plan = plan_windows(width, height, self.tile, self.overlap)
+        strips = [(0, width)] if columns is None else list(columns)
+        windows = [w for a, b in strips for w in touching(plan, a, b)]
         n_done = 0
         stop = threading.Event()
         batches: queue.Queue = queue.Queue(maxsize=1)
@@ -227,12 +228,17 @@ class Predictor:
 
         def blender() -> None:
             try:
-                rb = RowBlender(self.num_classes, width, height, windows, self.overlap, on_band)
+                left = iter(strips)
+                rb = RowBlender(self.num_classes, width, height, plan, self.overlap, on_band, next(left))
                 while (item := _get(results, stop)) is not None and item is not done:
-                    _blend_batch(rb, *item)
-                    item = None  # drop the batch before blocking on the queue
-                if item is done and not rb.complete:
-                    raise RuntimeError(f"blender finished {rb.done_rows} of {height} rows")
+                    for w, p in zip(*item):
+                        if rb.complete:  # the next strip's windows: drop this ring first
+                            rb = None
+                            rb = RowBlender(self.num_classes, width, height, plan, self.overlap, on_band, next(left))
+                        rb.add(w, p[:, : int(w.height), : int(w.width)])
+                    item = p = None  # drop the batch before blocking on the queue
+                if item is done and not (rb.complete and next(left, None) is None):
+                    raise RuntimeError(f"blender finished {rb.done_rows} of {height} rows of columns [{rb.a}, {rb.b})")
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
                 stop.set()
@@ -277,8 +283,8 @@ class Predictor:
         _, h, w = arr.shape
         out = np.empty((self.num_classes, h, w), np.float32)
 
-        def on_band(y0: int, probs: np.ndarray) -> None:
-            out[:, y0:y0 + probs.shape[1]] = probs
+        def on_band(y0: int, x0: int, probs: np.ndarray) -> None:
+            out[:, y0:y0 + probs.shape[1], x0:x0 + probs.shape[2]] = probs
 
         def read(win: Window) -> np.ndarray:
             return arr[:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]

@@ -5,7 +5,9 @@ probability or entropy raster) is one :class:`ProductWriter` subclass with the l
 
 ``targets()`` / ``check()``  before any work: the paths it will write, and product-specific checks;
 ``open(ctx)``                before the first band (main thread);
-``write(rows, probs)``       once per finished band of rows, in row order (the blender thread);
+``write(rows, probs)``       once per finished band of rows, in row order (the blender thread); a
+                             raster wider than the memory budget comes as column strips
+                             (``rows.x0``), left to right, each top to bottom;
 ``finish(stage)``            after the last band: complete the product in temporary files beside
                              its targets, handed out by ``stage`` (:class:`rsseg.io.Staging`);
 ``abort()``                  on any failure: release handles, never touching the target.
@@ -52,17 +54,19 @@ class ProductContext:
 
 @dataclass
 class Rows:
-    """One finished band of rows: class ids [n, W] uint8 (255 on nodata), max probability [n, W],
-    and the input's nodata mask [n, W] bool (``None`` when every pixel is valid)."""
+    """One finished band of rows from raster row ``y0`` and column ``x0`` (0 unless the raster
+    streams in column strips): class ids [n, w] uint8 (255 on nodata), max probability [n, w],
+    and the input's nodata mask [n, w] bool (``None`` when every pixel is valid)."""
 
     y0: int
     classes: np.ndarray
     confidence: np.ndarray
     nodata: np.ndarray | None
+    x0: int = 0
 
     @property
     def window(self) -> Window:
-        return Window(0, self.y0, self.classes.shape[1], self.classes.shape[0])
+        return Window(self.x0, self.y0, self.classes.shape[1], self.classes.shape[0])
 
 
 class ProductWriter:
@@ -84,7 +88,7 @@ class ProductWriter:
         self.ctx = ctx
 
     def write(self, rows: Rows, probs: np.ndarray) -> None:
-        """``probs``: blended probabilities [K, n, W] float16 of the same rows."""
+        """``probs``: blended probabilities [K, n, w] float16 of the same pixels (``rows.window``)."""
 
     def finish(self, stage: Staging) -> Path | None:
         """Complete the product in ``stage``'s temporary paths; return the target it will have
@@ -127,7 +131,7 @@ class RasterWriter(ProductWriter):
         self.rows = RowWriter(self.dst)
 
     def write(self, rows: Rows, probs: np.ndarray) -> None:
-        self.rows.write(rows.y0, self.values(rows, probs))
+        self.rows.write(rows.window, self.values(rows, probs))
 
     def finish(self, stage: Staging) -> Path:
         self.dst.close()

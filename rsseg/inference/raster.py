@@ -9,6 +9,7 @@ confidence) into :func:`rsseg.io.atomic_path`, so the target appears only when c
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,8 @@ from rsseg.checkpoint import ModelMeta
 from rsseg.config import hex_rgb
 from rsseg.data.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import InputRasterError, RsSegError
+from rsseg.inference.blend import ACC_DTYPE
+from rsseg.inference.windows import column_strips
 from rsseg.io import atomic_path
 
 BLOCK = 512
@@ -109,17 +112,49 @@ def warn_if_not_georeferenced(src: rasterio.DatasetReader) -> None:
                       "and areas assume map units are metres", UserWarning, stacklevel=3)
 
 
-def block_cache(src: rasterio.DatasetReader, tile: int) -> rasterio.Env:
-    """GDAL block cache sized to one window row of input blocks (tile + one block row high).
+def _cache_bytes_per_column(src: rasterio.DatasetReader, tile: int) -> int:
+    return (min(tile, src.height) + BLOCK) * src.count * np.dtype(src.dtypes[0]).itemsize
+
+
+def block_cache(src: rasterio.DatasetReader, tile: int,
+                columns: Sequence[tuple[int, int]] | None = None) -> rasterio.Env:
+    """GDAL block cache sized to one window row of input blocks (tile + one block row high), as wide
+    as the raster or, streaming in column strips ``columns``, as the widest strip's windows.
 
     GDAL's default cache is 5% of RAM (over 1 GB on most machines) and fills up as a large
     raster streams through, so peak memory would grow with raster height until that cap. One
     window row of blocks lets the horizontally overlapping windows of a row reuse decoded blocks;
     the uint8 output blocks pass through the same cache and are small next to it.
     """
-    itemsize = np.dtype(src.dtypes[0]).itemsize
-    nbytes = (min(tile, src.height) + BLOCK) * src.width * src.count * itemsize
+    wide = src.width if columns is None else max(b - a for a, b in columns) + 2 * tile  # + the halo windows
+    nbytes = _cache_bytes_per_column(src, tile) * min(wide, src.width)
     return rasterio.Env(GDAL_CACHEMAX=max(64 * 2**20, nbytes))
+
+
+def stream_columns(src: rasterio.DatasetReader, tile: int, num_classes: int,
+                   buffer_mb: float | None) -> list[tuple[int, int]]:
+    """Column strips for ``src`` (:func:`~rsseg.inference.windows.column_strips`) whose
+    width-dependent buffers fit ``buffer_mb`` MiB: the float16 blending ring (``K x tile`` per
+    column) and the input block cache (:func:`block_cache`). ``None``: the whole width.
+
+    A strip's ring spans its windows, up to a tile past each side, and no strip is narrower than
+    two tiles (narrower ones would mostly recompute their neighbours' windows): a budget below
+    that is exceeded, with a warning naming the smallest one that fits.
+    """
+    if buffer_mb is None:
+        return [(0, src.width)]
+    if buffer_mb <= 0:
+        raise RsSegError(f"the buffer memory must be positive (got {buffer_mb} MB); use e.g. --buffer-mb 512")
+    rows = min(tile, src.height)
+    per_column = num_classes * rows * np.dtype(ACC_DTYPE).itemsize + _cache_bytes_per_column(src, tile)
+    fit = int(buffer_mb * 2**20) // per_column
+    if src.width <= fit:
+        return [(0, src.width)]
+    least = 2 * tile
+    if fit - 2 * tile < least:
+        warnings.warn(f"--buffer-mb {buffer_mb:g} is below the {per_column * 4 * tile / 2**20:.0f} MB that a strip of "
+                      f"two {tile}-pixel tiles needs for {num_classes} classes; using that", UserWarning, stacklevel=2)
+    return column_strips(src.width, max(fit - 2 * tile, least), BLOCK)
 
 
 def tiled_profile(src: rasterio.DatasetReader, nodata: int) -> dict[str, Any]:
@@ -155,24 +190,32 @@ def describe_confidence(dst: rasterio.io.DatasetWriter) -> None:
 
 
 class RowWriter:
-    """Write bands of rows to a tiled GeoTIFF, buffering up to whole tile rows."""
+    """Write bands of rows to a tiled GeoTIFF, buffering up to whole tile rows.
+
+    Bands arrive top to bottom per column strip (a strip: the columns of a band's window; the
+    whole width unless the raster streams in column strips, whose borders are multiples of
+    :data:`BLOCK`, so no compressed tile is written twice).
+    """
 
     def __init__(self, dst: rasterio.io.DatasetWriter) -> None:
         self.dst = dst
-        self.row = 0  # first raster row not yet written
-        self.pending: list[np.ndarray] = []
+        #: per strip (first column, width): first raster row not yet written, rows buffered
+        self.strips: dict[tuple[int, int], tuple[int, list[np.ndarray]]] = {}
 
-    def write(self, y0: int, band: np.ndarray) -> None:
-        if y0 != self.row + sum(p.shape[0] for p in self.pending):
-            raise ValueError(f"rows must arrive in order: got {y0}")
-        self.pending.append(band)
-        buffered = sum(p.shape[0] for p in self.pending)
-        full = buffered if self.row + buffered == self.dst.height else (buffered // BLOCK) * BLOCK
+    def write(self, window: Window, band: np.ndarray) -> None:
+        key = (int(window.col_off), int(window.width))
+        row, pending = self.strips.get(key, (0, []))
+        if int(window.row_off) != row + sum(p.shape[0] for p in pending):
+            raise ValueError(f"rows must arrive in order: got row {window.row_off} of columns {key}")
+        pending.append(band)
+        buffered = sum(p.shape[0] for p in pending)
+        full = buffered if row + buffered == self.dst.height else (buffered // BLOCK) * BLOCK
         if full:
-            data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-            self.dst.write(data[:full], 1, window=Window(0, self.row, self.dst.width, full))
-            self.pending = [data[full:]] if full < buffered else []
-            self.row += full
+            data = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            self.dst.write(data[:full], 1, window=Window(key[0], row, key[1], full))
+            pending = [data[full:]] if full < buffered else []
+            row += full
+        self.strips[key] = (row, pending)
 
 
 def to_cog(tiled_path: str | Path, target: str | Path, resampling: str,

@@ -81,6 +81,25 @@ def strip_halo(a: int, b: int, height: int, tile: int, overlap: int) -> tuple[in
     return touching[0], touching[-1] + h
 
 
+def column_strips(width: int, max_width: int, align: int) -> list[tuple[int, int]]:
+    """Column strips ``[a, b)`` covering ``width`` columns, each at most ``max_width`` wide.
+
+    Strips are as even as possible and start at multiples of ``align`` (the output's block width,
+    so no output block is written by two strips); ``max_width`` below ``align`` counts as
+    ``align``. One strip ``[(0, width)]`` when the raster fits.
+    """
+    if width <= max_width:
+        return [(0, width)]
+    n = -(-width // max(max_width // align * align, align))
+    step = -(-(-(-width // n)) // align) * align  # ceil(width / n), rounded up to ``align``
+    return [(a, min(a + step, width)) for a in range(0, width, step)]
+
+
+def touching(windows: list[Window], a: int, b: int) -> list[Window]:
+    """The windows that overlap columns ``[a, b)``, in plan order."""
+    return [w for w in windows if w.col_off < b and w.col_off + w.width > a]
+
+
 def ramp(length: int, overlap: int) -> np.ndarray:
     """1-D raised-cosine weight [length]: rises over ``overlap`` pixels at both ends, 1 inside."""
     if overlap <= 0:
