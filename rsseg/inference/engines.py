@@ -17,6 +17,7 @@ input scales :data:`MS_SCALES` (``ms``, logits resized back bilinearly before th
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -204,17 +205,31 @@ def _bilinear_axis(x: np.ndarray, size: int, axis: int) -> np.ndarray:
     return np.take(x, i0, axis=axis) * (1 - w1) + np.take(x, i1, axis=axis) * w1
 
 
+@functools.cache
+def _arena_allocator() -> None:
+    """Register, once per process, a CPU arena that grows by exactly the requested size (ONNX
+    Runtime's default doubles each extension, holding up to twice the peak); sessions opt in."""
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    # OrtArenaCfg(max_mem: 0 = unlimited, arena_extend_strategy: 1 = kSameAsRequested, defaults)
+    ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
+
+
 class OnnxEngine(Engine):
     """An exported rsseg ONNX model (input ``image``, output ``logits``) in ONNX Runtime on the CPU.
 
     The session runs on :func:`physical_cores` intra-op threads with all graph optimisations and
-    without a memory arena (lower peak RSS).
+    ONNX Runtime's memory arena, grown by exactly what is requested (:func:`_arena_allocator`).
     ``meta`` is the model metadata stored in the file (``metadata_props['rsseg']``), so a cached
     export needs no checkpoint loading.
     """
 
     name = "onnx"
     device = "cpu"
+    #: False: every tensor from malloc instead (slower, and more peak RSS in the predict pipeline,
+    #: where freed activations stay in the threads' malloc arenas; docs/results_engines.md)
+    arena = True
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         import onnxruntime as ort
@@ -223,10 +238,11 @@ class OnnxEngine(Engine):
         opts.intra_op_num_threads = threads or physical_cores()
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no memory arena: with it the session keeps its high-water mark (+180 MB peak RSS at 2x3x1024x1024,
-        # UNetFormer, docs/results_engines.md) for a difference in speed within noise
-        opts.enable_cpu_mem_arena = False
-        opts.enable_mem_pattern = False
+        opts.enable_mem_pattern = False  # its plans are per input shape: more memory, no speed here
+        opts.enable_cpu_mem_arena = self.arena
+        if self.arena:
+            _arena_allocator()
+            opts.add_session_config_entry("session.use_env_allocators", "1")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
@@ -248,9 +264,12 @@ class OnnxEngine(Engine):
         return self.session.run(None, {self._input: np.ascontiguousarray(x)})[0]
 
     def _softmax(self, logits: np.ndarray) -> np.ndarray:
-        e = np.exp(logits - logits.max(axis=1, keepdims=True))
-        e /= e.sum(axis=1, keepdims=True)
-        return e
+        # in place: the logits are this engine's own array, and a window's [B, K, H, W] float32
+        # copies are tens of MB each
+        logits -= logits.max(axis=1, keepdims=True)
+        np.exp(logits, out=logits)
+        logits /= logits.sum(axis=1, keepdims=True)
+        return logits
 
     def _d4(self, x: np.ndarray, k: int, flip: bool, inverse: bool = False) -> np.ndarray:
         if inverse and flip:
