@@ -9,7 +9,7 @@ windows. Interleaving makes both see the same machine load (2 shared cores here)
 - ``ratio`` = pipeline MPix/s / bare-forward MPix/s, median over repetitions with min/max
   (target >= 0.9 on CPU: reading, blending and writing hidden behind compute). With
   ``--bare-batches N`` each bare measurement times N batches and scales to all windows.
-- ``peak_rss_mb``: the child's peak resident set (``getrusage``) right after the first pipeline
+- ``peak_rss_mb``: the child's peak resident set (``VmHWM``) right after the first pipeline
   run, before any bare timing (target: flat in height, < 2 GB at 32k x 32k on CPU).
   ``rss_after_warmup_mb`` is the floor (torch, model, one forward) before the pipeline starts.
 
@@ -30,6 +30,14 @@ the process (model loading included) and whether torch was imported. ``onnx_vs_t
 pipeline's time over the torch pipeline's (< 1: ONNX faster).
 
     python bench/predict_bench.py --engines torch,onnx --sizes 4096x2048,32768x1024 --reps 1
+
+``onnx-noarena`` is the ONNX engine without ONNX Runtime's memory arena (``OnnxEngine.arena``).
+``--buffer-mb 1024,400,320`` runs every engine once per width budget (``predict_file(buffer_mb=...)``:
+below the full-width need, column strips), so memory and the strips' extra windows are compared
+in the same run (``bench/results/predict_strips``):
+
+    python bench/predict_bench.py --engines onnx-noarena,onnx --buffer-mb 1024,400,320 --sizes 32768x2048 \
+        --no-tanzania --batch 1 --classes 7 --reps 1 --bare-batches 3 --tag predict_strips
 """
 
 from __future__ import annotations
@@ -38,7 +46,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -128,7 +135,12 @@ class TimedModel:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set, MiB: ``VmHWM`` of its own address space. Not
+    ``getrusage``'s ``ru_maxrss``, which a child started by ``subprocess`` inherits from the
+    parent (Linux keeps the larger of the pre-exec and post-exec peaks), so it would read the
+    parent's torch-sized peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
 def child(spec: dict) -> dict:
@@ -219,9 +231,15 @@ def child_engine(spec: dict) -> dict:
     import rasterio
 
     from rsseg.inference import Predictor, plan_windows, predict_file
+    from rsseg.inference.pipeline import BUFFER_MB
+    from rsseg.inference.raster import stream_columns
     from rsseg.inference.windows import padded_size, reflect_pad
 
     rss_start = rss_mb()
+    if not spec["arena"]:
+        from rsseg.inference.engines import OnnxEngine
+
+        OnnxEngine.arena = False
     t0 = time.perf_counter()
     pred = Predictor.from_checkpoint(spec["checkpoint"], device="cpu", engine=spec["engine"], tile=spec["tile"],
                                      overlap=spec["overlap"], batch=spec["batch"], tta="none")
@@ -231,6 +249,8 @@ def child_engine(spec: dict) -> dict:
         width, height = src.width, src.height
         windows = plan_windows(width, height, pred.tile, pred.overlap)
         tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.batch]]
+        strips = stream_columns(src, pred.tile, pred.num_classes, spec["buffer_mb"] or BUFFER_MB)
+    ring_width = width if len(strips) == 1 else min(width, max(b - a for a, b in strips) + 2 * pred.tile)
     ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
     x = np.stack([reflect_pad(t, ph, pw) for t in tiles])
     n_batches = len(windows) / x.shape[0]
@@ -238,7 +258,9 @@ def child_engine(spec: dict) -> dict:
     pred.forward_probs(x)  # warm-up: allocator, kernels, ONNX Runtime's shape-specialised plans
     out = Path(spec["workdir"]) / f"pred_{spec['engine']}.tif"
     t0 = time.perf_counter()
-    predict_file(pred, spec["input"], out, overwrite=True)
+    budget = {} if spec["buffer_mb"] is None else {"buffer_mb": spec["buffer_mb"]}
+    ran = []
+    predict_file(pred, spec["input"], out, overwrite=True, on_progress=lambda done, total: ran.append(total), **budget)
     pipe_s = time.perf_counter() - t0
     peak = peak_rss_mb()  # the high-water mark of loading + pipeline, before the bare timing
     t0 = time.perf_counter()
@@ -246,12 +268,12 @@ def child_engine(spec: dict) -> dict:
         pred.forward_probs(x)
     bare_s = (time.perf_counter() - t0) / timed * n_batches
     mpix = width * height / 1e6
-    return {"case": spec["case"], "engine": pred.engine.name, "width": width, "height": height,
+    return {"case": spec["case"], "engine": spec["variant"], "width": width, "height": height,
             "classes": pred.num_classes, "tile": pred.tile, "overlap": pred.overlap, "batch": pred.batch,
-            "windows": len(windows), "threads": _threads(pred), "load_s": load_s, "pipeline_s": pipe_s,
+            "windows": len(windows), "windows_run": ran[-1], "strips": len(strips), "threads": _threads(pred), "load_s": load_s, "pipeline_s": pipe_s,
             "bare_s": bare_s, "bare_batches_timed": timed, "pipeline_mpix_s": mpix / pipe_s, "bare_mpix_s": mpix / bare_s,
             "pipeline_vs_bare": bare_s / pipe_s, "rss_start_mb": rss_start, "rss_loaded_mb": rss_loaded,
-            "peak_rss_mb": peak, "accumulator_mb": pred.num_classes * windows[0].height * width * 2 / 2**20,
+            "peak_rss_mb": peak, "accumulator_mb": pred.num_classes * windows[0].height * ring_width * 2 / 2**20,
             "torch_imported": "torch" in sys.modules}
 
 
@@ -273,13 +295,16 @@ def run_engines(args: argparse.Namespace) -> None:
     from rsseg.checkpoint import save_model
     from rsseg.inference.engines import cached_onnx
 
-    engines = [e for e in args.engines.split(",") if e]
+    budgets = [float(b) for b in args.buffer_mb.split(",")] if args.buffer_mb else [None]
+    # a variant: an engine at a width budget (None: predict_file's default), labelled e.g. onnx@320MB
+    variants = {(e if b is None else f"{e}@{b:g}MB"): (e, b) for e in args.engines.split(",") if e for b in budgets}
+    engines = list(variants)
     rows, export_s = [], None
     with tempfile.TemporaryDirectory(prefix="rsseg-engines-") as tmp:
         model, meta = build("unetformer", args.classes)
         ckpt = save_model(Path(tmp) / "unetformer.ckpt", model, meta)
         del model
-        if "onnx" in engines:
+        if any(e.startswith("onnx") for e, _ in variants.values()):
             t0 = time.perf_counter()
             cached_onnx(ckpt)
             export_s = time.perf_counter() - t0
@@ -293,8 +318,10 @@ def run_engines(args: argparse.Namespace) -> None:
         for case, path in cases:
             for rep in range(args.reps):
                 for engine in engines if rep % 2 == 0 else engines[::-1]:
-                    spec = dict(case=case, input=str(path), checkpoint=str(ckpt), engine=engine, tile=args.tile,
-                                overlap=args.overlap, batch=args.batch, bare_batches=args.bare_batches, workdir=tmp)
+                    spec = dict(case=case, input=str(path), checkpoint=str(ckpt), engine=variants[engine][0].split("-")[0],
+                                arena=not variants[engine][0].endswith("-noarena"),
+                                variant=engine, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                                bare_batches=args.bare_batches, workdir=tmp, buffer_mb=variants[engine][1])
                     proc = sp.run([sys.executable, __file__, "--child-engine", json.dumps(spec)], capture_output=True,
                                   text=True)
                     row = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
@@ -324,17 +351,24 @@ def run_engines(args: argparse.Namespace) -> None:
     except ImportError:
         pass
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "predict_engines.json").write_text(json.dumps({"env": env, "summary": summary, "runs": rows}, indent=2))
-    cols = ["case", "engine", "rep", "windows", "threads", "load_s", "pipeline_mpix_s", "bare_mpix_s", "pipeline_vs_bare",
+    (args.out / f"{args.tag}.json").write_text(json.dumps({"env": env, "summary": summary, "runs": rows}, indent=2))
+    cols = ["case", "engine", "rep", "windows", "windows_run", "strips", "threads", "load_s", "pipeline_mpix_s", "bare_mpix_s", "pipeline_vs_bare",
             "rss_loaded_mb", "peak_rss_mb", "accumulator_mb", "torch_imported"]
-    lines = ["# predict: torch engine vs ONNX Runtime engine", "", f"env: `{json.dumps(env)}`", "",
-             "| case | onnx/torch pipeline time | onnx/torch bare engine time | torch pipeline/bare | onnx pipeline/bare "
-             "| torch peak RSS MB | onnx peak RSS MB |", "|---|---|---|---|---|---|---|"]
-    for it in summary:
+    lines = [f"# predict: {', '.join(engines)}", "", f"env: `{json.dumps(env)}`", ""]
+    if {"torch", "onnx"} <= set(engines):
+        lines += ["| case | onnx/torch pipeline time | onnx/torch bare engine time | torch pipeline/bare | onnx pipeline/bare "
+                  "| torch peak RSS MB | onnx peak RSS MB |", "|---|---|---|---|---|---|---|"]
+    for it in summary if {"torch", "onnx"} <= set(engines) else []:
         lines.append(f"| {it['case']} | {it.get('onnx_vs_torch_pipeline', float('nan')):.3g} | "
                      f"{it.get('onnx_vs_torch_bare', float('nan')):.3g} | {it.get('torch_pipeline_vs_bare', float('nan')):.3g} | "
                      f"{it.get('onnx_pipeline_vs_bare', float('nan')):.3g} | {it.get('torch_peak_rss_mb', float('nan')):.0f} | "
                      f"{it.get('onnx_peak_rss_mb', float('nan')):.0f} |")
+    lines += ["", f"Per variant (pipeline time relative to {engines[0]}):", "",
+              "| case | variant | pipeline time ratio | pipeline/bare | peak RSS MB |", "|---|---|---|---|---|"]
+    for it in summary:
+        for e in engines:
+            lines.append(f"| {it['case']} | {e} | {it[f'{e}_pipeline_s'] / it[f'{engines[0]}_pipeline_s']:.3g} | "
+                         f"{it[f'{e}_pipeline_vs_bare']:.3g} | {it[f'{e}_peak_rss_mb']:.0f} |")
     lines += ["", "All runs:", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         if "error" in r:
@@ -342,7 +376,7 @@ def run_engines(args: argparse.Namespace) -> None:
             continue
         lines.append("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
     md = "\n".join(lines) + "\n"
-    (args.out / "predict_engines.md").write_text(md)
+    (args.out / f"{args.tag}.md").write_text(md)
     print(md)
 
 
@@ -364,6 +398,8 @@ def main() -> None:
                     help="batches timed per bare-forward measurement, scaled to all windows (0: all of them)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--engines", help="compare these inference engines (e.g. torch,onnx) instead; see the docstring")
+    ap.add_argument("--buffer-mb", help="with --engines: width budgets (MB, comma-separated) to run each engine at")
+    ap.add_argument("--tag", default="predict_engines", help="with --engines: results file name")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-engine", help=argparse.SUPPRESS)
     args = ap.parse_args()
