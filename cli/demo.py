@@ -27,4 +27,5 @@ def command(out_dir, samples, epochs, regularizers, seed):
     click.echo(f"polygons:       {r.polygons}")
     click.echo(f"area report:    {r.area_report}")
     click.echo(f"evaluation:     {r.eval_dir}/ (report.md, per_class.csv, confusion.png)")
-    click.echo(f"\nOpen the map viewer:  rsseg app --data-dir {r.viewer_dir}  (pick {r.sample_raster} and {r.checkpoint_rel})")
+    click.echo(f"\nOpen the map viewer:  rsseg app --data-dir {r.viewer_dir}  (pick {r.sample_raster} and "
+               f"{r.checkpoint_rel}; reference {r.reference_rel})")

@@ -50,10 +50,17 @@ def print_summary(results: Sequence[PredictResult], seconds: float, console: Con
     console = console or Console()
     console.print("outputs", style="bold")
     for result in results:
-        for path in dict.fromkeys(Path(p) for p in (result.output_path, *result.products.values())):
+        main = list(dict.fromkeys(Path(p) for p in (result.output_path, *result.products.values())))
+        for path in main:
             size = human_size(path.stat().st_size) if path.is_file() else "-"
             # plain, unwrapped lines: long paths stay whole (copyable) and '[' is not rich markup
             console.print(f"  {path}  {size}", markup=False, highlight=False, soft_wrap=True)
+        # GIS sidecars and shapefile parts: one line, so they are known to belong with the outputs
+        others = [Path(p) for p in result.files if Path(p) not in main and Path(p).is_file()]
+        if others:
+            size = human_size(sum(p.stat().st_size for p in others))
+            console.print(f"  + {', '.join(p.name for p in others)}  {size}", markup=False, highlight=False,
+                          soft_wrap=True)
 
     rows = class_areas(results)
     total = sum(area for _, area, _ in rows)

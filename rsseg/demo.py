@@ -2,12 +2,13 @@
 
 Trains a UNetFormer from scratch on ``sample_tiles/{train,val}`` (24 + 8 real OpenAerialMap chips
 with OSM building labels), predicts the held-out Tanzania crop to a COG + GeoPackage, evaluates it
-against its mask, and prints where everything is.
+against its mask, and prints where everything is. The crop and its mask are copied beside the
+outputs, so the output folder alone is a data directory for ``rsseg app``.
 """
 
 from __future__ import annotations
 
-import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,10 +28,12 @@ class DemoResult:
     area_report: Path
     eval_dir: Path
     report_markdown: str
-    #: a data directory for `rsseg app` that holds both the sample raster and the checkpoint
+    #: a data directory for `rsseg app` (the output folder) that holds the sample raster, its
+    #: reference mask and the checkpoint; the last three are relative to it
     viewer_dir: Path
     sample_raster: Path
     checkpoint_rel: Path
+    reference_rel: Path
 
 
 def sample_tiles_candidates() -> list[Path]:
@@ -95,8 +98,14 @@ def run_demo(
     eval_dir = out / "evaluation"
     evaluation = evaluate_prediction(classes_tif, mask, eval_dir, train_freq=predictor.meta.class_pixel_freq,
                                      extra={"checkpoint": str(ckpt)})
-    viewer_dir = Path(os.path.commonpath([image.resolve(), ckpt.resolve()]))
+    # the viewer opens files under one folder only: the output folder, with copies of the inputs
+    # (4 MB) rather than the common ancestor of the samples and the outputs (often /)
+    viewer_dir = out.resolve()
+    shown = {}
+    for name, path in (("image", image), ("mask", mask)):
+        shown[name] = Path(f"tanzania_{name}.tif")
+        shutil.copyfile(path, viewer_dir / shown[name])
     return DemoResult(
         ckpt, classes_tif, polygons, areas, eval_dir, evaluation.markdown,
-        viewer_dir, image.resolve().relative_to(viewer_dir), ckpt.resolve().relative_to(viewer_dir),
+        viewer_dir, shown["image"], ckpt.resolve().relative_to(viewer_dir), shown["mask"],
     )

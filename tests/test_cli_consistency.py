@@ -201,6 +201,9 @@ def test_predict_ends_with_a_summary_of_outputs_areas_and_time(checkpoint, tmp_p
     start = lines.index("outputs")
     for path in (out, report):
         assert f"  {path}  {human_size(path.stat().st_size)}" in lines[start:], res.stdout
+    sidecars = [out.with_name("c.tif.aux.xml"), out.with_suffix(".qml")]  # the class raster's GIS sidecars
+    size = human_size(sum(p.stat().st_size for p in sidecars))
+    assert f"  + {', '.join(p.name for p in sidecars)}  {size}" in lines[start:], res.stdout
     areas = json.loads(report.read_text())
     total = areas["total_area_m2"]
     assert total == pytest.approx(96 * 96 * 4, rel=0.01)  # 2 m pixels

@@ -25,4 +25,8 @@ def test_demo_runs_end_to_end(tmp_path, sample_tiles, monkeypatch):
     report = json.loads((out / "evaluation" / "report.json").read_text())
     assert sum(map(sum, report["confusion_matrix"])) == 1024 * 1024
     assert (out / "tanzania_buildings.gpkg").is_file() and (out / "evaluation" / "confusion.png").is_file()
-    assert "| building |" in res.output and "rsseg app --data-dir" in res.output
+    assert "| building |" in res.output and f"rsseg app --data-dir {out.resolve()} " in res.output
+    # the output folder alone serves the viewer: the crop and its mask beside the checkpoint
+    for name in ("image", "mask"):
+        with rasterio.open(out / f"tanzania_{name}.tif") as copy, rasterio.open(sample_tiles / "tanzania" / f"{name}.tif") as orig:
+            assert (copy.read() == orig.read()).all() and copy.transform == orig.transform
