@@ -4,7 +4,7 @@ Every variant runs on the same model (resnet18, random weights, eval) and the sa
 variant is ``eager`` (float32, ``torch.no_grad``, default threads), ``onnx`` (the graph of
 ``rsseg.models.export.export_onnx``, dynamic H/W, in ONNX Runtime's CPU or CUDA provider with its
 default session options: memory arena and memory pattern on), ``onnx_engine`` (the same graph in the
-session ``rsseg predict`` runs: :class:`rsseg.inference.engines.OnnxEngine`, CPU, no arena) or a
+session ``rsseg predict`` runs: :class:`rsseg.inference.engines.OnnxEngine`, CPU, exact-size arena) or a
 '+'-joined set of tunings:
 
 - ``inference_mode``: ``torch.inference_mode`` instead of ``no_grad``;

@@ -232,7 +232,7 @@ def child_engine(spec: dict) -> dict:
 
     from rsseg.inference import Predictor, plan_windows, predict_file
     from rsseg.inference.pipeline import BUFFER_MB
-    from rsseg.inference.raster import stream_columns
+    from rsseg.inference.raster import stream_columns, strip_span
     from rsseg.inference.windows import padded_size, reflect_pad
 
     rss_start = rss_mb()
@@ -250,7 +250,7 @@ def child_engine(spec: dict) -> dict:
         windows = plan_windows(width, height, pred.tile, pred.overlap)
         tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.batch]]
         strips = stream_columns(src, pred.tile, pred.num_classes, spec["buffer_mb"] or BUFFER_MB)
-    ring_width = width if len(strips) == 1 else min(width, max(b - a for a, b in strips) + 2 * pred.tile)
+    ring_width = strip_span(strips, pred.tile, width)
     ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
     x = np.stack([reflect_pad(t, ph, pw) for t in tiles])
     n_batches = len(windows) / x.shape[0]
@@ -296,15 +296,17 @@ def run_engines(args: argparse.Namespace) -> None:
     from rsseg.inference.engines import cached_onnx
 
     budgets = [float(b) for b in args.buffer_mb.split(",")] if args.buffer_mb else [None]
-    # a variant: an engine at a width budget (None: predict_file's default), labelled e.g. onnx@320MB
-    variants = {(e if b is None else f"{e}@{b:g}MB"): (e, b) for e in args.engines.split(",") if e for b in budgets}
+    # a variant: an engine (onnx-noarena: without ONNX Runtime's arena) at a width budget (None:
+    # predict_file's default), labelled e.g. onnx@320MB -> (engine, arena, budget)
+    variants = {(e if b is None else f"{e}@{b:g}MB"): (e.removesuffix("-noarena"), not e.endswith("-noarena"), b)
+                for e in args.engines.split(",") if e for b in budgets}
     engines = list(variants)
     rows, export_s = [], None
     with tempfile.TemporaryDirectory(prefix="rsseg-engines-") as tmp:
         model, meta = build("unetformer", args.classes)
         ckpt = save_model(Path(tmp) / "unetformer.ckpt", model, meta)
         del model
-        if any(e.startswith("onnx") for e, _ in variants.values()):
+        if any(e == "onnx" for e, _, _ in variants.values()):
             t0 = time.perf_counter()
             cached_onnx(ckpt)
             export_s = time.perf_counter() - t0
@@ -318,10 +320,10 @@ def run_engines(args: argparse.Namespace) -> None:
         for case, path in cases:
             for rep in range(args.reps):
                 for engine in engines if rep % 2 == 0 else engines[::-1]:
-                    spec = dict(case=case, input=str(path), checkpoint=str(ckpt), engine=variants[engine][0].split("-")[0],
-                                arena=not variants[engine][0].endswith("-noarena"),
+                    name, arena, budget = variants[engine]
+                    spec = dict(case=case, input=str(path), checkpoint=str(ckpt), engine=name, arena=arena,
                                 variant=engine, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                                bare_batches=args.bare_batches, workdir=tmp, buffer_mb=variants[engine][1])
+                                bare_batches=args.bare_batches, workdir=tmp, buffer_mb=budget)
                     proc = sp.run([sys.executable, __file__, "--child-engine", json.dumps(spec)], capture_output=True,
                                   text=True)
                     row = (json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else
@@ -358,11 +360,10 @@ def run_engines(args: argparse.Namespace) -> None:
     if {"torch", "onnx"} <= set(engines):
         lines += ["| case | onnx/torch pipeline time | onnx/torch bare engine time | torch pipeline/bare | onnx pipeline/bare "
                   "| torch peak RSS MB | onnx peak RSS MB |", "|---|---|---|---|---|---|---|"]
-    for it in summary if {"torch", "onnx"} <= set(engines) else []:
-        lines.append(f"| {it['case']} | {it.get('onnx_vs_torch_pipeline', float('nan')):.3g} | "
-                     f"{it.get('onnx_vs_torch_bare', float('nan')):.3g} | {it.get('torch_pipeline_vs_bare', float('nan')):.3g} | "
-                     f"{it.get('onnx_pipeline_vs_bare', float('nan')):.3g} | {it.get('torch_peak_rss_mb', float('nan')):.0f} | "
-                     f"{it.get('onnx_peak_rss_mb', float('nan')):.0f} |")
+        for it in summary:
+            lines.append(f"| {it['case']} | {it['onnx_vs_torch_pipeline']:.3g} | {it['onnx_vs_torch_bare']:.3g} | "
+                         f"{it['torch_pipeline_vs_bare']:.3g} | {it['onnx_pipeline_vs_bare']:.3g} | "
+                         f"{it['torch_peak_rss_mb']:.0f} | {it['onnx_peak_rss_mb']:.0f} |")
     lines += ["", f"Per variant (pipeline time relative to {engines[0]}):", "",
               "| case | variant | pipeline time ratio | pipeline/bare | peak RSS MB |", "|---|---|---|---|---|"]
     for it in summary:

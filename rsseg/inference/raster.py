@@ -116,6 +116,12 @@ def _cache_bytes_per_column(src: rasterio.DatasetReader, tile: int) -> int:
     return (min(tile, src.height) + BLOCK) * src.count * np.dtype(src.dtypes[0]).itemsize
 
 
+def strip_span(columns: Sequence[tuple[int, int]], tile: int, width: int) -> int:
+    """Columns the windows of the widest strip of ``columns`` cover, at most: the strip plus up
+    to a tile on each side (its halo), never more than the raster's ``width``."""
+    return min(width, max(b - a for a, b in columns) + 2 * tile)
+
+
 def block_cache(src: rasterio.DatasetReader, tile: int,
                 columns: Sequence[tuple[int, int]] | None = None) -> rasterio.Env:
     """GDAL block cache sized to one window row of input blocks (tile + one block row high), as wide
@@ -126,8 +132,8 @@ def block_cache(src: rasterio.DatasetReader, tile: int,
     window row of blocks lets the horizontally overlapping windows of a row reuse decoded blocks;
     the uint8 output blocks pass through the same cache and are small next to it.
     """
-    wide = src.width if columns is None else max(b - a for a, b in columns) + 2 * tile  # + the halo windows
-    nbytes = _cache_bytes_per_column(src, tile) * min(wide, src.width)
+    wide = src.width if columns is None else strip_span(columns, tile, src.width)
+    nbytes = _cache_bytes_per_column(src, tile) * wide
     return rasterio.Env(GDAL_CACHEMAX=max(64 * 2**20, nbytes))
 
 
