@@ -77,13 +77,12 @@ def test_overrides_apply_on_top_and_are_typed(tmp_path):
 
 
 def test_train_defaults_follow_the_dataset_spec():
-    """`rsseg train --dataset loveda` trains In2NeCT (the LoveDA study's finding), other datasets the
-    baseline; -r and -c override it."""
+    """Every dataset trains the baseline by default (no study has passed the decision rule in
+    docs/science.md); -r and -c override it."""
     from rsseg.config import training_config
 
-    assert training_config(dataset="loveda").loss.regularizers.enabled() == ["in2nect"]
-    assert training_config(dataset="loveda", regularizers=["none"]).loss.regularizers.enabled() == []
-    for name in ("potsdam", "vaihingen", "folder"):
+    assert training_config(dataset="loveda", regularizers=["in2nect"]).loss.regularizers.enabled() == ["in2nect"]
+    for name in ("loveda", "potsdam", "vaihingen", "folder"):
         assert training_config(dataset=name).loss.regularizers.enabled() == []
     assert training_config().loss.regularizers.enabled() == []  # no dataset: the user folder's baseline
     assert training_config(str(CONFIGS / "loveda" / "ce.yaml")).loss.regularizers.enabled() == []

@@ -60,7 +60,8 @@ class DatasetSpec:
     #: whether ``pairs(..., download=True)`` can fetch the data when ``dataset.root`` is missing
     downloadable: ClassVar[bool] = False
     #: the bundled config ``rsseg train --dataset <name>`` runs without ``-c``/``-r``
-    #: (``configs/<name>/<method>.yaml``): a regularizer only where a study on that data showed a gain
+    #: (``configs/<name>/<method>.yaml``). It names a regularizer only when the pre-registered study's
+    #: decision rule (docs/science.md) passed on that data; until then every dataset trains the baseline.
     default_method: ClassVar[str] = "ce"
 
     # -------------------------------------------------------------- files

@@ -46,8 +46,6 @@ class LoveDA(DatasetSpec):
                      "dataset.root, or pass --download")
     #: the only dataset TorchGeo can fetch for rsseg (``--download``)
     downloadable = True
-    #: bench/nc_study.py on LoveDA Rural, 3 paired seeds: +8.6 / +4.9 / +3.8 mIoU over CE + Dice (README, Results)
-    default_method = "in2nect"
 
     def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
         """LoveDA tiles of ``split`` for ``ds.scene`` (urban, rural or both); Test has no masks."""
