@@ -61,6 +61,14 @@ def source_stem(source: str | Path) -> str:
     return Path(name.rstrip("/")).stem or "input"
 
 
+def cache_dir() -> Path:
+    """The user cache directory of rsseg (ONNX exports, dataset statistics): ``$RSSEG_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/rsseg``, else ``~/.cache/rsseg``. Nothing is created here."""
+    if os.environ.get("RSSEG_CACHE_DIR"):
+        return Path(os.environ["RSSEG_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rsseg"
+
+
 def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = False,
                 asset: str | None = None) -> rasterio.DatasetReader:
     """Open any GDAL-readable raster for reading; every rsseg reader goes through here.

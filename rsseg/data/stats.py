@@ -9,7 +9,7 @@ CeCo's balanced-softmax prior uses the log of the image-level class frequencies
 
 Computation streams one file (and one block of rows) at a time, so a folder of 6000 x 6000 tiles
 is fine; results are cached as JSON per dataset root in the user cache directory
-(:func:`cache_dir`), keyed by a hash of the file list, sizes, modification times and the settings
+(:func:`rsseg.io.cache_dir`), keyed by a hash of the file list, sizes, modification times and the settings
 that change the numbers.
 """
 
@@ -35,7 +35,7 @@ from rsseg.data.datasets import dataset_pairs, get_dataset
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
-from rsseg.io import write_json
+from rsseg.io import cache_dir, write_json
 from rsseg.losses import log_prior_from_counts
 
 STATS_VERSION = 2
@@ -262,14 +262,6 @@ def _cache_key(pairs: Sequence[TilePair], ds: DatasetConfig, split: str) -> str:
                 st = os.stat(real)
                 h.update(f"{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    """``$RSSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/rsseg``, else ``~/.cache/rsseg``."""
-    if os.environ.get("RSSEG_CACHE_DIR"):
-        return Path(os.environ["RSSEG_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rsseg"
 
 
 def cache_path(root: str | Path, key: str) -> Path:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rsseg.inference.windows import padded_size
+from rsseg.io import cache_dir
 
 if TYPE_CHECKING:
     import torch
@@ -290,11 +291,6 @@ EXPORT_VERSION = 1
 CACHE_EXPORT_SIZE = 512
 
 
-def cache_dir() -> Path:
-    """The rsseg cache directory: ``$RSSEG_CACHE_DIR`` or ``~/.cache/rsseg``."""
-    return Path(os.environ.get("RSSEG_CACHE_DIR") or Path.home() / ".cache" / "rsseg")
-
-
 def _export_key(checkpoint: Path, size: int, opset: int | None) -> str:
     """sha256 over the checkpoint's bytes and the export settings (size, opset, exporter versions)."""
     digest = hashlib.sha256()
@@ -309,7 +305,7 @@ def _export_key(checkpoint: Path, size: int, opset: int | None) -> str:
 
 def onnx_cache_paths(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None) -> list[Path]:
     """Where the cached export of ``checkpoint`` may live, in lookup order: beside the checkpoint
-    (``<name>.<key>.onnx``), then in :func:`cache_dir` ``/onnx/<key>.onnx``."""
+    (``<name>.<key>.onnx``), then in :func:`rsseg.io.cache_dir` ``/onnx/<key>.onnx``."""
     checkpoint = Path(checkpoint)
     key = _export_key(checkpoint, size, opset)
     return [checkpoint.with_name(f"{checkpoint.name}.{key}.onnx"), cache_dir() / "onnx" / f"{key}.onnx"]
@@ -319,7 +315,7 @@ def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: in
                 on_export: Callable[[Path], None] | None = None) -> Path:
     """The ONNX export of ``checkpoint`` (dynamic batch, height and width; metadata in
     ``metadata_props``), exported on first use and cached, keyed by the checkpoint's hash and the
-    export settings. Beside the checkpoint when that folder is writable, else in :func:`cache_dir`.
+    export settings. Beside the checkpoint when that folder is writable, else in :func:`rsseg.io.cache_dir`.
 
     A cache hit reads only the checkpoint's bytes (for the hash): no model is built.
     ``on_export(target)`` is called before an export starts (it takes a minute or more on a CPU).
