@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from rsseg.progress import ProgressFn
+
 
 @contextlib.contextmanager
-def progress_bar(description: str, unit: str, *, transient: bool = False) -> Iterator[Callable[[int, int], None]]:
+def progress_bar(description: str, unit: str, *, transient: bool = False) -> Iterator[ProgressFn]:
     """Yield an ``on_progress(done, total)`` callback that drives a rich bar on stderr.
 
     The bar appears at the first call, so work before it (training, loading) keeps the terminal.

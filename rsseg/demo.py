@@ -17,7 +17,7 @@ from rsseg.config import training_config
 from rsseg.errors import RsSegError
 
 if TYPE_CHECKING:
-    from rsseg.inference.predictor import ProgressFn
+    from rsseg.progress import ProgressFn
 
 
 @dataclass

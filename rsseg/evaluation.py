@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from rsseg.errors import OutputPathError, RsSegError
-from rsseg.inference.predictor import Predictor, ProgressFn
+from rsseg.inference.predictor import Predictor
+from rsseg.progress import ProgressFn
 from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
 from rsseg.io import atomic_path, open_raster, write_error, write_json
 

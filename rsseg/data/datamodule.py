@@ -21,7 +21,8 @@ from rsseg.data.augment import augment_batch
 from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.normalize import Normalizer, imagenet_stats
 from rsseg.data.raster import TilePair
-from rsseg.data.stats import DatasetStats, ProgressCallback, split_stats
+from rsseg.data.stats import DatasetStats, split_stats
+from rsseg.progress import ProgressFn
 from rsseg.data.tiles import GridPatchDataset, RandomPatchDataset, iter_tiles
 from rsseg.errors import ConfigError, DatasetNotFoundError
 from rsseg.io import open_raster
@@ -95,7 +96,7 @@ class RsSegDataModule(L.LightningDataModule):
         return [(p.image, p.band_indexes) for p in self.pairs(split)]
 
     def split_stats(self, split: str, use_cache: bool = True,
-                    on_progress: ProgressCallback | None = None) -> DatasetStats:
+                    on_progress: ProgressFn | None = None) -> DatasetStats:
         """Class and band statistics of ``split`` (cached on disk); ``on_progress`` counts files."""
         if self.download:
             self.pairs(split)  # the LoveDA download happens before statistics

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,15 +36,13 @@ from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
 from rsseg.io import cache_dir, write_json
+from rsseg.progress import ProgressFn
 from rsseg.losses import log_prior_from_counts
 
 STATS_VERSION = 2
 #: rows read per block when streaming a large raster
 BLOCK_ROWS = 1024
 
-#: ``on_progress(done, total)``: called after each image with the images done so far and the
-#: total (0 when unknown). Library code prints nothing; the CLI renders this with rich.
-ProgressCallback = Callable[[int, int], None]
 
 
 def imbalance_factor(counts: Sequence[int]) -> float | None:
@@ -188,7 +186,7 @@ def _as_numpy(x: Any) -> np.ndarray | None:
 
 def compute_stats(
     items: Iterable[Any], num_classes: int, ignore_index: int = IGNORE_INDEX, scale: float = 255.0,
-    total: int | None = None, on_progress: ProgressCallback | None = None,
+    total: int | None = None, on_progress: ProgressFn | None = None,
 ) -> DatasetStats:
     """Statistics of an iterable of images (or a map-style dataset), one item = one image.
 
@@ -197,7 +195,7 @@ def compute_stats(
             ``mask`` ``[H,W]`` labels in 0..K-1 / ``ignore_index`` (or None); numpy or torch.
         scale: divisor bringing raw values to [0, 1] for mean/std.
         total: number of items, for ``on_progress`` (default: ``len(items)`` when defined).
-        on_progress: see :data:`ProgressCallback`; None is silent.
+        on_progress: called after each image (:data:`rsseg.progress.ProgressFn`; ``total`` 0 when unknown); None is silent.
     """
     acc = StatsAccumulator(num_classes, ignore_index, scale)
     if total is None and hasattr(items, "__len__"):
@@ -213,7 +211,7 @@ def compute_stats(
 
 def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: int, scale: float,
                    classes: Sequence[str] | None = None, source: str | None = None,
-                   on_progress: ProgressCallback | None = None) -> DatasetStats:
+                   on_progress: ProgressFn | None = None) -> DatasetStats:
     """Streaming statistics over raster pairs, ``BLOCK_ROWS`` rows at a time."""
     acc = StatsAccumulator(num_classes, ignore_index, scale)
     first: tuple[str, np.dtype] | None = None
@@ -281,9 +279,9 @@ def _write_cache(path: Path, stats: DatasetStats) -> None:
 
 
 def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True,
-                on_progress: ProgressCallback | None = None) -> DatasetStats:
+                on_progress: ProgressFn | None = None) -> DatasetStats:
     """Statistics of one split of a resolved dataset config, cached (see module docstring).
-    ``on_progress`` (:data:`ProgressCallback`) is called per file only when computing."""
+    ``on_progress`` (:data:`rsseg.progress.ProgressFn`) is called per file only when computing."""
     pairs = dataset_pairs(ds, split)
     key = _cache_key(pairs, ds, split)
     path = cache_path(ds.root or ".", key)
@@ -299,13 +297,13 @@ def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True,
 
 
 def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cache: bool = True,
-                   on_progress: ProgressCallback | None = None) -> DatasetStats:
+                   on_progress: ProgressFn | None = None) -> DatasetStats:
     """Statistics of the ``split`` (default: training) files of a dataset root or a folder.
 
     ``path`` replaces ``cfg.dataset.root``; a folder may use any layout the folder datamodule
     accepts, or hold a single ``image.*`` + ``mask.*`` pair. For a folder without a val folder the
     training split excludes the held-out validation files, exactly as training sees it.
-    ``on_progress`` (:data:`ProgressCallback`) reports files done when statistics are computed.
+    ``on_progress`` (:data:`rsseg.progress.ProgressFn`) reports files done when statistics are computed.
     """
     if not Path(path).exists():
         raise DatasetNotFoundError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")

@@ -13,7 +13,8 @@ Public API:
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import RowBlender, argmax_confidence
 from rsseg.inference.pipeline import PredictResult, predict_file
-from rsseg.inference.predictor import Predictor, ProgressFn
+from rsseg.inference.predictor import Predictor
+from rsseg.progress import ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, RasterWriter, Rows, VectorWriter)
 from rsseg.io import open_raster

@@ -43,7 +43,8 @@ from distributed import Client, Event, Future, LocalCluster, as_completed, wait
 from rsseg.errors import RsSegError
 from rsseg.inference.contract import input_mapping
 from rsseg.inference.pipeline import EmitFn, PredictResult, predict_file, predict_rows
-from rsseg.inference.predictor import Predictor, ProgressFn
+from rsseg.inference.predictor import Predictor
+from rsseg.progress import ProgressFn
 from rsseg.inference.products import Rows
 from rsseg.inference.raster import block_cache, select_bands
 from rsseg.inference.windows import strip_plan

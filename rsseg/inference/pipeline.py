@@ -27,7 +27,8 @@ from rasterio.windows import Window
 from rsseg.errors import RsSegError
 from rsseg.inference.blend import argmax_confidence
 from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels, read_error
-from rsseg.inference.predictor import Predictor, ProgressFn
+from rsseg.inference.predictor import Predictor
+from rsseg.progress import ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
 from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands, stream_columns,

@@ -31,15 +31,13 @@ from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine, resolve_settings
 from rsseg.inference.windows import padded_size, plan_windows, reflect_pad, touching
+from rsseg.progress import ProgressFn
 
 if TYPE_CHECKING:  # the ONNX path never imports torch (a CUDA build costs ~700 MB of RSS)
     import torch
     from torch import nn
 
 _POLL_S = 0.1
-
-#: ``on_progress(done, total)``: windows predicted so far and in all; called from the calling thread
-ProgressFn = Callable[[int, int], None]
 
 
 def _put(q: queue.Queue, item: object, stop: threading.Event) -> bool:

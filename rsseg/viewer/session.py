@@ -29,7 +29,7 @@ from rsseg.io import atomic_path
 from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels
 
 #: the viewer's progress: (fraction in [0, 1], message), rendered by the app as a Streamlit bar
-ProgressFn = Callable[[float, str], None]
+StageProgressFn = Callable[[float, str], None]
 Loader = Callable[[str], tuple[nn.Module, ModelMeta]]
 
 DEFAULT_MAX_UPLOAD_MB = 200.0
@@ -133,7 +133,7 @@ def run_prediction(
     batch: int | None = None,
     engine: str = "torch",
     loader: Loader = load_checkpoint,
-    on_progress: ProgressFn | None = None,
+    on_progress: StageProgressFn | None = None,
 ) -> Prediction:
     """Predict ``raster`` with ``checkpoint`` into the cache, or return the cached result.
 

@@ -25,7 +25,8 @@ from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError
 if TYPE_CHECKING:  # rsseg.config imports the registry lazily; no import cycle at runtime
     from rsseg.config import Config, DatasetConfig
     from rsseg.data.datamodule import RsSegDataModule
-    from rsseg.data.stats import DatasetStats, ProgressCallback
+    from rsseg.data.stats import DatasetStats
+    from rsseg.progress import ProgressFn
 
 SPLITS = ("train", "val", "test")
 
@@ -128,7 +129,7 @@ class DatasetSpec:
         return RsSegDataModule(cfg, download=download)
 
     def split_stats(self, cfg: Config, split: str, use_cache: bool = True,
-                    on_progress: ProgressCallback | None = None) -> DatasetStats:
+                    on_progress: ProgressFn | None = None) -> DatasetStats:
         """Class and band statistics of ``split`` (``cfg.dataset.root`` already set), read by this
         dataset's datamodule."""
         return self.build_datamodule(cfg).split_stats(split, use_cache, on_progress)
