@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rsseg.constants import IGNORE_INDEX
+
 
 def _crop_scale_one(
     image: Tensor, mask: Tensor, scale: float, crop: int, ignore_index: int, gen: torch.Generator
@@ -53,7 +55,7 @@ def augment_batch(
     mask: Tensor,
     crop_size: int,
     scales: Sequence[float] = (0.5, 0.75, 1.0, 1.25, 1.5),
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     flips: bool = True,
     rotate90: bool = True,
     generator: torch.Generator | None = None,

@@ -1,5 +1,6 @@
-"""Values every layer of rsseg agrees on."""
+"""Values every layer of rsseg agrees on; defined in :mod:`rsseg.constants` (importable from the
+lower layers), re-exported here for the data layer's callers."""
 
-#: The one ignore value of labels inside rsseg, and the nodata value of predicted class rasters:
-#: dataset adapters map their own no-data / boundary codes to it, losses and metrics skip it.
-IGNORE_INDEX = 255
+from rsseg.constants import IGNORE_INDEX
+
+__all__ = ["IGNORE_INDEX"]

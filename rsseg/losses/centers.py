@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import RsSegError
 
 
@@ -36,7 +37,7 @@ def labels_to_embedding(labels: Tensor, size: tuple[int, int]) -> Tensor:
     return labels.index_select(1, rows.clamp_(max=big_h - 1)).index_select(2, cols.clamp_(max=big_w - 1))
 
 
-def flat_class_index(labels: Tensor, num_classes: int, ignore_index: int = 255) -> Tensor:
+def flat_class_index(labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Flatten labels to ``[N]`` int64 with ignored pixels mapped to the spare bin ``num_classes``.
 
     Raises :class:`RsSegError` for a value that is neither a class nor ``ignore_index``
@@ -104,7 +105,7 @@ def class_means(
     embedding: Tensor,
     labels: Tensor,
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     sync: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Per-class mean embedding (In2NeCT Eq. 4, CeCo Eq. 3) in one scatter-add pass.
@@ -130,7 +131,7 @@ def class_means(
 
 
 def image_class_means(
-    embedding: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255
+    embedding: Tensor, labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> tuple[Tensor, Tensor]:
     """Region features (RR, Cui et al. Sec. 3.3): the mean embedding of each class in each image.
 
@@ -147,7 +148,7 @@ def image_class_means(
 
 
 def upsample_class_weights(
-    labels: Tensor, size: tuple[int, int], num_classes: int, ignore_index: int = 255, dtype: torch.dtype = torch.float32
+    labels: Tensor, size: tuple[int, int], num_classes: int, ignore_index: int = IGNORE_INDEX, dtype: torch.dtype = torch.float32
 ) -> tuple[Tensor, Tensor]:
     """Weights ``[B, K, h, w]`` with ``sum_{p in class k} up(f)_p = sum_q f_q weights[k, q]``, and counts.
 
@@ -175,7 +176,7 @@ def upsample_class_weights(
 
 
 def upsampled_class_sums(
-    features: Tensor, labels: Tensor, num_classes: int, ignore_index: int = 255
+    features: Tensor, labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> tuple[Tensor, Tensor]:
     """Class sums of ``features [B, C, h, w]`` bilinearly upsampled to the label grid ``[B, H, W]``.
 

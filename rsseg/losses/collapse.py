@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from rsseg.constants import IGNORE_INDEX
 from rsseg.losses.centers import flat_class_index, means_from_sums, scatter_class_sums
 
 
@@ -174,7 +175,7 @@ def within_class_loss(
     labels: Tensor,
     means: Tensor,
     counts: Tensor,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
 ) -> Tensor:
     """Long-tailed NC L_W (Liu et al. Eq. 13): inverse-class-size within-class distance.
 

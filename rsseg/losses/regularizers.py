@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rsseg.config import RegularizersConfig, regularizer_names
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import RsSegError
 from rsseg.losses.centers import (
     flatten_embedding,
@@ -99,7 +100,7 @@ class BuildContext:
         self,
         num_classes: int,
         embed_dim: int,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = True,
         log_region_prior: Tensor | None = None,
         seed: int = 0,
@@ -220,7 +221,7 @@ class In2NeCT(_Regularizer):
         reduction: str = "sum",
         pixels_per_class: int = 512,
         weight: float = 0.2,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -297,7 +298,7 @@ class CeCo(_Regularizer):
         pixel_classifier: str = "learned",
         head_relu: bool = False,
         weight: float = 0.4,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
@@ -374,7 +375,7 @@ class RegionRebalance(_Regularizer):
         in_dim: int,
         log_prior: Tensor | None = None,
         weight: float = 0.3,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(num_classes, weight, ignore_index, sync_centers=False)
         self.classifier = nn.Linear(in_dim, num_classes)
@@ -412,7 +413,7 @@ class NCFeature(_Regularizer):
         lambda_w: float = 0.01,
         lambda_b: float = 0.1,
         weight: float = 1.0,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
     ) -> None:
         super().__init__(num_classes, weight, ignore_index, sync_centers)
@@ -444,7 +445,7 @@ def build_regularizers(
     num_classes: int,
     embed_dim: int,
     log_region_prior: Tensor | None = None,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     seed: int = 0,
 ) -> nn.ModuleDict:
     """Build every enabled regularizer of ``cfg`` through the registry (keys = section names).

@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import RsSegError
 from rsseg.losses.centers import flat_class_index
 
 
-def soft_dice_loss(logits: Tensor, labels: Tensor, ignore_index: int = 255, smooth: float = 0.05) -> Tensor:
+def soft_dice_loss(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, smooth: float = 0.05) -> Tensor:
     """Multiclass soft Dice on softmax probabilities, ignore pixels excluded.
 
     ``logits [B, K, H, W]``, ``labels [B, H, W]``. Per class
@@ -57,7 +58,7 @@ class SegmentationLoss(nn.Module):
         mode: str = "ce_dice",
         label_smoothing: float = 0.05,
         aux_weight: float = 0.4,
-        ignore_index: int = 255,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         if mode not in ("ce", "ce_dice"):

@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from rsseg.constants import IGNORE_INDEX
 from rsseg.losses.centers import flat_class_index, labels_to_embedding
 
 #: diagnostic keys that need at least two present classes (NaN otherwise)
@@ -59,7 +60,7 @@ class CollapseStats:
     ``all_reduce()`` sums the statistics over DDP ranks; ``compute`` uses only classes seen.
     """
 
-    def __init__(self, num_classes: int, dim: int, ignore_index: int = 255) -> None:
+    def __init__(self, num_classes: int, dim: int, ignore_index: int = IGNORE_INDEX) -> None:
         self.num_classes = num_classes
         self.dim = dim
         self.ignore_index = ignore_index
@@ -152,7 +153,7 @@ def collapse_diagnostics(
     model: torch.nn.Module,
     batches: Iterable[dict[str, Tensor]],
     num_classes: int,
-    ignore_index: int = 255,
+    ignore_index: int = IGNORE_INDEX,
     device: torch.device | str = "cpu",
     window: int = 1024,
 ) -> dict[str, float]:
