@@ -22,10 +22,10 @@ from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_conf
 from rsseg.data.normalize import Normalizer, imagenet_stats
 from rsseg.data.raster import TilePair
 from rsseg.data.stats import DatasetStats, split_stats
-from rsseg.progress import ProgressFn
 from rsseg.data.tiles import GridPatchDataset, RandomPatchDataset, iter_tiles
 from rsseg.errors import ConfigError, DatasetNotFoundError
 from rsseg.io import open_raster
+from rsseg.progress import ProgressFn
 
 
 def _gsd_from_file(path: str) -> float | None:

@@ -36,8 +36,8 @@ from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
 from rsseg.io import cache_dir, write_json
-from rsseg.progress import ProgressFn
 from rsseg.losses import log_prior_from_counts
+from rsseg.progress import ProgressFn
 
 STATS_VERSION = 2
 #: rows read per block when streaming a large raster

@@ -14,7 +14,6 @@ from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import RowBlender, argmax_confidence
 from rsseg.inference.pipeline import PredictResult, predict_file
 from rsseg.inference.predictor import Predictor
-from rsseg.progress import ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, RasterWriter, Rows, VectorWriter)
 from rsseg.io import open_raster
@@ -23,6 +22,7 @@ from rsseg.inference.scoring import ConfusionAccumulator, check_same_grid, score
 from rsseg.inference.settings import TTA_MODES, PredictSettings, resolve_device, resolve_settings
 from rsseg.inference.vectorize import polygonize, vectorize, write_vector
 from rsseg.inference.windows import blend_weight, plan_windows
+from rsseg.progress import ProgressFn
 
 __all__ = [
     "AreaAccumulator", "AreaModel", "AreaReportWriter", "ClassRasterWriter", "ConfidenceWriter",

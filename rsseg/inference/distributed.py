@@ -44,11 +44,11 @@ from rsseg.errors import RsSegError
 from rsseg.inference.contract import input_mapping
 from rsseg.inference.pipeline import EmitFn, PredictResult, predict_file, predict_rows
 from rsseg.inference.predictor import Predictor
-from rsseg.progress import ProgressFn
 from rsseg.inference.products import Rows
 from rsseg.inference.raster import block_cache, select_bands
 from rsseg.inference.windows import strip_plan
 from rsseg.io import is_remote, open_raster, unfold_url
+from rsseg.progress import ProgressFn
 
 #: a strip's result (class ids, confidence, mask: ~4 bytes a pixel) stays below this many pixels
 STRIP_PIXELS = 64 * 2**20

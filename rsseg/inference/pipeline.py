@@ -28,7 +28,6 @@ from rsseg.errors import RsSegError
 from rsseg.inference.blend import argmax_confidence
 from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels, read_error
 from rsseg.inference.predictor import Predictor
-from rsseg.progress import ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
 from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands, stream_columns,
@@ -36,6 +35,7 @@ from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, 
 from rsseg.inference.vectorize import parse_vector_classes
 from rsseg.inference.windows import strip_halo
 from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
+from rsseg.progress import ProgressFn
 
 
 #: default ``buffer_mb`` of :func:`predict_file`: whole rows up to ~28k columns (RGB, 7 classes,
