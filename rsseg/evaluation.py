@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import OutputPathError, RsSegError
 from rsseg.inference.predictor import Predictor
-from rsseg.progress import ProgressFn
-from rsseg.inference.scoring import IGNORE_INDEX, ConfusionAccumulator, score_rasters, score_report
+from rsseg.inference.scoring import score_rasters, score_report
 from rsseg.io import atomic_path, open_raster, write_error, write_json
+from rsseg.metrics.confusion import ConfusionAccumulator
+from rsseg.progress import ProgressFn
 
 #: the files an evaluation writes into its report folder
 REPORT_FILES = ("report.json", "report.md", "per_class.csv", "confusion.png")

@@ -2,15 +2,18 @@
 constructed geometries and against direct formulas, imbalance summaries."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from rsseg.errors import RsSegError
+from rsseg.errors import LabelError, RsSegError
 from rsseg.losses import labels_to_embedding, simplex_etf
 from rsseg.metrics import (
     CollapseStats,
+    ConfusionAccumulator,
     confusion_matrix,
     frequency_accuracy_correlation,
     head_common_tail,
@@ -37,6 +40,29 @@ def test_confusion_matrix_rejects_bad_input():
         confusion_matrix(torch.zeros(4), torch.tensor([0, 1, 7, 255]), 2)
     with pytest.raises(RsSegError, match="prediction"):
         confusion_matrix(torch.tensor([0, 5]), torch.tensor([0, 1]), 2)
+
+
+def test_confusion_torch_and_accumulator_share_one_definition():
+    """Training's on-device matrix and the raster scorer count the same pixels and refuse the same
+    values with the same messages (the values named, a prediction >= K never counted as a class)."""
+    acc = ConfusionAccumulator(4, prediction_nodata=None)
+    acc.update(np.array(PRED, np.uint8), np.array(REF, np.uint8))
+    assert acc.conf.tolist() == confusion_matrix(torch.tensor(PRED), torch.tensor(REF), 4).tolist() == HAND
+    for pred, ref, message in (([0, 1], [0, 7], r"reference holds values \[7\] outside the 2 classes"),
+                               ([0, 5], [0, 1], r"prediction holds class ids \[5\] but only 2 classes")):
+        with pytest.raises(LabelError, match=message):
+            confusion_matrix(torch.tensor(pred), torch.tensor(ref), 2)
+        with pytest.raises(LabelError, match=message):
+            ConfusionAccumulator(2, prediction_nodata=None).update(np.array(pred), np.array(ref))
+    # a prediction on an ignored reference pixel is not scored, whatever it is
+    assert confusion_matrix(torch.tensor([1, 9]), torch.tensor([1, 255]), 2).tolist() == [[0, 0], [0, 1]]
+
+
+def test_scoring_imports_no_torch():
+    """Scoring a raster with the ONNX engine must not load torch (hundreds of MB)."""
+    code = "import sys, rsseg.inference.scoring, rsseg.metrics.segmentation; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_segmentation_scores_by_hand():

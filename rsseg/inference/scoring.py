@@ -2,14 +2,16 @@
 
 ``rsseg predict --reference`` (band by band, :mod:`rsseg.inference.products`), ``rsseg evaluate``
 (two rasters, :func:`score_rasters`; a checkpoint on a dataset split) and the viewer all score
-with :class:`ConfusionAccumulator` and report with :func:`score_report`, so they share one
+with :class:`~rsseg.metrics.confusion.ConfusionAccumulator` (the one confusion matrix, in the
+metrics layer; re-exported here) and report with :func:`score_report`, so they share one
 validation and one set of report keys (``OA``, ``mIoU``, ``mF1``, ``per_class``...).
 
 Validation (each an :class:`~rsseg.errors.RsSegError` naming the values and the fix):
 - the two rasters lie on one pixel grid: size, CRS and transform (:func:`check_same_grid`);
 - reference values are class ids ``0..K-1``, the ignore value (255) or the reference's nodata;
 - prediction values are class ids ``0..K-1`` or the prediction's nodata (255): a value >= K means
-  the class names do not match the raster and is never counted as some class.
+  the class names do not match the raster and is never counted as some class
+  (both checked by the accumulator).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import RsSegError
-from rsseg.inference.raster import CLASS_NODATA
 from rsseg.io import open_raster
+from rsseg.metrics.confusion import ConfusionAccumulator
 
-#: label value never scored (rsseg's one ignore value; class rasters use it as nodata)
-IGNORE_INDEX = CLASS_NODATA
+__all__ = ["ConfusionAccumulator", "check_same_grid", "open_reference", "score_rasters", "score_report"]
 
 
 def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, pred_name: str = "prediction",
@@ -56,49 +58,6 @@ def open_reference(path: str | Path, like: rasterio.DatasetReader, like_name: st
         ref.close()
         raise
     return ref
-
-
-class ConfusionAccumulator:
-    """Confusion matrix [K, K] (rows reference, columns prediction), fed band by band."""
-
-    def __init__(self, num_classes: int, *, ignore_index: int = IGNORE_INDEX, reference_nodata: float | None = None,
-                 prediction_nodata: float | None = CLASS_NODATA, reference_name: str = "reference",
-                 prediction_name: str = "prediction") -> None:
-        if not 1 <= num_classes <= CLASS_NODATA:
-            raise RsSegError(f"{num_classes} classes cannot be scored (1..{CLASS_NODATA} class ids)")
-        self.k = num_classes
-        self.ignore_index = ignore_index
-        self.reference_nodata, self.prediction_nodata = reference_nodata, prediction_nodata
-        self.reference_name, self.prediction_name = reference_name, prediction_name
-        self.conf = np.zeros((num_classes, num_classes), dtype=np.int64)
-
-    def update(self, prediction: np.ndarray, reference: np.ndarray) -> None:
-        """Add co-registered class ids ``prediction`` and ``reference`` (same shape)."""
-        if prediction.shape != reference.shape:
-            raise ValueError(f"prediction {prediction.shape} and reference {reference.shape} differ in shape")
-        p, r = np.asarray(prediction), np.asarray(reference)
-        skip_ref = r == self.ignore_index
-        nd = self.reference_nodata
-        if nd is not None:
-            skip_ref |= np.isnan(r) if isinstance(nd, float) and math.isnan(nd) else r == nd
-        # a float reference must hold whole class ids; NaN fails every comparison, so it is bad unless nodata
-        whole = (r == np.floor(r)) if r.dtype.kind == "f" else True
-        bad = ~skip_ref & ~((r >= 0) & (r < self.k) & whole)
-        if bad.any():
-            vals = np.unique(r[bad])[:10].tolist()
-            raise RsSegError(f"{self.reference_name} holds values {vals} outside the {self.k} classes "
-                             f"(0..{self.k - 1}, {self.ignore_index} = ignore); recode it or give the right class names")
-        skip_pred = p == self.prediction_nodata if self.prediction_nodata is not None else np.zeros(p.shape, bool)
-        bad = ~skip_pred & ~((p >= 0) & (p < self.k))
-        if bad.any():
-            vals = np.unique(p[bad])[:10].tolist()
-            raise RsSegError(f"{self.prediction_name} holds class ids {vals} but only {self.k} classes are named "
-                             f"(0..{self.k - 1}); pass the full class list (--classes) or check the raster")
-        keep = ~(skip_ref | skip_pred)
-        if not keep.any():
-            return
-        pair = r[keep].astype(np.int64) * self.k + p[keep].astype(np.int64)
-        self.conf += np.bincount(pair, minlength=self.k * self.k).reshape(self.k, self.k)
 
 
 def _blocks(width: int, height: int, size: int = 1024) -> Iterable[Window]:

@@ -1,4 +1,5 @@
-"""Confusion matrix and the scores read from it: per-class IoU/F1/precision/recall, OA, mIoU, mF1.
+"""Scores read from a confusion matrix (built in :mod:`rsseg.metrics.confusion`): per-class
+IoU/F1/precision/recall, OA, mIoU, mF1.
 
 Conventions (ISPRS / In2NeCT Table 1): rows are the reference class, columns the prediction;
 OA counts every class, while mIoU / mF1 / mean precision / mean recall are averaged over the
@@ -8,48 +9,21 @@ classes not in ``exclude`` (ISPRS benchmarks leave clutter out of the means).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import LabelError
 
-
-def _as_tensor(x: Tensor | np.ndarray) -> Tensor:
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x))
-    if isinstance(x, Tensor):
-        return x
-    raise TypeError(f"expected a torch tensor or numpy array, got {type(x).__name__}")
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
-def confusion_matrix(
-    pred: Tensor | np.ndarray, target: Tensor | np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX
-) -> Tensor:
-    """``[K, K]`` int64 confusion matrix (rows = reference, columns = prediction), one bincount.
-
-    ``pred`` and ``target`` are class-index arrays of the same shape, torch or numpy (any integer
-    dtype, any device; the result lives on the input's device). Pixels whose reference is
-    ``ignore_index`` are skipped; a prediction of ``ignore_index`` on a valid reference pixel is
-    an error (predictions are always classes).
-    """
-    p, t = _as_tensor(pred), _as_tensor(target)
-    if p.shape != t.shape:
-        raise ValueError(f"prediction shape {tuple(p.shape)} differs from reference shape {tuple(t.shape)}")
-    p = p.reshape(-1).to(t.device, torch.int64)
-    t = t.reshape(-1).to(torch.int64)
-    valid = t != ignore_index
-    p, t = p[valid], t[valid]
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise LabelError(
-            f"reference holds values outside 0..{num_classes - 1} and the ignore value {ignore_index}: "
-            "check the class list and the label encoding"
-        )
-    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes):
-        raise LabelError(f"prediction holds values outside 0..{num_classes - 1}: check the number of classes")
-    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).view(num_classes, num_classes)
+def _as_numpy(conf: Any) -> np.ndarray:
+    """A confusion matrix from numpy or torch (any device) as float64 numpy; torch is not imported."""
+    if hasattr(conf, "detach"):
+        conf = conf.detach().cpu().numpy()
+    return np.asarray(conf, dtype=np.float64)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -80,7 +54,7 @@ def segmentation_scores(
       only when no class has any evidence at all. A class present in only one of reference and
       prediction has IoU 0 and counts.
     """
-    c = _as_tensor(conf).detach().cpu().numpy().astype(np.float64)
+    c = _as_numpy(conf)
     k = len(class_names)
     if c.shape != (k, k):
         raise ValueError(f"confusion matrix of shape {c.shape} does not match {k} class names")
