@@ -141,7 +141,7 @@ def check_settings(s: PredictSettings) -> PredictSettings:
 
     check_tiling(s.tile, s.overlap)
     if s.batch < 1:
-        raise RsSegError(f"batch must be at least 1 (got {s.batch}); use e.g. --batch 2")
+        raise RsSegError(f"batch must be at least 1 (got {s.batch}); use e.g. --window-batch 2")
     if s.tta not in TTA_MODES:
         raise RsSegError(f"unknown TTA mode {s.tta!r}; choose one of {', '.join(TTA_MODES)}")
     return s

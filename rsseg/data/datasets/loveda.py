@@ -43,8 +43,9 @@ class LoveDA(DatasetSpec):
     gsd = 0.3
     layout = "<root>/{Train,Val,Test}/{Urban,Rural}/{images_png,masks_png}/*.png"
     download_hint = ("Train.zip, Val.zip, Test.zip from https://zenodo.org/records/5706578 unzipped into "
-                     "dataset.root, or pass --download")
-    #: the only dataset TorchGeo can fetch for rsseg (``--download``)
+                     "dataset.root; from Python, rsseg.data.build_datamodule(cfg, download=True) fetches them "
+                     "through TorchGeo")
+    #: the only dataset TorchGeo can fetch for rsseg (``build_datamodule(cfg, download=True)``)
     downloadable = True
 
     def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
