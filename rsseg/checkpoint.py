@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine mu
     import torch
     from torch import nn
 
-#: /2: the classifier reads the signed embedding projection (issue 12); /1 weights load with the
+#: /2: the classifier reads the signed embedding projection; /1 weights load with the
 #: same shapes but the classifier was trained on the feature before it, so they are refused
 FORMAT = "rsseg-checkpoint/2"
 META_KEY = "rsseg"

@@ -5,7 +5,7 @@ column are pulled back inside the raster, so every window lies fully inside it a
 ever sees synthetic pixels (except rasters smaller than one tile, which are reflect-padded).
 Overlapping predictions are blended with a separable raised-cosine ramp, the usual remedy for
 tile seams in sliding-window segmentation (e.g. the sliding-window testing of UNetFormer,
-Wang et al. 2022, ``/work/shared/papers``); the ramp never reaches 0 so a pixel covered by a
+Wang et al. 2022); the ramp never reaches 0 so a pixel covered by a
 single window keeps a valid (normalised) prediction.
 """
 
