@@ -1,4 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both set everything up on a fresh machine.
+# For development: `make test-fast` (no slow tests) and `make lint` (ruff).
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +11,7 @@ DEMO_OUT ?= outputs/demo
 # e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu: torch's CPU wheels first (PyPI's CUDA build makes a 6.5 GB venv)
 TORCH_INDEX ?=
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast lint clean
 
 $(PY):
 	@test -n "$(PY312)" || { echo "error: python3.12 not found; install Python 3.12 (torchgeo >= 0.9 needs it)" >&2; exit 1; }
@@ -29,6 +30,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# the inner loop: everything but the tests marked slow (training end to end, the browser, big CLI runs)
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
+
+# ruff's rule set lives in pyproject.toml ([tool.ruff])
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
