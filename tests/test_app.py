@@ -228,7 +228,7 @@ def app(viewer_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RSSEG_DATA_DIR", str(viewer_data["data"]))
     monkeypatch.setenv("RSSEG_CACHE_DIR", str(viewer_data["cache"] / "app"))
     monkeypatch.setenv("RSSEG_MAX_UPLOAD_MB", "5")
-    at = AppTest.from_file(str(viewer.app_script()), default_timeout=60)
+    at = AppTest.from_file(str(viewer.app_script()), default_timeout=300)
     at.query_params["raster"] = "small.tif"
     at.query_params["model"] = "models/m.ckpt"
     return at

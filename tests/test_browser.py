@@ -23,7 +23,7 @@ from rsseg import viewer
 from test_app import viewer_data  # noqa: F401 - shared session fixture (tiny checkpoint + small raster)
 
 pytestmark = pytest.mark.slow
-WAIT_S = 60
+WAIT_S = 300
 
 
 def _need(what: str, ok: bool) -> None:

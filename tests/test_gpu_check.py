@@ -1,4 +1,7 @@
-"""bench/gpu_check.sh --dry-run: the GPU check's steps at tiny sizes on the CPU (issue 17)."""
+"""bench/gpu_check.sh --dry-run: the GPU check's steps at tiny sizes on the CPU.
+
+Subprocess limits are safety nets against hangs, far above the idle times (the dry run takes ~45 s
+on an idle 2-core machine and several minutes on a loaded one)."""
 
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ SCRIPT = ROOT / "bench" / "gpu_check.sh"
 STEPS = ("env", "model_speed", "train", "regularizer_overhead", "predict")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
 @pytest.mark.skipif(sys.platform == "win32", reason="bash script")
 def test_gpu_check_dry_run(tmp_path: Path) -> None:
     out = tmp_path / "results"
     env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(["bash", str(SCRIPT), "--dry-run", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"results in {out}" in proc.stdout
     for name in STEPS:
@@ -47,13 +52,13 @@ def test_gpu_check_dry_run(tmp_path: Path) -> None:
 
 
 def test_gpu_check_rejects_unknown_argument() -> None:
-    proc = subprocess.run(["bash", str(SCRIPT), "--frobnicate"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(["bash", str(SCRIPT), "--frobnicate"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "unknown argument '--frobnicate'" in proc.stderr
 
 
 def test_gpu_check_without_cuda_fails_loudly(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=600)
     assert proc.returncode != 0 and "no CUDA device" in proc.stderr
     assert not list(tmp_path.glob("gpu-*"))

@@ -28,7 +28,7 @@ def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     # no build isolation: the build backend (setuptools) is already in the venv; tests stay offline
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out),
-                           str(src)], capture_output=True, text=True, timeout=300)
+                           str(src)], capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (whl,) = out.glob("rsseg-*.whl")
     return whl
@@ -49,7 +49,7 @@ def test_demo_finds_the_tiles_in_an_installed_copy(wheel, tmp_path):
     work = tmp_path / "elsewhere"  # no ./sample_tiles here
     work.mkdir()
     code = "import rsseg.demo as d; print(d.__file__); print(d.find_sample_tiles())"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=work, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=work, timeout=600,
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     module, found = proc.stdout.split()[-2:]

@@ -37,7 +37,7 @@ def test_training_output_is_quiet_and_draws_curves(sample_tiles, tmp_path):
            "--max-epochs", "2", "-o", str(run), "optim.batch_size=2", "optim.crop_size=64", "optim.scales=[1.0]",
            "dataset.val_fraction=0.34"]
     env = {"RSSEG_CACHE_DIR": str(tmp_path / "cache"), "PATH": "/usr/bin:/bin", "COLUMNS": "200"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=500, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1500, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     for noise in ("INFO", "litlogger", "Tip:", "exists and is not empty", "deprecated", "GPU available"):
