@@ -284,6 +284,7 @@ def _onnx_parity(model: UNetFormer, path, shapes: list[tuple[int, ...]]) -> None
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # ~26 s: an ONNX export and two ONNX Runtime runs
 def test_onnx_export_matches_pytorch(tmp_path, four_band_model: UNetFormer) -> None:
     four_band_model.train()  # export must use the inference graph and restore the mode
     path = export_onnx(four_band_model, tmp_path / "model.onnx", in_channels=4, height=64, width=64, dynamic=False)
@@ -294,6 +295,7 @@ def test_onnx_export_matches_pytorch(tmp_path, four_band_model: UNetFormer) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~110 s on an idle 2-core machine; past 600 s on a loaded one
 def test_onnx_export_dynamic_sizes(tmp_path, rgb_model: UNetFormer) -> None:
     path = export_onnx(rgb_model, tmp_path / "model.onnx", in_channels=3, height=256, width=256)
     rgb_model.eval()
