@@ -143,8 +143,9 @@ class In2NeCTConfig:
 
     ``reduction="sum"`` sums the per-class terms over the classes as Eq. 5-6 do ("mean" averages
     them); ``temperature`` divides the cosines of Eq. 6 (1.0 = none, as written; SupCon uses 0.1).
-    ``scale`` is the norm the class means are brought to in L_inter (see
-    :func:`rsseg.losses.inter_class_loss`).
+    ``scale`` is the norm the class means are brought to in L_inter when ``normalize`` is on;
+    ``centre`` subtracts the global pixel mean from the class means first (the NC2 centring;
+    see :func:`rsseg.losses.inter_class_loss`).
     """
 
     enabled: bool = False
@@ -155,6 +156,8 @@ class In2NeCTConfig:
     temperature: float = 1.0
     reduction: str = "sum"
     pixels_per_class: int = 512
+    normalize: bool = True
+    centre: bool = False
 
 
 @dataclass
@@ -176,6 +179,8 @@ class CeCoConfig:
     pixel_classifier: str = "learned"
     head_relu: bool = False
     use_prior: bool = False
+    #: "sum" over the present classes as Eq. 4 writes it, or "mean"
+    reduction: str = "sum"
 
 
 @dataclass
@@ -190,12 +195,15 @@ class RegionRebalanceConfig:
 
 @dataclass
 class NCFeatureConfig:
-    """L_W + L_B feature terms (Liu et al. Eq. 13, 15, 16) on L2-normalised features."""
+    """L_W + L_B feature terms (Liu et al. Eq. 13, 15, 16); ``normalize`` L2-normalises the
+    embedding first (not in the paper); L_W ``reduction`` "sum" as Eq. 13, or "mean"."""
 
     enabled: bool = False
     weight: float = 1.0
     lambda_w: float = 0.01
     lambda_b: float = 0.1
+    normalize: bool = True
+    reduction: str = "sum"
 
 
 @dataclass
@@ -223,6 +231,9 @@ class LossConfig:
     seg: str = "ce_dice"
     label_smoothing: float = 0.05
     aux_weight: float = 0.4
+    #: cross-entropy class weights: "none", or "median_frequency" (w_k = median(f) / f_k from the
+    #: training pixel frequencies; Eigen and Fergus 2015), a class-balanced baseline
+    class_weights: str = "none"
     regularizers: RegularizersConfig = field(default_factory=RegularizersConfig)
 
 
@@ -279,6 +290,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "model.name": ("unetformer",),
     "loss.seg": ("ce", "ce_dice"),
     "loss.regularizers.in2nect.reduction": ("sum", "mean"),
+    "loss.regularizers.ceco.reduction": ("sum", "mean"),
+    "loss.regularizers.nc.reduction": ("sum", "mean"),
+    "loss.class_weights": ("none", "median_frequency"),
     "loss.regularizers.ceco.center_classifier": ("fixed", "learned"),
     "loss.regularizers.ceco.pixel_classifier": ("fixed", "learned"),
     "optim.optimizer": ("adamw", "adam", "sgd"),

@@ -189,7 +189,7 @@ def test_sample_per_class_caps_each_class_without_replacement():
 # ---------------------------------------------------------------- loss primitives vs loops
 
 
-def _naive_center_ce(means, counts, etf, scale, log_prior=None):
+def _naive_center_ce(means, counts, etf, scale, log_prior=None, reduction="sum"):
     terms = []
     for k in range(means.shape[0]):
         if counts[k] == 0:
@@ -199,7 +199,8 @@ def _naive_center_ce(means, counts, etf, scale, log_prior=None):
         if log_prior is not None:
             logits = logits + log_prior
         terms.append(-(logits[k] - torch.logsumexp(logits, 0)))
-    return torch.stack(terms).mean()
+    terms = torch.stack(terms)
+    return terms.sum() if reduction == "sum" else terms.mean()  # Eq. 4 / Eq. 5 sum over the classes
 
 
 def test_inter_class_loss_matches_loop_and_ignores_absent_classes():
@@ -209,10 +210,10 @@ def test_inter_class_loss_matches_loop_and_ignores_absent_classes():
     counts = torch.tensor([5, 1, 0, 9, 3, 2])
     etf = simplex_etf(k, d, _gen(13)).double()
     _assert_same(
-        lambda m: inter_class_loss(m, counts, etf, 5.0, "mean"), lambda m: _naive_center_ce(m, counts, etf, 5.0), means
+        lambda m: inter_class_loss(m, counts, etf, 5.0, "mean"), lambda m: _naive_center_ce(m, counts, etf, 5.0, reduction="mean"), means
     )
     # Eq. 5 sums over the (5 present) classes: the default
-    assert torch.allclose(inter_class_loss(means, counts, etf, 5.0), 5 * _naive_center_ce(means, counts, etf, 5.0))
+    assert torch.allclose(inter_class_loss(means, counts, etf, 5.0), 5 * _naive_center_ce(means, counts, etf, 5.0, reduction="mean"))
 
 
 def test_center_collapse_loss_with_prior_matches_loop():
@@ -299,7 +300,7 @@ def _naive_within(emb, labels, k):
         if sel:
             mu = z[sel].mean(0)
             per_class.append(sum(((z[i] - mu) ** 2).sum() for i in sel) / len(sel))
-    return sum(per_class) / len(per_class)
+    return sum(per_class)  # Eq. 13 sums over the classes
 
 
 def _naive_between(means, counts):

@@ -11,6 +11,7 @@ from rsseg.losses.centers import class_means, image_class_means, labels_to_embed
 from rsseg.losses.collapse import (
     between_class_loss,
     center_collapse_loss,
+    centre_means,
     inter_class_loss,
     intra_class_loss,
     within_class_loss,
@@ -25,7 +26,7 @@ from rsseg.losses.regularizers import (
     log_prior_from_counts,
     sample_per_class,
 )
-from rsseg.losses.segmentation import SegmentationLoss, soft_dice_loss
+from rsseg.losses.segmentation import SegmentationLoss, median_frequency_weights, soft_dice_loss
 
 __all__ = [
     "CeCo",
@@ -36,12 +37,14 @@ __all__ = [
     "between_class_loss",
     "build_regularizers",
     "center_collapse_loss",
+    "centre_means",
     "class_means",
     "image_class_means",
     "inter_class_loss",
     "intra_class_loss",
     "labels_to_embedding",
     "log_prior_from_counts",
+    "median_frequency_weights",
     "sample_per_class",
     "simplex_etf",
     "soft_dice_loss",

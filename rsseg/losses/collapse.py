@@ -8,6 +8,11 @@ Long-tailed NC (Liu et al.): :func:`within_class_loss` (L_W, Eq. 13),
 Absent classes (count 0) never contribute and never produce NaN/inf, in values or gradients:
 masks are applied as multiplicative weights or to finite values, never by ``where`` on a branch
 whose gradient could be NaN.
+
+Every per-class term is summed over the present classes by default, as the equations write it
+(In2NeCT Eq. 5-6, CeCo Eq. 4, Liu et al. Eq. 13); ``reduction="mean"`` averages instead.
+Rows are gathered with ``index_select``, never ``x[index]``: the backward of advanced indexing
+accumulates with atomics on CPU threads, so two runs with one seed would differ in the last bits.
 """
 
 from __future__ import annotations
@@ -35,17 +40,34 @@ def present_reduce(values: Tensor, present: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
 
 
+def centre_means(means: Tensor, counts: Tensor) -> Tensor:
+    """Class means minus the global mean of the pixels they came from (``z_k - z_G``).
+
+    ``z_G = sum_k n_k z_k / sum_k n_k`` is the mean of every valid pixel, the centring of the NC2
+    definition (In2NeCT Sec. 3, Papyan et al.). Raw means of a bias-free projection of non-negative
+    features can only sum to zero, as simplex-ETF vertices do, if the projection turns singular;
+    centred means can reach the ETF at full rank.
+    """
+    weights = counts.to(means.dtype).unsqueeze(1)
+    glob = (means * weights).sum(0, keepdim=True) / weights.sum().clamp_min(1.0)
+    return means - glob
+
+
 def _center_cross_entropy(
     means: Tensor,
     counts: Tensor,
     classifier: Tensor,
     scale: float,
     log_prior: Tensor | None,
-    reduction: str = "mean",
+    reduction: str = "sum",
+    normalize: bool = True,
 ) -> Tensor:
-    """CE of each present, L2-normalised class mean against its own row of ``classifier``."""
+    """CE of each present class mean (L2-normalised unless ``normalize`` is off, times ``scale``)
+    against its own row of ``classifier``."""
     k = means.shape[0]
-    logits = scale * F.normalize(means, dim=1) @ classifier.to(means.dtype).T  # [K, K]
+    if normalize:
+        means = F.normalize(means, dim=1)
+    logits = scale * means @ classifier.to(means.dtype).T  # [K, K]
     if log_prior is not None:
         logits = logits + log_prior.to(means.dtype).unsqueeze(0)
     ce = F.cross_entropy(logits, torch.arange(k, device=means.device), reduction="none")
@@ -53,7 +75,13 @@ def _center_cross_entropy(
 
 
 def inter_class_loss(
-    means: Tensor, counts: Tensor, etf: Tensor, scale: float = 5.0, reduction: str = "sum"
+    means: Tensor,
+    counts: Tensor,
+    etf: Tensor,
+    scale: float = 5.0,
+    reduction: str = "sum",
+    normalize: bool = True,
+    centre: bool = False,
 ) -> Tensor:
     """In2NeCT L_inter: class means against the fixed simplex-ETF classifier.
 
@@ -68,23 +96,37 @@ def inter_class_loss(
     mean away from the other vertices, so it cannot separate classes. The paper's own gradient
     analysis (Eq. 8-10) uses ``p(zbar_k) = exp(zbar_k . w*_k) / sum_k' exp(zbar_k . w*_k')``, the
     standard softmax of one mean over all vertices, which is what this function computes (as CeCo
-    L_CR does). Normalising the mean and scaling (the CeCo alpha) keeps the logits bounded so the
-    loss cannot be driven down by inflating embedding norms.
+    L_CR does).
+
+    Two departures from Eq. 5, both options: ``normalize`` (on by default; not in the paper)
+    L2-normalises each mean and multiplies by ``scale`` (CeCo's alpha; neither paper gives a
+    value), which keeps the logits bounded so the loss cannot be driven down by inflating
+    embedding norms; ``normalize=False, scale=1`` is Eq. 5's raw dot product. ``centre``
+    (off by default, as Eq. 5 writes it) subtracts the global pixel mean first
+    (:func:`centre_means`, the paper's own NC2 definition).
     """
-    return _center_cross_entropy(means, counts, etf, scale, None, reduction)
+    if centre:
+        means = centre_means(means, counts)
+    return _center_cross_entropy(means, counts, etf, scale, None, reduction, normalize)
 
 
 def center_collapse_loss(
-    means: Tensor, counts: Tensor, etf: Tensor, scale: float = 5.0, log_prior: Tensor | None = None
+    means: Tensor,
+    counts: Tensor,
+    etf: Tensor,
+    scale: float = 5.0,
+    log_prior: Tensor | None = None,
+    reduction: str = "sum",
 ) -> Tensor:
-    """CeCo L_CR (Eq. 4): CE of normalised centers against the ETF scaled by alpha = ``scale``.
+    """CeCo L_CR (Eq. 4): CE of normalised centers against the ETF scaled by alpha = ``scale``,
+    summed over the present classes as Eq. 4 writes it (``reduction="mean"`` averages).
 
     ``log_prior [K]``, if given, is added to every row of logits (balanced softmax). The released
     CeCo code adds the log of image-level class frequencies there, which compensates for head
     classes being present as centers in more batches than tail classes. Shapes as in
     :func:`inter_class_loss`; same Eq. 10 reading of the softmax.
     """
-    return _center_cross_entropy(means, counts, etf, scale, log_prior)
+    return _center_cross_entropy(means, counts, etf, scale, log_prior, reduction)
 
 
 class _GroupExpSums(torch.autograd.Function):
@@ -161,7 +203,7 @@ def intra_class_loss(
     log_den = torch.logsumexp(log_group, dim=1) + shift  # [N]; finite: n >= 2 gives every row a group
 
     pos_count = others.gather(1, y.unsqueeze(1)).squeeze(1)  # |S_k| - 1
-    own_sum = (onehot.T @ z)[y]  # sum_{j in S_k} z_j per anchor, [N, D]
+    own_sum = (onehot.T @ z).index_select(0, y)  # sum_{j in S_k} z_j per anchor, [N, D]
     pos_sum = ((z * own_sum).sum(1) - (z * z).sum(1)) / temperature
     anchor_loss = log_den - pos_sum / pos_count.clamp_min(1.0)
     has_pos = (pos_count > 0).to(z.dtype)
@@ -176,12 +218,13 @@ def within_class_loss(
     means: Tensor,
     counts: Tensor,
     ignore_index: int = IGNORE_INDEX,
+    reduction: str = "sum",
 ) -> Tensor:
     """Long-tailed NC L_W (Liu et al. Eq. 13): inverse-class-size within-class distance.
 
-    ``(1/K_present) sum_k (1/n_k) sum_{y_i = k} ||h_i - mu_k||^2``: per class the mean squared
-    distance to the class mean, then the average over present classes (the 1/K keeps the scale
-    independent of how many classes a batch holds).
+    ``sum_k (1/n_k) sum_{y_i = k} ||h_i - mu_k||^2``: per class the mean squared distance to the
+    class mean, summed over the present classes as Eq. 13 writes it (``reduction="mean"`` divides
+    by the number of present classes).
 
     Args:
         features: ``[B, D, h, w]`` with labels ``[B, h, w]`` at the same grid, or ``[N, D]``
@@ -196,10 +239,10 @@ def within_class_loss(
         z = features.to(means.dtype)
     index = flat_class_index(labels, k, ignore_index)
     padded = torch.cat([means, means.new_zeros(1, d)])
-    sq = (z - padded[index]).pow(2).sum(1, keepdim=True)  # [N, 1]
+    sq = (z - padded.index_select(0, index)).pow(2).sum(1, keepdim=True)  # [N, 1]
     per_class_sum, _ = scatter_class_sums(sq, index, k)
     per_class = means_from_sums(per_class_sum, counts).squeeze(1)
-    return present_mean(per_class, counts > 0)
+    return present_reduce(per_class, counts > 0, reduction)
 
 
 def between_class_loss(means: Tensor, counts: Tensor, eps: float = 1e-5) -> Tensor:

@@ -206,7 +206,8 @@ class In2NeCT(_Regularizer):
     pixels (means global over DDP ranks with ``sync_centers``); L_intra (Eq. 6) samples at most
     ``pixels_per_class`` valid pixels per class per batch (memory O((K M)^2), not O(pixels^2)).
     Both sum over classes (``reduction="sum"``, as written; "mean" averages); ``temperature`` 1
-    is Eq. 6 as written. The ETF ``[K, embed_dim]`` is a persistent buffer: saved in the
+    is Eq. 6 as written; ``normalize``/``scale`` and ``centre`` are L_inter's departures and
+    options (:func:`inter_class_loss`). The ETF ``[K, embed_dim]`` is a persistent buffer: saved in the
     checkpoint, never optimised, never weight-decayed.
     """
 
@@ -220,6 +221,8 @@ class In2NeCT(_Regularizer):
         temperature: float = 1.0,
         reduction: str = "sum",
         pixels_per_class: int = 512,
+        normalize: bool = True,
+        centre: bool = False,
         weight: float = 0.2,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
@@ -237,13 +240,16 @@ class In2NeCT(_Regularizer):
         self.temperature = float(temperature)
         self.reduction = reduction
         self.pixels_per_class = int(pixels_per_class)
+        self.normalize = bool(normalize)
+        self.centre = bool(centre)
 
     @classmethod
     def from_config(cls, c: Any, ctx: BuildContext) -> In2NeCT:
         reg = cls(
             ctx.num_classes, ctx.embed_dim, inter_weight=c.inter_weight, intra_weight=c.intra_weight,
             scale=c.scale, temperature=c.temperature, reduction=c.reduction,
-            pixels_per_class=c.pixels_per_class, weight=c.weight, ignore_index=ctx.ignore_index,
+            pixels_per_class=c.pixels_per_class, normalize=c.normalize, centre=c.centre,
+            weight=c.weight, ignore_index=ctx.ignore_index,
             sync_centers=ctx.sync_centers, generator=ctx.generator(1),
         )
         reg.generator = ctx.generator(2)
@@ -256,12 +262,13 @@ class In2NeCT(_Regularizer):
         out: dict[str, Tensor] = {}
         if self.inter_weight:
             means, counts, _ = self.centers(z, index)
-            inter = inter_class_loss(means, counts, self.etf, self.scale, self.reduction)
+            inter = inter_class_loss(means, counts, self.etf, self.scale, self.reduction, self.normalize, self.centre)
             out["in2nect_inter"] = self.weight * self.inter_weight * inter
         if self.intra_weight:
             pick = sample_per_class(index, self.num_classes, self.pixels_per_class, self.generator)
             intra = intra_class_loss(
-                F.normalize(z[pick], dim=1), index[pick], self.temperature, self.reduction, self.num_classes
+                F.normalize(z.index_select(0, pick), dim=1), index[pick], self.temperature, self.reduction,
+                self.num_classes,
             )
             out["in2nect_intra"] = self.weight * self.intra_weight * intra
         return out
@@ -275,7 +282,8 @@ class CeCo(_Regularizer):
     resolution (CeCo's choice; computed exactly without materialising it, see
     :func:`~rsseg.losses.centers.upsampled_class_sums`) -> class centers of the batch (Eq. 3) ->
     Linear center head -> L2 normalisation -> center classifier scaled by alpha = ``scale`` ->
-    CE (Eq. 4). Returns ``{"ceco": weight * L_CR}`` (Eq. 5).
+    CE (Eq. 4, summed over the present classes as written; ``reduction="mean"`` averages).
+    Returns ``{"ceco": weight * L_CR}`` (Eq. 5).
 
     Options (defaults = the paper's equations): ``head_relu`` adds the released code's ReLU after
     the head's Linear (non-negative centres can never reach the ETF's signed vertices);
@@ -297,6 +305,7 @@ class CeCo(_Regularizer):
         center_classifier: str = "fixed",
         pixel_classifier: str = "learned",
         head_relu: bool = False,
+        reduction: str = "sum",
         weight: float = 0.4,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
@@ -313,6 +322,7 @@ class CeCo(_Regularizer):
         self.classifier = None if center_classifier == "fixed" else nn.Parameter(etf.clone())
         self.register_buffer("log_prior", _check_prior(log_prior, num_classes, "CeCo"), persistent=True)
         self.scale = float(scale)
+        self.reduction = reduction
         self.pixel_classifier = pixel_classifier
         self.in_dim = in_dim
         self._pixel_etf = simplex_etf(num_classes, in_dim, generator) if pixel_classifier == "fixed" else None
@@ -322,7 +332,7 @@ class CeCo(_Regularizer):
         return cls(
             ctx.num_classes, ctx.embed_dim, proj_dim=c.proj_dim, scale=c.scale,
             log_prior=ctx.log_region_prior if c.use_prior else None, center_classifier=c.center_classifier,
-            pixel_classifier=c.pixel_classifier, head_relu=c.head_relu, weight=c.weight,
+            pixel_classifier=c.pixel_classifier, head_relu=c.head_relu, reduction=c.reduction, weight=c.weight,
             ignore_index=ctx.ignore_index, sync_centers=ctx.sync_centers, generator=ctx.generator(1),
         )
 
@@ -353,7 +363,7 @@ class CeCo(_Regularizer):
         # the loss and every parameter stays in the graph
         centers = self.head(means_from_sums(sums, counts))
         classifier = self.etf if self.classifier is None else self.classifier
-        loss = center_collapse_loss(centers, counts, classifier, self.scale, self.log_prior)
+        loss = center_collapse_loss(centers, counts, classifier, self.scale, self.log_prior, self.reduction)
         return {"ceco": self.weight * loss}
 
 
@@ -399,10 +409,13 @@ class RegionRebalance(_Regularizer):
 
 @register_regularizer("nc")
 class NCFeature(_Regularizer):
-    """L_W + L_B feature terms (Liu et al., Eq. 13, 15, 16) on L2-normalised embeddings.
+    """L_W + L_B feature terms (Liu et al., Eq. 13, 15, 16).
 
-    The paper regularises normalised features (Sec. 4.1); on raw features L_W could be minimised
-    by shrinking every embedding. Returns ``{"nc_within": weight * lambda_w * L_W,
+    ``normalize`` (on by default; not in the paper, which states the terms on raw features h_i)
+    L2-normalises the embedding first: on raw features L_W can be minimised by shrinking every
+    embedding, which the segmentation loss does not prevent. L_W is summed over classes as Eq. 13
+    writes it (``reduction="mean"`` averages). The paper's lambdas (0.01, 0.1) are its CIFAR-10
+    values, used there together with class rebalancing (DRW/cRT). Returns ``{"nc_within": weight * lambda_w * L_W,
     "nc_between": weight * lambda_b * L_B}``. With ``sync_centers`` the class means are global;
     L_W's per-class averages use the local pixels (each rank's share is averaged by DDP).
     """
@@ -412,6 +425,8 @@ class NCFeature(_Regularizer):
         num_classes: int,
         lambda_w: float = 0.01,
         lambda_b: float = 0.1,
+        normalize: bool = True,
+        reduction: str = "sum",
         weight: float = 1.0,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
@@ -419,20 +434,24 @@ class NCFeature(_Regularizer):
         super().__init__(num_classes, weight, ignore_index, sync_centers)
         self.lambda_w = float(lambda_w)
         self.lambda_b = float(lambda_b)
+        self.normalize = bool(normalize)
+        self.reduction = reduction
 
     @classmethod
     def from_config(cls, c: Any, ctx: BuildContext) -> NCFeature:
         return cls(
-            ctx.num_classes, lambda_w=c.lambda_w, lambda_b=c.lambda_b, weight=c.weight,
+            ctx.num_classes, lambda_w=c.lambda_w, lambda_b=c.lambda_b, normalize=c.normalize,
+            reduction=c.reduction, weight=c.weight,
             ignore_index=ctx.ignore_index, sync_centers=ctx.sync_centers,
         )
 
     def terms(self, embedding: Tensor, labels: Tensor) -> dict[str, Tensor]:
         z, index = self.gather(embedding, labels)  # no early exit: see In2NeCT.terms
-        z = F.normalize(z, dim=1)
+        if self.normalize:
+            z = F.normalize(z, dim=1)
         means, counts, local = self.centers(z, index)
         # index already marks ignored pixels with K, so K plays the ignore value here
-        within = within_class_loss(z, index, means, local, ignore_index=self.num_classes)
+        within = within_class_loss(z, index, means, local, ignore_index=self.num_classes, reduction=self.reduction)
         between = between_class_loss(means, counts)
         return {
             "nc_within": self.weight * self.lambda_w * within,

@@ -40,6 +40,22 @@ def _dice_on_index(logits: Tensor, index: Tensor, smooth: float) -> Tensor:
     return ((1.0 - dice) * present).sum() / present.sum().clamp_min(1.0)
 
 
+def median_frequency_weights(pixel_freq: list[float] | Tensor) -> Tensor:
+    """Median frequency balancing (Eigen and Fergus, ICCV 2015): ``w_k = median(f) / f_k``.
+
+    ``pixel_freq [K]``: training pixel frequencies. A class never seen in training (f = 0) gets
+    the largest weight of the seen classes instead of infinity.
+    """
+    f = torch.as_tensor(pixel_freq, dtype=torch.float64).reshape(-1)
+    seen = f > 0
+    if not bool(seen.any()):
+        raise RsSegError("class weights need training pixel frequencies with at least one class present")
+    w = torch.zeros_like(f)
+    w[seen] = f[seen].median() / f[seen]
+    w[~seen] = w[seen].max()
+    return w.float()
+
+
 class SegmentationLoss(nn.Module):
     """``forward(logits, labels, aux_logits=None) -> {"ce", "dice", "aux"}``, weighted terms.
 
@@ -47,6 +63,8 @@ class SegmentationLoss(nn.Module):
         mode: ``"ce_dice"`` (the UNetFormer reference) or ``"ce"``.
         label_smoothing: of the soft cross-entropy (0.05 in the reference).
         aux_weight: weight of the auxiliary head's cross-entropy (0.4 in the reference).
+        class_weights: ``[K]`` per-class weights of the cross-entropy terms (e.g.
+            :func:`median_frequency_weights`); ``None`` weighs every pixel alike.
 
     ``logits`` / ``aux_logits`` ``[B, K, h, w]`` at another resolution than ``labels [B, H, W]``
     are bilinearly upsampled to it. The terms are summed by the caller.
@@ -59,10 +77,17 @@ class SegmentationLoss(nn.Module):
         label_smoothing: float = 0.05,
         aux_weight: float = 0.4,
         ignore_index: int = IGNORE_INDEX,
+        class_weights: Tensor | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("ce", "ce_dice"):
             raise RsSegError(f"segmentation loss mode must be 'ce' or 'ce_dice', got {mode!r}")
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float32).reshape(-1)
+            if class_weights.numel() != num_classes or not bool((class_weights > 0).all()):
+                raise RsSegError(f"class weights must be {num_classes} positive values, got {class_weights.tolist()}")
+        # a buffer: moves with the module to the training device; not saved (derived from the data)
+        self.register_buffer("class_weights", class_weights, persistent=False)
         self.num_classes = num_classes
         self.mode = mode
         self.label_smoothing = float(label_smoothing)
@@ -84,7 +109,8 @@ class SegmentationLoss(nn.Module):
             # F.cross_entropy returns NaN (0/0) when every pixel is ignored
             return logits.sum() * 0.0
         return F.cross_entropy(
-            logits, labels.long(), ignore_index=self.ignore_index, label_smoothing=self.label_smoothing
+            logits, labels.long(), weight=self.class_weights, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
         )
 
     def forward(self, logits: Tensor, labels: Tensor, aux_logits: Tensor | None = None) -> dict[str, Tensor]:

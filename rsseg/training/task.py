@@ -13,7 +13,8 @@ from torch import Tensor
 
 from rsseg.checkpoint import META_KEY, ModelMeta
 from rsseg.config import Config
-from rsseg.losses import SegmentationLoss, build_regularizers
+from rsseg.errors import RsSegError
+from rsseg.losses import SegmentationLoss, build_regularizers, median_frequency_weights
 from rsseg.metrics import CollapseStats, confusion_matrix, default_exclusions, segmentation_scores
 from rsseg.models import build_model
 
@@ -45,6 +46,7 @@ class SegmentationTask(L.LightningModule):
             label_smoothing=cfg.loss.label_smoothing,
             aux_weight=cfg.loss.aux_weight,
             ignore_index=meta.ignore_index,
+            class_weights=self._class_weights(cfg, meta),
         )
         self.regularizers = build_regularizers(
             cfg.loss.regularizers,
@@ -58,6 +60,15 @@ class SegmentationTask(L.LightningModule):
             reg.attach(self.model)
         self._conf: Tensor | None = None
         self._collapse: CollapseStats | None = None
+
+    @staticmethod
+    def _class_weights(cfg: Config, meta: ModelMeta) -> Tensor | None:
+        if cfg.loss.class_weights == "none":
+            return None
+        if not meta.class_pixel_freq:
+            raise RsSegError("loss.class_weights needs the training pixel frequencies (dataset statistics), "
+                             "which this run has none of: set loss.class_weights=none")
+        return median_frequency_weights(meta.class_pixel_freq)
 
     def forward(self, x: Tensor) -> Any:
         return self.model(x)
