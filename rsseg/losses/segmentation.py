@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError, RsSegError
 from rsseg.losses.centers import flat_class_index
 
 
@@ -85,7 +85,7 @@ class SegmentationLoss(nn.Module):
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32).reshape(-1)
             if class_weights.numel() != num_classes or not bool((class_weights > 0).all()):
-                raise RsSegError(f"class weights must be {num_classes} positive values, got {class_weights.tolist()}")
+                raise ConfigError(f"class weights must be {num_classes} positive values, got {class_weights.tolist()}")
         # a buffer: moves with the module to the training device; not saved (derived from the data)
         self.register_buffer("class_weights", class_weights, persistent=False)
         self.num_classes = num_classes
