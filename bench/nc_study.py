@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--factor", type=int, default=4, help="downsample tiles by this factor (4: 0.3 m -> 1.2 m)")
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--warm-steps", type=int, default=240)
+    ap.add_argument("--warm-steps", type=int, default=300)
     ap.add_argument("--warm-lr", type=float, default=1e-3)
     ap.add_argument("--steps", type=int, default=30, help="fine-tune steps of every arm")
     ap.add_argument("--lr", type=float, default=2.5e-4, help="fine-tune learning rate (arms scale it)")

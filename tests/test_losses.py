@@ -429,7 +429,7 @@ def test_etf_is_a_persistent_buffer_and_build_regularizers_follows_config():
     cfg.ceco.use_prior = True
     regs = build_regularizers(cfg, num_classes=7, embed_dim=64, log_region_prior=log_prior_from_counts([1] * 7))
     assert list(regs) == ["in2nect", "ceco", "rr", "nc"]
-    assert regs["in2nect"].weight == 0.3 and regs["ceco"].weight == 0.4 and regs["rr"].weight == 0.3
+    assert regs["in2nect"].weight == 0.3 and regs["ceco"].weight == 0.5 and regs["rr"].weight == 0.3
     assert "in2nect.etf" in regs.state_dict() and "ceco.etf" in regs.state_dict()
     assert all(p is not regs["in2nect"].etf for p in regs.parameters())
     assert regs["ceco"].log_prior is not None

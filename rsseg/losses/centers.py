@@ -3,7 +3,7 @@
 Every regularizer gathers pixel embeddings by class. This module is the one place where
 labels meet embeddings: :func:`labels_to_embedding` brings labels down to the embedding grid,
 and :func:`upsampled_class_sums` gives class sums of an embedding bilinearly upsampled to the
-label grid (CeCo's choice) without materialising the upsampled tensor.
+label grid (the paper's centres are over all N = HW pixels) without materialising the upsampled tensor.
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ def class_means(
 def image_class_means(
     embedding: Tensor, labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
 ) -> tuple[Tensor, Tensor]:
-    """Region features (RR, Cui et al. Sec. 3.3): the mean embedding of each class in each image.
+    """Region features (RR, Cui et al. Sec. 3.2): the mean embedding of each class in each image.
 
     Returns ``(means [B*K, D], counts [B*K])``, row ``b*K + k`` for class ``k`` of image ``b``.
     """

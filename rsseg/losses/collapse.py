@@ -230,7 +230,7 @@ def within_class_loss(
         features: ``[B, D, h, w]`` with labels ``[B, h, w]`` at the same grid, or ``[N, D]``
             with labels ``[N]``.
         means, counts: ``[K, D]``, ``[K]`` from :func:`~rsseg.losses.centers.class_means` on the
-            same features (gradient flows through the means too, as in the paper).
+            same features (gradient flows through the means too; the paper does not say).
     """
     k, d = means.shape
     if features.ndim == 4:

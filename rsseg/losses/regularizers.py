@@ -7,7 +7,7 @@ A batch without a valid pixel returns zeros that still touch the embedding and e
 of the module, so DDP sees all parameters receive a gradient.
 
 - :class:`In2NeCT` (Shen et al.): Eq. 7, ``w (L_inter + L_intra)``, w = 0.2.
-- :class:`CeCo` (Zhong et al., CVPR 2023): Eq. 5, ``lambda L_CR``, lambda = 0.4.
+- :class:`CeCo` (Zhong et al., CVPR 2023): Eq. 5, ``lambda L_CR``, lambda = 0.5 (2D images).
 - :class:`RegionRebalance` (Cui et al.): Eq. 9, ``lambda L_reg``, lambda = 0.3.
 - :class:`NCFeature` (Liu et al.): Eq. 16, ``lambda_W L_W + lambda_B L_B``.
 
@@ -279,7 +279,8 @@ class CeCo(_Regularizer):
     """Center Collapse regularizer (Zhong et al., CVPR 2023), Eq. 3-5.
 
     Embedding -> 1x1 conv + BN projection to ``proj_dim`` -> bilinear upsampling to label
-    resolution (CeCo's choice; computed exactly without materialising it, see
+    resolution (the paper's centres are per pixel, N = HW; the 1x1 conv + BN projection and the
+    bilinear upsampling are rsseg's; computed exactly without materialising it, see
     :func:`~rsseg.losses.centers.upsampled_class_sums`) -> class centers of the batch (Eq. 3) ->
     Linear center head -> L2 normalisation -> center classifier scaled by alpha = ``scale`` ->
     CE (Eq. 4, summed over the present classes as written; ``reduction="mean"`` averages).
@@ -306,7 +307,7 @@ class CeCo(_Regularizer):
         pixel_classifier: str = "learned",
         head_relu: bool = False,
         reduction: str = "sum",
-        weight: float = 0.4,
+        weight: float = 0.5,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
         generator: torch.Generator | None = None,
@@ -371,7 +372,7 @@ class CeCo(_Regularizer):
 class RegionRebalance(_Regularizer):
     """Region Rebalance (Cui et al.): balanced-softmax classifier on per-image class means.
 
-    Region features ``r`` are the mean embedding of each class present in each image (Sec. 3.3);
+    Region features ``r`` are the mean embedding of each class present in each image (Sec. 3.2);
     a trainable linear region classifier gives logits, and ``L_reg`` (Eq. 8) is the cross-entropy
     of ``logits + log F`` averaged over regions, with ``F`` the region (image-level) class
     frequencies (Eq. 7) passed as ``log_prior [K]``; ``None`` means a uniform prior (plain CE,
