@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 from rsseg.checkpoint import read_meta
-from rsseg.config import training_config
+from rsseg.runconfig import training_config
 from rsseg.metrics import head_common_tail
 from rsseg.training import train
 

@@ -22,7 +22,6 @@ from rsseg.losses.regularizers import (
     NCFeature,
     RegionRebalance,
     build_regularizers,
-    log_prior_from_counts,
     sample_per_class,
 )
 from rsseg.losses.segmentation import SegmentationLoss, soft_dice_loss
@@ -41,7 +40,6 @@ __all__ = [
     "inter_class_loss",
     "intra_class_loss",
     "labels_to_embedding",
-    "log_prior_from_counts",
     "sample_per_class",
     "simplex_etf",
     "soft_dice_loss",
