@@ -15,7 +15,6 @@ that change the numbers.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from rsseg.config import RegularizersConfig, check_choice
-from rsseg.data.stats import log_prior_from_counts
 from rsseg.errors import ConfigError
 from rsseg.registry import Registry
 from rsseg.losses.centers import (
@@ -548,7 +547,7 @@ def build_regularizers(
 ) -> nn.ModuleDict:
     """Build every enabled regularizer of ``cfg`` through the registry (keys = section names).
 
-    ``log_region_prior [K]``: log image-level class frequencies (see :func:`log_prior_from_counts`),
+    ``log_region_prior [K]``: log image-level class frequencies (see :func:`rsseg.data.stats.log_prior_from_counts`),
     used where a section's ``use_prior`` asks for it. ``seed`` seeds each regularizer's own
     generators (ETF, pixel sampling), so enabling one never shifts the global RNG stream.
     """

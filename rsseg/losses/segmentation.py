@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 from rsseg.losses.centers import flat_class_index
 
 
@@ -61,7 +61,7 @@ class SegmentationLoss(nn.Module):
     ) -> None:
         super().__init__()
         if mode not in ("ce", "ce_dice"):
-            raise RsSegError(f"segmentation loss mode must be 'ce' or 'ce_dice', got {mode!r}")
+            raise ConfigError(f"segmentation loss mode must be 'ce' or 'ce_dice', got {mode!r}")
         self.num_classes = num_classes
         self.mode = mode
         self.label_smoothing = float(label_smoothing)
