@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"rsseg": ROOT / "rsseg", "rsseg.cli": ROOT / "cli", "rsseg.app": ROOT / "app"}
 
 #: lowest first; a module may import its own layer and the ones below, never one above.
-#: Each entry is a module prefix; the longest matching prefix decides a module's layer.
+#: Each entry is a module prefix (``rsseg`` itself: the package ``__init__`` only); the longest
+#: matching prefix decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("rsseg", "rsseg.errors", "rsseg.registry", "rsseg.config", "rsseg.data.constants"),
+    ("rsseg", "rsseg.errors", "rsseg.constants", "rsseg.progress", "rsseg.registry", "rsseg.config",
+     "rsseg.data.constants"),
     ("rsseg.stac", "rsseg.io", "rsseg.data.normalize", "rsseg.data.augment", "rsseg.data.raster", "rsseg.data.splits"),
     ("rsseg.data",),
     ("rsseg.models", "rsseg.losses", "rsseg.metrics"),
@@ -103,7 +105,8 @@ def layer(module: str) -> int:
     best, level = "", None
     for i, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+            matches = module == prefix or (prefix != "rsseg" and module.startswith(prefix + "."))
+            if matches and len(prefix) > len(best):
                 best, level = prefix, i
     assert level is not None, f"{module} is in no layer of LAYERS: add its package there and in docs/architecture.md"
     return level
