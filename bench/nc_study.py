@@ -51,11 +51,11 @@ import rasterio
 import torch
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.config import training_config
+from rsseg.runconfig import training_config
 from rsseg.data.datasets.loveda import LoveDA, decode_loveda
 from rsseg.data.folds import kfold_split
 from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from rsseg.losses import log_prior_from_counts
+from rsseg.data.stats import log_prior_from_counts
 from rsseg.metrics.collapse import CollapseStats
 from rsseg.metrics.confusion import confusion_matrix
 from rsseg.metrics.intervals import bootstrap_ci

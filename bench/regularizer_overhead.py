@@ -32,8 +32,10 @@ from pathlib import Path
 
 import torch
 
-from rsseg.config import ModelConfig, RegularizersConfig
-from rsseg.losses import SegmentationLoss, build_regularizers, log_prior_from_counts
+from rsseg.config import ModelConfig
+from rsseg.data.stats import log_prior_from_counts
+from rsseg.losses import SegmentationLoss, build_regularizers
+from rsseg.losses.regularizers import regularizers_config
 from rsseg.models import build_model
 
 VARIANTS = ("seg", "in2nect", "ceco", "rr", "nc")
@@ -75,7 +77,7 @@ def main() -> None:
     k = args.classes
     model_cfg = ModelConfig(encoder=args.encoder)
     model = build_model(model_cfg, num_classes=k, in_channels=3).to(device).train()
-    cfg = RegularizersConfig()
+    cfg = regularizers_config()
     for name in VARIANTS[1:]:
         getattr(cfg, name).enabled = True
     prior = log_prior_from_counts([2.0 ** -i for i in range(k)])

@@ -32,7 +32,7 @@ def command(source, out_path, dataset, classes, colors, bands, gsd, encoder, ove
       rsseg import weights.pth --classes background,building --colors '#000000,#ff0000' -o b.ckpt
     """
     from rsseg.io import check_output
-    from rsseg.models.geoseg import import_geoseg
+    from rsseg.geoseg_import import import_geoseg
 
     check_output(out_path, overwrite)
     meta = import_geoseg(

@@ -32,8 +32,8 @@ def command(root, dataset, config_path, split, out_path, overwrite, no_cache, ov
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from rsseg.config import training_config
-    from rsseg.data.stats import stats_for_path
+    from rsseg.data.datasets import stats_for_path
+    from rsseg.runconfig import training_config
     from rsseg.errors import ConfigError, OutputPathError
     from rsseg.io import check_output, write_json
 

@@ -7,11 +7,12 @@ import sys
 
 import click
 
-from rsseg.config import DATASET_NAMES, regularizer_names
+from rsseg.data.datasets import dataset_names
+from rsseg.losses.regularizers import regularizer_names
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--dataset", type=click.Choice(DATASET_NAMES), help="Dataset adapter (default: from --config, else folder).")
+@click.option("--dataset", type=click.Choice(dataset_names()), help="Dataset adapter (default: from --config, else folder).")
 @click.option("--root", type=click.Path(file_okay=False), help="Dataset root directory (overrides dataset.root).")
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: bundled configs/<dataset>/ce.yaml).")
 @click.option(
@@ -48,7 +49,8 @@ def command(dataset, root, config_path, regularizers, max_epochs, batch_size, de
       rsseg train -c configs/potsdam/ceco.yaml --devices 2
       rsseg train --dataset loveda --root data/LoveDA --print-config > loveda.yaml
     """
-    from rsseg.config import config_to_yaml, training_config
+    from rsseg.config import config_to_yaml
+    from rsseg.runconfig import training_config
     from rsseg.training import train
 
     flags = [f"optim.{k}={v}" for k, v in (("max_epochs", max_epochs), ("batch_size", batch_size), ("seed", seed)) if v is not None]

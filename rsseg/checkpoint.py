@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsseg.config import Config, config_from_dict
+from rsseg.config import Config
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
 from rsseg.io import Staging, atomic_path, load_torch_file, write_error
@@ -84,6 +84,8 @@ class ModelMeta:
             raise CheckpointError(f"checkpoint metadata is incomplete ({exc}); re-train or re-import the model") from None
 
     def build_config(self) -> Config:
+        from rsseg.runconfig import config_from_dict  # the registries load with it (torch)
+
         return config_from_dict(self.config)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.config import training_config
+from rsseg.runconfig import training_config
 from rsseg.errors import RsSegError
 
 if TYPE_CHECKING:

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.cli.main import COMMANDS, main
 from rsseg.cli.predict_summary import human_size
-from rsseg.config import Config, ModelConfig, training_config
+from rsseg.config import Config, ModelConfig
+from rsseg.runconfig import training_config
 from rsseg.models import build_model
 from conftest import make_folder, write_raster
 

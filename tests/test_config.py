@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rsseg.config import Config, apply_overrides, config_from_dict, load_config
+from rsseg.config import Config, apply_overrides
+from rsseg.runconfig import config_from_dict, load_config, training_config
 from rsseg.errors import RsSegError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -79,7 +80,6 @@ def test_overrides_apply_on_top_and_are_typed(tmp_path):
 def test_train_defaults_follow_the_dataset_spec():
     """Every dataset trains the baseline by default (no study has passed the decision rule in
     docs/science.md); -r and -c override it."""
-    from rsseg.config import training_config
 
     assert training_config(dataset="loveda", regularizers=["in2nect"]).loss.regularizers.enabled() == ["in2nect"]
     for name in ("loveda", "potsdam", "vaihingen", "folder"):
@@ -89,11 +89,8 @@ def test_train_defaults_follow_the_dataset_spec():
 
 
 def test_config_errors_are_value_errors_and_datasets_come_from_the_registry():
-    from rsseg.config import DATASET_NAMES, training_config
-    from rsseg.data.datasets import dataset_names
     from rsseg.errors import ConfigError
 
-    assert DATASET_NAMES == dataset_names()
     with pytest.raises(ValueError, match="dataset.name"):
         config_from_dict({"dataset": {"name": "landsat"}})
     with pytest.raises(ConfigError, match="unknown dataset 'landsat'"):

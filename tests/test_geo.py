@@ -19,9 +19,9 @@ from rasterio.features import geometry_mask
 
 from rsseg.checkpoint import read_meta
 from rsseg.cli.main import main
-from rsseg.config import config_from_dict
+from rsseg.runconfig import config_from_dict
 from rsseg.data import build_datamodule
-from rsseg.data.geo import GeoScene
+from rsseg.data.geo_reader import GeoScene
 from rsseg.errors import RsSegError
 
 CLASSES = {"classes": ["background", "building"], "colors": ["#000000", "#ff0000"]}

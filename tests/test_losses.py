@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsseg.config import RegularizersConfig
+from rsseg.data.stats import log_prior_from_counts
 from rsseg.errors import RsSegError
+from rsseg.losses.regularizers import regularizers_config
 from rsseg.losses import (
     CeCo,
     In2NeCT,
@@ -24,7 +25,6 @@ from rsseg.losses import (
     inter_class_loss,
     intra_class_loss,
     labels_to_embedding,
-    log_prior_from_counts,
     sample_per_class,
     simplex_etf,
     soft_dice_loss,
@@ -422,7 +422,7 @@ def test_in2nect_intra_uses_only_sampled_pixels_and_autocast_is_off():
 
 
 def test_etf_is_a_persistent_buffer_and_build_regularizers_follows_config():
-    cfg = RegularizersConfig()
+    cfg = regularizers_config()
     for name in ("in2nect", "ceco", "rr", "nc"):
         getattr(cfg, name).enabled = True
     cfg.in2nect.weight = 0.3
@@ -437,7 +437,7 @@ def test_etf_is_a_persistent_buffer_and_build_regularizers_follows_config():
     cfg.rr.use_prior = False
     regs = build_regularizers(cfg, 7, 64)
     assert regs["ceco"].log_prior is None and torch.all(regs["rr"].log_prior == 0)  # uniform RR prior
-    assert len(build_regularizers(RegularizersConfig(), 7, 64)) == 0
+    assert len(build_regularizers(regularizers_config(), 7, 64)) == 0
     with pytest.raises(RsSegError, match="embed_dim"):
         In2NeCT(7, 4)
     with pytest.raises(RsSegError, match="log prior"):
@@ -531,21 +531,20 @@ def test_in2nect_collapses_a_free_embedding_on_a_loveda_mask(shared_data):
 
 
 def test_registry_matches_config_sections_and_options_follow_the_papers():
-    from rsseg.config import CeCoConfig, In2NeCTConfig, RegionRebalanceConfig, regularizer_names
-    from rsseg.losses.regularizers import REGISTRY
+    from rsseg.losses.regularizers import REGULARIZERS, CeCoConfig, In2NeCTConfig, RegionRebalanceConfig, regularizer_names
     from rsseg.models import build_model
     from rsseg.config import ModelConfig
 
-    assert set(REGISTRY) == set(regularizer_names()) == {"in2nect", "ceco", "rr", "nc"}
+    assert set(REGULARIZERS.names()) == set(regularizer_names()) == {"in2nect", "ceco", "rr", "nc"}
     # paper-literal defaults (issue 12 item 3)
     assert (In2NeCTConfig().temperature, In2NeCTConfig().reduction) == (1.0, "sum")
     c = CeCoConfig()
     assert (c.head_relu, c.use_prior, c.center_classifier, c.pixel_classifier) == (False, False, "fixed", "learned")
-    assert RegionRebalanceConfig().use_prior and RegularizersConfig().sync_centers
+    assert RegionRebalanceConfig().use_prior and regularizers_config().sync_centers
     assert not any(isinstance(m, torch.nn.ReLU) for m in CeCo(4, 8, proj_dim=8).head)
     assert any(isinstance(m, torch.nn.ReLU) for m in CeCo(4, 8, proj_dim=8, head_relu=True).head)
     # Table 1 row "PC fixed": the model's pixel classifier becomes a frozen simplex ETF
-    cfg = RegularizersConfig()
+    cfg = regularizers_config()
     cfg.ceco.enabled, cfg.ceco.pixel_classifier = True, "fixed"
     regs = build_regularizers(cfg, 4, 16, seed=3)
     torch.manual_seed(0)
@@ -556,7 +555,7 @@ def test_registry_matches_config_sections_and_options_follow_the_papers():
     torch.testing.assert_close(w @ w.T, (4 / 3) * torch.eye(4) - 1 / 3, atol=1e-5, rtol=0)
     assert regs["ceco"].classifier is None  # CC fixed: the ETF buffer
     # own generators: building a regularizer leaves torch's global RNG untouched
-    cfg = RegularizersConfig()
+    cfg = regularizers_config()
     cfg.in2nect.enabled = True
     state = torch.get_rng_state()
     build_regularizers(cfg, 4, 16, seed=3)
@@ -568,7 +567,7 @@ def test_ignore_index_reaches_the_regularizers():
     emb = torch.randn(1, d, 8, 8, generator=_gen(40))
     labels = _random_labels((1, 8, 8), k, 41, ignore_frac=0.0)
     other = labels.masked_fill(labels == 2, 7)  # the dataset's ignore value is 7
-    cfg = RegularizersConfig()
+    cfg = regularizers_config()
     cfg.nc.enabled = True
     reg = build_regularizers(cfg, k, d, ignore_index=7)["nc"]
     dropped = labels.masked_fill(labels == 2, 255)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsseg.config import training_config
+from rsseg.runconfig import training_config
 from rsseg.data.folds import kfold_split
 from rsseg.losses import (
     SegmentationLoss,

@@ -16,8 +16,9 @@ import torch
 
 import rsseg.data.stats as stats_mod
 from conftest import write_raster
-from rsseg.config import config_from_dict
-from rsseg.data.stats import DatasetStats, compute_stats, log_region_prior, stats_for_path
+from rsseg.runconfig import config_from_dict
+from rsseg.data.datasets import stats_for_path
+from rsseg.data.stats import DatasetStats, compute_stats, log_region_prior
 from rsseg.errors import RsSegError
 
 

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from rsseg.checkpoint import load_model, read_meta
 from rsseg.cli.main import main
-from rsseg.config import training_config
+from rsseg.runconfig import training_config
 from rsseg.evaluation import evaluate_checkpoint
 from rsseg.training import train
 

@@ -5,9 +5,8 @@ Public API: :func:`build_datamodule` / :class:`RsSegDataModule`, the dataset reg
 normalisation (:class:`Normalizer`), :func:`augment_batch`, and the statistics in
 :mod:`rsseg.data.stats`.
 
-Names are imported on first use (PEP 562): ``rsseg.config`` reads the dataset registry and the
-ignore constant from here, and importing the datamodule (Lightning) eagerly would both slow every
-import down and close an import cycle through ``rsseg.config``.
+Names are imported on first use (PEP 562): leaf modules such as :mod:`rsseg.data.constants`
+(read by :mod:`rsseg.config`) must not pull Lightning and TorchGeo in with them.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ _EXPORTS = {
     "resolve_dataset_config": "rsseg.data.datasets",
     "augment_batch": "rsseg.data.augment",
     "RsSegDataModule": "rsseg.data.datamodule",
-    "build_datamodule": "rsseg.data.datamodule",
+    "build_datamodule": "rsseg.data.datasets",
     "DatasetStats": "rsseg.data.stats",
     "compute_stats": "rsseg.data.stats",
+    "log_prior_from_counts": "rsseg.data.stats",
     "log_region_prior": "rsseg.data.stats",
-    "stats_for_path": "rsseg.data.stats",
+    "stats_for_path": "rsseg.data.datasets",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,16 +9,16 @@ TorchGeo's split lists and its LoveDA downloader.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import copy
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from rsseg.config import Config
+from rsseg.config import Config, DatasetConfig
 from rsseg.data.augment import augment_batch
-from rsseg.data.datasets import dataset_pairs, get_dataset, resolve_dataset_config
 from rsseg.data.normalize import Normalizer, imagenet_stats
 from rsseg.data.raster import TilePair
 from rsseg.data.stats import DatasetStats, split_stats
@@ -40,6 +40,11 @@ def _gsd_from_file(path: str) -> float | None:
     return abs(t.a) * crs.linear_units_factor[1]
 
 
+#: ``(resolved dataset config, split, download) -> pairs``: the dataset's
+#: :meth:`~rsseg.data.datasets.DatasetSpec.find_pairs`, handed down by the spec that builds the datamodule
+FindPairs = Callable[[DatasetConfig, str, bool], list[TilePair]]
+
+
 class RsSegDataModule(L.LightningDataModule):
     """Train/val loaders of fixed-size patches plus whole tiles for evaluation.
 
@@ -53,12 +58,15 @@ class RsSegDataModule(L.LightningDataModule):
 
     ``patch_size`` = ``crop_size / min(scales)`` (so the smallest scale still sees a full crop's
     worth of context), capped at the largest tile side and rounded up to a multiple of 32.
+
+    ``cfg.dataset`` is resolved (:meth:`DatasetSpec.resolve`); ``find_pairs`` lists a split's files.
     """
 
-    def __init__(self, cfg: Config, download: bool = False) -> None:
+    def __init__(self, cfg: Config, find_pairs: FindPairs, download: bool = False) -> None:
         super().__init__()
         self.cfg = cfg
-        self.ds = resolve_dataset_config(cfg.dataset)
+        self.ds = copy.deepcopy(cfg.dataset)
+        self.find_pairs = find_pairs
         self.download = download
         self.classes: list[str] = list(self.ds.classes)
         self.colors: list[str] = list(self.ds.colors)
@@ -86,8 +94,7 @@ class RsSegDataModule(L.LightningDataModule):
     def pairs(self, split: str) -> list[TilePair]:
         """Raster pairs of a split (found once, then remembered)."""
         if split not in self._pairs:
-            eroded = self.ds.eroded_labels and split != "train"
-            self._pairs[split] = dataset_pairs(self.ds, split, self.download, eroded=eroded)
+            self._pairs[split] = self.find_pairs(self.ds, split, self.download)
         return self._pairs[split]
 
     def input_files(self, split: str) -> list[tuple[str, tuple[int, ...]]]:
@@ -98,9 +105,7 @@ class RsSegDataModule(L.LightningDataModule):
     def split_stats(self, split: str, use_cache: bool = True,
                     on_progress: ProgressFn | None = None) -> DatasetStats:
         """Class and band statistics of ``split`` (cached on disk); ``on_progress`` counts files."""
-        if self.download:
-            self.pairs(split)  # the LoveDA download happens before statistics
-        return split_stats(self.ds, split, use_cache, on_progress)
+        return split_stats(self.ds, split, self.pairs(split), use_cache, on_progress)
 
     @property
     def stats(self) -> DatasetStats:
@@ -203,7 +208,3 @@ class RsSegDataModule(L.LightningDataModule):
             raise DatasetNotFoundError(f"the {split} split of {self.ds.name} has no labels (LoveDA Test masks are withheld); evaluate on val")
         return iter_tiles(pairs, self.normalizer(), self.num_classes, self.ignore_index)
 
-
-def build_datamodule(cfg: Config, download: bool = False) -> RsSegDataModule:
-    """The datamodule for ``cfg.dataset`` (``download``: fetch LoveDA from Zenodo through TorchGeo)."""
-    return get_dataset(cfg.dataset.name).build_datamodule(cfg, download=download)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -25,6 +25,8 @@ from rsseg.errors import InputRasterError, LabelError
 from rsseg.io import open_raster
 
 T = TypeVar("T")
+#: ``(open label raster, window, num_classes, ignore_index) -> labels [h, w] uint8``
+LabelDecoder = Callable[["rasterio.DatasetReader", "Window | None", int, int], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,14 @@ class TilePair:
     width: int
     #: 1-based band indexes read from ``image``, in model order
     band_indexes: tuple[int, ...]
-    #: registered name of the dataset whose spec decodes ``mask`` (:func:`rsseg.data.datasets.get_dataset`)
+    #: registered name of the dataset the pair belongs to
     dataset: str = "folder"
     #: RGB colour of each class when ``mask`` is colour-coded (:func:`read_color_labels`); empty:
-    #: the dataset's spec decodes it
+    #: ``decoder`` decodes it
     label_colors: tuple[tuple[int, int, int], ...] = ()
+    #: the dataset's label decoder ``(src, window, num_classes, ignore_index) -> labels``
+    #: (:meth:`DatasetSpec.decode_labels`, set by :meth:`DatasetSpec.find_pairs`); None: index-coded
+    decoder: LabelDecoder | None = field(default=None, compare=False)
 
 
 def raster_info(path: str) -> tuple[int, int, int, object]:

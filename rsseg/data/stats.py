@@ -15,7 +15,6 @@ that change the numbers.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import os
@@ -26,17 +25,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from rsseg.config import Config, DatasetConfig
+from rsseg.config import DatasetConfig, plain
 from rsseg.data.constants import IGNORE_INDEX
-from rsseg.data.datasets import dataset_pairs, get_dataset
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
-from rsseg.errors import DatasetNotFoundError, InputRasterError, LabelError
+from rsseg.errors import InputRasterError, LabelError
 from rsseg.io import cache_dir, write_json
-from rsseg.losses import log_prior_from_counts
 from rsseg.progress import ProgressFn
 
 STATS_VERSION = 2
@@ -249,8 +247,9 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
 
 def _cache_key(pairs: Sequence[TilePair], ds: DatasetConfig, split: str) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps([STATS_VERSION, ds.name, split, ds.scene, ds.bands, ds.scale, ds.ignore_index,
-                         len(ds.classes), ds.val_fraction, ds.mask_encoding, ds.colors]).encode())
+    # the dataset's own options (e.g. a scene filter, a mask encoding) may change what is read
+    h.update(json.dumps([STATS_VERSION, ds.name, split, plain(ds.extra), ds.bands, ds.scale, ds.ignore_index,
+                         len(ds.classes), ds.val_fraction, ds.colors]).encode())
     for p in pairs:
         h.update(f"{p.image}|{p.mask}|{p.band_indexes}|{p.dataset}|{p.label_colors}".encode())
         for f in (p.image, p.mask):
@@ -278,11 +277,10 @@ def _write_cache(path: Path, stats: DatasetStats) -> None:
         warnings.warn(f"could not cache dataset statistics at {path}: {exc}", stacklevel=2)
 
 
-def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True,
+def split_stats(ds: DatasetConfig, split: str, pairs: Sequence[TilePair], use_cache: bool = True,
                 on_progress: ProgressFn | None = None) -> DatasetStats:
-    """Statistics of one split of a resolved dataset config, cached (see module docstring).
-    ``on_progress`` (:data:`rsseg.progress.ProgressFn`) is called per file only when computing."""
-    pairs = dataset_pairs(ds, split)
+    """Statistics of the ``pairs`` of one split of a resolved dataset config, cached (see module
+    docstring). ``on_progress`` (:data:`rsseg.progress.ProgressFn`) is called per file only when computing."""
     key = _cache_key(pairs, ds, split)
     path = cache_path(ds.root or ".", key)
     if use_cache and path.is_file():
@@ -296,26 +294,20 @@ def split_stats(ds: DatasetConfig, split: str = "train", use_cache: bool = True,
     return stats
 
 
-def stats_for_path(path: str | Path, cfg: Config, split: str = "train", use_cache: bool = True,
-                   on_progress: ProgressFn | None = None) -> DatasetStats:
-    """Statistics of the ``split`` (default: training) files of a dataset root or a folder.
-
-    ``path`` replaces ``cfg.dataset.root``; a folder may use any layout the folder datamodule
-    accepts, or hold a single ``image.*`` + ``mask.*`` pair. For a folder without a val folder the
-    training split excludes the held-out validation files, exactly as training sees it.
-    ``on_progress`` (:data:`rsseg.progress.ProgressFn`) reports files done when statistics are computed.
-    """
-    if not Path(path).exists():
-        raise DatasetNotFoundError(f"{path} does not exist; give a dataset root or a folder of images/ + masks/")
-    cfg = copy.deepcopy(cfg)
-    cfg.dataset.root = str(path)
-    return get_dataset(cfg.dataset.name).split_stats(cfg, split, use_cache, on_progress)
-
-
 def log_region_prior(stats: DatasetStats) -> Tensor:
     """``[K]`` log image-level class frequencies of a split, the prior of CeCo's balanced-softmax
     center logits and of Region Rebalance (add-one smoothed: see
-    :func:`rsseg.losses.log_prior_from_counts`)."""
+    :func:`log_prior_from_counts`)."""
     if stats.num_images == 0:
         raise LabelError("region counts are empty: compute statistics on a labelled split")
     return log_prior_from_counts(stats.region_counts)
+
+
+def log_prior_from_counts(counts: Tensor | list[float]) -> Tensor:
+    """Log class frequencies ``log((F(k) + 1) / sum_j (F(j) + 1))`` for a balanced softmax.
+
+    ``counts [K]`` are e.g. RR's region frequencies F(k) (number of training images holding class
+    k, RR Eq. 7). The +1 (Laplace smoothing) keeps a class never seen in training finite.
+    """
+    c = torch.as_tensor(counts, dtype=torch.float64).clamp_min(0) + 1.0
+    return torch.log(c / c.sum()).float()

@@ -19,22 +19,21 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from rsseg.data.constants import IGNORE_INDEX
-from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import Normalizer
-from rsseg.data.raster import TilePair, read_color_labels, read_image, read_pixels
+from rsseg.data.raster import TilePair, read_color_labels, read_image, read_index_labels, read_pixels
 from rsseg.io import open_raster
 
 
 def read_mask(pair: TilePair, num_classes: int, ignore_index: int, window: Window | None = None) -> np.ndarray:
     """Labels ``[h, w]`` uint8 in rsseg's encoding (classes 0..K-1, ``ignore_index``): colour-coded
-    masks through ``pair.label_colors``, others decoded by the spec of ``pair.dataset``."""
+    masks through ``pair.label_colors``, others by ``pair.decoder`` (index-coded without one)."""
     if pair.mask is None:
         raise ValueError(f"{pair.name} has no mask")
-    spec = get_dataset(pair.dataset)
+    decode = pair.decoder or read_index_labels
     with open_raster(pair.mask, "dataset label") as src:
         if pair.label_colors:
             return read_pixels(src, "dataset label", lambda: read_color_labels(src, window, pair.label_colors, ignore_index))
-        return read_pixels(src, "dataset label", lambda: spec.decode_labels(src, window, num_classes, ignore_index))
+        return read_pixels(src, "dataset label", lambda: decode(src, window, num_classes, ignore_index))
 
 
 def read_pair(

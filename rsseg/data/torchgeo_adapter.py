@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from rsseg.config import Config
-from rsseg.data.datamodule import RsSegDataModule
+from rsseg.data.datamodule import FindPairs, RsSegDataModule
 from rsseg.data.stats import DatasetStats, StatsAccumulator
 from rsseg.errors import ConfigError, DatasetError
 
@@ -57,8 +57,8 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
     ``optim.batch_size`` and ``dataset.num_workers`` unless ``init_args`` sets them.
     """
 
-    def __init__(self, cfg: Config, download: bool = False) -> None:
-        super().__init__(cfg, download)
+    def __init__(self, cfg: Config, find_pairs: FindPairs, download: bool = False) -> None:
+        super().__init__(cfg, find_pairs, download)
         spec = self.ds.torchgeo
         args = dict(spec.init_args)
         if self.ds.root is not None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # geopandas (+ pandas) costs ~100 MB of RSS: imported only wh
 #: default smallest polygon, in pixels of the class raster: drops one-pixel speckle and slivers
 MIN_PIXELS = 4
 #: class names taken for "no class of interest" when choosing the default polygon classes
-BACKGROUND_NAMES = ("background", "clutter", "no-data", "nodata", "unlabeled", "unlabelled")
+BACKGROUND_NAMES = ("background", "no-data", "nodata", "unlabeled", "unlabelled")
 
 DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")  # .shp last: it appears only when the rest is there

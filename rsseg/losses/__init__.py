@@ -23,7 +23,6 @@ from rsseg.losses.regularizers import (
     NCFeature,
     RegionRebalance,
     build_regularizers,
-    log_prior_from_counts,
     sample_per_class,
 )
 from rsseg.losses.segmentation import SegmentationLoss, median_frequency_weights, soft_dice_loss
@@ -43,7 +42,6 @@ __all__ = [
     "inter_class_loss",
     "intra_class_loss",
     "labels_to_embedding",
-    "log_prior_from_counts",
     "median_frequency_weights",
     "sample_per_class",
     "simplex_etf",

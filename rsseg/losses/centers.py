@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import RsSegError
+from rsseg.errors import LabelError
 
 
 def labels_to_embedding(labels: Tensor, size: tuple[int, int]) -> Tensor:
@@ -40,7 +40,7 @@ def labels_to_embedding(labels: Tensor, size: tuple[int, int]) -> Tensor:
 def flat_class_index(labels: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:
     """Flatten labels to ``[N]`` int64 with ignored pixels mapped to the spare bin ``num_classes``.
 
-    Raises :class:`RsSegError` for a value that is neither a class nor ``ignore_index``
+    Raises :class:`~rsseg.errors.LabelError` for a value that is neither a class nor ``ignore_index``
     (a dataset whose label encoding was not mapped to rsseg's convention).
     """
     y = labels.reshape(-1).long()
@@ -48,7 +48,7 @@ def flat_class_index(labels: Tensor, num_classes: int, ignore_index: int = IGNOR
     bad = ~ignored & ((y < 0) | (y >= num_classes))
     if bool(bad.any()):
         found = torch.unique(y[bad])[:8].tolist()
-        raise RsSegError(
+        raise LabelError(
             f"labels hold values {found} outside the classes 0..{num_classes - 1} and the ignore value "
             f"{ignore_index}: map the dataset's label encoding to class indices (no-data -> {ignore_index})"
         )

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 
 
 def simplex_etf(num_classes: int, dim: int, generator: torch.Generator | None = None) -> Tensor:
@@ -23,9 +23,9 @@ def simplex_etf(num_classes: int, dim: int, generator: torch.Generator | None = 
     required because ``U`` needs K orthonormal columns (the papers' ``d >= K``).
     """
     if num_classes < 2:
-        raise RsSegError(f"a simplex ETF needs at least 2 classes, got num_classes={num_classes}")
+        raise ConfigError(f"a simplex ETF needs at least 2 classes, got num_classes={num_classes}")
     if dim < num_classes:
-        raise RsSegError(
+        raise ConfigError(
             f"a simplex ETF for {num_classes} classes needs an embedding of at least {num_classes} "
             f"dimensions, got {dim}: raise model.embed_dim (or loss.regularizers.ceco.proj_dim)"
         )

@@ -11,9 +11,10 @@ of the module, so DDP sees all parameters receive a gradient.
 - :class:`RegionRebalance` (Cui et al.): Eq. 9, ``lambda L_reg``, lambda = 0.3.
 - :class:`NCFeature` (Liu et al.): Eq. 16, ``lambda_W L_W + lambda_B L_B``.
 
-A regularizer is registered under the name of its section in
-:class:`rsseg.config.RegularizersConfig` with :func:`register_regularizer` and built from that
-section by its ``from_config``; :func:`build_regularizers` builds every enabled one.
+A regularizer is one class plus its config section (a dataclass declared just above it, the one
+home of its defaults: the constructor's defaults read them), registered under its name with
+:func:`register_regularizer`; the name is its key under ``loss.regularizers``. It is built from
+its section by ``from_config``; :func:`build_regularizers` builds every enabled one.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
-from rsseg.config import RegularizersConfig, regularizer_names
+from rsseg.config import RegularizersConfig, check_choice
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
+from rsseg.registry import Registry
 from rsseg.losses.centers import (
     flatten_embedding,
     all_reduce_sums,
@@ -49,16 +52,6 @@ from rsseg.losses.collapse import (
     within_class_loss,
 )
 from rsseg.losses.etf import simplex_etf
-
-
-def log_prior_from_counts(counts: Tensor | list[float]) -> Tensor:
-    """Log class frequencies ``log((F(k) + 1) / sum_j (F(j) + 1))`` for a balanced softmax.
-
-    ``counts [K]`` are e.g. RR's region frequencies F(k) (number of training images holding class
-    k, RR Eq. 7). The +1 (Laplace smoothing) keeps a class never seen in training finite.
-    """
-    c = torch.as_tensor(counts, dtype=torch.float64).clamp_min(0) + 1.0
-    return torch.log(c / c.sum()).float()
 
 
 def sample_per_class(
@@ -86,9 +79,9 @@ def _check_prior(log_prior: Tensor | None, num_classes: int, what: str) -> Tenso
         return None
     prior = torch.as_tensor(log_prior, dtype=torch.float32).reshape(-1)
     if prior.numel() != num_classes or not bool(torch.isfinite(prior).all()):
-        raise RsSegError(
+        raise ConfigError(
             f"{what} log prior must hold {num_classes} finite values (one per class), got "
-            f"{prior.tolist()}: build it with rsseg.losses.log_prior_from_counts(region_counts)"
+            f"{prior.tolist()}: build it with rsseg.data.stats.log_prior_from_counts(region_counts)"
         )
     return prior
 
@@ -117,21 +110,43 @@ class BuildContext:
         return torch.Generator().manual_seed(self.seed + offset)
 
 
-#: name -> regularizer class (the name is its section in :class:`rsseg.config.RegularizersConfig`)
-REGISTRY: dict[str, type[_Regularizer]] = {}
+#: name -> regularizer class (the name is its section's key under ``loss.regularizers``)
+REGULARIZERS: Registry[type[_Regularizer]] = Registry("regularizer")
 
 
 def register_regularizer(name: str) -> Callable[[type], type]:
-    """Class decorator: register a regularizer under its config section ``name``."""
+    """Class decorator: register a regularizer (with its ``Section``) under the key ``name``."""
 
     def deco(cls: type) -> type:
-        if name in REGISTRY:
-            raise ValueError(f"regularizer {name!r} is registered twice")
-        REGISTRY[name] = cls
+        REGULARIZERS.add(name, cls)
         cls.name = name
         return cls
 
     return deco
+
+
+def regularizer_names() -> tuple[str, ...]:
+    """The registered regularizers (``-r`` choices, ``loss.regularizers`` keys)."""
+    return REGULARIZERS.names()
+
+
+def regularizers_config(**sections: Any) -> RegularizersConfig:
+    """A ``loss.regularizers`` section holding every registered regularizer's section (defaults,
+    or the given ones), as a parsed config has them."""
+    extra = {name: sections.pop(name, None) or cls.Section() for name, cls in REGULARIZERS.items()}
+    if sections:
+        raise ConfigError(f"unknown regularizer(s) {sorted(sections)}; choose from {', '.join(regularizer_names())}")
+    return RegularizersConfig(extra=extra)
+
+
+def needs_region_prior(cfg: RegularizersConfig) -> bool:
+    """Whether an enabled regularizer uses the training split's log region prior."""
+    return any(REGULARIZERS.get(name).uses_region_prior(getattr(cfg, name)) for name in cfg.enabled())
+
+
+#: the choices of ``reduction`` (In2NeCT) and of CeCo's classifiers
+Reduction = Literal["sum", "mean"]
+ClassifierKind = Literal["fixed", "learned"]
 
 
 class _Regularizer(nn.Module):
@@ -143,11 +158,13 @@ class _Regularizer(nn.Module):
     """
 
     name: str = ""
+    #: its config section (a dataclass with ``enabled``, ``weight`` and its options)
+    Section: ClassVar[type]
 
     def __init__(self, num_classes: int, weight: float, ignore_index: int, sync_centers: bool) -> None:
         super().__init__()
         if num_classes < 2:
-            raise RsSegError(f"neural-collapse regularizers need at least 2 classes, got {num_classes}")
+            raise ConfigError(f"neural-collapse regularizers need at least 2 classes, got {num_classes}")
         self.num_classes = num_classes
         self.weight = float(weight)
         self.ignore_index = ignore_index
@@ -157,6 +174,11 @@ class _Regularizer(nn.Module):
     @classmethod
     def from_config(cls, section: Any, ctx: "BuildContext") -> "_Regularizer":
         raise NotImplementedError
+
+    @classmethod
+    def uses_region_prior(cls, section: Any) -> bool:
+        """Whether ``from_config(section, ...)`` reads ``ctx.log_region_prior`` (default: no)."""
+        return False
 
     def attach(self, model: nn.Module) -> None:
         """Adapt the segmentation model before training (default: nothing)."""
@@ -196,6 +218,29 @@ class _Regularizer(nn.Module):
         return means_from_sums(sums, counts), counts, local
 
 
+@dataclass
+class In2NeCTConfig:
+    """In2NeCT (Shen et al.) Eq. 7: ``L_seg + weight * (inter_weight L_inter + intra_weight L_intra)``.
+
+    ``reduction="sum"`` sums the per-class terms over the classes as Eq. 5-6 do ("mean" averages
+    them); ``temperature`` divides the cosines of Eq. 6 (1.0 = none, as written; SupCon uses 0.1).
+    ``scale`` is the norm the class means are brought to in L_inter when ``normalize`` is on;
+    ``centre`` subtracts the global pixel mean from the class means first (the NC2 centring; see
+    :func:`rsseg.losses.collapse.inter_class_loss`).
+    """
+
+    enabled: bool = False
+    weight: float = 0.2
+    inter_weight: float = 1.0
+    intra_weight: float = 1.0
+    scale: float = 5.0
+    temperature: float = 1.0
+    reduction: Reduction = "sum"
+    pixels_per_class: int = 512
+    normalize: bool = True
+    centre: bool = False
+
+
 @register_regularizer("in2nect")
 class In2NeCT(_Regularizer):
     """In2NeCT (Shen et al.): fixed simplex-ETF classifier on class means + balanced L_intra.
@@ -211,28 +256,30 @@ class In2NeCT(_Regularizer):
     checkpoint, never optimised, never weight-decayed.
     """
 
+    Section = In2NeCTConfig
+
     def __init__(
         self,
         num_classes: int,
         embed_dim: int,
-        inter_weight: float = 1.0,
-        intra_weight: float = 1.0,
-        scale: float = 5.0,
-        temperature: float = 1.0,
-        reduction: str = "sum",
-        pixels_per_class: int = 512,
-        normalize: bool = True,
-        centre: bool = False,
-        weight: float = 0.2,
+        inter_weight: float = In2NeCTConfig.inter_weight,
+        intra_weight: float = In2NeCTConfig.intra_weight,
+        scale: float = In2NeCTConfig.scale,
+        temperature: float = In2NeCTConfig.temperature,
+        reduction: Reduction = In2NeCTConfig.reduction,
+        pixels_per_class: int = In2NeCTConfig.pixels_per_class,
+        normalize: bool = In2NeCTConfig.normalize,
+        centre: bool = In2NeCTConfig.centre,
+        weight: float = In2NeCTConfig.weight,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(num_classes, weight, ignore_index, sync_centers)
         if pixels_per_class < 2:
-            raise RsSegError(f"in2nect.pixels_per_class must be >= 2 (pairs are needed), got {pixels_per_class}")
+            raise ConfigError(f"in2nect.pixels_per_class must be >= 2 (pairs are needed), got {pixels_per_class}")
         if temperature <= 0:
-            raise RsSegError(f"in2nect.temperature must be positive, got {temperature}")
+            raise ConfigError(f"in2nect.temperature must be positive, got {temperature}")
         self.register_buffer("etf", simplex_etf(num_classes, embed_dim, generator), persistent=True)
         self.inter_weight = float(inter_weight)
         self.intra_weight = float(intra_weight)
@@ -274,6 +321,30 @@ class In2NeCT(_Regularizer):
         return out
 
 
+@dataclass
+class CeCoConfig:
+    """Center Collapse (Zhong et al., CVPR 2023) Eq. 4-5, ``weight`` = lambda = 0.5, the paper's best
+    on 2D images (ADE20K, Table 2; 0.4 was best on the 3D ScanNet200).
+
+    ``center_classifier`` / ``pixel_classifier``: "fixed" (simplex ETF, never trained) or
+    "learned", the rows of the paper's Table 1 (the method: PC learned, CC fixed).
+    ``head_relu``: a ReLU after the center head's Linear (the released code; non-negative centres
+    cannot reach the ETF's signed vertices). ``use_prior``: add log image-level class frequencies
+    to the center logits (a balanced softmax the released code adds; not in Eq. 4).
+    """
+
+    enabled: bool = False
+    weight: float = 0.5
+    proj_dim: int = 128
+    scale: float = 5.0
+    center_classifier: ClassifierKind = "fixed"
+    pixel_classifier: ClassifierKind = "learned"
+    head_relu: bool = False
+    use_prior: bool = False
+    #: "sum" over the present classes as Eq. 4 writes it, or "mean"
+    reduction: Reduction = "sum"
+
+
 @register_regularizer("ceco")
 class CeCo(_Regularizer):
     """Center Collapse regularizer (Zhong et al., CVPR 2023), Eq. 3-5.
@@ -296,26 +367,27 @@ class CeCo(_Regularizer):
     freezes it.
     """
 
+    Section = CeCoConfig
+
     def __init__(
         self,
         num_classes: int,
         in_dim: int,
-        proj_dim: int = 128,
-        scale: float = 5.0,
+        proj_dim: int = CeCoConfig.proj_dim,
+        scale: float = CeCoConfig.scale,
         log_prior: Tensor | None = None,
-        center_classifier: str = "fixed",
-        pixel_classifier: str = "learned",
-        head_relu: bool = False,
-        reduction: str = "sum",
-        weight: float = 0.5,
+        center_classifier: ClassifierKind = CeCoConfig.center_classifier,
+        pixel_classifier: ClassifierKind = CeCoConfig.pixel_classifier,
+        head_relu: bool = CeCoConfig.head_relu,
+        reduction: Reduction = CeCoConfig.reduction,
+        weight: float = CeCoConfig.weight,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__(num_classes, weight, ignore_index, sync_centers)
         for key, value in (("center_classifier", center_classifier), ("pixel_classifier", pixel_classifier)):
-            if value not in ("fixed", "learned"):
-                raise RsSegError(f"ceco.{key} must be 'fixed' or 'learned', got {value!r}")
+            check_choice(f"loss.regularizers.ceco.{key}", value, ClassifierKind)
         self.project = nn.Sequential(nn.Conv2d(in_dim, proj_dim, 1, bias=False), nn.BatchNorm2d(proj_dim))
         self.head = nn.Sequential(nn.Linear(proj_dim, proj_dim), *([nn.ReLU()] if head_relu else []))
         etf = simplex_etf(num_classes, proj_dim, generator)
@@ -327,6 +399,10 @@ class CeCo(_Regularizer):
         self.pixel_classifier = pixel_classifier
         self.in_dim = in_dim
         self._pixel_etf = simplex_etf(num_classes, in_dim, generator) if pixel_classifier == "fixed" else None
+
+    @classmethod
+    def uses_region_prior(cls, section: CeCoConfig) -> bool:
+        return section.use_prior
 
     @classmethod
     def from_config(cls, c: Any, ctx: BuildContext) -> CeCo:
@@ -368,6 +444,16 @@ class CeCo(_Regularizer):
         return {"ceco": self.weight * loss}
 
 
+@dataclass
+class RegionRebalanceConfig:
+    """Region Rebalance (Cui et al.) Eq. 8-9, ``weight`` = lambda = 0.3; ``use_prior`` adds the
+    log region frequencies log F(k) (Eq. 7; off = plain CE on regions, the Fig. 7 ablation)."""
+
+    enabled: bool = False
+    weight: float = 0.3
+    use_prior: bool = True
+
+
 @register_regularizer("rr")
 class RegionRebalance(_Regularizer):
     """Region Rebalance (Cui et al.): balanced-softmax classifier on per-image class means.
@@ -380,18 +466,24 @@ class RegionRebalance(_Regularizer):
     Regions are per image, so nothing is reduced across DDP ranks.
     """
 
+    Section = RegionRebalanceConfig
+
     def __init__(
         self,
         num_classes: int,
         in_dim: int,
         log_prior: Tensor | None = None,
-        weight: float = 0.3,
+        weight: float = RegionRebalanceConfig.weight,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__(num_classes, weight, ignore_index, sync_centers=False)
         self.classifier = nn.Linear(in_dim, num_classes)
         prior = _check_prior(log_prior, num_classes, "RegionRebalance")
         self.register_buffer("log_prior", torch.zeros(num_classes) if prior is None else prior, persistent=True)
+
+    @classmethod
+    def uses_region_prior(cls, section: RegionRebalanceConfig) -> bool:
+        return section.use_prior
 
     @classmethod
     def from_config(cls, c: Any, ctx: BuildContext) -> RegionRebalance:
@@ -408,6 +500,19 @@ class RegionRebalance(_Regularizer):
         return {"rr": self.weight * present_mean(ce, counts > 0)}
 
 
+@dataclass
+class NCFeatureConfig:
+    """L_W + L_B feature terms (Liu et al. Eq. 13, 15, 16); ``normalize`` L2-normalises the
+    embedding first (not in the paper); L_W ``reduction`` "sum" as Eq. 13, or "mean"."""
+
+    enabled: bool = False
+    weight: float = 1.0
+    lambda_w: float = 0.01
+    lambda_b: float = 0.1
+    normalize: bool = True
+    reduction: Reduction = "sum"
+
+
 @register_regularizer("nc")
 class NCFeature(_Regularizer):
     """L_W + L_B feature terms (Liu et al., Eq. 13, 15, 16).
@@ -421,14 +526,16 @@ class NCFeature(_Regularizer):
     L_W's per-class averages use the local pixels (each rank's share is averaged by DDP).
     """
 
+    Section = NCFeatureConfig
+
     def __init__(
         self,
         num_classes: int,
-        lambda_w: float = 0.01,
-        lambda_b: float = 0.1,
-        normalize: bool = True,
-        reduction: str = "sum",
-        weight: float = 1.0,
+        lambda_w: float = NCFeatureConfig.lambda_w,
+        lambda_b: float = NCFeatureConfig.lambda_b,
+        normalize: bool = NCFeatureConfig.normalize,
+        reduction: Reduction = NCFeatureConfig.reduction,
+        weight: float = NCFeatureConfig.weight,
         ignore_index: int = IGNORE_INDEX,
         sync_centers: bool = False,
     ) -> None:
@@ -470,15 +577,12 @@ def build_regularizers(
 ) -> nn.ModuleDict:
     """Build every enabled regularizer of ``cfg`` through the registry (keys = section names).
 
-    ``log_region_prior [K]``: log image-level class frequencies (see :func:`log_prior_from_counts`),
+    ``log_region_prior [K]``: log image-level class frequencies (see :func:`rsseg.data.stats.log_prior_from_counts`),
     used where a section's ``use_prior`` asks for it. ``seed`` seeds each regularizer's own
     generators (ETF, pixel sampling), so enabling one never shifts the global RNG stream.
     """
-    missing = set(regularizer_names()) - set(REGISTRY)
-    if missing:
-        raise ValueError(f"config sections without a registered regularizer: {sorted(missing)}")
     ctx = BuildContext(num_classes, embed_dim, ignore_index, cfg.sync_centers, log_region_prior, seed)
     out = nn.ModuleDict()
     for name in cfg.enabled():
-        out[name] = REGISTRY[name].from_config(getattr(cfg, name), ctx)
+        out[name] = REGULARIZERS.get(name).from_config(getattr(cfg, name), ctx)
     return out

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import ConfigError, RsSegError
+from rsseg.errors import ConfigError
 from rsseg.losses.centers import flat_class_index
 
 
@@ -49,7 +49,7 @@ def median_frequency_weights(pixel_freq: list[float] | Tensor) -> Tensor:
     f = torch.as_tensor(pixel_freq, dtype=torch.float64).reshape(-1)
     seen = f > 0
     if not bool(seen.any()):
-        raise RsSegError("class weights need training pixel frequencies with at least one class present")
+        raise ConfigError("class weights need training pixel frequencies with at least one class present")
     w = torch.zeros_like(f)
     w[seen] = f[seen].median() / f[seen]
     w[~seen] = w[seen].max()
@@ -81,7 +81,7 @@ class SegmentationLoss(nn.Module):
     ) -> None:
         super().__init__()
         if mode not in ("ce", "ce_dice"):
-            raise RsSegError(f"segmentation loss mode must be 'ce' or 'ce_dice', got {mode!r}")
+            raise ConfigError(f"segmentation loss mode must be 'ce' or 'ce_dice', got {mode!r}")
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32).reshape(-1)
             if class_weights.numel() != num_classes or not bool((class_weights > 0).all()):

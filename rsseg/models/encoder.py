@@ -13,7 +13,7 @@ import torch
 from timm.models import adapt_input_conv
 from torch import nn
 
-from rsseg.errors import RsSegError
+from rsseg.errors import CheckpointError, CheckpointNotFoundError, ConfigError, RsSegError
 from rsseg.io import load_torch_file
 
 STRIDES = (4, 8, 16, 32)
@@ -33,7 +33,7 @@ def create_encoder(name: str, in_channels: int, pretrained: bool = False, weight
     if not timm.is_model(name):
         close = timm.list_models(f"*{name}*")[:5]
         hint = f" (close matches: {', '.join(close)})" if close else ""
-        raise RsSegError(f"unknown encoder {name!r}{hint}; set model.encoder to a timm model name such as resnet18")
+        raise ConfigError(f"unknown encoder {name!r}{hint}; set model.encoder to a timm model name such as resnet18")
     out_indices = _pyramid_indices(name, in_channels)
     if pretrained and weights is None:
         try:
@@ -63,7 +63,7 @@ def _pyramid_indices(name: str, in_channels: int) -> tuple[int, ...]:
         if tuple(probe.feature_info.reduction()) == STRIDES:
             return out_indices
         errors.append(f"out_indices {out_indices} give strides {tuple(probe.feature_info.reduction())}")
-    raise RsSegError(
+    raise ConfigError(
         f"encoder {name!r} has no feature pyramid with strides {STRIDES} ({'; '.join(errors)[:300]}); "
         "choose a CNN encoder such as resnet18, resnet50 or efficientnet_b0"
     )
@@ -77,7 +77,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
-            raise RsSegError(f"cannot read encoder weights {path}: {exc} (expected {expected})") from None
+            raise CheckpointError(f"cannot read encoder weights {path}: {exc} (expected {expected})") from None
     else:
         state = load_torch_file(path, "encoder weights", expected)
     # accept checkpoints that wrap the state dict, and DataParallel's "module." prefix
@@ -85,7 +85,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RsSegError(f"encoder weights {path} hold no state dict of tensors; save one with torch.save(model.state_dict(), path)")
+        raise CheckpointError(f"encoder weights {path} hold no state dict of tensors; save one with torch.save(model.state_dict(), path)")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -97,7 +97,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, name: str) -> Non
     """
     path = Path(path)
     if not path.is_file():
-        raise RsSegError(f"encoder weights file not found: {path} (fix model.weights, or set it to null)")
+        raise CheckpointNotFoundError(f"encoder weights file not found: {path} (fix model.weights, or set it to null)")
     state = _read_state_dict(path)
     target = encoder.state_dict()
     first_convs = encoder.pretrained_cfg.get("first_conv") or ()
@@ -107,13 +107,13 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path, name: str) -> Non
             state[key] = adapt_input_conv(target[key].shape[1], state[key])
     missing = [k for k in target if k not in state]
     if missing:
-        raise RsSegError(
+        raise CheckpointError(
             f"encoder weights {path} lack {len(missing)} of {len(target)} tensors of {name!r} "
             f"(e.g. {', '.join(missing[:3])}); the file must be a state dict of the timm model {name!r}"
         )
     wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in target.items() if state[k].shape != v.shape]
     if wrong:
-        raise RsSegError(
+        raise CheckpointError(
             f"encoder weights {path} do not fit {name!r}: {'; '.join(wrong[:3])} "
             f"(the file must be a state dict of the timm model {name!r})"
         )

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 from rsseg.io import atomic_path
 from rsseg.models.unetformer import UNetFormer
 
@@ -58,7 +58,7 @@ def export_onnx(
             shape = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == "x").meta["val"].shape
             pinned = [i for i in dims if not isinstance(shape[i], torch.SymInt)]
             if pinned:
-                raise RsSegError(
+                raise ConfigError(
                     f"ONNX export fixed input dimension(s) {pinned} of shape {tuple(shape)} to the example size; "
                     "export with a larger example height/width (e.g. 512) or dynamic=False"
                 )

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from rsseg.config import ModelConfig
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 from rsseg.models.decoder import AuxHead, Decoder, SegmentationHead, upsample
 from rsseg.models.encoder import create_encoder
 from rsseg.models.layers import pad_to_multiple
@@ -125,20 +125,20 @@ def build_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> UNetFor
     ``cfg.pretrained``, else random initialisation.
     """
     if cfg.name.lower() != "unetformer":
-        raise RsSegError(f"unknown model.name {cfg.name!r}; the only model is 'unetformer'")
+        raise ConfigError(f"unknown model.name {cfg.name!r}; the only model is 'unetformer'")
     if num_classes < 1 or in_channels < 1:
-        raise RsSegError(f"need at least one class and one band (got {num_classes} classes, {in_channels} bands)")
+        raise ConfigError(f"need at least one class and one band (got {num_classes} classes, {in_channels} bands)")
     if cfg.window_size < 2 or cfg.window_size % 2:
-        raise RsSegError(f"model.window_size must be an even number >= 2 (got {cfg.window_size}); the paper uses 8")
+        raise ConfigError(f"model.window_size must be an even number >= 2 (got {cfg.window_size}); the paper uses 8")
     if cfg.decode_channels < 1 or cfg.num_heads < 1 or cfg.decode_channels % cfg.num_heads:
-        raise RsSegError(
+        raise ConfigError(
             f"model.decode_channels ({cfg.decode_channels}) must be a positive multiple of model.num_heads "
             f"({cfg.num_heads}); the paper uses 64 and 8"
         )
     if not 0.0 <= cfg.dropout < 1.0:
-        raise RsSegError(f"model.dropout must be in [0, 1) (got {cfg.dropout})")
+        raise ConfigError(f"model.dropout must be in [0, 1) (got {cfg.dropout})")
     if cfg.embed_dim < 1:
-        raise RsSegError(f"model.embed_dim must be positive (got {cfg.embed_dim})")
+        raise ConfigError(f"model.embed_dim must be positive (got {cfg.embed_dim})")
     encoder = create_encoder(cfg.encoder, in_channels, pretrained=cfg.pretrained, weights=cfg.weights)
     return UNetFormer(
         encoder,

@@ -23,9 +23,10 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rsseg.checkpoint import META_KEY, ModelMeta, read_checkpoint
-from rsseg.config import Config, absolute_root, config_to_yaml
-from rsseg.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError, RsSegError
+from rsseg.config import Config, config_to_yaml
+from rsseg.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError
 from rsseg.io import atomic_path
+from rsseg.runconfig import absolute_root
 from rsseg.training.curves import write_curves
 
 log = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def init_weights(model: torch.nn.Module, path: str | Path, meta: ModelMeta) -> N
     source, source_meta = load_model(path)
     for what in ("classes", "bands"):
         if getattr(source_meta, what) != getattr(meta, what):
-            raise RsSegError(
+            raise CheckpointError(
                 f"--init-from {path} has {what} {getattr(source_meta, what)} but the training config has "
                 f"{getattr(meta, what)}; set dataset.{what} to match"
             )
@@ -194,7 +195,7 @@ def init_weights(model: torch.nn.Module, path: str | Path, meta: ModelMeta) -> N
     wrong = [k for k in target if k not in weights or weights[k].shape != target[k].shape]
     wrong += [k for k in weights if k not in target]
     if wrong:
-        raise RsSegError(
+        raise CheckpointError(
             f"--init-from {path} was built with another model config ({len(wrong)} tensors differ, e.g. {', '.join(wrong[:3])}); "
             f"use its model settings: {source_meta.config.get('model')}"
         )
@@ -233,8 +234,9 @@ def train(
     when it holds checkpoints); otherwise a run directory with checkpoints needs ``overwrite``.
     ``dataset.root`` is stored absolute, so the checkpoint finds its dataset from any directory.
     """
-    from rsseg.data import build_datamodule, log_region_prior
-    from rsseg.data.datasets import get_dataset
+    from rsseg.data.datasets import build_datamodule, get_dataset
+    from rsseg.data.stats import log_region_prior
+    from rsseg.losses.regularizers import needs_region_prior
     from rsseg.training.task import SegmentationTask
 
     run_dir = Path(out_dir)
@@ -242,16 +244,13 @@ def train(
     check_optim(cfg)
     created = check_run_dir(run_dir, overwrite=overwrite or resume is not None)
     if resume is not None and init_from is not None:
-        raise RsSegError("give --init-from (weights only) or --resume (a whole run), not both")
+        raise ConfigError("give --init-from (weights only) or --resume (a whole run), not both")
     resumed = check_resume(resume) if resume is not None else None
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
     meta = build_meta(cfg, dm)
-    regs = cfg.loss.regularizers
-    needs_prior = any(getattr(regs, name).enabled and getattr(getattr(regs, name), "use_prior", False)
-                      for name in regs.enabled())
-    prior = log_region_prior(dm.stats) if needs_prior else None
+    prior = log_region_prior(dm.stats) if needs_region_prior(cfg.loss.regularizers) else None
     # every validation file is read once before training (cached like the training statistics),
     # so a corrupt file or a bad mask is refused now rather than after the first epoch
     get_dataset(cfg.dataset.name).split_stats(cfg, "val")
@@ -260,6 +259,35 @@ def train(
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
     if init_from is not None:
         init_weights(task.model, init_from, meta)
+    _write_run_config(run_dir, cfg, created)
+    # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
+    # run's files) are no reason to, other files are
+    fresh_dir = resume is not None or all(p.name == "config.yaml" for p in run_dir.iterdir())
+    trainer, best_cb = _build_trainer(cfg, run_dir, devices, num_nodes, precision, progress, callbacks, trainer_options)
+    _fit(trainer, task, dm, resume, created, fresh_dir)
+    return _finish(trainer, best_cb, run_dir, created)
+
+
+def _finish(trainer: L.Trainer, best_cb: ModelCheckpoint, run_dir: Path, created: Path | None) -> TrainResult:
+    """What a run left (also after Ctrl-C): its checkpoints, best score and ``curves.png``."""
+    if trainer.interrupted:
+        _remove_if_empty(created)
+    best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
+    last = run_dir / "last.ckpt"
+    score = best_cb.best_model_score
+    if trainer.is_global_zero:
+        _write_curves(run_dir)  # also after Ctrl-C: the epochs logged so far
+    return TrainResult(
+        run_dir=run_dir,
+        best=best if best and best.is_file() else None,
+        last=last if last.is_file() else None,
+        best_miou=float(score) if score is not None else None,
+        interrupted=trainer.interrupted,
+    )
+
+
+def _write_run_config(run_dir: Path, cfg: Config, created: Path | None) -> None:
+    """``config.yaml`` of the run (the resolved config), before any training."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
@@ -268,14 +296,16 @@ def train(
         _remove_if_empty(created)
         raise OutputPathError(f"cannot write the run directory {run_dir}: {exc.strerror or exc}; choose another -o") from None
 
+
+def _build_trainer(cfg: Config, run_dir: Path, devices: str | int | None, num_nodes: int, precision: str | None,
+                   progress: bool, callbacks: list[L.Callback] | None,
+                   trainer_options: dict[str, Any] | None) -> tuple[L.Trainer, ModelCheckpoint]:
+    """The Lightning trainer of a run and its best-checkpoint callback."""
     accelerator, devices, precision = resolve_accelerator(devices, precision)
     n_devices = torch.cuda.device_count() if devices == "auto" else (devices if isinstance(devices, int) else 1)
     if num_nodes < 1:
-        raise RsSegError(f"--num-nodes must be >= 1 (got {num_nodes})")
+        raise ConfigError(f"--num-nodes must be >= 1 (got {num_nodes})")
     strategy = "ddp" if n_devices * num_nodes > 1 else "auto"
-    # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
-    # run's files) are no reason to, other files are
-    fresh_dir = resume is not None or all(p.name == "config.yaml" for p in run_dir.iterdir())
     best_cb = ModelCheckpoint(
         dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1, enable_version_counter=False,
     )
@@ -301,6 +331,14 @@ def train(
         **(trainer_options or {}),
     )
     log.info("training on %s (%s devices, precision %s)", accelerator, devices, precision)
+    return trainer, best_cb
+
+
+def _fit(trainer: L.Trainer, task: L.LightningModule, dm: L.LightningDataModule, resume: str | Path | None,
+         created: Path | None, fresh_dir: bool) -> None:
+    """``trainer.fit``; Ctrl-C ends it gracefully (``trainer.interrupted``), any other failure
+    removes the run directory this run created when it holds no checkpoint. ``fresh_dir``: the
+    run directory holds only this run's files (no warning that it is not empty)."""
     with warnings.catch_warnings():
         # Lightning's advice about num_workers is noise for the small CPU runs this tool targets
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -321,17 +359,3 @@ def train(
         except BaseException:
             _remove_if_empty(created)
             raise
-    if trainer.interrupted:
-        _remove_if_empty(created)
-    best = Path(best_cb.best_model_path) if best_cb.best_model_path else None
-    last = run_dir / "last.ckpt"
-    score = best_cb.best_model_score
-    if trainer.is_global_zero:
-        _write_curves(run_dir)  # also after Ctrl-C: the epochs logged so far
-    return TrainResult(
-        run_dir=run_dir,
-        best=best if best and best.is_file() else None,
-        last=last if last.is_file() else None,
-        best_miou=float(score) if score is not None else None,
-        interrupted=trainer.interrupted,
-    )

@@ -11,24 +11,28 @@ and decorates it with :func:`register_dataset` (as timm registers models), plus 
 from __future__ import annotations
 
 import copy
-import random
-from collections.abc import Callable, Sequence
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import numpy as np
 from rasterio import DatasetReader
 from rasterio.windows import Window
 
+from rsseg.config import Config, DatasetConfig
 from rsseg.data.raster import TilePair, read_index_labels
-from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError
+from rsseg.data.splits import SPLITS, holdout, split_holdout
+from rsseg.errors import ConfigError, DatasetNotFoundError
+from rsseg.registry import Registry
 
-if TYPE_CHECKING:  # rsseg.config imports the registry lazily; no import cycle at runtime
-    from rsseg.config import Config, DatasetConfig
+if TYPE_CHECKING:  # Lightning loads only when a datamodule is built (the CLI lists datasets without it)
     from rsseg.data.datamodule import RsSegDataModule
     from rsseg.data.stats import DatasetStats
     from rsseg.progress import ProgressFn
 
-SPLITS = ("train", "val", "test")
+__all__ = ["SPLITS", "DATASETS", "DatasetSpec", "dataset_names", "get_dataset", "holdout", "register_dataset",
+           "split_holdout"]
 
 
 class DatasetSpec:
@@ -64,11 +68,26 @@ class DatasetSpec:
     #: (``configs/<name>/<method>.yaml``). It names a regularizer only when the pre-registered study's
     #: decision rule (docs/science.md) passed on that data; until then every dataset trains the baseline.
     default_method: ClassVar[str] = "ce"
+    #: this dataset's own config keys: a dataclass whose fields (types, ``Literal`` choices,
+    #: defaults) become keys of the ``dataset`` section, e.g. LoveDA's ``scene``; checked beyond
+    #: their types by :meth:`validate`
+    options: ClassVar[type | None] = None
 
     # -------------------------------------------------------------- files
-    def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
+    def pairs(self, ds: DatasetConfig, split: str, download: bool = False) -> list[TilePair]:
         """Image/label pairs of ``split`` (one of :data:`SPLITS`) for a resolved dataset config."""
         raise NotImplementedError
+
+    def find_pairs(self, ds: DatasetConfig, split: str, download: bool = False) -> list[TilePair]:
+        """:meth:`pairs` after checking the split and the root, each pair carrying this dataset's
+        label decoder (so readers below the registry never look a dataset up)."""
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+        if ds.root is None:
+            raise ConfigError("config key 'dataset.root' is not set: point it at the dataset folder")
+        if not Path(ds.root).is_dir() and not (download and self.downloadable):
+            raise DatasetNotFoundError(f"dataset root {ds.root} does not exist (config key 'dataset.root'); {self.hint()}")
+        return [dataclasses.replace(p, decoder=self.decode_labels) for p in self.pairs(ds, split, download)]
 
     def decode_labels(self, src: DatasetReader, window: Window | None, num_classes: int,
                       ignore_index: int) -> np.ndarray:
@@ -91,8 +110,6 @@ class DatasetSpec:
         dataset's value; a key the user set is kept, but a class list of the wrong length is an
         error (the label encoding is fixed by the dataset), and so is a band the files lack.
         """
-        from rsseg.config import DatasetConfig
-
         ds = copy.deepcopy(ds)
         if not self.classes:
             return ds
@@ -126,7 +143,11 @@ class DatasetSpec:
         datasets read otherwise (TorchGeo regions, a wrapped datamodule) override this."""
         from rsseg.data.datamodule import RsSegDataModule
 
-        return RsSegDataModule(cfg, download=download)
+        return RsSegDataModule(self.resolved(cfg), self.find_pairs, download=download)
+
+    def resolved(self, cfg: Config) -> Config:
+        """``cfg`` with its dataset section :meth:`resolve` d."""
+        return dataclasses.replace(cfg, dataset=self.resolve(cfg.dataset))
 
     def split_stats(self, cfg: Config, split: str, use_cache: bool = True,
                     on_progress: ProgressFn | None = None) -> DatasetStats:
@@ -135,7 +156,8 @@ class DatasetSpec:
         return self.build_datamodule(cfg).split_stats(split, use_cache, on_progress)
 
     def validate(self, ds: DatasetConfig) -> None:
-        """Refuse, with a :class:`ConfigError`, settings a run of this dataset cannot start with."""
+        """Refuse, with a :class:`ConfigError`, settings a run of this dataset cannot start with
+        (its :attr:`options` beyond their types)."""
 
     def exclusions(self, class_names: Sequence[str]) -> list[int]:
         """Indices of :attr:`exclude` in ``class_names`` (classes the names lack are skipped)."""
@@ -147,47 +169,22 @@ class DatasetSpec:
 
 
 # ------------------------------------------------------------------------------------ registry
-_REGISTRY: dict[str, DatasetSpec] = {}
+#: ``dataset.name`` -> spec
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 S = TypeVar("S", bound=type[DatasetSpec])
 
 
 def register_dataset(cls: S) -> S:
     """Class decorator: make ``cls()`` the spec of ``dataset.name == cls.name``."""
-    if cls.name in _REGISTRY:
-        raise ValueError(f"dataset {cls.name!r} is registered twice")
-    _REGISTRY[cls.name] = cls()
+    DATASETS.add(cls.name, cls())
     return cls
 
 
 def dataset_names() -> tuple[str, ...]:
     """Registered dataset names, in registration order."""
-    return tuple(_REGISTRY)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
     """The spec registered as ``name``."""
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-# ------------------------------------------------------------------------------------ shared helpers
-def holdout(n: int, fraction: float, seed: int = 0) -> list[int]:
-    """Indices (sorted) of the ``max(1, round(fraction * n))`` items held out for validation.
-
-    Deterministic for a given ``n``/``fraction``/``seed`` so every run validates on the same files.
-    """
-    if n < 2:
-        raise DatasetError(
-            f"cannot hold out a validation set from {n} training file(s); add more files or a val/ folder "
-            "(<root>/val/images + <root>/val/masks)"
-        )
-    k = min(n - 1, max(1, round(fraction * n)))
-    return sorted(random.Random(seed).sample(range(n), k))
-
-
-def split_holdout(pairs: list[TilePair], split: str, fraction: float) -> list[TilePair]:
-    """``val``: the :func:`holdout` pairs; ``train``: the others."""
-    val = set(holdout(len(pairs), fraction))
-    keep: Callable[[int], bool] = (lambda i: i in val) if split == "val" else (lambda i: i not in val)
-    return [p for i, p in enumerate(pairs) if keep(i)]
+    return DATASETS.get(name)

@@ -13,15 +13,15 @@ folder, ``val`` is a deterministic held-out subset of the training files.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
 
+from rsseg.config import DatasetConfig, hex_rgb
 from rsseg.data.datasets.base import SPLITS, DatasetSpec, register_dataset, split_holdout
 from rsseg.data.raster import TilePair, check_pair, has_palette
 from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError, InputRasterError, LabelError
 
-if TYPE_CHECKING:
-    from rsseg.config import DatasetConfig
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
 
@@ -40,8 +40,6 @@ def _rasters(folder: Path) -> dict[str, Path]:
 
 def label_colors(ds: DatasetConfig, mask: str, mask_bands: int) -> tuple[tuple[int, int, int], ...]:
     """RGB of each class when ``mask`` is colour-coded under ``dataset.mask_encoding``, else ``()``."""
-    from rsseg.config import hex_rgb
-
     if ds.mask_encoding == "index" or (ds.mask_encoding == "auto" and mask_bands < 3):
         return ()
     if mask_bands < 3 and not has_palette(mask):
@@ -55,9 +53,17 @@ def label_colors(ds: DatasetConfig, mask: str, mask_bands: int) -> tuple[tuple[i
     return rgb
 
 
+@dataclass
+class FolderOptions:
+    #: masks: ``index`` (band 1 holds 0..K-1), ``color`` (RGB, one ``colors`` entry per class, other
+    #: colours -> ignore) or ``auto`` (colour when the mask has 3+ bands)
+    mask_encoding: Literal["auto", "index", "color"] = "auto"
+
+
 @register_dataset
 class Folder(DatasetSpec):
     name = "folder"
+    options = FolderOptions
     title = "a folder dataset"
     layout = "<root>/images + <root>/masks, or <root>/{train,val}/{images,masks} (matching file names)"
 
@@ -101,7 +107,7 @@ class Folder(DatasetSpec):
                 f"no images/masks folders under {root}; expected {self.layout}, or image.tif + mask.tif")
         return found
 
-    def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
+    def pairs(self, ds: DatasetConfig, split: str, download: bool = False) -> list[TilePair]:
         """Pairs of a user folder for ``split``; without a ``val`` folder, val is held out of train."""
         root = Path(ds.root or "")
         layout = self.layout_of(root)

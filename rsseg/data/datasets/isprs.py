@@ -13,18 +13,16 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from rasterio import DatasetReader
 from rasterio.windows import Window
 
+from rsseg.config import DatasetConfig
 from rsseg.data.datasets.base import DatasetSpec, split_holdout
 from rsseg.data.raster import TilePair, check_pair, decode_colors
 from rsseg.errors import DatasetError, InputRasterError
-
-if TYPE_CHECKING:
-    from rsseg.config import DatasetConfig
 
 ISPRS_URL = "https://www.isprs.org/resources/datasets/benchmarks/UrbanSemLab/default.aspx"
 ISPRS_CLASSES = ("impervious surfaces", "building", "low vegetation", "tree", "car", "clutter")
@@ -91,6 +89,12 @@ def _locate(root: Path, zip_name: str, subdir: str | None, fname: str, cache: di
     return None
 
 
+@dataclass
+class ISPRSOptions:
+    #: use the eroded "noBoundary" labels for evaluation (val and test; training keeps the full labels)
+    eroded_labels: bool = False
+
+
 class ISPRSSpec(DatasetSpec):
     """Base of the ISPRS specs; a subclass sets ``name``, ``title``, ``files``, bands and gsd."""
 
@@ -99,6 +103,7 @@ class ISPRSSpec(DatasetSpec):
     exclude = ("clutter",)
     download_hint = f"request the data from the ISPRS 2D semantic labeling benchmark, {ISPRS_URL}"
     files: ClassVar[ISPRSFiles]
+    options = ISPRSOptions
 
     @property
     def layout(self) -> str:  # type: ignore[override]
@@ -108,13 +113,14 @@ class ISPRSSpec(DatasetSpec):
         """TorchGeo's tile list of the benchmark's ``train`` or ``test`` split."""
         raise NotImplementedError
 
-    def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
+    def pairs(self, ds: DatasetConfig, split: str, download: bool = False) -> list[TilePair]:
         """Tiles in TorchGeo's split lists (read extracted or straight from the zips).
 
         ``train``/``val`` split the training tiles with :func:`~rsseg.data.datasets.base.holdout`;
-        ``test`` is the benchmark test set. ``eroded`` uses the noBoundary label set (boundaries ->
-        ignore), as published numbers do.
+        ``test`` is the benchmark test set. ``dataset.eroded_labels`` reads val and test from the
+        noBoundary label set (boundaries -> ignore), as published numbers do.
         """
+        eroded = ds.eroded_labels and split != "train"
         spec = self.files
         root = Path(ds.root or "")
         ids = [t[:-4] if t.endswith(".tif") else t for t in self.tile_ids("test" if split == "test" else "train")]

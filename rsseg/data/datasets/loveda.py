@@ -6,19 +6,25 @@ Train/Val/Test splits, each with Urban and Rural scenes; Test masks are withheld
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
 from rasterio import DatasetReader
 from rasterio.windows import Window
 
+from rsseg.config import DatasetConfig
 from rsseg.data.datasets.base import DatasetSpec, register_dataset
 from rsseg.data.raster import TilePair, raster_info
 from rsseg.errors import DatasetNotFoundError, LabelError
 
-if TYPE_CHECKING:
-    from rsseg.config import DatasetConfig
+
+
+@dataclass
+class LoveDAOptions:
+    #: LoveDA scene filter: urban, rural or both
+    scene: Literal["urban", "rural", "both"] = "both"
 
 
 def decode_loveda(raw: np.ndarray, source: str, ignore_index: int) -> np.ndarray:
@@ -47,8 +53,9 @@ class LoveDA(DatasetSpec):
                      "through TorchGeo")
     #: the only dataset TorchGeo can fetch for rsseg (``build_datamodule(cfg, download=True)``)
     downloadable = True
+    options = LoveDAOptions
 
-    def pairs(self, ds: DatasetConfig, split: str, download: bool = False, eroded: bool = False) -> list[TilePair]:
+    def pairs(self, ds: DatasetConfig, split: str, download: bool = False) -> list[TilePair]:
         """LoveDA tiles of ``split`` for ``ds.scene`` (urban, rural or both); Test has no masks."""
         root = Path(ds.root or "")
         scenes = ["urban", "rural"] if ds.scene == "both" else [ds.scene]

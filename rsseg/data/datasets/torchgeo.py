@@ -1,5 +1,5 @@
 """Any TorchGeo segmentation datamodule (``dataset.name: torchgeo``), by class path and init
-arguments as LightningCLI writes them (``dataset.torchgeo``, :class:`rsseg.config.TorchGeoSourceConfig`).
+arguments as LightningCLI writes them (``dataset.torchgeo``, :class:`TorchGeoSourceConfig`, declared here).
 
 Classes, colours and bands come from the config; the adapter in :mod:`rsseg.data.torchgeo_adapter`
 maps the datamodule's samples to rsseg's batch contract.
@@ -7,14 +7,35 @@ maps the datamodule's samples to rsseg's batch contract.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from rsseg.config import Config, DatasetConfig
 from rsseg.data.datasets.base import DatasetSpec, register_dataset
 from rsseg.errors import ConfigError
 
 if TYPE_CHECKING:
-    from rsseg.config import Config, DatasetConfig
     from rsseg.data.datamodule import RsSegDataModule
+
+
+@dataclass
+class TorchGeoSourceConfig:
+    """``dataset.name: torchgeo``: any TorchGeo segmentation datamodule, by class path and init
+    arguments as LightningCLI writes them (see :mod:`rsseg.data.torchgeo_adapter`)."""
+
+    #: e.g. torchgeo.datamodules.LoveDADataModule
+    class_path: str | None = None
+    #: keyword arguments of the class (dataset.root, when set, is passed as ``root``)
+    init_args: dict[str, Any] = field(default_factory=dict)
+    #: raw mask value -> rsseg class index (255 = ignore), e.g. LoveDA [255, 0, 1, 2, 3, 4, 5, 6];
+    #: null: mask values are already class indices
+    label_map: list[int] | None = None
+
+
+@dataclass
+class TorchGeoOptions:
+    #: ``name: torchgeo`` settings
+    torchgeo: TorchGeoSourceConfig = field(default_factory=TorchGeoSourceConfig)
 
 
 @register_dataset
@@ -22,6 +43,7 @@ class TorchGeoDataModuleSpec(DatasetSpec):
     name = "torchgeo"
     title = "a TorchGeo datamodule"
     layout = "whatever dataset.torchgeo.class_path expects under dataset.root"
+    options = TorchGeoOptions
 
     def validate(self, ds: DatasetConfig) -> None:
         """The ``dataset.torchgeo`` settings a run cannot start without."""
@@ -37,4 +59,4 @@ class TorchGeoDataModuleSpec(DatasetSpec):
     def build_datamodule(self, cfg: Config, download: bool = False) -> RsSegDataModule:
         from rsseg.data.torchgeo_adapter import TorchGeoAdapterDataModule
 
-        return TorchGeoAdapterDataModule(cfg, download=download)
+        return TorchGeoAdapterDataModule(self.resolved(cfg), self.find_pairs, download=download)

@@ -49,9 +49,9 @@ from torchgeo.datasets import IntersectionDataset, RasterDataset, VectorDataset
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
 from rsseg.config import Config, DatasetConfig
-from rsseg.data.datamodule import RsSegDataModule, _gsd_from_file
+from rsseg.data.datamodule import FindPairs, RsSegDataModule, _gsd_from_file
 from rsseg.data.normalize import Normalizer
-from rsseg.data.datasets import holdout
+from rsseg.data.splits import holdout
 from rsseg.data.stats import STATS_VERSION, DatasetStats, StatsAccumulator, _write_cache, cache_path
 from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError
 
@@ -421,8 +421,8 @@ class GeoDataModule(RsSegDataModule):
     a ``GriddedPatchSampler`` grid per validation block. Evaluation (``eval_tiles``): whole blocks.
     """
 
-    def __init__(self, cfg: Config, download: bool = False) -> None:
-        super().__init__(cfg, download)
+    def __init__(self, cfg: Config, find_pairs: FindPairs, download: bool = False) -> None:
+        super().__init__(cfg, find_pairs, download)
         self._scene: GeoScene | None = None
         self.train_sampler: Sampler | None = None
         self.val_sampler: Sampler | None = None

@@ -25,13 +25,14 @@ from typing import Any
 import torch
 
 from rsseg.checkpoint import ModelMeta, save_model
-from rsseg.config import Config, DatasetConfig, ModelConfig, config_from_dict, is_hex_color
+from rsseg.config import Config, DatasetConfig, ModelConfig, is_hex_color
 from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
-from rsseg.errors import RsSegError
+from rsseg.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from rsseg.io import load_torch_file
 from rsseg.models.attention import relative_position_index
 from rsseg.models.unetformer import UNetFormer, build_model
+from rsseg.runconfig import config_from_dict
 
 #: tile size GeoSeg trains and tests on (1024 x 1024 patches for every dataset)
 GEOSEG_TILE = 1024
@@ -113,7 +114,7 @@ def geoseg_dataset(name: str) -> GeoSegDataset:
             None,
             "folder",
         )
-    raise RsSegError(f"unknown GeoSeg dataset {name!r}; choose loveda, potsdam, vaihingen or uavid, or give --classes")
+    raise ConfigError(f"unknown GeoSeg dataset {name!r}; choose loveda, potsdam, vaihingen or uavid, or give --classes")
 
 
 def read_geoseg_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -121,7 +122,7 @@ def read_geoseg_state(path: str | Path) -> dict[str, torch.Tensor]:
     state dict, optionally with DataParallel's ``module.``), loaded without running code."""
     path = Path(path)
     if not path.is_file():
-        raise RsSegError(f"GeoSeg checkpoint not found: {path}")
+        raise CheckpointNotFoundError(f"GeoSeg checkpoint not found: {path}")
     state = load_torch_file(
         path, "GeoSeg checkpoint",
         "a GeoSeg .ckpt or a state dict; if it holds Python objects, re-save only the weights with "
@@ -130,7 +131,7 @@ def read_geoseg_state(path: str | Path) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RsSegError(f"{path} holds no state dict of tensors (expected a GeoSeg UNetFormer checkpoint)")
+        raise CheckpointError(f"{path} holds no state dict of tensors (expected a GeoSeg UNetFormer checkpoint)")
     keys = [k.removeprefix("module.") for k in state]
     if any(k.startswith("net.") for k in keys):
         # GeoSeg's LightningModule keeps the model in ``net`` (its losses hold no tensors)
@@ -143,14 +144,14 @@ def _architecture(state: dict[str, torch.Tensor]) -> dict[str, Any]:
     missing = [k for k in (_CLASSIFIER, _STEM, _BIAS_TABLE, _FIRST_CONV) if k not in state]
     if missing:
         first = ", ".join(list(state)[:4])
-        raise RsSegError(
+        raise CheckpointError(
             f"not a GeoSeg UNetFormer checkpoint: it lacks {', '.join(missing)} (its first keys: {first}); "
             "only UNetFormer with a ResNet encoder can be imported"
         )
     rows, heads = state[_BIAS_TABLE].shape
     window = (math.isqrt(rows) + 1) // 2
     if (2 * window - 1) ** 2 != rows:
-        raise RsSegError(f"{_BIAS_TABLE} has {rows} rows, not (2w-1)^2 for any window size w")
+        raise CheckpointError(f"{_BIAS_TABLE} has {rows} rows, not (2w-1)^2 for any window size w")
     return {
         "num_classes": state[_CLASSIFIER].shape[0],
         "in_channels": state[_FIRST_CONV].shape[1],
@@ -180,7 +181,7 @@ def _detect_encoder(mapped: dict[str, torch.Tensor], in_channels: int, encoder: 
             return name
         errors[name] = wrong
     name = encoder or ENCODERS[0]
-    raise RsSegError(
+    raise CheckpointError(
         f"the checkpoint's encoder is not {'/'.join(errors)}: {len(errors[name])} tensors do not fit {name} "
         f"({'; '.join(errors[name][:3])}); pass --encoder with the timm name of its backbone"
     )
@@ -200,7 +201,7 @@ def geoseg_model(state: dict[str, torch.Tensor], encoder: str | None = None) -> 
         derived = _DERIVED.fullmatch(key)
         if derived:
             if not torch.equal(value.cpu().long(), relative_position_index(arch["window_size"])):
-                raise RsSegError(f"{key} is not the relative position index of {arch['window_size']}x{arch['window_size']} windows")
+                raise CheckpointError(f"{key} is not the relative position index of {arch['window_size']}x{arch['window_size']} windows")
             continue
         name = rsseg_name(key)
         if name is None:
@@ -208,7 +209,7 @@ def geoseg_model(state: dict[str, torch.Tensor], encoder: str | None = None) -> 
         else:
             mapped[name] = value.detach().cpu().float() if value.is_floating_point() else value.detach().cpu()
     if unknown:
-        raise RsSegError(
+        raise CheckpointError(
             f"not a GeoSeg UNetFormer checkpoint: {len(unknown)} tensors have no counterpart "
             f"({'; '.join(unknown[:4])})"
         )
@@ -225,7 +226,7 @@ def geoseg_model(state: dict[str, torch.Tensor], encoder: str | None = None) -> 
     mapped["projection.weight"] = identity_projection(model)
     wrong = _misfits(mapped, target, "")
     if wrong:
-        raise RsSegError(f"the checkpoint does not fit rsseg's UNetFormer: {'; '.join(wrong[:4])}")
+        raise CheckpointError(f"the checkpoint does not fit rsseg's UNetFormer: {'; '.join(wrong[:4])}")
     model.load_state_dict(mapped, strict=True)
     return model, cfg
 
@@ -234,7 +235,7 @@ def identity_projection(model: UNetFormer) -> torch.Tensor:
     """A 1x1 projection weight [D, D, 1, 1] that passes the classifier input through unchanged."""
     out_channels, in_channels = model.projection.weight.shape[:2]
     if out_channels != in_channels:
-        raise RsSegError(f"an identity projection needs embed_dim == decode_channels (got {out_channels} vs {in_channels})")
+        raise CheckpointError(f"an identity projection needs embed_dim == decode_channels (got {out_channels} vs {in_channels})")
     return torch.eye(in_channels).reshape(in_channels, in_channels, 1, 1)
 
 
@@ -257,29 +258,29 @@ def import_geoseg(
     if dataset is not None:
         spec = geoseg_dataset(dataset)
     elif classes is None or colors is None:
-        raise RsSegError("name the dataset the weights were trained on (--dataset) or give --classes and --colors")
+        raise ConfigError("name the dataset the weights were trained on (--dataset) or give --classes and --colors")
     else:
         spec = GeoSegDataset(list(classes), list(colors), ["red", "green", "blue"], None, "folder")
     if classes is not None:
         if dataset is not None and len(classes) != len(spec.classes):
-            raise RsSegError(f"--classes lists {len(classes)} names but {dataset} has {len(spec.classes)} classes")
+            raise ConfigError(f"--classes lists {len(classes)} names but {dataset} has {len(spec.classes)} classes")
         spec.classes = list(classes)
     spec.colors = list(colors) if colors is not None else spec.colors
     spec.bands = list(bands) if bands is not None else spec.bands
     spec.gsd = gsd if gsd is not None else spec.gsd
     bad = [c for c in spec.colors if not is_hex_color(c)]
     if len(spec.colors) != len(spec.classes) or bad:
-        raise RsSegError(f"give one '#rrggbb' colour per class ({len(spec.classes)} classes, {len(spec.colors)} colours{', bad: ' + ', '.join(bad) if bad else ''})")
+        raise ConfigError(f"give one '#rrggbb' colour per class ({len(spec.classes)} classes, {len(spec.colors)} colours{', bad: ' + ', '.join(bad) if bad else ''})")
 
     model, model_cfg = geoseg_model(read_geoseg_state(src), encoder)
     num_classes, in_channels = model.num_classes, model.in_channels
     if num_classes != len(spec.classes):
-        raise RsSegError(
+        raise CheckpointError(
             f"the checkpoint predicts {num_classes} classes but {dataset or '--classes'} has {len(spec.classes)} "
             f"({', '.join(spec.classes)}); pick the dataset it was trained on, or give --classes"
         )
     if in_channels != len(spec.bands) or in_channels != len(IMAGENET_MEAN):
-        raise RsSegError(f"the checkpoint takes {in_channels} bands but {len(spec.bands)} are named ({','.join(spec.bands)}); GeoSeg models take 3")
+        raise CheckpointError(f"the checkpoint takes {in_channels} bands but {len(spec.bands)} are named ({','.join(spec.bands)}); GeoSeg models take 3")
     ds = DatasetConfig(
         name=spec.adapter, classes=spec.classes, colors=spec.colors, bands=spec.bands, gsd=spec.gsd,
         normalization="imagenet", scale=255.0,
