@@ -232,7 +232,7 @@ def child_engine(spec: dict) -> dict:
 
     from rsseg.inference import Predictor, plan_windows, predict_file
     from rsseg.inference.pipeline import BUFFER_MB
-    from rsseg.inference.raster import stream_columns, strip_span
+    from rsseg.inference.memory import stream_columns, strip_span
     from rsseg.inference.windows import padded_size, reflect_pad
 
     rss_start = rss_mb()

@@ -13,7 +13,8 @@ import rasterio
 from conftest import write_raster
 from rsseg.errors import RsSegError
 from rsseg.inference import RowBlender, plan_windows, predict_file
-from rsseg.inference.raster import BLOCK, RowWriter, block_cache, stream_columns
+from rsseg.inference.cog import BLOCK, RowWriter
+from rsseg.inference.memory import block_cache, stream_columns
 from rsseg.inference.windows import column_strips
 from test_inference import OVERLAP, TILE, EntropyWriter, predictor, smooth_image
 

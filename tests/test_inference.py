@@ -154,7 +154,7 @@ def test_row_blender_hands_out_every_row_once_in_short_bands():
 def test_gdal_block_cache_is_sized_by_width_not_height():
     from types import SimpleNamespace
 
-    from rsseg.inference.raster import block_cache
+    from rsseg.inference.memory import block_cache
 
     def cache(width: int, height: int) -> int:
         src = SimpleNamespace(width=width, height=height, count=3, dtypes=("uint8",) * 3)

@@ -220,7 +220,7 @@ def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequenc
     """Every check ``rsseg predict`` can make before the model loads (seconds saved per mistake):
     the settings the checkpoint resolves to, and each input: readable, with the bands the model
     needs, in its value range (:func:`input_mapping`), on the reference's grid."""
-    from rsseg.inference.raster import select_bands
+    from rsseg.inference.input_checks import select_bands
     from rsseg.inference.scoring import open_reference
     from rsseg.inference.settings import check_settings, resolve_settings
 

@@ -45,7 +45,8 @@ from rsseg.inference.contract import input_mapping
 from rsseg.inference.pipeline import EmitFn, PredictResult, predict_file, predict_rows
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import Rows
-from rsseg.inference.raster import block_cache, select_bands
+from rsseg.inference.input_checks import select_bands
+from rsseg.inference.memory import block_cache
 from rsseg.inference.windows import strip_plan
 from rsseg.io import is_remote, open_raster, unfold_url
 

@@ -3,7 +3,7 @@
 Peak memory depends on tile, overlap, batch and class count, never on raster height: bands of at
 most :data:`rsseg.inference.blend.BAND_ROWS` rows flow from the blender to the writers. The
 buffers that grow with width (blending ring, input block cache) stay within ``buffer_mb``: a
-wider raster streams in column strips (:func:`rsseg.inference.raster.stream_columns`).
+wider raster streams in column strips (:func:`rsseg.inference.memory.stream_columns`).
 All targets are checked before any work (and the input against the checkpoint's input contract,
 :mod:`rsseg.inference.contract`); the outputs are committed together at the end or not at all, so
 a failed or interrupted run leaves the old targets byte-identical and no temporary file behind.
@@ -30,8 +30,9 @@ from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels
 from rsseg.inference.predictor import Predictor, ProgressFn
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
-from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands, stream_columns,
-                                   warn_if_not_georeferenced)
+from rsseg.inference.cog import CLASS_NODATA
+from rsseg.inference.input_checks import check_model_fit, select_bands, warn_if_not_georeferenced
+from rsseg.inference.memory import block_cache, stream_columns
 from rsseg.inference.vectorize import parse_vector_classes
 from rsseg.inference.windows import strip_halo
 from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
@@ -169,7 +170,7 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     checks and atomic targets stay these ones.
     ``buffer_mb``: MiB for the buffers that grow with raster width (blending ring, input block
     cache); a wider raster streams in column strips, a few percent more windows
-    (:func:`~rsseg.inference.raster.stream_columns`); ``None``: whole rows, however wide.
+    (:func:`~rsseg.inference.memory.stream_columns`); ``None``: whole rows, however wide.
     """
     source = unfold_url(str(input_path))  # a URL keeps its '//' (Path folds it)
     input_path = Path(input_path)

@@ -24,7 +24,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsseg.errors import RsSegError
-from rsseg.inference.raster import CLASS_NODATA
+from rsseg.inference.cog import CLASS_NODATA
 from rsseg.io import open_raster
 
 #: label value never scored (rsseg's one ignore value; class rasters use it as nodata)
