@@ -19,6 +19,7 @@ from rasterio.windows import Window
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import hex_rgb
 from rsseg.data.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
+from rsseg.inference.windows import Span
 from rsseg.io import atomic_path
 
 #: block (tile) size of the output GeoTIFFs and COGs; column strips start at its multiples
@@ -62,30 +63,31 @@ def describe_confidence(dst: rasterio.io.DatasetWriter) -> None:
 class RowWriter:
     """Write bands of rows to a tiled GeoTIFF, buffering up to whole tile rows.
 
-    Bands arrive top to bottom per column strip (a strip: the columns of a band's window; the
-    whole width unless the raster streams in column strips, whose borders are multiples of
-    :data:`BLOCK`, so no compressed tile is written twice).
+    Bands arrive top to bottom per column strip (a band's columns; the whole width unless the
+    raster streams in column strips, whose borders are multiples of :data:`BLOCK`, so no
+    compressed tile is written twice).
     """
 
     def __init__(self, dst: rasterio.io.DatasetWriter) -> None:
         self.dst = dst
-        #: per strip (first column, width): first raster row not yet written, rows buffered
-        self.strips: dict[tuple[int, int], tuple[int, list[np.ndarray]]] = {}
+        #: per column strip: first raster row not yet written, rows buffered
+        self.strips: dict[Span, tuple[int, list[np.ndarray]]] = {}
 
     def write(self, window: Window, band: np.ndarray) -> None:
-        key = (int(window.col_off), int(window.width))
-        row, pending = self.strips.get(key, (0, []))
+        columns = Span(int(window.col_off), int(window.col_off + window.width))
+        row, pending = self.strips.get(columns, (0, []))
         if int(window.row_off) != row + sum(p.shape[0] for p in pending):
-            raise ValueError(f"rows must arrive in order: got row {window.row_off} of columns {key}")
+            raise ValueError(f"rows must arrive in order: got row {window.row_off} of columns "
+                             f"[{columns.start}, {columns.stop})")
         pending.append(band)
         buffered = sum(p.shape[0] for p in pending)
         full = buffered if row + buffered == self.dst.height else (buffered // BLOCK) * BLOCK
         if full:
             data = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            self.dst.write(data[:full], 1, window=Window(key[0], row, key[1], full))
+            self.dst.write(data[:full], 1, window=Window(columns.start, row, columns.size, full))
             pending = [data[full:]] if full < buffered else []
             row += full
-        self.strips[key] = (row, pending)
+        self.strips[columns] = (row, pending)
 
 
 def to_cog(tiled_path: str | Path, target: str | Path, resampling: str,

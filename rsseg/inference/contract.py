@@ -214,17 +214,14 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
 
 
 def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequence[int] | None = None,
-                 scale: float | str | None = None, reference: str | Path | None = None, device: str = "auto",
-                 tile: int | None = None, overlap: int | None = None, batch: int | None = None,
-                 tta: str | None = None, asset: str | None = None) -> None:
-    """Every check ``rsseg predict`` can make before the model loads (seconds saved per mistake):
-    the settings the checkpoint resolves to, and each input: readable, with the bands the model
-    needs, in its value range (:func:`input_mapping`), on the reference's grid."""
+                 scale: float | str | None = None, reference: str | Path | None = None,
+                 asset: str | None = None) -> None:
+    """Every check of the inputs ``rsseg predict`` can make before the model loads (seconds saved
+    per mistake): each input readable, with the bands the model needs, in its value range
+    (:func:`input_mapping`), on the reference's grid."""
     from rsseg.inference.input_checks import select_bands
     from rsseg.inference.scoring import open_reference
-    from rsseg.inference.settings import check_settings, resolve_settings
 
-    check_settings(resolve_settings(meta, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta))
     for path in paths:
         with open_raster(path, asset=asset) as src:
             input_mapping(src, meta, select_bands(src, meta, list(bands) if bands else None), path, scale)

@@ -12,21 +12,21 @@ import rasterio
 from rsseg.errors import RsSegError
 from rsseg.inference.blend import ACC_DTYPE
 from rsseg.inference.cog import BLOCK
-from rsseg.inference.windows import column_strips
+from rsseg.inference.windows import Span, column_strips
 
 
 def _cache_bytes_per_column(src: rasterio.DatasetReader, tile: int) -> int:
     return (min(tile, src.height) + BLOCK) * src.count * np.dtype(src.dtypes[0]).itemsize
 
 
-def strip_span(columns: Sequence[tuple[int, int]], tile: int, width: int) -> int:
-    """Columns the windows of the widest strip of ``columns`` cover, at most: the strip plus up
-    to a tile on each side (its halo), never more than the raster's ``width``."""
-    return min(width, max(b - a for a, b in columns) + 2 * tile)
+def strip_span(columns: Sequence[Span], tile: int, width: int) -> int:
+    """Columns the windows of the widest column strip of ``columns`` cover, at most: the strip
+    plus up to a tile on each side, never more than the raster's ``width``."""
+    return min(width, max(c.size for c in columns) + 2 * tile)
 
 
 def block_cache(src: rasterio.DatasetReader, tile: int,
-                columns: Sequence[tuple[int, int]] | None = None) -> rasterio.Env:
+                columns: Sequence[Span] | None = None) -> rasterio.Env:
     """GDAL block cache sized to one window row of input blocks (tile + one block row high), as wide
     as the raster or, streaming in column strips ``columns``, as the widest strip's windows.
 
@@ -41,7 +41,7 @@ def block_cache(src: rasterio.DatasetReader, tile: int,
 
 
 def stream_columns(src: rasterio.DatasetReader, tile: int, num_classes: int,
-                   buffer_mb: float | None) -> list[tuple[int, int]]:
+                   buffer_mb: float | None) -> list[Span]:
     """Column strips for ``src`` (:func:`~rsseg.inference.windows.column_strips`) whose
     width-dependent buffers fit ``buffer_mb`` MiB: the float16 blending ring (``K x tile`` per
     column) and the input block cache (:func:`block_cache`). ``None``: the whole width.
@@ -51,14 +51,14 @@ def stream_columns(src: rasterio.DatasetReader, tile: int, num_classes: int,
     that is exceeded, with a warning naming the smallest one that fits.
     """
     if buffer_mb is None:
-        return [(0, src.width)]
+        return [Span(0, src.width)]
     if buffer_mb <= 0:
         raise RsSegError(f"the buffer memory must be positive (got {buffer_mb} MB); use e.g. --buffer-mb 512")
     rows = min(tile, src.height)
     per_column = num_classes * rows * np.dtype(ACC_DTYPE).itemsize + _cache_bytes_per_column(src, tile)
     fit = int(buffer_mb * 2**20) // per_column
     if src.width <= fit:
-        return [(0, src.width)]
+        return [Span(0, src.width)]
     least = 2 * tile
     if fit - 2 * tile < least:
         warnings.warn(f"--buffer-mb {buffer_mb:g} is below the {per_column * 4 * tile / 2**20:.0f} MB that a strip of "

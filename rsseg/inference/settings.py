@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 CPU_MAX_BATCH = {"torch": 2, "onnx": 1}
 
 __all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "cuda_available", "device_type",
-           "resolve_device", "resolve_engine", "resolve_settings"]
+           "resolve_device", "resolve_engine", "resolve_settings", "resolve_tiling"]
 
 
 def _nvidia_driver() -> bool:
@@ -101,16 +101,51 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
 
 @dataclass(frozen=True)
 class PredictSettings:
-    """Resolved sliding-window settings: nothing here is ``None``."""
+    """Sliding-window settings, the one carrier from the CLI to a :class:`~rsseg.inference.Predictor`
+    and to Dask workers.
 
-    tile: int
-    overlap: int
-    batch: int
-    tta: str
-    #: as :func:`resolve_device` names it
-    device: str
-    #: ``torch`` or ``onnx`` (:func:`resolve_engine`)
+    As requested: ``None`` leaves a value to the checkpoint's config and the
+    CPU/GPU rule, ``device``/``engine`` may be ``auto``. As resolved (:func:`resolve_settings`,
+    :attr:`resolved`): nothing is ``None``, the device is named as :func:`resolve_device` names it and
+    the engine is ``torch`` or ``onnx`` (:func:`resolve_engine`); a Predictor keeps only these.
+    """
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int | None = None
+    tta: str | None = None
+    device: str = "auto"
     engine: str = "torch"
+
+    @property
+    def resolved(self) -> bool:
+        return None not in (self.tile, self.overlap, self.batch, self.tta) and self.device != "auto" \
+            and self.engine in ("torch", "onnx")
+
+    def resolve(self, meta: ModelMeta) -> PredictSettings:
+        """These settings for ``meta``'s checkpoint (:func:`resolve_settings`)."""
+        return resolve_settings(meta, device=self.device, tile=self.tile, overlap=self.overlap, batch=self.batch,
+                                tta=self.tta, engine=self.engine)
+
+    def summary(self) -> str:
+        """One line describing the settings (for the CLI and logs)."""
+        return (f"engine {self.engine}, device {self.device}, tile {self.tile}/{self.overlap}, "
+                f"batch {self.batch}, tta {self.tta}")
+
+
+def resolve_tiling(meta: ModelMeta, tile: int | None = None, overlap: int | None = None,
+                   tta: str | None = None) -> tuple[int, int, str]:
+    """Tile, overlap and TTA for ``meta``'s checkpoint: its config, then the given overrides.
+
+    Needs neither torch nor a device, so a Dask client plans its row strips with it. A tile given
+    without an overlap keeps the configured overlap when it fits, else a quarter of the tile, so
+    ``--tile 128`` alone never fails on a default overlap of 256.
+    """
+    inf = meta.build_config().inference
+    tile = inf.tile if tile is None else tile
+    if overlap is None:
+        overlap = inf.overlap if inf.overlap < tile else tile // 4
+    return tile, overlap, inf.tta if tta is None else tta
 
 
 def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", tile: int | None = None,
@@ -118,21 +153,17 @@ def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", ti
                      engine: str = "torch") -> PredictSettings:
     """Settings for ``meta``'s checkpoint: its config, then the CPU rule, then the given overrides.
 
-    A tile given without an overlap keeps the configured overlap when it fits, else a quarter of
-    the tile, so ``--tile 128`` alone never fails on a default overlap of 256. Without an explicit
-    batch, CPUs run at most :data:`CPU_MAX_BATCH` windows at a time (a batch of 8 large tiles costs
-    GBs of activations on a CPU and buys no throughput).
+    Tile, overlap and TTA as :func:`resolve_tiling` resolves them. Without an explicit batch, CPUs
+    run at most :data:`CPU_MAX_BATCH` windows at a time (a batch of 8 large tiles costs GBs of
+    activations on a CPU and buys no throughput).
     """
-    inf = meta.build_config().inference
     dev = resolve_device(device)
     engine = resolve_engine(engine, dev)
-    tile = inf.tile if tile is None else tile
-    if overlap is None:
-        overlap = inf.overlap if inf.overlap < tile else tile // 4
+    tile, overlap, tta = resolve_tiling(meta, tile, overlap, tta)
     if batch is None:
+        inf = meta.build_config().inference
         batch = inf.batch if device_type(dev) == "cuda" else min(inf.batch, CPU_MAX_BATCH[engine])
-    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev,
-                          engine=engine)
+    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=dev, engine=engine)
 
 
 def check_settings(s: PredictSettings) -> PredictSettings:
