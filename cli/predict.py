@@ -156,7 +156,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
     from dataclasses import asdict
 
     from rsseg.cli.progress import progress_bar
-    from rsseg.errors import RsSegError
+    from rsseg.errors import BackendUnavailableError
     from rsseg.inference.contract import check_inputs
     from rsseg.io import sigterm_as_interrupt, source_stem
 
@@ -164,7 +164,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
         from rsseg.inference.distributed import (RemoteModel, dask_client, parse_dask, predict_file_dask,
                                                  predict_scenes_dask, use_scenes)
     except ImportError:
-        raise RsSegError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
+        raise BackendUnavailableError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
                          "(or the rsseg extra: pip install 'rsseg[dask]')") from None
     parse_dask(spec)  # a malformed address fails before any work
     model = RemoteModel.plan(checkpoint, settings)

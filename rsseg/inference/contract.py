@@ -29,7 +29,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.errors import InputRasterError, RsSegError
+from rsseg.errors import ConfigError, InputRasterError
 from rsseg.io import open_raster
 
 #: an input whose high percentile is this many times off the training one is another value range
@@ -127,9 +127,9 @@ def parse_scale(value: str | float | None) -> float | str | None:
             num, _, den = text.partition("/")
             factor = float(num) / float(den) if den else float(num)
         except (ValueError, ZeroDivisionError):
-            raise RsSegError(f"--scale {value!r} is not a number; use a factor like 255 or 1/257, or auto") from None
+            raise ConfigError(f"--scale {value!r} is not a number; use a factor like 255 or 1/257, or auto") from None
     if factor is not None and not (math.isfinite(factor) and factor > 0):
-        raise RsSegError(f"--scale must be a positive factor (got {value}); e.g. 255 for 0-1 floats, or auto")
+        raise ConfigError(f"--scale must be a positive factor (got {value}); e.g. 255 for 0-1 floats, or auto")
     return factor
 
 
@@ -175,7 +175,7 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
     trained = meta.input_range
     if not trained or len(trained) != n:
         if scale == "auto":
-            raise RsSegError("--scale auto needs the training value range, which checkpoint metadata older than this "
+            raise ConfigError("--scale auto needs the training value range, which checkpoint metadata older than this "
                              "rsseg lacks; give a factor (e.g. --scale 255) instead")
         return mapping
     values = sample_values(src, bands, path)

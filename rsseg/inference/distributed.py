@@ -41,7 +41,7 @@ import rasterio
 from distributed import Client, Event, Future, LocalCluster, as_completed, wait
 
 from rsseg.checkpoint import ModelMeta, read_meta
-from rsseg.errors import ConfigError, RsSegError
+from rsseg.errors import BackendUnavailableError, ConfigError, RsSegError
 from rsseg.inference.contract import input_mapping
 from rsseg.inference.input_checks import select_bands
 from rsseg.inference.memory import block_cache
@@ -69,10 +69,10 @@ def parse_dask(spec: str) -> tuple[str | None, int | None]:
     if spec == "local" or spec.startswith("local:"):
         n = spec.partition(":")[2]
         if n and (not n.isdigit() or int(n) < 1):
-            raise RsSegError(f"--dask {spec}: the worker count must be a positive integer, e.g. local:4")
+            raise ConfigError(f"--dask {spec}: the worker count must be a positive integer, e.g. local:4")
         return None, int(n) if n else None
     if "://" not in spec:
-        raise RsSegError(f"--dask {spec!r} is neither local[:N] nor a scheduler address like tcp://host:8786")
+        raise ConfigError(f"--dask {spec!r} is neither local[:N] nor a scheduler address like tcp://host:8786")
     return spec, None
 
 
@@ -85,7 +85,7 @@ def dask_client(spec: str) -> Iterator[Client]:
         try:
             client = Client(address, timeout="30s")
         except OSError as exc:
-            raise RsSegError(f"cannot reach the Dask scheduler at {address}: {exc}; start it first "
+            raise BackendUnavailableError(f"cannot reach the Dask scheduler at {address}: {exc}; start it first "
                              "(dask scheduler, or dask-jobqueue) or use --dask local") from None
         with client:
             yield client

@@ -13,7 +13,7 @@ import rasterio
 import rasterio.enums
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.errors import InputRasterError, RsSegError
+from rsseg.errors import ConfigError, InputRasterError
 
 
 def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] | None) -> list[int]:
@@ -21,15 +21,15 @@ def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] 
     need = meta.in_channels
     if bands is None:
         if src.count < need:
-            raise RsSegError(f"{src.name} has {src.count} band(s) but the model needs {need} "
+            raise InputRasterError(f"{src.name} has {src.count} band(s) but the model needs {need} "
                              f"({', '.join(meta.bands)}); pass --bands with {need} band indexes")
         return list(range(1, need + 1))
     bands = [int(b) for b in bands]
     if len(bands) != need:
-        raise RsSegError(f"--bands lists {len(bands)} band(s) but the model needs {need} ({', '.join(meta.bands)})")
+        raise ConfigError(f"--bands lists {len(bands)} band(s) but the model needs {need} ({', '.join(meta.bands)})")
     bad = [b for b in bands if not 1 <= b <= src.count]
     if bad:
-        raise RsSegError(f"--bands {bad} out of range: {src.name} has bands 1..{src.count}")
+        raise ConfigError(f"--bands {bad} out of range: {src.name} has bands 1..{src.count}")
     return bands
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import rasterio
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 from rsseg.inference.blend import ACC_DTYPE
 from rsseg.inference.cog import BLOCK
 from rsseg.inference.windows import Span, column_strips
@@ -53,7 +53,7 @@ def stream_columns(src: rasterio.DatasetReader, tile: int, num_classes: int,
     if buffer_mb is None:
         return [Span(0, src.width)]
     if buffer_mb <= 0:
-        raise RsSegError(f"the buffer memory must be positive (got {buffer_mb} MB); use e.g. --buffer-mb 512")
+        raise ConfigError(f"the buffer memory must be positive (got {buffer_mb} MB); use e.g. --buffer-mb 512")
     rows = min(tile, src.height)
     per_column = num_classes * rows * np.dtype(ACC_DTYPE).itemsize + _cache_bytes_per_column(src, tile)
     fit = int(buffer_mb * 2**20) // per_column

@@ -23,7 +23,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError, InputRasterError, LabelError, RsSegError
 from rsseg.inference.cog import CLASS_NODATA
 from rsseg.io import open_raster
 
@@ -35,15 +35,15 @@ def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, p
                     ref_name: str = "reference") -> None:
     """Refuse two rasters that are not on one pixel grid (size, CRS, transform)."""
     if (pred.width, pred.height) != (ref.width, ref.height):
-        raise RsSegError(f"{ref_name} {ref.name} is {ref.width}x{ref.height} pixels but the {pred_name} {pred.name} "
+        raise InputRasterError(f"{ref_name} {ref.name} is {ref.width}x{ref.height} pixels but the {pred_name} {pred.name} "
                          f"is {pred.width}x{pred.height}; they must be on the same grid "
                          "(reproject/resample one with gdalwarp first)")
     if pred.crs != ref.crs:
-        raise RsSegError(f"CRS differ: {pred_name} {pred.name} has {pred.crs}, {ref_name} {ref.name} has {ref.crs}; "
+        raise InputRasterError(f"CRS differ: {pred_name} {pred.name} has {pred.crs}, {ref_name} {ref.name} has {ref.crs}; "
                          "reproject one with gdalwarp first")
     tol = 1e-9 * max(1.0, abs(pred.transform.a))
     if not np.allclose(tuple(pred.transform)[:6], tuple(ref.transform)[:6], rtol=0, atol=tol):
-        raise RsSegError(f"pixel grids differ: {pred_name} {pred.name} and {ref_name} {ref.name} have different "
+        raise InputRasterError(f"pixel grids differ: {pred_name} {pred.name} and {ref_name} {ref.name} have different "
                          "transforms (origin or pixel size); resample one onto the other's grid with gdalwarp")
 
 
@@ -65,7 +65,7 @@ class ConfusionAccumulator:
                  prediction_nodata: float | None = CLASS_NODATA, reference_name: str = "reference",
                  prediction_name: str = "prediction") -> None:
         if not 1 <= num_classes <= CLASS_NODATA:
-            raise RsSegError(f"{num_classes} classes cannot be scored (1..{CLASS_NODATA} class ids)")
+            raise ConfigError(f"{num_classes} classes cannot be scored (1..{CLASS_NODATA} class ids)")
         self.k = num_classes
         self.ignore_index = ignore_index
         self.reference_nodata, self.prediction_nodata = reference_nodata, prediction_nodata
@@ -86,13 +86,13 @@ class ConfusionAccumulator:
         bad = ~skip_ref & ~((r >= 0) & (r < self.k) & whole)
         if bad.any():
             vals = np.unique(r[bad])[:10].tolist()
-            raise RsSegError(f"{self.reference_name} holds values {vals} outside the {self.k} classes "
+            raise LabelError(f"{self.reference_name} holds values {vals} outside the {self.k} classes "
                              f"(0..{self.k - 1}, {self.ignore_index} = ignore); recode it or give the right class names")
         skip_pred = p == self.prediction_nodata if self.prediction_nodata is not None else np.zeros(p.shape, bool)
         bad = ~skip_pred & ~((p >= 0) & (p < self.k))
         if bad.any():
             vals = np.unique(p[bad])[:10].tolist()
-            raise RsSegError(f"{self.prediction_name} holds class ids {vals} but only {self.k} classes are named "
+            raise LabelError(f"{self.prediction_name} holds class ids {vals} but only {self.k} classes are named "
                              f"(0..{self.k - 1}); pass the full class list (--classes) or check the raster")
         keep = ~(skip_ref | skip_pred)
         if not keep.any():
@@ -142,7 +142,7 @@ def score_report(conf: np.ndarray, class_names: list[str], *, exclude: list[int]
     from rsseg.metrics import head_common_tail, segmentation_scores
 
     if conf.shape != (len(class_names), len(class_names)):
-        raise RsSegError(f"{len(class_names)} class names for a {conf.shape[0]}-class confusion matrix")
+        raise ConfigError(f"{len(class_names)} class names for a {conf.shape[0]}-class confusion matrix")
     scores = segmentation_scores(conf, class_names, exclude=exclude)
     report: dict[str, Any] = {
         "classes": list(class_names),

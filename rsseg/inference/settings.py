@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
-from rsseg.errors import RsSegError
+from rsseg.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -69,9 +69,9 @@ def resolve_device(device: str | torch.device = "auto") -> str:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise RsSegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RsSegError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+        raise BackendUnavailableError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
     return str(dev)
 
 
@@ -88,14 +88,14 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
     ``onnx`` runs on the CPU only: asking for it with a CUDA device, or without ONNX Runtime, is an error.
     """
     if engine not in ENGINES:
-        raise RsSegError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "auto":
         return "onnx" if device_type(device) == "cpu" and onnxruntime_available() else "torch"
     if engine == "onnx":
         if device_type(device) != "cpu":
-            raise RsSegError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
+            raise ConfigError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not onnxruntime_available():
-            raise RsSegError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
+            raise BackendUnavailableError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
     return engine
 
 
@@ -172,7 +172,7 @@ def check_settings(s: PredictSettings) -> PredictSettings:
 
     check_tiling(s.tile, s.overlap)
     if s.batch < 1:
-        raise RsSegError(f"batch must be at least 1 (got {s.batch}); use e.g. --batch 2")
+        raise ConfigError(f"batch must be at least 1 (got {s.batch}); use e.g. --batch 2")
     if s.tta not in TTA_MODES:
-        raise RsSegError(f"unknown TTA mode {s.tta!r}; choose one of {', '.join(TTA_MODES)}")
+        raise ConfigError(f"unknown TTA mode {s.tta!r}; choose one of {', '.join(TTA_MODES)}")
     return s

@@ -17,7 +17,7 @@ from functools import cached_property
 import numpy as np
 from rasterio.windows import Window
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError, InputRasterError
 
 #: UNet-style encoders downsample 5 times; inputs must be a multiple of this
 MULTIPLE = 32
@@ -34,11 +34,11 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def check_tiling(tile: int, overlap: int) -> None:
-    """Raise :class:`RsSegError` for a tile/overlap pair that cannot tile a raster."""
+    """Raise :class:`~rsseg.errors.ConfigError` for a tile/overlap pair that cannot tile a raster."""
     if tile < 1:
-        raise RsSegError(f"tile must be positive (got {tile}); use e.g. --tile 1024")
+        raise ConfigError(f"tile must be positive (got {tile}); use e.g. --tile 1024")
     if not 0 <= overlap < tile:
-        raise RsSegError(f"overlap must be in [0, tile) (got overlap={overlap}, tile={tile}); use e.g. --overlap {tile // 4}")
+        raise ConfigError(f"overlap must be in [0, tile) (got overlap={overlap}, tile={tile}); use e.g. --overlap {tile // 4}")
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class WindowPlan:
     def __post_init__(self) -> None:
         check_tiling(self.tile, self.overlap)
         if self.width < 1 or self.height < 1:
-            raise RsSegError(f"cannot tile an empty raster ({self.width}x{self.height} pixels)")
+            raise InputRasterError(f"cannot tile an empty raster ({self.width}x{self.height} pixels)")
 
     @cached_property
     def windows(self) -> list[Window]:
@@ -99,7 +99,7 @@ class WindowPlan:
         never split the rows one row of windows finishes.
         """
         if window_rows < 1:
-            raise RsSegError(f"a strip needs at least one row of windows (got {window_rows})")
+            raise ConfigError(f"a strip needs at least one row of windows (got {window_rows})")
         bounds = self.row_starts[::window_rows] + [self.height]
         return [Span(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
