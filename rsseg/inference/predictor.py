@@ -95,12 +95,14 @@ def onnx_export_cached(checkpoint: str | Path, settings: PredictSettings) -> Pat
 
 
 class Predictor:
-    """An inference engine plus the tiling settings; see the module docstring.
+    """An inference engine plus its resolved :class:`~rsseg.inference.settings.PredictSettings`
+    (``settings``: tile, overlap, batch, TTA, device, engine); see the module docstring.
 
     ``engine`` (:mod:`rsseg.inference.engines`) maps a normalised [B, C, H, W] float32 batch (H, W
     multiples of 32) to probabilities [B, K, H, W], TTA included. Build one with
     :meth:`from_checkpoint` (engine chosen there), :meth:`from_model` (a loaded PyTorch model) or
-    :meth:`from_onnx` (an export file): they resolve unset settings in one place (:func:`rsseg.inference.settings.resolve_settings`).
+    :meth:`from_onnx` (an export file): they resolve unset settings in one place
+    (:func:`rsseg.inference.settings.resolve_settings`).
     """
 
     def __init__(self, engine: Engine, meta: ModelMeta, settings: PredictSettings) -> None:
