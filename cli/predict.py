@@ -165,7 +165,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
                                                  predict_scenes_dask, use_scenes)
     except ImportError:
         raise BackendUnavailableError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
-                         "(or the rsseg extra: pip install 'rsseg[dask]')") from None
+                                      "(or the rsseg extra: pip install 'rsseg[dask]')") from None
     parse_dask(spec)  # a malformed address fails before any work
     model = RemoteModel.plan(checkpoint, settings)
     check_inputs([src for src, _ in jobs], model.meta, bands=options.bands, scale=options.scale,

@@ -51,7 +51,7 @@ def raster_class_names(pred_path: str | Path, given: list[str] | None = None) ->
     stored = class_names_from_raster(pred_path)
     if given and stored and len(given) != len(stored):
         raise ConfigError(f"--classes names {len(given)} classes but {pred_path} was written with {len(stored)} "
-                         f"({', '.join(stored)}); drop --classes or give all {len(stored)}")
+                          f"({', '.join(stored)}); drop --classes or give all {len(stored)}")
     names = given or stored
     if not names:
         raise InputRasterError(f"{pred_path} carries no class names; pass --classes name0,name1,...")

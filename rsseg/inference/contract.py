@@ -176,7 +176,7 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
     if not trained or len(trained) != n:
         if scale == "auto":
             raise ConfigError("--scale auto needs the training value range, which checkpoint metadata older than this "
-                             "rsseg lacks; give a factor (e.g. --scale 255) instead")
+                              "rsseg lacks; give a factor (e.g. --scale 255) instead")
         return mapping
     values = sample_values(src, bands, path)
     if values.shape[1] == 0:

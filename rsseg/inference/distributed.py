@@ -4,9 +4,9 @@ Dask is the geospatial ecosystem's engine (Pangeo; dask-jobqueue starts workers 
 jobs, dask-cuda one worker per GPU); rsseg schedules nothing itself. Two levels of work:
 
 * **Strips** (one raster, or fewer rasters than workers): the raster is cut into row strips
-  aligned to the window grid (:meth:`~rsseg.inference.windows.WindowPlan.row_strips`). A worker predicts a
-  strip plus its blending halo (:func:`~rsseg.inference.pipeline.predict_rows`) and returns its
-  class ids, confidence and nodata mask; the client hands the strips, in row order, to the
+  aligned to the window grid (:meth:`~rsseg.inference.windows.WindowPlan.row_strips`). A worker
+  predicts a strip plus its blending halo (:func:`~rsseg.inference.pipeline.predict_rows`) and
+  returns its class ids, confidence and nodata mask; the client hands the strips, in row order, to the
   writers of :func:`~rsseg.inference.pipeline.predict_file` (:class:`StripSource`), so the COG,
   polygons (dissolved across strip borders as across windows) and area report come from the one
   single-process code path and the class raster equals the single-process one.
@@ -14,7 +14,8 @@ jobs, dask-cuda one worker per GPU); rsseg schedules nothing itself. Two levels 
   raster on a worker, which writes the outputs (a shared file system).
 
 Workers read their windows straight from the input path (a shared file system or any
-GDAL-readable URL) and load the model once per process (:func:`worker_predictor`). The Dask
+GDAL-readable URL) and load the model once per process (:func:`worker_predictor`); the client
+never loads it: it plans from the checkpoint's metadata (:meth:`RemoteModel.plan`). The Dask
 scheduler reruns a task whose worker died (up to ``distributed.scheduler.allowed-failures``
 times); strips are pure, so a rerun strip gives the same rows. Errors raised by a task (a bad
 input) are not retried: they would fail again.
@@ -86,7 +87,7 @@ def dask_client(spec: str) -> Iterator[Client]:
             client = Client(address, timeout="30s")
         except OSError as exc:
             raise BackendUnavailableError(f"cannot reach the Dask scheduler at {address}: {exc}; start it first "
-                             "(dask scheduler, or dask-jobqueue) or use --dask local") from None
+                                          "(dask scheduler, or dask-jobqueue) or use --dask local") from None
         with client:
             yield client
         return
@@ -131,7 +132,9 @@ class RemoteModel:
         """Read ``checkpoint``'s metadata (without importing torch) and fix the strip-defining settings."""
         meta = read_meta(checkpoint)
         tile, overlap, tta = resolve_tiling(meta, settings.tile, settings.overlap, settings.tta)
-        check_settings(replace(settings, tile=tile, overlap=overlap, tta=tta, batch=settings.batch or 1))
+        # the batch resolves on each worker; an explicit one is checked here
+        check_settings(replace(settings, tile=tile, overlap=overlap, tta=tta,
+                               batch=1 if settings.batch is None else settings.batch))
         return cls(str(Path(checkpoint).resolve()), meta, replace(settings, tile=tile, overlap=overlap, tta=tta))
 
 

@@ -22,7 +22,7 @@ def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] 
     if bands is None:
         if src.count < need:
             raise InputRasterError(f"{src.name} has {src.count} band(s) but the model needs {need} "
-                             f"({', '.join(meta.bands)}); pass --bands with {need} band indexes")
+                                   f"({', '.join(meta.bands)}); pass --bands with {need} band indexes")
         return list(range(1, need + 1))
     bands = [int(b) for b in bands]
     if len(bands) != need:

@@ -36,15 +36,15 @@ def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, p
     """Refuse two rasters that are not on one pixel grid (size, CRS, transform)."""
     if (pred.width, pred.height) != (ref.width, ref.height):
         raise InputRasterError(f"{ref_name} {ref.name} is {ref.width}x{ref.height} pixels but the {pred_name} {pred.name} "
-                         f"is {pred.width}x{pred.height}; they must be on the same grid "
-                         "(reproject/resample one with gdalwarp first)")
+                               f"is {pred.width}x{pred.height}; they must be on the same grid "
+                               "(reproject/resample one with gdalwarp first)")
     if pred.crs != ref.crs:
         raise InputRasterError(f"CRS differ: {pred_name} {pred.name} has {pred.crs}, {ref_name} {ref.name} has {ref.crs}; "
-                         "reproject one with gdalwarp first")
+                               "reproject one with gdalwarp first")
     tol = 1e-9 * max(1.0, abs(pred.transform.a))
     if not np.allclose(tuple(pred.transform)[:6], tuple(ref.transform)[:6], rtol=0, atol=tol):
         raise InputRasterError(f"pixel grids differ: {pred_name} {pred.name} and {ref_name} {ref.name} have different "
-                         "transforms (origin or pixel size); resample one onto the other's grid with gdalwarp")
+                               "transforms (origin or pixel size); resample one onto the other's grid with gdalwarp")
 
 
 def open_reference(path: str | Path, like: rasterio.DatasetReader, like_name: str = "input") -> rasterio.DatasetReader:

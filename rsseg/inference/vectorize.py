@@ -83,7 +83,7 @@ def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence
             key = lower.get(str(item).lower())
         if key is None:
             raise ConfigError(f"unknown vector class {item!r}; the model's classes are "
-                             + ", ".join(f"{i}={n}" for i, n in enumerate(class_names)))
+                              + ", ".join(f"{i}={n}" for i, n in enumerate(class_names)))
         ids.add(key)
     return sorted(ids)
 
