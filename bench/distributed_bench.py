@@ -26,7 +26,8 @@ from affine import Affine
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.config import Config
 from rsseg.inference import Predictor, predict_file
-from rsseg.inference.windows import plan_windows, strip_plan
+from rsseg.inference.settings import PredictSettings
+from rsseg.inference.windows import WindowPlan, plan_windows
 from rsseg.io import atomic_path
 from rsseg.models import build_model
 
@@ -61,16 +62,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args()
 
-    from rsseg.inference.distributed import checkpoint_settings, dask_client, predict_file_dask, worker_predictor
+    from rsseg.inference.distributed import RemoteModel, dask_client, predict_file_dask, worker_predictor
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         raster = make_raster(tmp / "in.tif", args.size)
         ckpt = make_checkpoint(tmp / "m.ckpt", args.encoder)
-        predictor = Predictor.from_checkpoint(ckpt, device="cpu", tile=args.tile, overlap=args.overlap)
+        settings = PredictSettings(tile=args.tile, overlap=args.overlap, device="cpu")
+        predictor = Predictor.from_checkpoint(ckpt, settings)
+        model = RemoteModel.plan(ckpt, settings)
         mpix = args.size * args.size / 1e6
-        strips = len(strip_plan(args.size, args.tile, args.overlap, args.window_rows))
+        strips = len(WindowPlan(args.size, args.size, args.tile, args.overlap).row_strips(args.window_rows))
         rows = []
 
         start = time.perf_counter()
@@ -83,11 +86,11 @@ def main() -> None:
             with dask_client(f"local:{n}") as client:
                 client.wait_for_workers(n)
                 # load the model on every worker first: the timed run measures throughput
-                client.run(worker_predictor, str(ckpt.resolve()), checkpoint_settings(predictor, "cpu", None))
+                client.run(worker_predictor, model.checkpoint, model.settings)
                 start = time.perf_counter()
                 out = tmp / f"dask{n}.tif"
-                predict_file_dask(client, predictor, ckpt, raster, out, report_path=tmp / f"dask{n}.json",
-                                  device="cpu", window_rows=args.window_rows)
+                predict_file_dask(client, model, raster, out, report_path=tmp / f"dask{n}.json",
+                                  window_rows=args.window_rows)
                 seconds = time.perf_counter() - start
             diff = rasterio.open(out).read(1) != reference
             gap = None

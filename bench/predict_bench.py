@@ -157,9 +157,9 @@ def child(spec: dict) -> dict:
                                 tta="none", device=spec["device"])
     with rasterio.open(spec["input"]) as src:
         width, height = src.width, src.height
-        windows = plan_windows(width, height, pred.tile, pred.overlap)
+        windows = plan_windows(width, height, pred.settings.tile, pred.settings.overlap)
         # the bare forward runs on real tiles of this raster: the first batch of the plan
-        tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.batch]]
+        tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.settings.batch]]
     ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
     x = torch.from_numpy(np.stack([reflect_pad(t, ph, pw) for t in tiles]))
     n_batches = len(windows) / x.shape[0]
@@ -190,7 +190,7 @@ def child(spec: dict) -> dict:
     ratios = [b / p for b, p in zip(bare_s, pipe_s)]
     mpix = width * height / 1e6
     return {"case": spec["case"], "width": width, "height": height, "model": spec["model"], "classes": spec["classes"],
-            "device": str(pred.device), "tile": pred.tile, "overlap": pred.overlap, "batch": pred.batch,
+            "device": pred.settings.device, "tile": pred.settings.tile, "overlap": pred.settings.overlap, "batch": pred.settings.batch,
             "windows": len(windows), "reps": spec["reps"], "bare_batches_timed": timed,
             "pipeline_s": pipe_s, "bare_forward_s": bare_s,
             "pipeline_mpix_s": mpix / statistics.median(pipe_s), "bare_mpix_s": mpix / statistics.median(bare_s),
@@ -232,7 +232,7 @@ def child_engine(spec: dict) -> dict:
 
     from rsseg.inference import Predictor, plan_windows, predict_file
     from rsseg.inference.pipeline import BUFFER_MB
-    from rsseg.inference.raster import stream_columns, strip_span
+    from rsseg.inference.memory import stream_columns, strip_span
     from rsseg.inference.windows import padded_size, reflect_pad
 
     rss_start = rss_mb()
@@ -247,10 +247,10 @@ def child_engine(spec: dict) -> dict:
     rss_loaded = rss_mb()
     with rasterio.open(spec["input"]) as src:
         width, height = src.width, src.height
-        windows = plan_windows(width, height, pred.tile, pred.overlap)
-        tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.batch]]
-        strips = stream_columns(src, pred.tile, pred.num_classes, spec["buffer_mb"] or BUFFER_MB)
-    ring_width = strip_span(strips, pred.tile, width)
+        windows = plan_windows(width, height, pred.settings.tile, pred.settings.overlap)
+        tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:pred.settings.batch]]
+        strips = stream_columns(src, pred.settings.tile, pred.num_classes, spec["buffer_mb"] or BUFFER_MB)
+    ring_width = strip_span(strips, pred.settings.tile, width)
     ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
     x = np.stack([reflect_pad(t, ph, pw) for t in tiles])
     n_batches = len(windows) / x.shape[0]
@@ -269,7 +269,7 @@ def child_engine(spec: dict) -> dict:
     bare_s = (time.perf_counter() - t0) / timed * n_batches
     mpix = width * height / 1e6
     return {"case": spec["case"], "engine": spec["variant"], "width": width, "height": height,
-            "classes": pred.num_classes, "tile": pred.tile, "overlap": pred.overlap, "batch": pred.batch,
+            "classes": pred.num_classes, "tile": pred.settings.tile, "overlap": pred.settings.overlap, "batch": pred.settings.batch,
             "windows": len(windows), "windows_run": ran[-1], "strips": len(strips), "threads": _threads(pred), "load_s": load_s, "pipeline_s": pipe_s,
             "bare_s": bare_s, "bare_batches_timed": timed, "pipeline_mpix_s": mpix / pipe_s, "bare_mpix_s": mpix / bare_s,
             "pipeline_vs_bare": bare_s / pipe_s, "rss_start_mb": rss_start, "rss_loaded_mb": rss_loaded,

@@ -36,11 +36,12 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
       rsseg evaluate -m best.ckpt --split val -o report/ a checkpoint on a dataset split
     """
     from rsseg.cli.progress import progress_bar
-    from rsseg.errors import OutputExistsError, RsSegError
+    from rsseg.errors import ConfigError, OutputExistsError
     from rsseg.evaluation import REPORT_FILES, check_report_dir, evaluate_checkpoint, evaluate_prediction, write_evaluation
+    from rsseg.inference.settings import PredictSettings
 
     if checkpoint and rasters:
-        raise RsSegError("give either PRED.tif REF.tif or --model, not both")
+        raise ConfigError("give either PRED.tif REF.tif or --model, not both")
     check_report_dir(out_dir)  # before any work, not after scoring a whole split
     existing = [name for name in REPORT_FILES if (Path(out_dir) / name).exists()]
     if existing and not overwrite:
@@ -48,9 +49,9 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
     excluded = [c for c in exclude.split(",") if c] if exclude is not None else None
     if checkpoint:
         with progress_bar(f"evaluating {split}", "tiles", transient=True) as on_progress:
-            conf, meta, collapse = evaluate_checkpoint(checkpoint, root=root, split=split, tta=tta, tile=tile, overlap=overlap,
-                                             batch=batch, device=device, engine=engine, eroded_labels=eroded,
-                                             on_progress=on_progress)
+            settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
+            conf, meta, collapse = evaluate_checkpoint(checkpoint, root=root, split=split, settings=settings,
+                                                       eroded_labels=eroded, on_progress=on_progress)
         result = write_evaluation(conf, meta["classes"], out_dir, exclude=excluded,
                                   dataset=meta["config"]["dataset"]["name"], train_freq=meta.get("class_pixel_freq"),
                                   extra={"checkpoint": str(checkpoint), "split": split, "tta": tta, "collapse": collapse})
@@ -58,7 +59,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
         result = evaluate_prediction(rasters[0], rasters[1], out_dir, class_names=classes.split(",") if classes else None,
                                      exclude=excluded)
     else:
-        raise RsSegError("give two rasters (PRED.tif REF.tif) or --model CKPT; see rsseg evaluate --help")
+        raise ConfigError("give two rasters (PRED.tif REF.tif) or --model CKPT; see rsseg evaluate --help")
     click.echo(result.markdown)
     if checkpoint:
         click.echo("collapse of the classifier input: " + ", ".join(

@@ -40,39 +40,6 @@ def _show_warnings() -> Iterator[None]:
         yield
 
 
-def _key(source: str | Path) -> str:
-    """One spelling per file: a local path resolved, a URL as given."""
-    from rsseg.io import is_remote
-
-    return str(source) if is_remote(str(source)) else str(Path(source).resolve())
-
-
-def _refuse_collisions(plans: list[tuple[str, dict[str, Path | None]]]) -> None:
-    """Two inputs that would write one file (same name in different folders), or an output that
-    is another input, are refused before any work, with --overwrite too."""
-    from rsseg.errors import OutputPathError
-
-    inputs = {_key(src): src for src, _ in plans}
-    writers: dict[str, str] = {}
-    for src, targets in plans:
-        if _key(src) in {_key(w) for w in writers.values()}:
-            raise OutputPathError(f"input {src} is given twice; list each raster once")
-        for target in targets.values():
-            if target is None:
-                continue
-            key = _key(target)
-            if key in inputs:
-                raise OutputPathError(f"output {target} (for input {src}) is the input raster {inputs[key]}; "
-                                      "choose another -o/--vector/--report/--confidence")
-            if writers.get(key) == src:
-                raise OutputPathError(f"two outputs of {src} are both {target}; give -o, --vector, --report and "
-                                      "--confidence different paths")
-            if key in writers:
-                raise OutputPathError(f"inputs {writers[key]} and {src} would both write {target}; rename one, or "
-                                      "run predict once per folder with its own -o")
-            writers[key] = src
-
-
 @click.command(context_settings={"show_default": True})
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint written by rsseg train.")
@@ -120,94 +87,104 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
       rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
     """
     import time
+    from dataclasses import replace
 
     from rsseg.checkpoint import read_meta
     from rsseg.cli.predict_summary import print_summary
-    from rsseg.cli.progress import progress_bar
-    from rsseg.errors import RsSegError
-    from rsseg.inference import Predictor, predict_file
+    from rsseg.errors import ConfigError
+    from rsseg.inference import Predictor
     from rsseg.inference.contract import check_inputs
+    from rsseg.inference.pipeline import PredictOptions, check_jobs
     from rsseg.inference.predictor import onnx_export_cached
-    from rsseg.inference.vectorize import vector_driver
-    from rsseg.io import check_output, sigterm_as_interrupt, source_stem
+    from rsseg.inference.settings import PredictSettings, check_settings
 
     started = time.perf_counter()
     multiple = len(inputs) > 1
     if multiple and reference:
-        raise RsSegError("--reference applies to a single input; run predict once per raster to compare each")
-    plans = [
+        raise ConfigError("--reference applies to a single input; run predict once per raster to compare each")
+    jobs = [
         (src, {name: _derive(t, src, multiple) for name, t in
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
         for src in inputs
     ]
     # everything is checked before any work (loading the model), not after the first of several inputs
-    _refuse_collisions(plans)
-    for _, targets in plans:
-        for target in targets.values():
-            if target is not None:
-                check_output(target, overwrite)
-        if targets["vector_path"] is not None:
-            vector_driver(targets["vector_path"])
+    check_jobs(jobs, overwrite)
+    settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
+    options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
+                             vector_classes=vector_classes, strict=strict, asset=asset, scale=scale,
+                             overwrite=overwrite, **({} if buffer_mb is None else {"buffer_mb": buffer_mb}))
     if dask_spec:
-        try:
-            from rsseg.inference.distributed import parse_dask
-        except ImportError:
-            raise RsSegError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
-                             "(or the rsseg extra: pip install 'rsseg[dask]')") from None
-        parse_dask(dask_spec)  # a malformed address fails before the model loads
-    settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
-    # a cached ONNX export loads in a second and carries the metadata, so reading it from the
-    # checkpoint (which imports torch, ~700 MB) is skipped; otherwise inputs are checked first
-    cached = None if dask_spec else onnx_export_cached(checkpoint, device, engine)
-    predictor = Predictor.from_onnx(cached, device=device, **settings) if cached is not None else None
-    meta = predictor.meta if predictor is not None else read_meta(checkpoint)
-    check_inputs([src for src, _ in plans], meta, bands=_bands(bands), scale=scale, reference=reference, device=device,
-                 asset=asset, **settings)
-    if predictor is None:
-        # with --dask the model runs on the workers; the client's copy gives metadata and tile/overlap
-        predictor = Predictor.from_checkpoint(
-            checkpoint, device="cpu" if dask_spec else device, engine="torch" if dask_spec else engine, **settings,
-            on_export=lambda path: click.echo(
-                f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}", err=True))
-    meta = predictor.meta
-    click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); "
-               f"{predictor.settings if not dask_spec else f'tile {predictor.tile}/{predictor.overlap}, tta {predictor.tta}, on Dask {dask_spec}'}")
-    options = dict(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
-                   vector_classes=vector_classes, strict=strict, asset=asset, scale=scale, overwrite=overwrite)
-    if buffer_mb is not None:
-        options["buffer_mb"] = buffer_mb
-    if dask_spec:
-        results = _predict_dask(dask_spec, predictor, checkpoint, plans, options, device, engine, batch)
+        results = _predict_dask(dask_spec, checkpoint, settings, jobs, options)
     else:
-        results = []
-        for src, targets in plans:
-            with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress, sigterm_as_interrupt():
-                result = predict_file(predictor, src, targets.pop("output_path"), **targets, **options,
-                                      on_progress=on_progress)
-            _summary(src, result)
-            results.append(result)
+        # a cached ONNX export loads in a second and carries the metadata, so reading it from the
+        # checkpoint is skipped; otherwise inputs are checked first
+        cached = onnx_export_cached(checkpoint, settings)
+        predictor = Predictor.from_onnx(cached, settings) if cached is not None else None
+        meta = predictor.meta if predictor is not None else read_meta(checkpoint)
+        check_settings(replace(settings, engine="torch").resolve(meta))
+        check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=scale, reference=reference, asset=asset)
+        if predictor is None:
+            predictor = Predictor.from_checkpoint(checkpoint, settings, on_export=lambda path: click.echo(
+                f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}", err=True))
+        _echo_model(checkpoint, predictor.meta, predictor.settings.summary())
+        results = _predict_local(predictor, jobs, options)
     print_summary(results, time.perf_counter() - started)
 
 
-def _predict_dask(spec, predictor, checkpoint, plans, options, device, engine, batch) -> list:
-    """--dask: one task per scene when there are at least as many scenes as workers, else strips."""
+def _echo_model(checkpoint: str, meta, settings: str) -> None:
+    click.echo(f"model: {Path(checkpoint).name} ({meta.num_classes} classes: {', '.join(meta.classes)}); {settings}")
+
+
+def _predict_local(predictor, jobs, options) -> list:
+    """Each input in turn, in this process."""
     from rsseg.cli.progress import progress_bar
-    from rsseg.inference.distributed import dask_client, predict_file_dask, predict_scenes_dask, use_scenes
+    from rsseg.inference.pipeline import PredictOutputs, predict_outputs
     from rsseg.io import sigterm_as_interrupt, source_stem
 
+    results = []
+    for src, targets in jobs:
+        with _show_warnings(), progress_bar(source_stem(src), "windows") as on_progress, sigterm_as_interrupt():
+            result = predict_outputs(predictor, src, PredictOutputs(**targets), options, on_progress)
+        _summary(src, result)
+        results.append(result)
+    return results
+
+
+def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
+    """--dask: one task per scene when there are at least as many scenes as workers, else row
+    strips. The client plans from the checkpoint's metadata (no torch, no model); workers load it."""
+    from dataclasses import asdict
+
+    from rsseg.cli.progress import progress_bar
+    from rsseg.errors import BackendUnavailableError
+    from rsseg.inference.contract import check_inputs
+    from rsseg.io import sigterm_as_interrupt, source_stem
+
+    try:
+        from rsseg.inference.distributed import (RemoteModel, dask_client, parse_dask, predict_file_dask,
+                                                 predict_scenes_dask, use_scenes)
+    except ImportError:
+        raise BackendUnavailableError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
+                                      "(or the rsseg extra: pip install 'rsseg[dask]')") from None
+    parse_dask(spec)  # a malformed address fails before any work
+    model = RemoteModel.plan(checkpoint, settings)
+    check_inputs([src for src, _ in jobs], model.meta, bands=options.bands, scale=options.scale,
+                 reference=options.reference_path, asset=options.asset)
+    s = model.settings
+    _echo_model(checkpoint, model.meta, f"tile {s.tile}/{s.overlap}, tta {s.tta}, on Dask {spec}")
+    kwargs = asdict(options)
     with dask_client(spec) as client, sigterm_as_interrupt():
-        if use_scenes(client, len(plans)):
-            with progress_bar(f"{len(plans)} rasters", "scenes") as on_progress:
-                results = predict_scenes_dask(client, predictor, checkpoint, plans, device=device, engine=engine,
-                                              batch=batch, on_progress=on_progress, **options)
+        if use_scenes(client, len(jobs)):
+            with progress_bar(f"{len(jobs)} rasters", "scenes") as on_progress:
+                results = predict_scenes_dask(client, model, jobs, on_progress=on_progress, **kwargs)
         else:
             results = []
-            for src, targets in plans:
+            for src, targets in jobs:
+                targets = dict(targets)
                 with _show_warnings(), progress_bar(source_stem(src), "strips") as on_progress:
-                    results.append(predict_file_dask(client, predictor, checkpoint, src, targets.pop("output_path"),
-                                                     **targets, **options, device=device, engine=engine, batch=batch,
-                                                     on_progress=on_progress))
-    for (src, _), result in zip(plans, results):
+                    results.append(predict_file_dask(client, model, src, targets.pop("output_path"), **targets,
+                                                     **kwargs, on_progress=on_progress))
+    for (src, _), result in zip(jobs, results):
         _summary(src, result)
     return results
 

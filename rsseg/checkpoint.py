@@ -8,12 +8,16 @@ as plain data. ``rsseg predict`` needs nothing but this file and a raster. Loadi
 
 from __future__ import annotations
 
+import codecs
+import collections
 import dataclasses
+import pickle
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsseg.config import Config
+from rsseg.config import Config, InferenceConfig, parse_section
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
 from rsseg.io import Staging, atomic_path, load_torch_file, write_error
@@ -83,6 +87,10 @@ class ModelMeta:
         except TypeError as exc:
             raise CheckpointError(f"checkpoint metadata is incomplete ({exc}); re-train or re-import the model") from None
 
+    def inference_config(self) -> InferenceConfig:
+        """The checkpoint's ``inference`` section alone: needs no registry, so no torch."""
+        return parse_section(InferenceConfig, self.config.get("inference"), "inference")
+
     def build_config(self) -> Config:
         from rsseg.runconfig import config_from_dict  # the registries load with it (torch)
 
@@ -100,9 +108,55 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+class _Tensor:
+    """Stands for a tensor (or storage) while :func:`_read_plain_pickle` reads around it."""
+
+    def __init__(self, *_args: Any) -> None:
+        pass
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Reads a ``torch.save`` pickle without torch: tensors become :class:`_Tensor` placeholders
+    (their bytes stay unread), plain containers load as usual, and any other global is refused,
+    as ``torch.load(weights_only=True)`` refuses it (no code from the file ever runs)."""
+
+    _PLAIN = {("collections", "OrderedDict"): collections.OrderedDict, ("_codecs", "encode"): codecs.encode}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch" or module.startswith("torch."):
+            return _Tensor
+        if (module, name) in self._PLAIN:
+            return self._PLAIN[(module, name)]
+        raise pickle.UnpicklingError(f"unsupported global {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        return None
+
+
+def _read_plain_pickle(path: Path) -> Any:
+    """The object of a ``torch.save`` zip file, tensors as placeholders; ``None`` when the file is
+    not one (then torch reads it and reports any problem)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next((n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            if name is None:
+                return None
+            with archive.open(name) as f:
+                return _PlainUnpickler(f).load()
+    except Exception:  # noqa: BLE001 - not a zip, or an unexpected pickle: torch.load decides
+        return None
+
+
 def read_meta(path: str | Path) -> ModelMeta:
-    """Read only the metadata of a checkpoint."""
-    return ModelMeta.from_dict(read_checkpoint(path)[META_KEY])
+    """Read only the metadata of a checkpoint, without importing torch when the file is a
+    ``torch.save`` zip of plain data (every rsseg checkpoint): a Dask client or the ONNX engine
+    never pay torch's import (~700 MB with CUDA). Other files go through :func:`read_checkpoint`,
+    which names their problem."""
+    path = Path(path)
+    ckpt = _read_plain_pickle(path) if path.is_file() else None
+    if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
+        ckpt = read_checkpoint(path)
+    return ModelMeta.from_dict(ckpt[META_KEY])
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:

@@ -321,6 +321,11 @@ def _build(cls: type, data: Any, prefix: str, ext: Extensions) -> Any:
     return cls(**kwargs)
 
 
+def parse_section(cls: type, data: Any, prefix: str) -> Any:
+    """One section that no other module extends (e.g. :class:`InferenceConfig`), type-checked."""
+    return _build(cls, data, prefix, {})
+
+
 def parse_config(data: dict[str, Any], extensions: Extensions | None = None) -> Config:
     """A :class:`Config` from nested plain data (e.g. parsed YAML), each value type-checked;
     ``extensions``: the keys other modules add to extensible sections."""

@@ -54,3 +54,8 @@ class OutputExistsError(RsSegError, FileExistsError):
 
 class OutputPathError(RsSegError, OSError):
     """An output location cannot be written (missing or read-only directory)."""
+
+
+class BackendUnavailableError(RsSegError, RuntimeError):
+    """A requested device, engine or cluster is not available here: no CUDA GPU, ONNX Runtime or
+    Dask not installed, a Dask scheduler that cannot be reached."""

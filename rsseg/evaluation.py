@@ -14,16 +14,17 @@ from __future__ import annotations
 import csv
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import OutputPathError, RsSegError
+from rsseg.errors import ConfigError, DatasetError, InputRasterError, OutputPathError
 from rsseg.inference.predictor import Predictor
 from rsseg.inference.scoring import score_rasters, score_report
+from rsseg.inference.settings import PredictSettings
 from rsseg.io import atomic_path, open_raster, write_error, write_json
 from rsseg.metrics.confusion import ConfusionAccumulator
 from rsseg.progress import ProgressFn
@@ -52,11 +53,11 @@ def raster_class_names(pred_path: str | Path, given: list[str] | None = None) ->
     """
     stored = class_names_from_raster(pred_path)
     if given and stored and len(given) != len(stored):
-        raise RsSegError(f"--classes names {len(given)} classes but {pred_path} was written with {len(stored)} "
-                         f"({', '.join(stored)}); drop --classes or give all {len(stored)}")
+        raise ConfigError(f"--classes names {len(given)} classes but {pred_path} was written with {len(stored)} "
+                          f"({', '.join(stored)}); drop --classes or give all {len(stored)}")
     names = given or stored
     if not names:
-        raise RsSegError(f"{pred_path} carries no class names; pass --classes name0,name1,...")
+        raise InputRasterError(f"{pred_path} carries no class names; pass --classes name0,name1,...")
     return names
 
 
@@ -72,18 +73,14 @@ def evaluate_checkpoint(
     *,
     root: str | None = None,
     split: str = "val",
-    tta: str | None = None,
-    tile: int | None = None,
-    overlap: int | None = None,
-    batch: int | None = None,
-    device: str = "auto",
-    engine: str = "torch",
+    settings: PredictSettings = PredictSettings(),
     eroded_labels: bool | None = None,
     on_progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
     """Run a checkpoint with sliding windows over every whole tile of a dataset split.
 
-    ``engine``: torch, onnx or auto (:meth:`rsseg.inference.Predictor.from_checkpoint`).
+    ``settings``: as requested (``None`` fields from the checkpoint; engine torch, onnx or auto:
+    :meth:`rsseg.inference.Predictor.from_checkpoint`).
     Returns the confusion matrix, the checkpoint's metadata as a dict and the collapse diagnostics
     of the classifier input on the same tiles (NC1, Delta_inter/intra, NC3...). ``on_progress(done,
     total)`` counts tiles.
@@ -91,12 +88,11 @@ def evaluate_checkpoint(
     from rsseg.checkpoint import read_meta
     from rsseg.data import build_datamodule
     from rsseg.inference.contract import check_dataset_inputs
-    from rsseg.inference.settings import check_settings, resolve_settings
+    from rsseg.inference.settings import check_settings
 
     # everything that can be checked is, before the model loads
     meta = read_meta(checkpoint)
-    settings = dict(tile=tile, overlap=overlap, batch=batch, tta=tta)
-    check_settings(resolve_settings(meta, device=device, **settings))
+    check_settings(replace(settings, engine="torch").resolve(meta))
     cfg = meta.build_config()
     if root is not None:
         cfg.dataset.root = root
@@ -105,10 +101,10 @@ def evaluate_checkpoint(
     dm = build_datamodule(cfg)
     tiles = dm.eval_tiles(split)  # refuses a split without labels
     check_dataset_inputs(dm.input_files(split), meta)
-    predictor = Predictor.from_checkpoint(checkpoint, device=device, engine=engine, **settings)
+    predictor = Predictor.from_checkpoint(checkpoint, settings)
     tiles = list(tiles)
     if not tiles:
-        raise RsSegError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
+        raise DatasetError(f"split {split!r} of {cfg.dataset.root} has no labelled tiles to evaluate")
     acc = ConfusionAccumulator(meta.num_classes, ignore_index=meta.ignore_index, prediction_nodata=None,
                                reference_name=f"{split} labels")
     for i, item in enumerate(tiles, 1):
@@ -126,10 +122,10 @@ def _collapse(checkpoint: str | Path, predictor: Predictor, tiles: list[dict[str
     from rsseg.checkpoint import load_model
     from rsseg.metrics.collapse import collapse_diagnostics
 
-    model, device = getattr(predictor.engine, "model", None), predictor.device
+    model, device = getattr(predictor.engine, "model", None), predictor.settings.device
     if model is None:
         model, device = load_model(checkpoint)[0], "cpu"
-    return collapse_diagnostics(model, tiles, meta.num_classes, meta.ignore_index, device=device, window=predictor.tile)
+    return collapse_diagnostics(model, tiles, meta.num_classes, meta.ignore_index, device=device, window=predictor.settings.tile)
 
 
 def _fmt(v: float) -> str:
@@ -242,7 +238,7 @@ def write_evaluation(conf: np.ndarray, class_names: list[str], out_dir: str | Pa
     else:
         unknown = [c for c in exclude if c not in class_names]
         if unknown:
-            raise RsSegError(f"--exclude names unknown classes {unknown}; classes are {class_names}")
+            raise ConfigError(f"--exclude names unknown classes {unknown}; classes are {class_names}")
         excluded = [class_names.index(c) for c in exclude]
     report = score_report(conf, class_names, exclude=excluded, train_freq=train_freq, extra=extra)
     return Evaluation(report, report_markdown(report), write_report(report, out_dir))

@@ -13,25 +13,27 @@ import rasterio
 from conftest import write_raster
 from rsseg.errors import RsSegError
 from rsseg.inference import RowBlender, plan_windows, predict_file
-from rsseg.inference.raster import BLOCK, RowWriter, block_cache, stream_columns
-from rsseg.inference.windows import column_strips
+from rsseg.inference.cog import BLOCK, RowWriter
+from rsseg.inference.memory import block_cache, stream_columns
+from rsseg.inference.windows import Span, WindowPlan, column_strips
 from test_inference import OVERLAP, TILE, EntropyWriter, predictor, smooth_image
 
 
 @pytest.mark.parametrize("width,max_width", [(1100, 572), (5000, 1024), (513, 512), (100_000, 20_000), (900, 10)])
 def test_column_strips_cover_the_width_in_aligned_even_strips(width, max_width):
     strips = column_strips(width, max_width, BLOCK)
-    assert strips[0][0] == 0 and strips[-1][1] == width
-    assert all(b == a2 for (_, b), (a2, _) in zip(strips, strips[1:]))  # contiguous, no gap or overlap
-    assert all(a % BLOCK == 0 for a, _ in strips)
-    assert all(b - a <= max(max_width, BLOCK) for a, b in strips)
+    assert strips[0].start == 0 and strips[-1].stop == width
+    assert all(s.stop == t.start for s, t in zip(strips, strips[1:]))  # contiguous, no gap or overlap
+    assert all(s.start % BLOCK == 0 for s in strips)
+    assert all(s.size <= max(max_width, BLOCK) for s in strips)
     assert len(strips) == -(-width // max(max_width // BLOCK * BLOCK, BLOCK))  # no more strips than needed
-    assert column_strips(width, width, BLOCK) == [(0, width)]
+    assert column_strips(width, width, BLOCK) == [Span(0, width)]
 
 
 def test_a_strip_blender_hands_out_exactly_the_whole_width_blend_of_its_columns():
     width, height, k = 1000, 300, 4
-    plan = plan_windows(width, height, TILE, OVERLAP)
+    grid = WindowPlan(width, height, TILE, OVERLAP)
+    plan = grid.windows
     rng = np.random.default_rng(0)
     probs = {(w.col_off, w.row_off): rng.random((k, w.height, w.width), np.float32) for w in plan}
     whole = np.zeros((k, height, width), np.float16)
@@ -41,19 +43,19 @@ def test_a_strip_blender_hands_out_exactly_the_whole_width_blend_of_its_columns(
             out[:, y0:y0 + p.shape[1], x0:x0 + p.shape[2]] = p
         return on_band
 
-    rb = RowBlender(k, width, height, plan, OVERLAP, into(whole))
+    rb = RowBlender(k, grid, into(whole))
     for w in plan:
         rb.add(w, probs[w.col_off, w.row_off])
     strips = np.zeros_like(whole)
     for a, b in [(0, 333), (333, 512), (512, 1000)]:
-        rb = RowBlender(k, width, height, plan, OVERLAP, into(strips), columns=(a, b))
+        rb = RowBlender(k, grid, into(strips), columns=Span(a, b))
         assert rb.acc.shape[2] <= b - a + 2 * TILE  # the ring spans the strip's windows only
         for w in plan:
             if w.col_off < b and w.col_off + w.width > a:
                 rb.add(w, probs[w.col_off, w.row_off])
         assert rb.complete
     assert np.array_equal(strips, whole)  # bit for bit: same windows, weights and order per pixel
-    rb = RowBlender(k, width, height, plan, OVERLAP, into(strips), columns=(0, 333))
+    rb = RowBlender(k, grid, into(strips), columns=Span(0, 333))
     far = next(w for w in plan if w.col_off > 400)
     with pytest.raises(ValueError, match="does not overlap"):
         rb.add(far, probs[far.col_off, far.row_off])
@@ -75,8 +77,8 @@ def test_predict_in_column_strips_writes_what_whole_rows_write(tmp_path):
     write_raster(tmp_path / "ref.tif", ref[None], nodata=255)
     budget = 700 * (3 * TILE * 2 + (TILE + BLOCK) * 3) / 2**20  # 700 columns of ring + block cache
     with rasterio.open(src) as ds:
-        assert stream_columns(ds, TILE, 3, budget) == [(0, 512), (512, 1024), (1024, 1100)]
-        assert stream_columns(ds, TILE, 3, None) == stream_columns(ds, TILE, 3, 100) == [(0, 1100)]
+        assert stream_columns(ds, TILE, 3, budget) == [Span(0, 512), Span(512, 1024), Span(1024, 1100)]
+        assert stream_columns(ds, TILE, 3, None) == stream_columns(ds, TILE, 3, 100) == [Span(0, 1100)]
     outs = {}
     for name, mb in (("rows", None), ("strips", budget)):
         d = tmp_path / name
@@ -117,7 +119,7 @@ def test_a_budget_below_two_tiles_warns_and_a_non_positive_one_is_refused():
     src = SimpleNamespace(width=100_000, height=5000, count=3, dtypes=("uint8",) * 3)
     with pytest.warns(UserWarning, match="--buffer-mb 1 is below"):
         strips = stream_columns(src, 1024, 7, 1)
-    assert all(b - a <= 2048 for a, b in strips) and max(b - a for a, b in strips) == 2048
+    assert all(s.size <= 2048 for s in strips) and max(s.size for s in strips) == 2048
     with pytest.raises(RsSegError, match="must be positive"):
         stream_columns(src, 1024, 7, 0)
 
@@ -126,7 +128,7 @@ def test_the_block_cache_follows_the_widest_strip():
     src = SimpleNamespace(width=100_000, height=5000, count=3, dtypes=("uint8",) * 3)
     per_column = (1024 + BLOCK) * 3
     assert block_cache(src, 1024).options["GDAL_CACHEMAX"] == per_column * 100_000
-    strips = [(0, 16384), (16384, 32768), (32768, 100_000)]
+    strips = [Span(0, 16384), Span(16384, 32768), Span(32768, 100_000)]
     assert block_cache(src, 1024, strips).options["GDAL_CACHEMAX"] == per_column * (67232 + 2048)
 
 

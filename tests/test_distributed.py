@@ -26,7 +26,8 @@ from rsseg.errors import RsSegError  # noqa: E402
 from rsseg.inference import Predictor, predict_file  # noqa: E402
 from rsseg.inference import distributed as dist  # noqa: E402
 from rsseg.inference.products import RasterWriter  # noqa: E402
-from rsseg.inference.windows import strip_halo, strip_plan, plan_windows  # noqa: E402
+from rsseg.inference.settings import PredictSettings  # noqa: E402
+from rsseg.inference.windows import Span, WindowPlan, plan_windows  # noqa: E402
 
 TIE = 1e-3  # pixels whose top two class probabilities are this close may differ (batch composition)
 
@@ -114,16 +115,17 @@ def _compare(single, distributed, predictor: Predictor, image: Path) -> int:
 
 def test_strips_follow_the_window_grid_and_their_halo_replans_to_the_same_windows():
     for height, tile, overlap, rows in [(1000, 64, 16, 3), (130, 64, 40, 1), (64, 64, 16, 2), (65, 64, 8, 1)]:
-        plan = strip_plan(height, tile, overlap, rows)
-        assert plan[0][0] == 0 and plan[-1][1] == height
-        assert all(b == c for (_, b), (c, _) in zip(plan, plan[1:]))
-        starts = sorted({int(w.row_off) for w in plan_windows(10, height, tile, overlap)})
-        for a, b in plan:
-            lo, hi = strip_halo(a, b, height, tile, overlap)
-            sub = sorted({int(w.row_off) + lo for w in plan_windows(10, hi - lo, tile, overlap)})
-            assert sub == [s for s in starts if s < b and s + min(tile, height) > a]
+        grid = WindowPlan(10, height, tile, overlap)
+        strips = grid.row_strips(rows)
+        assert strips[0].start == 0 and strips[-1].stop == height
+        assert all(s.stop == t.start for s, t in zip(strips, strips[1:]))
+        starts = sorted({int(w.row_off) for w in grid.windows})
+        for strip in strips:
+            halo = grid.halo(strip)
+            sub = sorted({int(w.row_off) + halo.start for w in plan_windows(10, halo.size, tile, overlap)})
+            assert sub == [s for s in starts if s < strip.stop and s + min(tile, height) > strip.start]
     with pytest.raises(ValueError, match="not a strip"):
-        strip_halo(5, 60, 1000, 64, 16)
+        WindowPlan(10, 1000, 64, 16).halo(Span(5, 60))
 
 
 def test_distributed_strips_equal_the_single_process_run(client, checkpoint, scene, tmp_path):
@@ -131,11 +133,12 @@ def test_distributed_strips_equal_the_single_process_run(client, checkpoint, sce
                                 products=[MarginWriter(tmp_path / "margin1.tif")])
     (tmp_path / "dask").mkdir()
     seen = []
-    res = dist.predict_file_dask(client, predictor, checkpoint, scene, **_outputs(tmp_path / "dask"), device="cpu",
-                                 batch=3, window_rows=2, products=[MarginWriter(tmp_path / "margin2.tif")],
+    model = dist.RemoteModel.plan(checkpoint, PredictSettings(device="cpu", batch=3))
+    res = dist.predict_file_dask(client, model, scene, **_outputs(tmp_path / "dask"),
+                                 window_rows=2, products=[MarginWriter(tmp_path / "margin2.tif")],
                                  on_progress=lambda d, t: seen.append((d, t)))
     n = seen[-1][1]
-    assert n == len(strip_plan(200, 64, 16, 2)) == 2 and seen[-1] == (n, n)
+    assert n == len(WindowPlan(150, 200, 64, 16).row_strips(2)) == 2 and seen[-1] == (n, n)
     assert res.report["device"] == "dask (cpu workers)"
     differ = _compare(single, res, predictor, scene)
     with rasterio.open(tmp_path / "margin1.tif") as a, rasterio.open(tmp_path / "margin2.tif") as b:
@@ -151,8 +154,8 @@ def test_tanzania_crop_on_two_workers_equals_single_process(client, checkpoint, 
     image = sample_tiles / "tanzania" / "image.tif"
     predictor, single = _single(checkpoint, image, tmp_path / "single", 256, 32, vector=False)
     (tmp_path / "dask").mkdir()
-    res = dist.predict_file_dask(client, predictor, checkpoint, image, **_outputs(tmp_path / "dask", False), device="cpu",
-                                 window_rows=1)
+    model = dist.RemoteModel.plan(checkpoint, PredictSettings(tile=256, overlap=32, device="cpu"))
+    res = dist.predict_file_dask(client, model, image, **_outputs(tmp_path / "dask", False), window_rows=1)
     differ = _compare(single, res, predictor, image)
     print(f"tanzania crop: {differ} of {1024 * 1024} pixels differ (near-ties)")
     assert differ <= 1024 * 1024 // 1000
@@ -170,8 +173,9 @@ def test_a_killed_worker_is_retried_and_the_output_is_complete(client, checkpoin
             killed.append(pids[busy[0]])
 
     (tmp_path / "dask").mkdir()
-    res = dist.predict_file_dask(client, predictor, checkpoint, scene, **_outputs(tmp_path / "dask"), device="cpu",
-                                 window_rows=1, on_progress=kill_one)
+    model = dist.RemoteModel.plan(checkpoint, PredictSettings(device="cpu"))
+    res = dist.predict_file_dask(client, model, scene, **_outputs(tmp_path / "dask"), window_rows=1,
+                                 on_progress=kill_one)
     assert killed
     _compare(single, res, predictor, scene)
     client.wait_for_workers(2, timeout=300)
@@ -179,14 +183,14 @@ def test_a_killed_worker_is_retried_and_the_output_is_complete(client, checkpoin
 
 
 def test_a_failed_run_leaves_nothing_at_the_targets(client, checkpoint, scene, tmp_path):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    model = dist.RemoteModel.plan(checkpoint, PredictSettings(device="cpu"))
     targets = _outputs(tmp_path)
 
     def interrupt(done: int, total: int) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        dist.predict_file_dask(client, predictor, checkpoint, scene, **targets, window_rows=1, on_progress=interrupt)
+        dist.predict_file_dask(client, model, scene, **targets, window_rows=1, on_progress=interrupt)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
     # scenes: the second raster fails on its worker; the first scene's outputs are removed too
@@ -194,18 +198,17 @@ def test_a_failed_run_leaves_nothing_at_the_targets(client, checkpoint, scene, t
     jobs = [(scene, {"output_path": tmp_path / "a.tif", "report_path": tmp_path / "a.json"}),
             (one_band, {"output_path": tmp_path / "b.tif", "report_path": tmp_path / "b.json"})]
     with pytest.raises(RsSegError, match="1 band"):
-        dist.predict_scenes_dask(client, predictor, checkpoint, jobs, device="cpu")
+        dist.predict_scenes_dask(client, model, jobs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
 
 
 def test_scenes_run_one_task_each(client, checkpoint, scene, tmp_path):
-    predictor = Predictor.from_checkpoint(checkpoint, device="cpu")
+    model = dist.RemoteModel.plan(checkpoint, PredictSettings(device="cpu"))
     other = write_raster(tmp_path / "in" / "b.tif", np.full((3, 70, 90), 120, np.uint8))
     jobs = [(scene, {"output_path": tmp_path / "a.tif", "report_path": tmp_path / "a.json"}),
             (other, {"output_path": tmp_path / "b.tif"})]
     seen = []
-    results = dist.predict_scenes_dask(client, predictor, checkpoint, jobs, device="cpu",
-                                       on_progress=lambda d, t: seen.append((d, t)))
+    results = dist.predict_scenes_dask(client, model, jobs, on_progress=lambda d, t: seen.append((d, t)))
     assert seen[-1] == (2, 2) and dist.use_scenes(client, 2) and not dist.use_scenes(client, 1)
     assert [r.output_path for r in results] == [(tmp_path / "a.tif").resolve(), (tmp_path / "b.tif").resolve()]
     assert json.loads((tmp_path / "a.json").read_text())["valid_pixels"] == 200 * 150 - 20 * 30
@@ -236,5 +239,18 @@ def test_predict_without_dask_imports_nothing_of_dask(checkpoint, scene, tmp_pat
             "bad = [m for m in sys.modules if m == 'dask' or m.startswith(('dask.', 'distributed'))]\n"
             "assert not bad, bad\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "c.tif").is_file()
+
+
+def test_a_dask_client_plans_and_writes_without_importing_torch(checkpoint, scene, tmp_path):
+    """``rsseg predict --dask local:2``: the client reads the checkpoint's metadata and plans the
+    row strips with torch unimportable; only the workers load the model."""
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from rsseg.cli.main import main\n"
+            f"try: main(['predict', {str(scene)!r}, '-m', {str(checkpoint)!r}, '-o', {str(tmp_path / 'c.tif')!r}, "
+            "'--device', 'cpu', '--dask', 'local:2'])\n"
+            "except SystemExit as e: assert e.code in (0, None), e.code\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "c.tif").is_file()

@@ -113,7 +113,7 @@ def test_auto_engine_falls_back_to_torch_without_onnxruntime(tmp_path, monkeypat
     ckpt = _tiny_unetformer_checkpoint(tmp_path / "m.ckpt")
     monkeypatch.setattr(settings, "onnxruntime_available", lambda: False)
     p = Predictor.from_checkpoint(ckpt, device="cpu", engine="auto")
-    assert p.engine.name == "torch" and "engine torch" in p.settings
+    assert p.engine.name == "torch" and "engine torch" in p.settings.summary()
     assert not list(tmp_path.glob("*.onnx"))
 
 
@@ -178,7 +178,7 @@ def test_onnx_predict_equals_torch_on_a_real_raster(exported_checkpoint, tmp_pat
     by_engine = {}
     for engine in ("torch", "onnx"):
         p = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine=engine)
-        assert p.engine.name == engine and (p.tile, p.overlap) == (256, 64)
+        assert p.engine.name == engine and (p.settings.tile, p.settings.overlap) == (256, 64)
         predict_file(p, src, tmp_path / f"{engine}.tif", confidence_path=tmp_path / f"{engine}_conf.tif")
         with rasterio.open(tmp_path / f"{engine}.tif") as a, rasterio.open(tmp_path / f"{engine}_conf.tif") as c:
             by_engine[engine] = (a.read(1), c.read(1), a.profile)
@@ -205,7 +205,7 @@ def test_onnx_engine_tta_and_meta_match_the_checkpoint(exported_checkpoint) -> N
     p_torch = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine="torch", tta="d4")
     assert p_onnx.meta.to_dict() == read_meta(exported_checkpoint).to_dict()
     # unset batches follow each engine's CPU cap (the checkpoint's config asks for more)
-    assert (p_onnx.batch, p_torch.batch) == (settings.CPU_MAX_BATCH["onnx"], settings.CPU_MAX_BATCH["torch"])
+    assert (p_onnx.settings.batch, p_torch.settings.batch) == (settings.CPU_MAX_BATCH["onnx"], settings.CPU_MAX_BATCH["torch"])
     x = np.random.default_rng(0).normal(size=(1, 3, 96, 160)).astype(np.float32)
     np.testing.assert_allclose(p_onnx.forward_probs(x), p_torch.forward_probs(x), atol=1e-4)
 

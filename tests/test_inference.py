@@ -21,6 +21,7 @@ from rsseg.checkpoint import ModelMeta
 from rsseg.errors import RsSegError
 from rsseg.inference import (Predictor, RowBlender, area_report, blend_weight, plan_windows, polygonize,
                              predict_file, vectorize)
+from rsseg.inference.windows import WindowPlan
 
 TILE, OVERLAP = 64, 16
 
@@ -80,8 +81,7 @@ def test_blend_weight_is_positive_and_ramps():
 
 
 def test_row_blender_memory_is_one_tile_high():
-    wins = plan_windows(300, 5000, TILE, OVERLAP)
-    rb = RowBlender(3, 300, 5000, wins, OVERLAP, lambda *a: None)
+    rb = RowBlender(3, WindowPlan(300, 5000, TILE, OVERLAP), lambda *a: None)
     assert rb.acc.shape == (3, TILE, 300)  # never the raster height
 
 
@@ -104,7 +104,7 @@ def test_row_blender_buffers_do_not_grow_with_height():
     k, width = 7, 1000
     sizes = []
     for height in (200, 5000, 50000):
-        rb = RowBlender(k, width, height, plan_windows(width, height, TILE, OVERLAP), OVERLAP, lambda *a: None)
+        rb = RowBlender(k, WindowPlan(width, height, TILE, OVERLAP), lambda *a: None)
         assert rb.acc.dtype == np.float16
         sizes.append(_buffer_bytes(rb))
     assert sizes[0] == sizes[1] == sizes[2]
@@ -142,8 +142,9 @@ def test_row_blender_hands_out_every_row_once_in_short_bands():
 
     width, height, tile, overlap = 40, 1300, 600, 100
     seen: list[tuple[int, int]] = []
-    wins = plan_windows(width, height, tile, overlap)
-    rb = RowBlender(2, width, height, wins, overlap, lambda y0, x0, p: seen.append((y0, p.shape[1])))
+    plan = WindowPlan(width, height, tile, overlap)
+    wins = plan.windows
+    rb = RowBlender(2, plan, lambda y0, x0, p: seen.append((y0, p.shape[1])))
     for win in wins:
         rb.add(win, np.full((2, win.height, win.width), 0.5, np.float16))
     assert rb.complete and all(n <= BAND_ROWS for _, n in seen)
@@ -154,7 +155,7 @@ def test_row_blender_hands_out_every_row_once_in_short_bands():
 def test_gdal_block_cache_is_sized_by_width_not_height():
     from types import SimpleNamespace
 
-    from rsseg.inference.raster import block_cache
+    from rsseg.inference.memory import block_cache
 
     def cache(width: int, height: int) -> int:
         src = SimpleNamespace(width=width, height=height, count=3, dtypes=("uint8",) * 3)
@@ -432,9 +433,9 @@ def test_predictor_settings_come_from_the_checkpoint_config_and_flags():
     meta = _meta_with_inference(tile=512, overlap=128, batch=8, tta="flip")
     model = torch.nn.Conv2d(3, 2, 1)
     p = Predictor.from_model(model, meta, device="cpu")
-    assert (p.tile, p.overlap, p.batch, p.tta) == (512, 128, CPU_MAX_BATCH["torch"], "flip")
+    assert (p.settings.tile, p.settings.overlap, p.settings.batch, p.settings.tta) == (512, 128, CPU_MAX_BATCH["torch"], "flip")
     p = Predictor.from_model(model, meta, tile=128, batch=3, tta="none", device="cpu")
-    assert (p.tile, p.overlap, p.batch, p.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile
+    assert (p.settings.tile, p.settings.overlap, p.settings.batch, p.settings.tta) == (128, 32, 3, "none")  # overlap shrinks to fit the tile
 
 # -- one factory: checkpoint config -> CPU/GPU rule -> overrides ------------------------------
 def _tiny_checkpoint(path: Path, **inference) -> Path:
@@ -452,6 +453,21 @@ def _tiny_checkpoint(path: Path, **inference) -> Path:
     return save_model(path, model, meta)
 
 
+def test_checkpoint_metadata_and_tiling_resolve_without_torch(tmp_path):
+    """A Dask client plans row strips from the metadata alone: torch is never imported for it."""
+    import subprocess
+    import sys
+
+    ckpt = _tiny_checkpoint(tmp_path / "m.ckpt", tile=256, overlap=64)
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from rsseg.checkpoint import read_meta\n"
+            "from rsseg.inference.settings import resolve_tiling\n"
+            f"meta = read_meta({str(ckpt)!r})\n"
+            "assert meta.classes == ['a', 'b'] and resolve_tiling(meta, overlap=32)[:2] == (256, 32)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, monkeypatch):
     from rsseg.checkpoint import read_meta
     from rsseg.inference import resolve_settings
@@ -459,9 +475,10 @@ def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, mo
 
     ckpt = _tiny_checkpoint(tmp_path / "m.ckpt", tile=256, overlap=64, batch=6, tta="d4")
     p = Predictor.from_checkpoint(ckpt, device="cpu")
-    assert (p.tile, p.overlap, p.batch, p.tta, p.device.type) == (256, 64, CPU_MAX_BATCH["torch"], "d4", "cpu")
+    s = p.settings
+    assert (s.tile, s.overlap, s.batch, s.tta, s.device) == (256, 64, CPU_MAX_BATCH["torch"], "d4", "cpu")
     p = Predictor.from_checkpoint(ckpt, device="cpu", tile=128, batch=5, tta="none")
-    assert (p.tile, p.overlap, p.batch, p.tta) == (128, 64, 5, "none")  # the caller's values win
+    assert (p.settings.tile, p.settings.overlap, p.settings.batch, p.settings.tta) == (128, 64, 5, "none")  # the caller's values win
     assert next(p.engine.model.parameters()).device.type == "cpu"
     meta = read_meta(ckpt)
     with pytest.raises(RsSegError, match="tile must be positive"):  # 0 is refused, not read as "unset"
@@ -479,7 +496,9 @@ def test_tta_modes_have_one_home():
     from rsseg import config
     from rsseg.inference import TTA_MODES
 
-    assert TTA_MODES is config.TTA_MODES and config._CHOICES["inference.tta"] is TTA_MODES
+    import typing
+
+    assert TTA_MODES is config.TTA_MODES and typing.get_args(config.TTAMode) == TTA_MODES
 
 
 # -- progress callbacks -----------------------------------------------------------------------

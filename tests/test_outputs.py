@@ -261,7 +261,7 @@ def test_cli_vector_classes_strict_and_warnings_shown(checkpoint, tmp_path):
 
 
 def test_the_300_m_landsat_scene_is_flagged_for_a_7_5_cm_building_model(shared_data):
-    from rsseg.inference.raster import check_model_fit, model_fit_problems
+    from rsseg.inference.input_checks import check_model_fit, model_fit_problems
 
     building_model = meta(gsd=0.075)
     with rasterio.open(shared_data / "landsat" / "RGB.byte.tif") as src:

@@ -16,6 +16,7 @@ from rsseg.checkpoint import load_model, read_meta
 from rsseg.cli.main import main
 from rsseg.runconfig import training_config
 from rsseg.evaluation import evaluate_checkpoint
+from rsseg.inference.settings import PredictSettings
 from rsseg.training import train
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def test_validation_logs_per_class_metrics_and_collapse(trained):
 
 
 def test_evaluate_checkpoint_covers_every_valid_pixel(trained, sample_tiles, tmp_path):
-    conf, meta, collapse = evaluate_checkpoint(trained.best, split="val", tile=128, overlap=32)
+    conf, meta, collapse = evaluate_checkpoint(trained.best, split="val", settings=PredictSettings(tile=128, overlap=32))
     assert conf.shape == (2, 2) and int(conf.sum()) == 8 * 256 * 256  # 8 val chips, no ignore pixels
     # the classifier input's collapse, measured on the same tiles (issue 12: evaluate -m reports it)
     assert {"nc1", "delta_inter", "delta_intra", "nc3"} <= set(collapse)

@@ -11,7 +11,7 @@ row has been added, the rows no later window touches are complete and are handed
 in chunks of at most :data:`BAND_ROWS` rows; their ring rows are then cleared for reuse.
 
 Memory: ``K * tile * width * 2`` bytes (float16), plus O(width) weight vectors; nothing depends
-on raster height. A blender may own a column strip ``[a, b)`` only (``columns``): it takes the
+on raster height. A blender may own a column strip only (``columns``): it takes the
 windows that overlap the strip and its ring spans just their columns, so a raster of any width
 streams in bounded memory strip by strip. Weights come from the whole plan, so each pixel of the
 strip gets exactly the sums the whole-width blender gives it.
@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 from rasterio.windows import Window
 
-from rsseg.inference.windows import ramp, touching
+from rsseg.inference.windows import Span, WindowPlan, ramp
 
 #: callback(first_row, first_column, probs [K, n, w] float16 array); ``probs`` is a view of the
 #: ring, valid only during the call
@@ -53,23 +53,23 @@ def _cover(starts: list[int], length: int, overlap: int, lo: int, hi: int) -> np
 class RowBlender:
     """Blend window probabilities [K, h, w] into finished bands of rows, in window order.
 
-    ``windows`` is the whole plan (:func:`~rsseg.inference.windows.plan_windows`); with
-    ``columns=(a, b)`` the blender takes only the windows overlapping those columns (in row-major
-    order) and hands out columns ``[a, b)`` only.
+    ``plan`` is the whole-raster plan; with a column strip ``columns`` the blender takes only the
+    windows overlapping it (:meth:`~rsseg.inference.windows.WindowPlan.windows_of`, row-major)
+    and hands out those columns only.
     """
 
-    def __init__(self, num_classes: int, width: int, height: int, windows: list[Window], overlap: int,
-                 on_band: BandCallback, columns: tuple[int, int] | None = None) -> None:
-        self.width, self.height = width, height
-        self.a, self.b = (0, width) if columns is None else columns
-        mine = touching(windows, self.a, self.b)
-        self.rows = sorted({int(w.row_off) for w in windows})
+    def __init__(self, num_classes: int, plan: WindowPlan, on_band: BandCallback, columns: Span | None = None) -> None:
+        windows = plan.windows
+        self.width, self.height = plan.width, plan.height
+        self.columns = Span(0, plan.width) if columns is None else columns
+        mine = plan.windows_of(self.columns)
+        self.rows = plan.row_starts
         self.cols = sorted({int(w.col_off) for w in windows})
         self._left = Counter(int(w.row_off) for w in mine)
         self.ring, self.tile_w = int(windows[0].height), int(windows[0].width)
         self.lo = min(int(w.col_off) for w in mine)
         hi = max(int(w.col_off) + self.tile_w for w in mine)
-        self.overlap = overlap
+        self.overlap = overlap = plan.overlap
         ry, rx = ramp(self.ring, overlap), ramp(self.tile_w, overlap)
         cover_x = _cover(self.cols, self.tile_w, overlap, self.lo, hi)
         # per column start: the window's column weights already divided by the column coverage
@@ -96,7 +96,8 @@ class RowBlender:
         if y0 != self.rows[self._row]:
             raise ValueError(f"window at row {y0} arrived while row {self.rows[self._row]} is open")
         if x0 not in self._wx:
-            raise ValueError(f"window at column {x0} does not overlap this blender's columns [{self.a}, {self.b})")
+            raise ValueError(f"window at column {x0} does not overlap this blender's columns "
+                             f"[{self.columns.start}, {self.columns.stop})")
         h, w = probs.shape[-2:]
         if self._wy is None:  # first window of this row: row weights are shared by the whole row
             self._wy = self._ry / _cover(self.rows, self.ring, self.overlap, y0, y0 + self.ring)
@@ -118,7 +119,8 @@ class RowBlender:
         for rs, re, off in self._pieces(y0, y1):
             for r0 in range(rs, re, BAND_ROWS):
                 r1 = min(r0 + BAND_ROWS, re)
-                self.on_band(y0 + off + r0 - rs, self.a, self.acc[:, r0:r1, self.a - self.lo:self.b - self.lo])
+                a, b = self.columns.start - self.lo, self.columns.stop - self.lo
+                self.on_band(y0 + off + r0 - rs, self.columns.start, self.acc[:, r0:r1, a:b])
             self.acc[:, rs:re] = 0
         self.done_rows = y1
 

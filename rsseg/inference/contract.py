@@ -29,7 +29,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.errors import InputRasterError, RsSegError
+from rsseg.errors import ConfigError, InputRasterError
 from rsseg.io import open_raster
 
 #: an input whose high percentile is this many times off the training one is another value range
@@ -127,9 +127,9 @@ def parse_scale(value: str | float | None) -> float | str | None:
             num, _, den = text.partition("/")
             factor = float(num) / float(den) if den else float(num)
         except (ValueError, ZeroDivisionError):
-            raise RsSegError(f"--scale {value!r} is not a number; use a factor like 255 or 1/257, or auto") from None
+            raise ConfigError(f"--scale {value!r} is not a number; use a factor like 255 or 1/257, or auto") from None
     if factor is not None and not (math.isfinite(factor) and factor > 0):
-        raise RsSegError(f"--scale must be a positive factor (got {value}); e.g. 255 for 0-1 floats, or auto")
+        raise ConfigError(f"--scale must be a positive factor (got {value}); e.g. 255 for 0-1 floats, or auto")
     return factor
 
 
@@ -175,8 +175,8 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
     trained = meta.input_range
     if not trained or len(trained) != n:
         if scale == "auto":
-            raise RsSegError("--scale auto needs the training value range, which checkpoint metadata older than this "
-                             "rsseg lacks; give a factor (e.g. --scale 255) instead")
+            raise ConfigError("--scale auto needs the training value range, which checkpoint metadata older than this "
+                              "rsseg lacks; give a factor (e.g. --scale 255) instead")
         return mapping
     values = sample_values(src, bands, path)
     if values.shape[1] == 0:
@@ -214,17 +214,14 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
 
 
 def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequence[int] | None = None,
-                 scale: float | str | None = None, reference: str | Path | None = None, device: str = "auto",
-                 tile: int | None = None, overlap: int | None = None, batch: int | None = None,
-                 tta: str | None = None, asset: str | None = None) -> None:
-    """Every check ``rsseg predict`` can make before the model loads (seconds saved per mistake):
-    the settings the checkpoint resolves to, and each input: readable, with the bands the model
-    needs, in its value range (:func:`input_mapping`), on the reference's grid."""
-    from rsseg.inference.raster import select_bands
+                 scale: float | str | None = None, reference: str | Path | None = None,
+                 asset: str | None = None) -> None:
+    """Every check of the inputs ``rsseg predict`` can make before the model loads (seconds saved
+    per mistake): each input readable, with the bands the model needs, in its value range
+    (:func:`input_mapping`), on the reference's grid."""
+    from rsseg.inference.input_checks import select_bands
     from rsseg.inference.scoring import open_reference
-    from rsseg.inference.settings import check_settings, resolve_settings
 
-    check_settings(resolve_settings(meta, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta))
     for path in paths:
         with open_raster(path, asset=asset) as src:
             input_mapping(src, meta, select_bands(src, meta, list(bands) if bands else None), path, scale)

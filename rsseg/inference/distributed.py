@@ -4,9 +4,9 @@ Dask is the geospatial ecosystem's engine (Pangeo; dask-jobqueue starts workers 
 jobs, dask-cuda one worker per GPU); rsseg schedules nothing itself. Two levels of work:
 
 * **Strips** (one raster, or fewer rasters than workers): the raster is cut into row strips
-  aligned to the window grid (:func:`~rsseg.inference.windows.strip_plan`). A worker predicts a
-  strip plus its blending halo (:func:`~rsseg.inference.pipeline.predict_rows`) and returns its
-  class ids, confidence and nodata mask; the client hands the strips, in row order, to the
+  aligned to the window grid (:meth:`~rsseg.inference.windows.WindowPlan.row_strips`). A worker
+  predicts a strip plus its blending halo (:func:`~rsseg.inference.pipeline.predict_rows`) and
+  returns its class ids, confidence and nodata mask; the client hands the strips, in row order, to the
   writers of :func:`~rsseg.inference.pipeline.predict_file` (:class:`StripSource`), so the COG,
   polygons (dissolved across strip borders as across windows) and area report come from the one
   single-process code path and the class raster equals the single-process one.
@@ -14,7 +14,8 @@ jobs, dask-cuda one worker per GPU); rsseg schedules nothing itself. Two levels 
   raster on a worker, which writes the outputs (a shared file system).
 
 Workers read their windows straight from the input path (a shared file system or any
-GDAL-readable URL) and load the model once per process (:func:`worker_predictor`). The Dask
+GDAL-readable URL) and load the model once per process (:func:`worker_predictor`); the client
+never loads it: it plans from the checkpoint's metadata (:meth:`RemoteModel.plan`). The Dask
 scheduler reruns a task whose worker died (up to ``distributed.scheduler.allowed-failures``
 times); strips are pure, so a rerun strip gives the same rows. Errors raised by a task (a bad
 input) are not retried: they would fail again.
@@ -32,7 +33,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,16 @@ import numpy as np
 import rasterio
 from distributed import Client, Event, Future, LocalCluster, as_completed, wait
 
-from rsseg.errors import RsSegError
+from rsseg.checkpoint import ModelMeta, read_meta
+from rsseg.errors import BackendUnavailableError, ConfigError, RsSegError
 from rsseg.inference.contract import input_mapping
+from rsseg.inference.input_checks import select_bands
+from rsseg.inference.memory import block_cache
 from rsseg.inference.pipeline import EmitFn, PredictResult, predict_file, predict_rows
 from rsseg.inference.predictor import Predictor
 from rsseg.inference.products import Rows
-from rsseg.inference.raster import block_cache, select_bands
-from rsseg.inference.windows import strip_plan
+from rsseg.inference.settings import PredictSettings, check_settings, resolve_tiling
+from rsseg.inference.windows import Span, WindowPlan
 from rsseg.io import is_remote, open_raster, unfold_url
 from rsseg.progress import ProgressFn
 
@@ -67,10 +71,10 @@ def parse_dask(spec: str) -> tuple[str | None, int | None]:
     if spec == "local" or spec.startswith("local:"):
         n = spec.partition(":")[2]
         if n and (not n.isdigit() or int(n) < 1):
-            raise RsSegError(f"--dask {spec}: the worker count must be a positive integer, e.g. local:4")
+            raise ConfigError(f"--dask {spec}: the worker count must be a positive integer, e.g. local:4")
         return None, int(n) if n else None
     if "://" not in spec:
-        raise RsSegError(f"--dask {spec!r} is neither local[:N] nor a scheduler address like tcp://host:8786")
+        raise ConfigError(f"--dask {spec!r} is neither local[:N] nor a scheduler address like tcp://host:8786")
     return spec, None
 
 
@@ -83,8 +87,8 @@ def dask_client(spec: str) -> Iterator[Client]:
         try:
             client = Client(address, timeout="30s")
         except OSError as exc:
-            raise RsSegError(f"cannot reach the Dask scheduler at {address}: {exc}; start it first "
-                             "(dask scheduler, or dask-jobqueue) or use --dask local") from None
+            raise BackendUnavailableError(f"cannot reach the Dask scheduler at {address}: {exc}; start it first "
+                                          "(dask scheduler, or dask-jobqueue) or use --dask local") from None
         with client:
             yield client
         return
@@ -97,10 +101,10 @@ def dask_client(spec: str) -> Iterator[Client]:
         yield client
 
 
-def worker_predictor(checkpoint: str, settings: dict[str, Any]) -> Predictor:
+def worker_predictor(checkpoint: str, settings: PredictSettings) -> Predictor:
     """This process's predictor for ``checkpoint`` with ``settings``, loaded at its first task only."""
     global LOADS
-    key = (str(checkpoint), tuple(sorted(settings.items())))
+    key = (str(checkpoint), settings)
     with _LOCK:
         if key not in _PREDICTORS:
             _PREDICTORS.clear()  # one model per worker: a new checkpoint replaces the old one
@@ -109,9 +113,30 @@ def worker_predictor(checkpoint: str, settings: dict[str, Any]) -> Predictor:
                 import torch
 
                 torch.set_num_threads(int(threads))
-            _PREDICTORS[key] = Predictor.from_checkpoint(checkpoint, **settings)
+            _PREDICTORS[key] = Predictor.from_checkpoint(checkpoint, settings)
             LOADS += 1
         return _PREDICTORS[key]
+
+
+@dataclass(frozen=True)
+class RemoteModel:
+    """The client's view of a model that runs on the workers: its checkpoint, metadata and the
+    settings the workers get. Tile, overlap and TTA are resolved here (they define the row strips,
+    so every worker must use the client's); batch, device and engine resolve on each worker."""
+
+    checkpoint: str
+    meta: ModelMeta
+    settings: PredictSettings
+
+    @classmethod
+    def plan(cls, checkpoint: str | Path, settings: PredictSettings = PredictSettings()) -> RemoteModel:
+        """Read ``checkpoint``'s metadata (without importing torch) and fix the strip-defining settings."""
+        meta = read_meta(checkpoint)
+        tile, overlap, tta = resolve_tiling(meta, settings.tile, settings.overlap, settings.tta)
+        # the batch resolves on each worker; an explicit one is checked here
+        check_settings(replace(settings, tile=tile, overlap=overlap, tta=tta,
+                               batch=1 if settings.batch is None else settings.batch))
+        return cls(str(Path(checkpoint).resolve()), meta, replace(settings, tile=tile, overlap=overlap, tta=tta))
 
 
 @dataclass
@@ -125,10 +150,10 @@ class Strip:
     probs: np.ndarray | None
 
 
-def predict_strip(checkpoint: str, settings: dict[str, Any], input_path: str, bands: list[int] | None,
-                  rows: tuple[int, int], need_probs: bool, scale: float | str | None = None,
+def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, bands: list[int] | None,
+                  rows: Span, need_probs: bool, scale: float | str | None = None,
                   asset: str | None = None) -> Strip:
-    """Task: predict the strip ``rows`` of ``input_path`` on this worker (see :func:`predict_rows`);
+    """Task: predict the row strip ``rows`` of ``input_path`` on this worker (see :func:`predict_rows`);
     ``scale`` and ``asset`` as :func:`~rsseg.inference.pipeline.predict_file` takes them."""
     predictor = worker_predictor(checkpoint, settings)
     parts: list[tuple[Rows, np.ndarray | None]] = []
@@ -137,14 +162,14 @@ def predict_strip(checkpoint: str, settings: dict[str, Any], input_path: str, ba
         # probs is a view of the blender's ring: copy what must outlive the call
         parts.append((band, probs.copy() if need_probs and probs is not None else None))
 
-    with open_raster(input_path, asset=asset) as src, block_cache(src, predictor.tile), \
+    with open_raster(input_path, asset=asset) as src, block_cache(src, predictor.settings.tile), \
             open_raster(input_path, asset=asset) as reader_src:
         sel = select_bands(src, predictor.meta, bands)
         mapping = input_mapping(src, predictor.meta, sel, input_path, scale)
         predict_rows(predictor, src, reader_src, sel, keep, rows=rows, mapping=mapping, name=input_path)
     masks = [r.nodata for r, _ in parts]
     return Strip(
-        y0=rows[0],
+        y0=rows.start,
         classes=np.concatenate([r.classes for r, _ in parts]),
         confidence=np.concatenate([r.confidence for r, _ in parts]),
         nodata=None if all(m is None for m in masks) else np.concatenate(
@@ -160,7 +185,7 @@ def _cancel(futures: Sequence[Future]) -> None:
 
 @dataclass
 class StripSource:
-    """``predict_file``'s rows computed as strips on a Dask cluster (a ``RowSource``).
+    """``predict_file``'s rows computed as row strips on a Dask cluster (a ``RowSource``).
 
     ``on_progress(done, total)`` counts finished strips, from the calling thread. Strips are
     fetched and written strictly in row order, each as soon as it and all earlier ones are done,
@@ -168,10 +193,7 @@ class StripSource:
     """
 
     client: Client
-    checkpoint: str
-    settings: dict[str, Any]
-    tile: int
-    overlap: int
+    model: RemoteModel
     input_path: str
     need_probs: bool = False
     window_rows: int | None = None
@@ -180,25 +202,25 @@ class StripSource:
 
     @property
     def device(self) -> str:
-        return f"dask ({self.settings['device']} workers)"
+        return f"dask ({self.model.settings.device} workers)"
 
-    def _window_rows(self, width: int, height: int) -> int:
+    def _window_rows(self, plan: WindowPlan) -> int:
         if self.window_rows is not None:
             return self.window_rows
-        step = self.tile - self.overlap
-        n_rows = len(strip_plan(height, self.tile, self.overlap, 1))
+        step = plan.tile - plan.overlap
         workers = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
-        by_share = -(-n_rows // (STRIPS_PER_WORKER * workers))
-        by_memory = max(1, STRIP_PIXELS // max(1, width * step))
+        by_share = -(-len(plan.row_starts) // (STRIPS_PER_WORKER * workers))
+        by_memory = max(1, STRIP_PIXELS // max(1, plan.width * step))
         return max(1, min(by_share, by_memory))
 
     def __call__(self, src: rasterio.DatasetReader, sel: list[int], emit: EmitFn,
                  on_progress: ProgressFn | None) -> None:
-        plan = strip_plan(src.height, self.tile, self.overlap, self._window_rows(src.width, src.height))
+        s = self.model.settings
+        plan = WindowPlan(src.width, src.height, s.tile, s.overlap)
         token = uuid.uuid4().hex[:12]
-        futures = [self.client.submit(predict_strip, self.checkpoint, self.settings, self.input_path, sel, rows,
+        futures = [self.client.submit(predict_strip, self.model.checkpoint, s, self.input_path, sel, rows,
                                       self.need_probs, self.scale, self.asset, key=f"rsseg-strip-{token}-{i}")
-                   for i, rows in enumerate(plan)]
+                   for i, rows in enumerate(plan.row_strips(self._window_rows(plan)))]
         try:
             done = set()
             nxt = 0
@@ -217,27 +239,14 @@ class StripSource:
             _cancel(futures)
 
 
-def checkpoint_settings(predictor: Predictor, device: str, batch: int | None, engine: str = "torch") -> dict[str, Any]:
-    """What workers need to rebuild the client's predictor settings (tile and overlap must match
-    the client's exactly: they define the strips); batch, device and engine resolve on the worker."""
-    return dict(tile=predictor.tile, overlap=predictor.overlap, tta=predictor.tta, batch=batch, device=device,
-                engine=engine)
-
-
-def predict_file_dask(client: Client, predictor: Predictor, checkpoint: str | Path, input_path: str | Path,
-                      output_path: str | Path, *, device: str = "auto", engine: str = "torch",
-                      batch: int | None = None, window_rows: int | None = None, **kwargs: Any) -> PredictResult:
-    """:func:`predict_file` with the rows computed as strips on ``client``'s workers.
-
-    ``predictor`` is the client's (its metadata and tile/overlap); workers load ``checkpoint``
-    themselves on ``device`` with ``batch`` (``None``: their device's default). ``kwargs`` are
-    ``predict_file``'s (outputs, bands, products, on_progress: strips finished).
-    """
-    source = StripSource(client, str(Path(checkpoint).resolve()), checkpoint_settings(predictor, device, batch, engine),
-                         predictor.tile, predictor.overlap, _input_name(input_path),
-                         need_probs=bool(kwargs.get("products")), window_rows=window_rows,
-                         scale=kwargs.get("scale"), asset=kwargs.get("asset"))
-    return predict_file(predictor, input_path, output_path, rows_source=source, **kwargs)
+def predict_file_dask(client: Client, model: RemoteModel, input_path: str | Path, output_path: str | Path, *,
+                      window_rows: int | None = None, **kwargs: Any) -> PredictResult:
+    """:func:`predict_file` with the rows computed as row strips on ``client``'s workers, which
+    load ``model`` themselves. ``kwargs`` are ``predict_file``'s (outputs, bands, products,
+    on_progress: strips finished)."""
+    source = StripSource(client, model, _input_name(input_path), need_probs=bool(kwargs.get("products")),
+                         window_rows=window_rows, scale=kwargs.get("scale"), asset=kwargs.get("asset"))
+    return predict_file(model, input_path, output_path, rows_source=source, **kwargs)
 
 
 def _input_name(path: str | Path) -> str:
@@ -250,7 +259,7 @@ class _Stopped(RsSegError):
     """A scene task gave up because another scene of its run failed or the run was interrupted."""
 
 
-def _scene_task(checkpoint: str, settings: dict[str, Any], input_path: str, output_path: str,
+def _scene_task(checkpoint: str, settings: PredictSettings, input_path: str, output_path: str,
                 kwargs: dict[str, Any], stop_event: str) -> PredictResult:
     """Task: the whole single-process ``predict_file`` of one scene on this worker; it stops at
     its next batch once the run's ``stop_event`` is set (its writers then remove their temporaries)."""
@@ -264,23 +273,19 @@ def _scene_task(checkpoint: str, settings: dict[str, Any], input_path: str, outp
     return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs, on_progress=check)
 
 
-def predict_scenes_dask(client: Client, predictor: Predictor, checkpoint: str | Path,
-                        jobs: Sequence[tuple[str | Path, dict[str, Any]]], *, device: str = "auto",
-                        engine: str = "torch", batch: int | None = None, on_progress: ProgressFn | None = None,
-                        **kwargs: Any) -> list[PredictResult]:
+def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple[str | Path, dict[str, Any]]], *,
+                        on_progress: ProgressFn | None = None, **kwargs: Any) -> list[PredictResult]:
     """One task per scene: ``jobs`` are (input, {"output_path": ..., other targets}); ``kwargs``
     are the ``predict_file`` options shared by all scenes. Workers write the outputs (a file
     system they share with the client). If any scene fails the others are cancelled, the
     outputs of finished ones removed, and the error raised; ``on_progress`` counts scenes."""
-    settings = checkpoint_settings(predictor, device, batch, engine)
-    ckpt = str(Path(checkpoint).resolve())
     token = uuid.uuid4().hex[:12]
     stop = Event(f"rsseg-stop-{token}", client=client)
     futures = []
     for i, (src, targets) in enumerate(jobs):
         targets = {k: (str(Path(v).resolve()) if v is not None else None) for k, v in targets.items()}
         out = targets.pop("output_path")
-        futures.append(client.submit(_scene_task, ckpt, settings, _input_name(src), out, {**kwargs, **targets},
+        futures.append(client.submit(_scene_task, model.checkpoint, model.settings, _input_name(src), out, {**kwargs, **targets},
                                      stop.name, key=f"rsseg-scene-{token}-{i}"))
     order = {f.key: i for i, f in enumerate(futures)}
     results: list[PredictResult | None] = [None] * len(futures)

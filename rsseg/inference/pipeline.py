@@ -3,7 +3,7 @@
 Peak memory depends on tile, overlap, batch and class count, never on raster height: bands of at
 most :data:`rsseg.inference.blend.BAND_ROWS` rows flow from the blender to the writers. The
 buffers that grow with width (blending ring, input block cache) stay within ``buffer_mb``: a
-wider raster streams in column strips (:func:`rsseg.inference.raster.stream_columns`).
+wider raster streams in column strips (:func:`rsseg.inference.memory.stream_columns`).
 All targets are checked before any work (and the input against the checkpoint's input contract,
 :mod:`rsseg.inference.contract`); the outputs are committed together at the end or not at all, so
 a failed or interrupted run leaves the old targets byte-identical and no temporary file behind.
@@ -24,17 +24,20 @@ import rasterio
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from rsseg.errors import RsSegError
+from rsseg.checkpoint import ModelMeta
+from rsseg.errors import CheckpointError, OutputPathError
 from rsseg.inference.blend import argmax_confidence
+from rsseg.inference.cog import CLASS_NODATA
 from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels, read_error
+from rsseg.inference.input_checks import check_model_fit, select_bands, warn_if_not_georeferenced
+from rsseg.inference.memory import block_cache, stream_columns
 from rsseg.inference.predictor import Predictor
 from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
                                       ProductWriter, Rows, VectorWriter)
-from rsseg.inference.raster import (CLASS_NODATA, block_cache, check_model_fit, select_bands, stream_columns,
-                                   warn_if_not_georeferenced)
-from rsseg.inference.vectorize import parse_vector_classes
-from rsseg.inference.windows import strip_halo
-from rsseg.io import Staging, check_output, open_raster, unfold_url, write_error
+from rsseg.inference.settings import PredictSettings
+from rsseg.inference.vectorize import parse_vector_classes, vector_driver
+from rsseg.inference.windows import Span, WindowPlan
+from rsseg.io import Staging, check_output, is_remote, open_raster, unfold_url, write_error
 from rsseg.progress import ProgressFn
 
 
@@ -67,12 +70,54 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
         for path in writer.targets():
             resolved = path.resolve()
             if resolved == input_path.resolve():
-                raise RsSegError(f"{writer.name} output {path} is the input raster; choose another output path")
+                raise OutputPathError(f"{writer.name} output {path} is the input raster; choose another output path")
             if resolved in seen:
-                raise RsSegError(f"{writer.name} and {seen[resolved]} outputs are both {path}; give them different paths")
+                raise OutputPathError(f"{writer.name} and {seen[resolved]} outputs are both {path}; give them different paths")
             seen[resolved] = writer.name
             check_output(path, overwrite)
         writer.check()
+
+
+#: one input of a run and its targets: ``output_path``, ``vector_path``, ``report_path``,
+#: ``confidence_path`` (``None``: not written)
+Job = tuple[str, dict[str, "Path | None"]]
+
+
+def _key(source: str | Path) -> str:
+    """One spelling per file: a local path resolved, a URL as given."""
+    return str(source) if is_remote(str(source)) else str(Path(source).resolve())
+
+
+def check_jobs(jobs: Sequence[Job], overwrite: bool) -> None:
+    """Every target of a run over several inputs, before any work (loading the model): two inputs
+    that would write one file (same name in different folders), an input given twice, or an output
+    that is another input are refused, with ``overwrite`` too; then each target as
+    :func:`check_targets` checks it (writable, not existing unless ``overwrite``, a known vector format)."""
+    inputs = {_key(src): src for src, _ in jobs}
+    writers: dict[str, str] = {}
+    for src, targets in jobs:
+        if _key(src) in {_key(w) for w in writers.values()}:
+            raise OutputPathError(f"input {src} is given twice; list each raster once")
+        for target in targets.values():
+            if target is None:
+                continue
+            key = _key(target)
+            if key in inputs:
+                raise OutputPathError(f"output {target} (for input {src}) is the input raster {inputs[key]}; "
+                                      "choose another -o/--vector/--report/--confidence")
+            if writers.get(key) == src:
+                raise OutputPathError(f"two outputs of {src} are both {target}; give -o, --vector, --report and "
+                                      "--confidence different paths")
+            if key in writers:
+                raise OutputPathError(f"inputs {writers[key]} and {src} would both write {target}; rename one, or "
+                                      "run predict once per folder with its own -o")
+            writers[key] = src
+    for _, targets in jobs:
+        for target in targets.values():
+            if target is not None:
+                check_output(target, overwrite)
+        if targets.get("vector_path") is not None:
+            vector_driver(targets["vector_path"])
 
 
 #: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, w] float16, or ``None`` when
@@ -90,29 +135,38 @@ class RowSource(Protocol):
                  on_progress: ProgressFn | None) -> None: ...
 
 
-def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: rasterio.DatasetReader,
-                 sel: list[int], emit: EmitFn, rows: tuple[int, int] | None = None,
-                 on_progress: ProgressFn | None = None, mapping: InputMapping | None = None,
-                 name: str | Path | None = None, columns: Sequence[tuple[int, int]] | None = None) -> None:
-    """Predict raster rows ``[a, b)`` (all rows when ``None``) and ``emit`` each finished band, in order
-    (per column strip of ``columns``, :meth:`Predictor.run`; default the whole width).
+class Model(Protocol):
+    """What ``predict_file`` needs of the model: a :class:`Predictor`, or the client's view of a
+    model that runs elsewhere (:class:`rsseg.inference.distributed.RemoteModel`, with a ``rows_source``)."""
 
-    ``rows`` must be a strip of :func:`~rsseg.inference.windows.strip_plan`: the windows of its
-    halo (:func:`~rsseg.inference.windows.strip_halo`) are predicted too and blended with the
-    whole-raster weights, so each pixel equals the whole-raster run's up to float noise from a
-    different batch composition. ``reader_src`` is a second handle on the input for the reader
-    thread (GDAL datasets must not be shared between threads); ``src`` reads the nodata masks.
-    Nodata and non-finite pixels (:func:`~rsseg.inference.contract.invalid_pixels`) are filled
-    before normalisation (:meth:`Predictor.prepare`, after the user's ``mapping``) and come out
-    as 255; a read failure is one line naming ``name`` (default the source's path).
+    meta: ModelMeta
+    settings: PredictSettings
+
+
+def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: rasterio.DatasetReader,
+                 sel: list[int], emit: EmitFn, rows: Span | None = None,
+                 on_progress: ProgressFn | None = None, mapping: InputMapping | None = None,
+                 name: str | Path | None = None, columns: Sequence[Span] | None = None) -> None:
+    """Predict the raster's row strip ``rows`` (all rows when ``None``) and ``emit`` each finished
+    band, in order (per column strip of ``columns``, :meth:`Predictor.run`; default the whole width).
+
+    ``rows`` must be a row strip of :meth:`~rsseg.inference.windows.WindowPlan.row_strips`: the
+    windows of its halo (:meth:`~rsseg.inference.windows.WindowPlan.halo`) are predicted too and
+    blended with the whole-raster weights, so each pixel equals the whole-raster run's up to float
+    noise from a different batch composition. ``reader_src`` is a second handle on the input for
+    the reader thread (GDAL datasets must not be shared between threads); ``src`` reads the nodata
+    masks. Nodata and non-finite pixels (:func:`~rsseg.inference.contract.invalid_pixels`) are
+    filled before normalisation (:meth:`Predictor.prepare`, after the user's ``mapping``) and come
+    out as 255; a read failure is one line naming ``name`` (default the source's path).
     """
-    width, height = src.width, src.height
-    a, b = (0, height) if rows is None else rows
-    lo, hi = (0, height) if rows is None else strip_halo(a, b, height, predictor.tile, predictor.overlap)
+    tile, overlap = predictor.settings.tile, predictor.settings.overlap
+    whole = WindowPlan(src.width, src.height, tile, overlap)
+    strip = Span(0, src.height) if rows is None else rows
+    halo = Span(0, src.height) if rows is None else whole.halo(rows)
     label = name if name is not None else src.name
 
     def read(win: Window) -> np.ndarray:
-        win = Window(win.col_off, win.row_off + lo, win.width, win.height)
+        win = Window(win.col_off, win.row_off + halo.start, win.width, win.height)
         try:
             raw = reader_src.read(sel, window=win, boundless=False)
             invalid = invalid_pixels(reader_src, sel, win, raw)
@@ -121,8 +175,8 @@ def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: 
         return predictor.prepare(raw, invalid, mapping)
 
     def on_band(y0: int, x0: int, probs: np.ndarray) -> None:
-        y0 += lo
-        start, stop = max(y0, a), min(y0 + probs.shape[1], b)
+        y0 += halo.start
+        start, stop = max(y0, strip.start), min(y0 + probs.shape[1], strip.stop)
         if start >= stop:  # halo rows: blended from part of their windows only
             return
         probs = probs[:, start - y0:stop - y0]
@@ -136,18 +190,77 @@ def predict_rows(predictor: Predictor, src: rasterio.DatasetReader, reader_src: 
             cls[nodata] = CLASS_NODATA
         emit(Rows(start, cls, conf, nodata, x0), probs)
 
-    predictor.run(read, width, hi - lo, on_band, on_progress, columns)
+    predictor.run(read, WindowPlan(src.width, halo.size, tile, overlap), on_band, on_progress, columns)
 
 
-def predict_file(predictor: Predictor, input_path: str | Path, output_path: str | Path, *,
+@dataclass(frozen=True)
+class PredictOutputs:
+    """Where :func:`predict_file` writes: the class COG and the optional products."""
+
+    output_path: str | Path
+    vector_path: str | Path | None = None
+    report_path: str | Path | None = None
+    confidence_path: str | Path | None = None
+    #: further :class:`~rsseg.inference.products.ProductWriter` objects
+    products: Sequence[ProductWriter] = ()
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_file` reads the input and shapes the products (its keyword arguments)."""
+
+    reference_path: str | Path | None = None
+    bands: list[int] | None = None
+    simplify: float = 0.0
+    min_area: float | None = None
+    vector_classes: str | Sequence[str | int] | None = None
+    strict: bool = False
+    asset: str | None = None
+    overwrite: bool = False
+    scale: float | str | None = None
+    buffer_mb: float | None = BUFFER_MB
+
+
+@dataclass
+class _Writers:
+    """The product writers of one run, in the order they finish (the polygons read the class raster)."""
+
+    classes: ClassRasterWriter
+    vectors: VectorWriter | None
+    report: AreaReportWriter
+    all: list[ProductWriter]
+
+    @classmethod
+    def build(cls, outputs: PredictOutputs, options: PredictOptions, meta: ModelMeta) -> _Writers:
+        vector_classes = options.vector_classes
+        if vector_classes is not None:  # names or ids, checked before any work
+            vector_classes = parse_vector_classes(vector_classes, meta.classes)
+        classes = ClassRasterWriter(outputs.output_path)
+        writers: list[ProductWriter] = [classes]
+        if outputs.confidence_path is not None:
+            writers.append(ConfidenceWriter(outputs.confidence_path))
+        writers.extend(outputs.products)
+        vectors = None
+        if outputs.vector_path is not None:
+            vectors = VectorWriter(outputs.vector_path, classes, options.simplify, options.min_area, vector_classes)
+            writers.append(vectors)
+        report = AreaReportWriter(outputs.report_path, options.reference_path)
+        writers.append(report)
+        return cls(classes, vectors, report, writers)
+
+
+def _check_classes(meta: ModelMeta) -> None:
+    if len(meta.colors) < meta.num_classes:
+        raise CheckpointError(f"checkpoint metadata has {len(meta.colors)} colours for {meta.num_classes} classes")
+    if meta.num_classes > CLASS_NODATA:
+        raise CheckpointError(f"{meta.num_classes} classes do not fit uint8 class ids with 255 as nodata")
+
+
+def predict_file(predictor: Model, input_path: str | Path, output_path: str | Path, *,
                  vector_path: str | Path | None = None, report_path: str | Path | None = None,
-                 confidence_path: str | Path | None = None, reference_path: str | Path | None = None,
-                 bands: list[int] | None = None, simplify: float = 0.0, min_area: float | None = None,
-                 vector_classes: str | Sequence[str | int] | None = None, strict: bool = False,
-                 asset: str | None = None,
-                 overwrite: bool = False, products: Sequence[ProductWriter] = (), scale: float | str | None = None,
+                 confidence_path: str | Path | None = None, products: Sequence[ProductWriter] = (),
                  on_progress: ProgressFn | None = None, rows_source: RowSource | None = None,
-                 buffer_mb: float | None = BUFFER_MB) -> PredictResult:
+                 **options: Any) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
 
     Output: uint8 class ids on the input's exact grid (size, CRS, transform), 255 where the input
@@ -156,86 +269,93 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
     deflate, overviews (mode). ``confidence_path``: max probability x 255 (0 = nodata).
     ``vector_path`` (.gpkg/.shp/.geojson): polygons of ``vector_classes`` (default all but the
     background), at least ``min_area`` m^2 (default a few pixels) (:func:`vectorize`).
-    An input unlike the model's training data (pixel size, bands: :func:`check_model_fit`) is a
-    ``UserWarning``, or an error with ``strict``. ``input_path`` may be a URL or a STAC item
-    (its ``asset``, default ``visual``) (:func:`rsseg.io.open_raster`).
     ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid)
-    is given. ``bands``: 1-based input bands in the model's order (default the first N).
-    ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
-    ``scale``: map the input onto the training value range (``--scale``: a factor or ``auto``,
-    :func:`~rsseg.inference.contract.input_mapping`); an input in another range is refused.
+    is given. ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
+    ``options``: the fields of :class:`PredictOptions`, see :func:`predict_outputs`.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
+    """
+    outputs = PredictOutputs(output_path, vector_path, report_path, confidence_path, tuple(products))
+    return predict_outputs(predictor, input_path, outputs, PredictOptions(**options), on_progress, rows_source)
+
+
+def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOutputs,
+                    options: PredictOptions = PredictOptions(), on_progress: ProgressFn | None = None,
+                    rows_source: RowSource | None = None) -> PredictResult:
+    """:func:`predict_file` with its arguments grouped.
+
+    An input unlike the model's training data (pixel size, bands: :func:`check_model_fit`) is a
+    ``UserWarning``, or an error with ``options.strict``. ``input_path`` may be a URL or a STAC
+    item (its ``options.asset``, default ``visual``) (:func:`rsseg.io.open_raster`).
+    ``options.bands``: 1-based input bands in the model's order (default the first N).
+    ``options.scale``: map the input onto the training value range (``--scale``: a factor or
+    ``auto``, :func:`~rsseg.inference.contract.input_mapping`); an input in another range is refused.
     ``rows_source``: computes the bands of rows elsewhere (a Dask cluster:
-    :mod:`rsseg.inference.distributed`; ``on_progress`` then counts its strips); the writers,
+    :mod:`rsseg.inference.distributed`; ``on_progress`` then counts its row strips); the writers,
     checks and atomic targets stay these ones.
-    ``buffer_mb``: MiB for the buffers that grow with raster width (blending ring, input block
-    cache); a wider raster streams in column strips, a few percent more windows
-    (:func:`~rsseg.inference.raster.stream_columns`); ``None``: whole rows, however wide.
+    ``options.buffer_mb``: MiB for the buffers that grow with raster width (blending ring, input
+    block cache); a wider raster streams in column strips, a few percent more windows
+    (:func:`~rsseg.inference.memory.stream_columns`); ``None``: whole rows, however wide.
     """
     source = unfold_url(str(input_path))  # a URL keeps its '//' (Path folds it)
     input_path = Path(input_path)
-    if vector_classes is not None:  # names or ids, checked before any work
-        vector_classes = parse_vector_classes(vector_classes, predictor.meta.classes)
-    classes = ClassRasterWriter(output_path)
-    writers: list[ProductWriter] = [classes]
-    if confidence_path is not None:
-        writers.append(ConfidenceWriter(confidence_path))
-    writers.extend(products)
-    vectors = VectorWriter(vector_path, classes, simplify, min_area, vector_classes) if vector_path is not None else None
-    if vectors is not None:
-        writers.append(vectors)
-    report = AreaReportWriter(report_path, reference_path)
-    writers.append(report)
-    check_targets(input_path, writers, overwrite)
-    meta = predictor.meta
-    if len(meta.colors) < meta.num_classes:
-        raise RsSegError(f"checkpoint metadata has {len(meta.colors)} colours for {meta.num_classes} classes")
-    if meta.num_classes > CLASS_NODATA:
-        raise RsSegError(f"{meta.num_classes} classes do not fit uint8 class ids with 255 as nodata")
+    meta, tile = predictor.meta, predictor.settings.tile
+    writers = _Writers.build(outputs, options, meta)
+    check_targets(input_path, writers.all, options.overwrite)
+    _check_classes(meta)
 
-    result = PredictResult(input_path, classes.path)
-    with open_raster(source, asset=asset) as src, \
-            block_cache(src, predictor.tile, columns := stream_columns(src, predictor.tile, meta.num_classes, buffer_mb)
-                        if rows_source is None else None), Staging() as stage, \
-            tempfile.TemporaryDirectory(prefix=f".{classes.path.stem}.", dir=classes.path.parent) as tmpdir:
-        sel = select_bands(src, meta, bands)
-        mapping = input_mapping(src, meta, sel, input_path, scale)
+    with open_raster(source, asset=options.asset) as src, \
+            block_cache(src, tile, columns := stream_columns(src, tile, meta.num_classes, options.buffer_mb)
+                        if rows_source is None else None), \
+            tempfile.TemporaryDirectory(prefix=f".{writers.classes.path.stem}.", dir=writers.classes.path.parent) as tmpdir:
+        sel = select_bands(src, meta, options.bands)
+        mapping = input_mapping(src, meta, sel, input_path, options.scale)
         warn_if_not_georeferenced(src)
-        check_model_fit(src, meta, sel, explicit_bands=bands is not None, strict=strict)
-        width, height = src.width, src.height
-        header = {"input": source, "output": str(classes.path), "width": width, "height": height,
+        check_model_fit(src, meta, sel, explicit_bands=options.bands is not None, strict=options.strict)
+        header = {"input": source, "output": str(writers.classes.path), "width": src.width, "height": src.height,
                   "crs": src.crs.to_string() if src.crs else None,
-                  "device": str(predictor.device) if rows_source is None else rows_source.device}
+                  "device": predictor.settings.device if rows_source is None else rows_source.device}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
-        # separate handles: GDAL datasets must not be shared between the reader and writer threads
-        reader_src = open_raster(source, asset=asset)
-        opened: list[ProductWriter] = []
-        writer: ProductWriter | None = None
+
+        def compute(emit: EmitFn) -> None:
+            if rows_source is not None:
+                rows_source(src, sel, emit, on_progress)
+                return
+            # separate handles: GDAL datasets must not be shared between the reader and writer threads
+            with open_raster(source, asset=options.asset) as reader_src:
+                predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress, mapping=mapping,
+                             name=input_path, columns=columns)
+
+        paths = _write_products(writers, ctx, compute)
+    return _result(input_path, writers, paths)
+
+
+def _write_products(writers: _Writers, ctx: ProductContext, compute: Callable[[EmitFn], None]) -> dict[str, Path]:
+    """Open every writer, hand it every band ``compute`` emits, finish them in order and commit
+    their outputs together; on any failure abort them all and leave no output."""
+    products: dict[str, Path] = {}
+    opened: list[ProductWriter] = []
+    writer: ProductWriter | None = None
+    with Staging() as stage:
         try:
-            for writer in writers:
+            for writer in writers.all:
                 writer.open(ctx)
                 opened.append(writer)
 
             def emit(rows: Rows, probs: np.ndarray | None) -> None:
-                for w in writers:
+                for w in writers.all:
                     try:
                         w.write(rows, probs)
                     except Exception as exc:
                         raise (write_error(exc, w.name, w.path) or exc) from None
 
-            if rows_source is None:
-                predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress, mapping=mapping,
-                             name=input_path, columns=columns)
-            else:
-                rows_source(src, sel, emit, on_progress)
-            for writer in writers:  # in order: the polygons read the finished class raster
+            compute(emit)
+            for writer in writers.all:  # in order: the polygons read the finished class raster
                 path = writer.finish(stage)
                 opened.remove(writer)
                 if path is not None:
-                    result.products[writer.name] = path
-            writer = classes  # a failed rename reports on the outputs as a whole
+                    products[writer.name] = path
+            writer = writers.classes  # a failed rename reports on the outputs as a whole
             stage.commit()  # all together, only now that every product is complete
-            result.files = [t for w in writers for t in w.targets() if t.exists()]
         except BaseException as exc:
             for w in opened:
                 w.abort()
@@ -244,12 +364,13 @@ def predict_file(predictor: Predictor, input_path: str | Path, output_path: str 
             if err is not None:
                 raise err from None
             raise
-        finally:
-            reader_src.close()
+    return products
 
-    result.confidence_path = result.products.get("confidence")
-    result.vector_path = result.products.get("vector")
-    result.report_path = result.products.get("report")
-    result.num_polygons = vectors.num_polygons if vectors is not None else None
-    result.report = report.report
-    return result
+
+def _result(input_path: Path, writers: _Writers, products: dict[str, Path]) -> PredictResult:
+    return PredictResult(
+        input_path, writers.classes.path, vector_path=products.get("vector"), report_path=products.get("report"),
+        confidence_path=products.get("confidence"),
+        num_polygons=writers.vectors.num_polygons if writers.vectors is not None else None,
+        report=writers.report.report, products=products,
+        files=[t for w in writers.all for t in w.targets() if t.exists()])

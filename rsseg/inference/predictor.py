@@ -19,6 +19,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +31,7 @@ from rsseg.errors import CheckpointError, InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine, resolve_settings
-from rsseg.inference.windows import padded_size, plan_windows, reflect_pad, touching
+from rsseg.inference.windows import Span, WindowPlan, padded_size, reflect_pad
 from rsseg.progress import ProgressFn
 
 if TYPE_CHECKING:  # the ONNX path never imports torch (a CUDA build costs ~700 MB of RSS)
@@ -59,14 +60,32 @@ def _get(q: queue.Queue, stop: threading.Event) -> object:
     return None
 
 
-def onnx_export_cached(checkpoint: str | Path, device: str = "auto", engine: str = "auto") -> Path | None:
+@dataclass
+class _Run:
+    """What the three threads of one :meth:`Predictor.run` share."""
+
+    batches: queue.Queue
+    results: queue.Queue
+    stop: threading.Event = field(default_factory=threading.Event)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def fail(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self.stop.set()
+
+
+#: end of a queue's items
+_DONE = object()
+
+
+def onnx_export_cached(checkpoint: str | Path, settings: PredictSettings) -> Path | None:
     """The cached export (:func:`rsseg.inference.engines.onnx_cache_paths`) that
     :meth:`Predictor.from_checkpoint` would run ``checkpoint`` from in ONNX Runtime, if there is one:
     :meth:`Predictor.from_onnx` then loads it in a second, builds no PyTorch model and never imports torch."""
     from rsseg.inference.engines import onnx_cache_paths
 
     try:
-        if resolve_engine(engine, resolve_device(device)) != "onnx":
+        if resolve_engine(settings.engine, resolve_device(settings.device)) != "onnx":
             return None
         return next((p for p in onnx_cache_paths(checkpoint) if p.is_file()), None)
     except (OSError, RsSegError):  # a missing checkpoint or bad device: the usual path reports it
@@ -74,79 +93,75 @@ def onnx_export_cached(checkpoint: str | Path, device: str = "auto", engine: str
 
 
 class Predictor:
-    """An inference engine plus the tiling settings; see the module docstring.
+    """An inference engine plus its resolved :class:`~rsseg.inference.settings.PredictSettings`
+    (``settings``: tile, overlap, batch, TTA, device, engine); see the module docstring.
 
     ``engine`` (:mod:`rsseg.inference.engines`) maps a normalised [B, C, H, W] float32 batch (H, W
     multiples of 32) to probabilities [B, K, H, W], TTA included. Build one with
     :meth:`from_checkpoint` (engine chosen there), :meth:`from_model` (a loaded PyTorch model) or
-    :meth:`from_onnx` (an export file): they resolve unset settings in one place (:func:`rsseg.inference.settings.resolve_settings`).
+    :meth:`from_onnx` (an export file): they resolve unset settings in one place
+    (:func:`rsseg.inference.settings.resolve_settings`).
     """
 
-    def __init__(self, engine: Engine, meta: ModelMeta, *, tile: int, overlap: int, batch: int, tta: str) -> None:
-        check_settings(PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=str(engine.device)))
+    def __init__(self, engine: Engine, meta: ModelMeta, settings: PredictSettings) -> None:
+        if not settings.resolved:
+            raise ValueError(f"a Predictor needs resolved settings (resolve_settings), got {settings}")
+        check_settings(settings)
         if not (len(meta.mean) == len(meta.std) == meta.in_channels):
-            raise RsSegError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
-                             f"{len(meta.mean)} means and {len(meta.std)} stds")
-        self.meta, self.tile, self.overlap, self.batch, self.tta = meta, tile, overlap, batch, tta
-        self.engine = engine
-        self.device = engine.device
+            raise CheckpointError(f"checkpoint metadata is inconsistent: {meta.in_channels} bands but "
+                                  f"{len(meta.mean)} means and {len(meta.std)} stds")
+        self.meta, self.settings, self.engine = meta, settings, engine
         self._normalise = Normalizer(meta.mean, meta.std, meta.scale)
         #: raw value of each band that normalises to 0 (the training mean): what invalid pixels become
         self._fill = (np.asarray(meta.mean, np.float32) * np.float32(meta.scale))[:, None]
 
     @classmethod
-    def from_model(cls, model: nn.Module, meta: ModelMeta, *, device: str | torch.device = "auto",
-                   tile: int | None = None, overlap: int | None = None, batch: int | None = None,
-                   tta: str | None = None) -> Predictor:
-        """A predictor for a loaded model (torch engine): checkpoint config -> CPU/GPU rule -> these overrides."""
-        s = resolve_settings(meta, device=device, tile=tile, overlap=overlap, batch=batch, tta=tta)
-        return cls(TorchEngine(model, s.device), meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta)
+    def from_model(cls, model: nn.Module, meta: ModelMeta, settings: PredictSettings | None = None,
+                   **overrides: Any) -> Predictor:
+        """A predictor for a loaded model (torch engine): checkpoint config -> CPU/GPU rule -> ``settings``,
+        then ``overrides`` (fields of :class:`PredictSettings`: ``device``, ``tile``, ``overlap``, ...)."""
+        s = replace(settings or PredictSettings(), **overrides, engine="torch").resolve(meta)
+        return cls(TorchEngine(model, s.device), meta, s)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str | torch.device = "auto", engine: str = "torch",
+    def from_checkpoint(cls, path: str | Path, settings: PredictSettings | None = None, *,
                         on_export: Callable[[Path], None] | None = None, **overrides: Any) -> Predictor:
-        """Build the predictor for checkpoint ``path`` on the resolved device and engine.
+        """Build the predictor for checkpoint ``path`` with ``settings`` then ``overrides`` (fields of
+        :class:`PredictSettings`), resolved for the checkpoint, on the resolved device and engine.
 
         ``engine`` (:func:`rsseg.inference.settings.resolve_engine`): ``torch`` loads the weights
         (:func:`rsseg.checkpoint.load_model`); ``onnx`` runs the model exported once and cached
         (:func:`rsseg.inference.engines.cached_onnx`) in ONNX Runtime, reading the metadata from the
         ONNX file; ``auto`` picks ``onnx`` on the CPU when ONNX Runtime is installed and falls back
         to ``torch`` (with a warning) if the export fails; ``on_export(onnx_path)`` is called before
-        a first, slow export. ``overrides``: ``tile``, ``overlap``, ``batch``, ``tta`` (``None`` = unset).
+        a first, slow export.
         """
         from rsseg.checkpoint import load_model
 
-        dev = resolve_device(device)
-        chosen = resolve_engine(engine, dev)
-        if chosen == "onnx":
+        requested = replace(settings or PredictSettings(), **overrides)
+        dev = resolve_device(requested.device)
+        if resolve_engine(requested.engine, dev) == "onnx":
             try:
                 runner = OnnxEngine(cached_onnx(path, on_export=on_export))
             except Exception as exc:
-                if engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
+                if requested.engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
                     raise
                 warnings.warn(f"ONNX export of {path} failed ({exc}); running it with PyTorch", stacklevel=2)
             else:
-                return cls._from_onnx_engine(runner, dev, overrides)
+                return cls._from_onnx_engine(runner, replace(requested, device=dev))
         model, meta = load_model(path, dev)
-        return cls.from_model(model, meta, device=dev, **overrides)
+        return cls.from_model(model, meta, replace(requested, device=dev))
 
     @classmethod
-    def from_onnx(cls, path: str | Path, *, device: str = "auto", **overrides: Any) -> Predictor:
+    def from_onnx(cls, path: str | Path, settings: PredictSettings | None = None, **overrides: Any) -> Predictor:
         """A predictor for an rsseg ONNX export (e.g. :func:`onnx_export_cached`'s) in ONNX Runtime,
-        with the metadata stored in the file; ``overrides`` as :meth:`from_checkpoint` takes them."""
-        return cls._from_onnx_engine(OnnxEngine(path), resolve_device(device), overrides)
+        with the metadata stored in the file; ``settings`` and ``overrides`` as :meth:`from_checkpoint` takes them."""
+        requested = replace(settings or PredictSettings(), **overrides)
+        return cls._from_onnx_engine(OnnxEngine(path), replace(requested, device=resolve_device(requested.device)))
 
     @classmethod
-    def _from_onnx_engine(cls, runner: OnnxEngine, device: str, overrides: dict[str, Any]) -> Predictor:
-        meta = runner.meta
-        s = resolve_settings(meta, device=device, engine="onnx", **overrides)
-        return cls(runner, meta, tile=s.tile, overlap=s.overlap, batch=s.batch, tta=s.tta)
-
-    @property
-    def settings(self) -> str:
-        """One line describing the settings (for the CLI and logs)."""
-        return (f"engine {self.engine.name}, device {self.device}, tile {self.tile}/{self.overlap}, "
-                f"batch {self.batch}, tta {self.tta}")
+    def _from_onnx_engine(cls, runner: OnnxEngine, requested: PredictSettings) -> Predictor:
+        return cls(runner, runner.meta, replace(requested, engine="onnx").resolve(runner.meta))
 
     @property
     def num_classes(self) -> int:
@@ -171,7 +186,7 @@ class Predictor:
     def forward_probs(self, x: np.ndarray) -> np.ndarray:
         """Normalised batch [B, C, H, W] (H, W multiples of 32) -> probabilities [B, K, H, W] float32,
         averaged over this predictor's TTA views (:class:`rsseg.inference.engines.Engine`)."""
-        return self.engine(x, self.tta)
+        return self.engine(x, self.settings.tta)
 
     # -- pipeline -----------------------------------------------------------------------------
     def _stack(self, tiles: Sequence[np.ndarray]) -> np.ndarray:
@@ -183,15 +198,14 @@ class Predictor:
                                    "nodata in the raster (e.g. gdal_edit.py -a_nodata nan) or fill them first")
         return batch
 
-    def run(self, read_window: Callable[[Window], np.ndarray], width: int, height: int,
-            on_band: BandCallback, on_progress: ProgressFn | None = None,
-            columns: Sequence[tuple[int, int]] | None = None) -> None:
-        """Tile a ``width`` x ``height`` image and stream blended bands of rows to ``on_band``.
+    def run(self, read_window: Callable[[Window], np.ndarray], plan: WindowPlan, on_band: BandCallback,
+            on_progress: ProgressFn | None = None, columns: Sequence[Span] | None = None) -> None:
+        """Predict every window of ``plan`` and stream blended bands of rows to ``on_band``.
 
         ``read_window(window)`` returns normalised float32 [C, h, w] and is called only from the
         reader thread; ``on_band(first_row, first_column, probs [K, n, w] float16 array)`` only
-        from the blender thread. ``columns``: column strips ``[a, b)`` (e.g.
-        :func:`~rsseg.inference.windows.column_strips`) run one after the other, each top to
+        from the blender thread. ``columns``: column strips (e.g.
+        :func:`~rsseg.inference.memory.stream_columns`) run one after the other, each top to
         bottom with a blending ring only as wide as its windows; the windows straddling a strip
         border run once per strip. Default: one strip, the whole width.
         The calling thread runs nothing but :meth:`forward_probs` (torch and ONNX Runtime release
@@ -203,73 +217,74 @@ class Predictor:
         may drive UI elements that only that thread may touch (Streamlit); the last call has
         ``done == total``.
         """
-        plan = plan_windows(width, height, self.tile, self.overlap)
-        strips = [(0, width)] if columns is None else list(columns)
-        windows = [w for a, b in strips for w in touching(plan, a, b)]
-        n_done = 0
-        stop = threading.Event()
-        batches: queue.Queue = queue.Queue(maxsize=1)
-        results: queue.Queue = queue.Queue(maxsize=1)
-        errors: list[BaseException] = []
-        done = object()
-
-        def reader() -> None:
-            try:
-                for i in range(0, len(windows), self.batch):
-                    chunk = windows[i:i + self.batch]
-                    if not _put(batches, (chunk, self._stack([read_window(w) for w in chunk])), stop):
-                        return
-                _put(batches, done, stop)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-                errors.append(exc)
-                stop.set()
-
-        def blender() -> None:
-            try:
-                left = iter(strips)
-                rb = RowBlender(self.num_classes, width, height, plan, self.overlap, on_band, next(left))
-                while (item := _get(results, stop)) is not None and item is not done:
-                    for w, p in zip(*item):
-                        if rb.complete:  # the next strip's windows: drop this ring first
-                            rb = None
-                            rb = RowBlender(self.num_classes, width, height, plan, self.overlap, on_band, next(left))
-                        rb.add(w, p[:, : int(w.height), : int(w.width)])
-                    item = p = None  # drop the batch before blocking on the queue
-                if item is done and not (rb.complete and next(left, None) is None):
-                    raise RuntimeError(f"blender finished {rb.done_rows} of {height} rows of columns [{rb.a}, {rb.b})")
-            except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
-                stop.set()
-
-        threads = [threading.Thread(target=reader, name="rsseg-reader", daemon=True),
-                   threading.Thread(target=blender, name="rsseg-blender", daemon=True)]
+        strips = [Span(0, plan.width)] if columns is None else list(columns)
+        windows = [w for c in strips for w in plan.windows_of(c)]
+        run = _Run(batches=queue.Queue(maxsize=1), results=queue.Queue(maxsize=1))
+        threads = [threading.Thread(target=self._read, args=(run, windows, read_window), name="rsseg-reader",
+                                    daemon=True),
+                   threading.Thread(target=self._blend, args=(run, plan, strips, on_band), name="rsseg-blender",
+                                    daemon=True)]
         for t in threads:
             t.start()
         try:
-            while (item := _get(batches, stop)) is not None and item is not done:
-                chunk, x = item
-                item = None  # free the input batch as soon as the forward is done with it
-                # float32 to the blender: a float16 copy here, widened again there, cost the CPU
-                # (shared with the model) 89 ms per 7 x 1024 x 1024 window against 37 ms
-                probs = self.forward_probs(x)
-                x = None
-                if not _put(results, (chunk, probs), stop):
-                    break
-                probs = None
-                n_done += len(chunk)
-                if on_progress is not None:
-                    on_progress(n_done, len(windows))
-            if item is done:
-                _put(results, done, stop)
+            self._forward(run, len(windows), on_progress)
         except BaseException:
-            stop.set()
+            run.stop.set()
             raise
         finally:
             for t in threads:
                 while t.is_alive():
                     t.join(timeout=_POLL_S)
-        if errors:
-            raise errors[0]
+        if run.errors:
+            raise run.errors[0]
+
+    def _read(self, run: _Run, windows: list[Window], read_window: Callable[[Window], np.ndarray]) -> None:
+        """Reader thread: batches of read, normalised windows, then ``_DONE``."""
+        try:
+            for i in range(0, len(windows), self.settings.batch):
+                chunk = windows[i:i + self.settings.batch]
+                if not _put(run.batches, (chunk, self._stack([read_window(w) for w in chunk])), run.stop):
+                    return
+            _put(run.batches, _DONE, run.stop)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
+            run.fail(exc)
+
+    def _forward(self, run: _Run, total: int, on_progress: ProgressFn | None) -> None:
+        """Calling thread: the model on each batch, probabilities to the blender."""
+        n_done = 0
+        while (item := _get(run.batches, run.stop)) is not None and item is not _DONE:
+            chunk, x = item
+            item = None  # free the input batch as soon as the forward is done with it
+            # float32 to the blender: a float16 copy here, widened again there, cost the CPU
+            # (shared with the model) 89 ms per 7 x 1024 x 1024 window against 37 ms
+            probs = self.forward_probs(x)
+            x = None
+            if not _put(run.results, (chunk, probs), run.stop):
+                break
+            probs = None
+            n_done += len(chunk)
+            if on_progress is not None:
+                on_progress(n_done, total)
+        if item is _DONE:
+            _put(run.results, _DONE, run.stop)
+
+    def _blend(self, run: _Run, plan: WindowPlan, strips: list[Span], on_band: BandCallback) -> None:
+        """Blender thread: one :class:`RowBlender` per column strip, in turn."""
+        try:
+            left = iter(strips)
+            rb = RowBlender(self.num_classes, plan, on_band, next(left))
+            while (item := _get(run.results, run.stop)) is not None and item is not _DONE:
+                for w, p in zip(*item):
+                    if rb.complete:  # the next strip's windows: drop this ring first
+                        rb = None
+                        rb = RowBlender(self.num_classes, plan, on_band, next(left))
+                    rb.add(w, p[:, : int(w.height), : int(w.width)])
+                item = p = None  # drop the batch before blocking on the queue
+            if item is _DONE and not (rb.complete and next(left, None) is None):
+                raise RuntimeError(f"blender finished {rb.done_rows} of {plan.height} rows of columns "
+                                   f"[{rb.columns.start}, {rb.columns.stop})")
+        except BaseException as exc:  # noqa: BLE001
+            run.fail(exc)
 
     def predict_probs(self, image: np.ndarray, on_progress: ProgressFn | None = None) -> np.ndarray:
         """Normalised image [C, H, W] (array or CPU/GPU tensor) -> blended probabilities [K, H, W] float32.
@@ -288,7 +303,7 @@ class Predictor:
         def read(win: Window) -> np.ndarray:
             return arr[:, win.row_off:win.row_off + win.height, win.col_off:win.col_off + win.width]
 
-        self.run(read, w, h, on_band, on_progress)
+        self.run(read, WindowPlan(w, h, self.settings.tile, self.settings.overlap), on_band, on_progress)
         return out
 
     def predict_array(self, image: np.ndarray, return_probs: bool = False,
@@ -296,8 +311,8 @@ class Predictor:
         """Raw image [C, H, W] (in the checkpoint's band order) -> class ids [H, W] uint8,
         or probabilities [K, H, W] float32 with ``return_probs``."""
         if image.ndim != 3 or image.shape[0] != self.meta.in_channels:
-            raise RsSegError(f"image has shape {tuple(image.shape)}; the model needs [{self.meta.in_channels}, H, W] "
-                             f"(bands {', '.join(self.meta.bands)})")
+            raise InputRasterError(f"image has shape {tuple(image.shape)}; the model needs [{self.meta.in_channels}, H, W] "
+                                   f"(bands {', '.join(self.meta.bands)})")
         invalid = ~np.isfinite(image).all(axis=0) if image.dtype.kind == "f" else None
         invalid = invalid if invalid is not None and invalid.any() else None
         probs = self.predict_probs(self.prepare(image, invalid), on_progress)

@@ -13,7 +13,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from rsseg.inference.areas import AreaModel
-from rsseg.inference.raster import CLASS_NODATA
+from rsseg.inference.cog import CLASS_NODATA
 from rsseg.io import open_raster
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
 

@@ -26,7 +26,8 @@ import rasterio
 from rasterio.windows import Window
 
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError, InputRasterError, LabelError, RsSegError
+from rsseg.inference.cog import CLASS_NODATA
 from rsseg.io import open_raster
 from rsseg.metrics.confusion import ConfusionAccumulator
 
@@ -37,16 +38,16 @@ def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, p
                     ref_name: str = "reference") -> None:
     """Refuse two rasters that are not on one pixel grid (size, CRS, transform)."""
     if (pred.width, pred.height) != (ref.width, ref.height):
-        raise RsSegError(f"{ref_name} {ref.name} is {ref.width}x{ref.height} pixels but the {pred_name} {pred.name} "
-                         f"is {pred.width}x{pred.height}; they must be on the same grid "
-                         "(reproject/resample one with gdalwarp first)")
+        raise InputRasterError(f"{ref_name} {ref.name} is {ref.width}x{ref.height} pixels but the {pred_name} {pred.name} "
+                               f"is {pred.width}x{pred.height}; they must be on the same grid "
+                               "(reproject/resample one with gdalwarp first)")
     if pred.crs != ref.crs:
-        raise RsSegError(f"CRS differ: {pred_name} {pred.name} has {pred.crs}, {ref_name} {ref.name} has {ref.crs}; "
-                         "reproject one with gdalwarp first")
+        raise InputRasterError(f"CRS differ: {pred_name} {pred.name} has {pred.crs}, {ref_name} {ref.name} has {ref.crs}; "
+                               "reproject one with gdalwarp first")
     tol = 1e-9 * max(1.0, abs(pred.transform.a))
     if not np.allclose(tuple(pred.transform)[:6], tuple(ref.transform)[:6], rtol=0, atol=tol):
-        raise RsSegError(f"pixel grids differ: {pred_name} {pred.name} and {ref_name} {ref.name} have different "
-                         "transforms (origin or pixel size); resample one onto the other's grid with gdalwarp")
+        raise InputRasterError(f"pixel grids differ: {pred_name} {pred.name} and {ref_name} {ref.name} have different "
+                               "transforms (origin or pixel size); resample one onto the other's grid with gdalwarp")
 
 
 def open_reference(path: str | Path, like: rasterio.DatasetReader, like_name: str = "input") -> rasterio.DatasetReader:
@@ -101,7 +102,7 @@ def score_report(conf: np.ndarray, class_names: list[str], *, exclude: list[int]
     from rsseg.metrics import head_common_tail, segmentation_scores
 
     if conf.shape != (len(class_names), len(class_names)):
-        raise RsSegError(f"{len(class_names)} class names for a {conf.shape[0]}-class confusion matrix")
+        raise ConfigError(f"{len(class_names)} class names for a {conf.shape[0]}-class confusion matrix")
     scores = segmentation_scores(conf, class_names, exclude=exclude)
     report: dict[str, Any] = {
         "classes": list(class_names),

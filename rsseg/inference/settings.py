@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
-from rsseg.errors import RsSegError
+from rsseg.errors import BackendUnavailableError, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 CPU_MAX_BATCH = {"torch": 2, "onnx": 1}
 
 __all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "cuda_available", "device_type",
-           "resolve_device", "resolve_engine", "resolve_settings"]
+           "resolve_device", "resolve_engine", "resolve_settings", "resolve_tiling"]
 
 
 def _nvidia_driver() -> bool:
@@ -69,9 +69,9 @@ def resolve_device(device: str | torch.device = "auto") -> str:
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise RsSegError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RsSegError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
+        raise BackendUnavailableError("device 'cuda' requested but no CUDA GPU is available; use --device cpu or auto")
     return str(dev)
 
 
@@ -88,29 +88,64 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
     ``onnx`` runs on the CPU only: asking for it with a CUDA device, or without ONNX Runtime, is an error.
     """
     if engine not in ENGINES:
-        raise RsSegError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "auto":
         return "onnx" if device_type(device) == "cpu" and onnxruntime_available() else "torch"
     if engine == "onnx":
         if device_type(device) != "cpu":
-            raise RsSegError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
+            raise ConfigError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not onnxruntime_available():
-            raise RsSegError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
+            raise BackendUnavailableError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
     return engine
 
 
 @dataclass(frozen=True)
 class PredictSettings:
-    """Resolved sliding-window settings: nothing here is ``None``."""
+    """Sliding-window settings, the one carrier from the CLI to a :class:`~rsseg.inference.Predictor`
+    and to Dask workers.
 
-    tile: int
-    overlap: int
-    batch: int
-    tta: str
-    #: as :func:`resolve_device` names it
-    device: str
-    #: ``torch`` or ``onnx`` (:func:`resolve_engine`)
+    As requested: ``None`` leaves a value to the checkpoint's config and the
+    CPU/GPU rule, ``device``/``engine`` may be ``auto``. As resolved (:func:`resolve_settings`,
+    :attr:`resolved`): nothing is ``None``, the device is named as :func:`resolve_device` names it and
+    the engine is ``torch`` or ``onnx`` (:func:`resolve_engine`); a Predictor keeps only these.
+    """
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch: int | None = None
+    tta: str | None = None
+    device: str = "auto"
     engine: str = "torch"
+
+    @property
+    def resolved(self) -> bool:
+        return None not in (self.tile, self.overlap, self.batch, self.tta) and self.device != "auto" \
+            and self.engine in ("torch", "onnx")
+
+    def resolve(self, meta: ModelMeta) -> PredictSettings:
+        """These settings for ``meta``'s checkpoint (:func:`resolve_settings`)."""
+        return resolve_settings(meta, device=self.device, tile=self.tile, overlap=self.overlap, batch=self.batch,
+                                tta=self.tta, engine=self.engine)
+
+    def summary(self) -> str:
+        """One line describing the settings (for the CLI and logs)."""
+        return (f"engine {self.engine}, device {self.device}, tile {self.tile}/{self.overlap}, "
+                f"batch {self.batch}, tta {self.tta}")
+
+
+def resolve_tiling(meta: ModelMeta, tile: int | None = None, overlap: int | None = None,
+                   tta: str | None = None) -> tuple[int, int, str]:
+    """Tile, overlap and TTA for ``meta``'s checkpoint: its config, then the given overrides.
+
+    Needs neither torch nor a device, so a Dask client plans its row strips with it. A tile given
+    without an overlap keeps the configured overlap when it fits, else a quarter of the tile, so
+    ``--tile 128`` alone never fails on a default overlap of 256.
+    """
+    inf = meta.inference_config()
+    tile = inf.tile if tile is None else tile
+    if overlap is None:
+        overlap = inf.overlap if inf.overlap < tile else tile // 4
+    return tile, overlap, inf.tta if tta is None else tta
 
 
 def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", tile: int | None = None,
@@ -118,21 +153,17 @@ def resolve_settings(meta: ModelMeta, *, device: str | torch.device = "auto", ti
                      engine: str = "torch") -> PredictSettings:
     """Settings for ``meta``'s checkpoint: its config, then the CPU rule, then the given overrides.
 
-    A tile given without an overlap keeps the configured overlap when it fits, else a quarter of
-    the tile, so ``--tile 128`` alone never fails on a default overlap of 256. Without an explicit
-    batch, CPUs run at most :data:`CPU_MAX_BATCH` windows at a time (a batch of 8 large tiles costs
-    GBs of activations on a CPU and buys no throughput).
+    Tile, overlap and TTA as :func:`resolve_tiling` resolves them. Without an explicit batch, CPUs
+    run at most :data:`CPU_MAX_BATCH` windows at a time (a batch of 8 large tiles costs GBs of
+    activations on a CPU and buys no throughput).
     """
-    inf = meta.build_config().inference
     dev = resolve_device(device)
     engine = resolve_engine(engine, dev)
-    tile = inf.tile if tile is None else tile
-    if overlap is None:
-        overlap = inf.overlap if inf.overlap < tile else tile // 4
+    tile, overlap, tta = resolve_tiling(meta, tile, overlap, tta)
     if batch is None:
+        inf = meta.inference_config()
         batch = inf.batch if device_type(dev) == "cuda" else min(inf.batch, CPU_MAX_BATCH[engine])
-    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=inf.tta if tta is None else tta, device=dev,
-                          engine=engine)
+    return PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=dev, engine=engine)
 
 
 def check_settings(s: PredictSettings) -> PredictSettings:
@@ -141,7 +172,7 @@ def check_settings(s: PredictSettings) -> PredictSettings:
 
     check_tiling(s.tile, s.overlap)
     if s.batch < 1:
-        raise RsSegError(f"batch must be at least 1 (got {s.batch}); use e.g. --window-batch 2")
+        raise ConfigError(f"batch must be at least 1 (got {s.batch}); use e.g. --window-batch 2")
     if s.tta not in TTA_MODES:
-        raise RsSegError(f"unknown TTA mode {s.tta!r}; choose one of {', '.join(TTA_MODES)}")
+        raise ConfigError(f"unknown TTA mode {s.tta!r}; choose one of {', '.join(TTA_MODES)}")
     return s

@@ -28,7 +28,7 @@ from rasterio.features import shapes
 from rasterio.windows import Window
 
 from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 from rsseg.inference.areas import AreaModel
 from rsseg.io import Staging, open_raster
 
@@ -48,7 +48,7 @@ def vector_driver(path: str | Path) -> str:
     """OGR driver for an output path, from its extension."""
     ext = Path(path).suffix.lower()
     if ext not in DRIVERS:
-        raise RsSegError(f"unsupported vector format {ext or '(none)'} for {path}; use .gpkg, .shp or .geojson")
+        raise ConfigError(f"unsupported vector format {ext or '(none)'} for {path}; use .gpkg, .shp or .geojson")
     return DRIVERS[ext]
 
 
@@ -72,7 +72,7 @@ def default_vector_classes(class_names: Sequence[str], dataset: str | None = Non
 
 def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence[str]) -> list[int]:
     """Class ids from names or ids (``"building,road"``, ``"1,2"`` or a list), in class order; an
-    unknown one is an :class:`RsSegError` listing the model's classes."""
+    unknown one is a :class:`~rsseg.errors.ConfigError` listing the model's classes."""
     items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
     lower = {n.lower(): i for i, n in enumerate(class_names)}
     ids = set()
@@ -82,8 +82,8 @@ def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence
         else:
             key = lower.get(str(item).lower())
         if key is None:
-            raise RsSegError(f"unknown vector class {item!r}; the model's classes are "
-                             + ", ".join(f"{i}={n}" for i, n in enumerate(class_names)))
+            raise ConfigError(f"unknown vector class {item!r}; the model's classes are "
+                              + ", ".join(f"{i}={n}" for i, n in enumerate(class_names)))
         ids.add(key)
     return sorted(ids)
 
@@ -122,9 +122,9 @@ def polygonize(class_raster_path: str | Path, class_names: list[str], simplify: 
     (default: :data:`MIN_PIXELS` pixels; 0 keeps every polygon).
     """
     if window_size < 1:
-        raise RsSegError(f"window_size must be positive (got {window_size})")
+        raise ConfigError(f"window_size must be positive (got {window_size})")
     if min_area is not None and min_area < 0:
-        raise RsSegError(f"the minimum polygon area must be 0 or more square metres (got {min_area})")
+        raise ConfigError(f"the minimum polygon area must be 0 or more square metres (got {min_area})")
     with open_raster(class_raster_path, "class") as src:
         geoms, classes, border = _trace(src, window_size, classes)
         for value, pieces in sorted(border.items()):

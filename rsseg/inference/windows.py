@@ -11,10 +11,13 @@ single window keeps a valid (normalised) prediction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 from rasterio.windows import Window
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError, InputRasterError
 
 #: UNet-style encoders downsample 5 times; inputs must be a multiple of this
 MULTIPLE = 32
@@ -31,73 +34,109 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
 
 
 def check_tiling(tile: int, overlap: int) -> None:
-    """Raise :class:`RsSegError` for a tile/overlap pair that cannot tile a raster."""
+    """Raise :class:`~rsseg.errors.ConfigError` for a tile/overlap pair that cannot tile a raster."""
     if tile < 1:
-        raise RsSegError(f"tile must be positive (got {tile}); use e.g. --tile 1024")
+        raise ConfigError(f"tile must be positive (got {tile}); use e.g. --tile 1024")
     if not 0 <= overlap < tile:
-        raise RsSegError(f"overlap must be in [0, tile) (got overlap={overlap}, tile={tile}); use e.g. --overlap {tile // 4}")
+        raise ConfigError(f"overlap must be in [0, tile) (got overlap={overlap}, tile={tile}); use e.g. --overlap {tile // 4}")
+
+
+@dataclass(frozen=True)
+class Span:
+    """Rows or columns ``[start, stop)`` of a raster (one axis of a rasterio ``Window``)."""
+
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """The whole-raster window plan of a ``width`` x ``height`` raster and the strips cut from it.
+
+    Two kinds of strip, named apart everywhere: a **row strip** (:meth:`row_strips`) is the unit of
+    work of a distributed run, predicted with its **halo** (:meth:`halo`); a **column strip**
+    (:func:`column_strips`) bounds the width of the blending ring and block cache under the memory
+    budget. Both are :class:`Span` s; :meth:`windows_of` lists a column strip's windows.
+    """
+
+    width: int
+    height: int
+    tile: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        check_tiling(self.tile, self.overlap)
+        if self.width < 1 or self.height < 1:
+            raise InputRasterError(f"cannot tile an empty raster ({self.width}x{self.height} pixels)")
+
+    @cached_property
+    def windows(self) -> list[Window]:
+        """Every window, row-major (all windows of one row first), each ``min(tile, height)`` x
+        ``min(tile, width)``; consecutive windows overlap by at least ``overlap`` pixels (more for
+        the pulled-in last row/column)."""
+        w, h = min(self.tile, self.width), min(self.tile, self.height)
+        cols = _starts(self.width, self.tile, self.overlap)
+        return [Window(x, y, w, h) for y in self.row_starts for x in cols]
+
+    @cached_property
+    def row_starts(self) -> list[int]:
+        """First raster row of each row of windows."""
+        return _starts(self.height, self.tile, self.overlap)
+
+    def windows_of(self, columns: Span) -> list[Window]:
+        """The windows that overlap the column strip ``columns``, in plan order."""
+        return [w for w in self.windows if w.col_off < columns.stop and w.col_off + w.width > columns.start]
+
+    def row_strips(self, window_rows: int) -> list[Span]:
+        """Row strips covering the raster, for distributed prediction.
+
+        Each strip starts where a row of windows starts and spans ``window_rows`` rows of windows
+        (the last one ends at ``height``), so strips follow the grid of the whole-raster plan and
+        never split the rows one row of windows finishes.
+        """
+        if window_rows < 1:
+            raise ConfigError(f"a strip needs at least one row of windows (got {window_rows})")
+        bounds = self.row_starts[::window_rows] + [self.height]
+        return [Span(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def halo(self, strip: Span) -> Span:
+        """Rows of the windows that blend into the row strip ``strip`` of :meth:`row_strips`.
+
+        Those are the windows of the whole-raster plan that touch the strip: the strip's own rows
+        of windows plus the earlier ones reaching into it (the blending halo). Planned on its own,
+        the sub-raster of these rows has exactly these windows (shifted by its start), so blending
+        them gives the strip's rows the same weights as the whole-raster run.
+        """
+        starts = self.row_starts
+        h = min(self.tile, self.height)
+        touching = [s for s in starts if s < strip.stop and s + h > strip.start]
+        if not touching or strip.start not in starts:
+            raise ValueError(f"rows [{strip.start}, {strip.stop}) are not a strip of the window grid "
+                             f"(row starts {starts[:4]}...)")
+        return Span(touching[0], touching[-1] + h)
 
 
 def plan_windows(width: int, height: int, tile: int, overlap: int) -> list[Window]:
-    """Windows covering a ``width`` x ``height`` raster, row-major (all windows of one row first).
-
-    Every window has the same shape ``min(tile, height)`` x ``min(tile, width)``; consecutive
-    windows overlap by at least ``overlap`` pixels (more for the pulled-in last row/column).
-    """
-    check_tiling(tile, overlap)
-    if width < 1 or height < 1:
-        raise RsSegError(f"cannot tile an empty raster ({width}x{height} pixels)")
-    w, h = min(tile, width), min(tile, height)
-    return [Window(x, y, w, h) for y in _starts(height, tile, overlap) for x in _starts(width, tile, overlap)]
+    """The windows of :class:`WindowPlan` ``(width, height, tile, overlap)``."""
+    return WindowPlan(width, height, tile, overlap).windows
 
 
-def strip_plan(height: int, tile: int, overlap: int, window_rows: int) -> list[tuple[int, int]]:
-    """Row strips ``[a, b)`` covering a raster of ``height`` rows, for distributed prediction.
-
-    Each strip starts where a row of windows of :func:`plan_windows` starts and spans
-    ``window_rows`` rows of windows (the last one ends at ``height``), so strips follow the grid
-    of the whole-raster plan and never split the rows one row of windows finishes.
-    """
-    check_tiling(tile, overlap)
-    if window_rows < 1:
-        raise RsSegError(f"a strip needs at least one row of windows (got {window_rows})")
-    bounds = _starts(height, tile, overlap)[::window_rows] + [height]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
-def strip_halo(a: int, b: int, height: int, tile: int, overlap: int) -> tuple[int, int]:
-    """Rows ``[lo, hi)`` of the windows that blend into the strip ``[a, b)`` of :func:`strip_plan`.
-
-    Those are the windows of the whole-raster plan that touch the strip: the strip's own rows of
-    windows plus the earlier ones reaching into it (the blending halo). Planned on its own, the
-    sub-raster ``[lo, hi)`` has exactly these windows (shifted by ``lo``), so blending them gives
-    the strip's rows the same weights as the whole-raster run.
-    """
-    starts = _starts(height, tile, overlap)
-    h = min(tile, height)
-    touching = [s for s in starts if s < b and s + h > a]
-    if not touching or a not in starts:
-        raise ValueError(f"rows [{a}, {b}) are not a strip of the window grid (row starts {starts[:4]}...)")
-    return touching[0], touching[-1] + h
-
-
-def column_strips(width: int, max_width: int, align: int) -> list[tuple[int, int]]:
-    """Column strips ``[a, b)`` covering ``width`` columns, each at most ``max_width`` wide.
+def column_strips(width: int, max_width: int, align: int) -> list[Span]:
+    """Column strips covering ``width`` columns, each at most ``max_width`` wide.
 
     Strips are as even as possible and start at multiples of ``align`` (the output's block width,
     so no output block is written by two strips); ``max_width`` below ``align`` counts as
-    ``align``. One strip ``[(0, width)]`` when the raster fits.
+    ``align``. One strip, the whole width, when the raster fits.
     """
     if width <= max_width:
-        return [(0, width)]
+        return [Span(0, width)]
     n = -(-width // max(max_width // align * align, align))
     step = -(-(-(-width // n)) // align) * align  # ceil(width / n), rounded up to ``align``
-    return [(a, min(a + step, width)) for a in range(0, width, step)]
-
-
-def touching(windows: list[Window], a: int, b: int) -> list[Window]:
-    """The windows that overlap columns ``[a, b)``, in plan order."""
-    return [w for w in windows if w.col_off < b and w.col_off + w.width > a]
+    return [Span(a, min(a + step, width)) for a in range(0, width, step)]
 
 
 def ramp(length: int, overlap: int) -> np.ndarray:

@@ -98,7 +98,7 @@ def prediction_key(raster: str | Path, checkpoint: str | Path, tile: int, overla
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def _entry(cache_dir: str | Path, raster: Path, checkpoint: Path, s: PredictSettings | Predictor) -> Path:
+def _entry(cache_dir: str | Path, raster: Path, checkpoint: Path, s: PredictSettings) -> Path:
     return Path(cache_dir) / "predictions" / prediction_key(raster, checkpoint, s.tile, s.overlap, s.tta)
 
 
@@ -156,7 +156,7 @@ def run_prediction(
         model, meta = loader(str(checkpoint))
         predictor = Predictor.from_model(model, meta, device=next(model.parameters()).device, tile=tile,
                                          overlap=overlap, batch=batch, tta=tta)
-    out = _entry(cache_dir, raster, checkpoint, predictor)
+    out = _entry(cache_dir, raster, checkpoint, predictor.settings)
     out.mkdir(parents=True, exist_ok=True)
 
     def windows_done(done: int, total: int) -> None:
