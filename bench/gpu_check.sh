@@ -151,7 +151,7 @@ model, meta = build("unetformer", 7)
 timed = TimedModel(model)
 pred = Predictor.from_model(timed, meta, tile=tile, overlap=overlap, batch=batch, tta="none", device=device)
 with rasterio.open(raster) as src:
-    windows = plan_windows(src.width, src.height, pred.tile, pred.overlap)
+    windows = plan_windows(src.width, src.height, pred.settings.tile, pred.settings.overlap)
     tiles = [pred.normalise(src.read([1, 2, 3], window=w)) for w in windows[:batch]]
 ph, pw = padded_size(tiles[0].shape[1]), padded_size(tiles[0].shape[2])
 x = torch.from_numpy(np.stack([reflect_pad(t, ph, pw) for t in tiles])).to(device)
