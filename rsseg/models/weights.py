@@ -79,7 +79,10 @@ def _describe_timm(tag: str) -> WeightsInfo:
     from timm.models import get_pretrained_cfg, split_model_name_tag
 
     arch, _ = split_model_name_tag(tag)
-    cfg = get_pretrained_cfg(tag) if timm.is_model(arch) else None
+    try:
+        cfg = get_pretrained_cfg(tag) if timm.is_model(arch) else None
+    except RuntimeError:  # timm's answer to a known architecture with an unknown tag
+        cfg = None
     if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
         close = timm.list_pretrained(f"{arch}*")[:5]
         hint = f" (e.g. {', '.join(close)})" if close else ""
