@@ -216,6 +216,9 @@ def _hf_offline() -> bool:
 
 
 def _reachable(host: str, timeout: float = 3.0) -> bool:
+    # behind a proxy a direct connection says nothing: leave the answer to the library
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
     except OSError:
