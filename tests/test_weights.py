@@ -149,6 +149,10 @@ def test_training_refuses_before_any_work_when_offline(offline) -> None:
     with pytest.raises(W.WeightsDownloadError, match="model.pretrained=false or model.weights=FILE"):
         train(cfg, offline / "run", progress=False)
     assert not (offline / "run").exists()  # refused before the run directory or the data were touched
+    res = CliRunner().invoke(main, ["train", "--dataset", "potsdam", "--root", str(offline / "no_data"),
+                                    "-o", str(offline / "run")])
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "model.pretrained=false or model.weights=FILE" in res.stderr and not (offline / "run").exists()
 
 
 def test_training_starts_from_cached_torchgeo_weights(offline) -> None:
@@ -161,6 +165,10 @@ def test_training_starts_from_cached_torchgeo_weights(offline) -> None:
 
     result = train(cfg, offline / "run", progress=False)
     assert result.last is not None and result.last.is_file()
+    res = CliRunner().invoke(main, ["weights", "info", str(result.last)])
+    assert res.exit_code == 0, res.output
+    assert "kind: rsseg checkpoint" in res.output and "encoder: resnet18" in res.output
+    assert "input bands: 3" in res.output
 
 
 def test_weights_cli_list_fetch_info(offline) -> None:
