@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "Per-class IoU/F1/OA reports for a checkpoint or for two rasters."),
     "predict": ("predict", "Segment rasters of any size into a class GeoTIFF (COG), polygons and reports."),
     "export": ("export", "Export a checkpoint's model to ONNX."),
+    "weights": ("weights", "Pretrained encoder weights by name (timm, TorchGeo): list, fetch, info."),
     "import": ("import_geoseg", "Import published GeoSeg UNetFormer weights as an rsseg checkpoint."),
     "app": ("app", "Open the map viewer (Streamlit) in the browser."),
     "demo": ("demo", "Train, predict and evaluate on the bundled sample tiles."),

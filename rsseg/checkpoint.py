@@ -227,3 +227,36 @@ def export_checkpoint_onnx(
                 raise err from None
             raise
     return out, meta
+
+
+def file_summary(path: Path) -> dict[str, str]:
+    """What a weights file or rsseg checkpoint holds, as ``label: text`` lines for ``rsseg weights info``."""
+    import torch
+
+    from rsseg.models.weights import read_state_dict
+
+    summary: dict[str, str] = {"file": str(path)}
+    raw = None if path.suffix == ".safetensors" or not path.is_file() else load_torch_file(
+        path, "weights file", "a state dict, a checkpoint or an rsseg .ckpt")
+    if isinstance(raw, dict) and isinstance(raw.get(META_KEY), dict):
+        meta = raw[META_KEY]
+        model = (meta.get("config") or {}).get("model") or {}
+        summary["kind"] = "rsseg checkpoint"
+        summary["classes"] = ", ".join(meta.get("classes") or [])
+        summary["bands"] = ", ".join(meta.get("bands") or [])
+        if model:
+            summary["encoder"] = str(model.get("encoder"))
+        state = {k.removeprefix(MODEL_PREFIX): v for k, v in raw["state_dict"].items() if isinstance(v, torch.Tensor)}
+    else:
+        summary["kind"] = "state dict"
+        state = read_state_dict(path)
+    summary["tensors"] = str(len(state))
+    summary["parameters"] = f"{sum(v.numel() for v in state.values()):,}"
+    first_conv = next((k for k, v in state.items() if v.ndim == 4), None)
+    if first_conv is not None:
+        summary["input bands"] = f"{state[first_conv].shape[1]} ({first_conv} {tuple(state[first_conv].shape)})"
+    prefixes = sorted({k.split(".")[0] for k in state})
+    summary["top-level modules"] = ", ".join(prefixes[:12]) + (" ..." if len(prefixes) > 12 else "")
+    dtypes = sorted({str(v.dtype).removeprefix("torch.") for v in state.values()})
+    summary["dtypes"] = ", ".join(dtypes)
+    return summary

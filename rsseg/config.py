@@ -135,8 +135,10 @@ class ModelConfig:
 
     name: Literal["unetformer"] = "unetformer"
     encoder: str = "resnet18"
+    #: timm's ImageNet weights of ``encoder`` (the same as ``weights: timm:<encoder>``)
     pretrained: bool = False
-    #: local encoder weights file (offline alternative to ``pretrained``)
+    #: encoder weights: a local file, ``timm:<tag>`` or ``torchgeo:<Enum>.<MEMBER>``
+    #: (:mod:`rsseg.models.weights`); takes precedence over ``pretrained``
     weights: str | None = None
     decode_channels: int = 64
     window_size: int = 8

@@ -105,7 +105,8 @@ def test_runs_with_one_seed_are_bit_identical_on_two_threads(regularizer):
         def run() -> torch.Tensor:
             torch.manual_seed(0)
             cfg = training_config(dataset="loveda", regularizers=[regularizer], overrides=["model.decode_channels=16",
-                                                                                      "model.embed_dim=16"])
+                                                                                      "model.embed_dim=16",
+                                                                                      "model.pretrained=false"])
             model = build_model(cfg.model, num_classes=7, in_channels=3)
             regs = build_regularizers(cfg.loss.regularizers, 7, cfg.model.embed_dim,
                                       log_region_prior=torch.zeros(7), seed=0)

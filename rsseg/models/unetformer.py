@@ -121,8 +121,8 @@ class UNetFormer(nn.Module):
 def build_model(cfg: ModelConfig, num_classes: int, in_channels: int) -> UNetFormer:
     """Build the model described by ``cfg`` for ``num_classes`` classes and ``in_channels`` bands.
 
-    Encoder weights: ``cfg.weights`` (local file, offline) if set, else timm's download when
-    ``cfg.pretrained``, else random initialisation.
+    Encoder weights: ``cfg.weights`` (a local file or a name, :mod:`rsseg.models.weights`) if set,
+    else timm's ImageNet weights when ``cfg.pretrained``, else random initialisation.
     """
     if cfg.name.lower() != "unetformer":
         raise ConfigError(f"unknown model.name {cfg.name!r}; the only model is 'unetformer'")

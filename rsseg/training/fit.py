@@ -237,11 +237,14 @@ def train(
     from rsseg.data.datasets import build_datamodule, get_dataset
     from rsseg.data.stats import log_region_prior
     from rsseg.losses.regularizers import needs_region_prior
+    from rsseg.models.weights import prepare as prepare_weights
     from rsseg.training.task import SegmentationTask
 
     run_dir = Path(out_dir)
     cfg = absolute_root(cfg)
     check_optim(cfg)
+    # before anything is written or read: an offline machine stops here with the ways on
+    prepare_weights(cfg.model.encoder, cfg.model.pretrained, cfg.model.weights, cfg.dataset.bands, cfg.dataset.normalization)
     created = check_run_dir(run_dir, overwrite=overwrite or resume is not None)
     if resume is not None and init_from is not None:
         raise ConfigError("give --init-from (weights only) or --resume (a whole run), not both")
