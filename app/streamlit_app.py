@@ -17,8 +17,8 @@ from streamlit_folium import st_folium
 
 from rsseg import viewer
 from rsseg.checkpoint import read_meta
-from rsseg.errors import RsSegError
 from rsseg.config import ENGINES, TTA_MODES
+from rsseg.errors import RsSegError
 
 NO_REFERENCE = "(none)"
 WHOLE, DRAWN = "Whole raster", "Drawn area"

@@ -51,7 +51,6 @@ import rasterio
 import torch
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.runconfig import training_config
 from rsseg.data.datasets.loveda import LoveDA, decode_loveda
 from rsseg.data.folds import kfold_split
 from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
@@ -60,6 +59,7 @@ from rsseg.metrics.collapse import CollapseStats
 from rsseg.metrics.confusion import confusion_matrix
 from rsseg.metrics.intervals import bootstrap_ci
 from rsseg.metrics.segmentation import segmentation_scores
+from rsseg.runconfig import training_config
 from rsseg.training.task import SegmentationTask
 
 REPO = Path(__file__).resolve().parents[1]
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
 
-    t0, load_start = time.perf_counter(), os.getloadavg()
+    t0, load_start, commit = time.perf_counter(), os.getloadavg(), _commit()  # the code that runs, not what HEAD is at the end
     TILES.update(load_tiles(args.root, args.factor))
     folds = make_folds(args.folds)
     work = args.work / args.tag
@@ -479,7 +479,7 @@ def main(argv: list[str] | None = None) -> None:
             progress(f"{r['arm']} seed {r['seed']} fold {r['fold']}{' (replicate)' if r['replicate'] else ''}: "
                      f"mIoU {_pct(r['final']['miou'])}, tail {_pct(r['final']['tail_iou'])}")
     env = {
-        "tag": args.tag, "date": time.strftime("%Y-%m-%d %H:%M"), "commit": _commit(),
+        "tag": args.tag, "date": time.strftime("%Y-%m-%d %H:%M"), "commit": commit,
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.workers} workers x 1 thread",
         "load_start": [round(x, 2) for x in load_start], "load_end": [round(x, 2) for x in os.getloadavg()],

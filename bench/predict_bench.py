@@ -178,7 +178,7 @@ def child(spec: dict) -> dict:
     rss_warm = peak_rss_mb()
     out = Path(spec["workdir"]) / "pred.tif"
     pipe_s, bare_s, inside_s, rss_pipe = [], [], [], None
-    for rep in range(spec["reps"]):
+    for _ in range(spec["reps"]):
         timed_model.seconds = 0.0
         t0 = time.perf_counter()
         predict_file(pred, spec["input"], out, overwrite=True)
@@ -231,8 +231,8 @@ def child_engine(spec: dict) -> dict:
     import rasterio
 
     from rsseg.inference import Predictor, plan_windows, predict_file
-    from rsseg.inference.pipeline import BUFFER_MB
     from rsseg.inference.memory import stream_columns, strip_span
+    from rsseg.inference.pipeline import BUFFER_MB
     from rsseg.inference.windows import padded_size, reflect_pad
 
     rss_start = rss_mb()

@@ -37,7 +37,13 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
     """
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import ConfigError, OutputExistsError
-    from rsseg.evaluation import REPORT_FILES, check_report_dir, evaluate_checkpoint, evaluate_prediction, write_evaluation
+    from rsseg.evaluation import (
+        REPORT_FILES,
+        check_report_dir,
+        evaluate_checkpoint,
+        evaluate_prediction,
+        write_evaluation,
+    )
     from rsseg.inference.settings import PredictSettings
 
     if checkpoint and rasters:

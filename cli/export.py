@@ -20,10 +20,10 @@ def command(checkpoint, out_path, size, overwrite):
     Example:
       rsseg export -m best.ckpt -o best.onnx
     """
+    from rich.console import Console
+
     from rsseg.checkpoint import export_checkpoint_onnx
     from rsseg.io import check_output
-
-    from rich.console import Console
 
     check_output(out_path, overwrite)
     with Console(stderr=True).status(f"exporting {checkpoint} to ONNX (tracing with dynamic sizes takes a minute or two on a CPU)"):

@@ -31,8 +31,8 @@ def command(source, out_path, dataset, classes, colors, bands, gsd, encoder, ove
       rsseg import unetformer-r18-loveda.ckpt --dataset loveda -o loveda.ckpt
       rsseg import weights.pth --classes background,building --colors '#000000,#ff0000' -o b.ckpt
     """
-    from rsseg.io import check_output
     from rsseg.geoseg_import import import_geoseg
+    from rsseg.io import check_output
 
     check_output(out_path, overwrite)
     meta = import_geoseg(

@@ -161,8 +161,14 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
     from rsseg.io import sigterm_as_interrupt, source_stem
 
     try:
-        from rsseg.inference.distributed import (RemoteModel, dask_client, parse_dask, predict_file_dask,
-                                                 predict_scenes_dask, use_scenes)
+        from rsseg.inference.distributed import (
+            RemoteModel,
+            dask_client,
+            parse_dask,
+            predict_file_dask,
+            predict_scenes_dask,
+            use_scenes,
+        )
     except ImportError:
         raise BackendUnavailableError("--dask needs Dask distributed; install it with pip install 'dask[distributed]' "
                                       "(or the rsseg extra: pip install 'rsseg[dask]')") from None

@@ -33,9 +33,9 @@ def command(root, dataset, config_path, split, out_path, overwrite, no_cache, ov
     from rich.table import Table
 
     from rsseg.data.datasets import stats_for_path
-    from rsseg.runconfig import training_config
     from rsseg.errors import ConfigError, OutputPathError
     from rsseg.io import check_output, write_json
+    from rsseg.runconfig import training_config
 
     cfg = training_config(config_path, dataset=dataset, root=root, overrides=list(overrides))
     path = cfg.dataset.root

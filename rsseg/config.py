@@ -11,6 +11,7 @@ and constants. Loading a run's config (registries, dataset resolution, validatio
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import re
@@ -272,10 +273,8 @@ def _check_value(key: str, value: Any, hint: Any, ext: Extensions) -> Any:
     if hint is float:
         if isinstance(value, str):
             # PyYAML follows YAML 1.1, which reads 1e-3 (no dot) as a string
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value)
-            except ValueError:
-                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{key}' must be a number, got {value!r}")
         return float(value)

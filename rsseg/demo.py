@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.runconfig import training_config
 from rsseg.errors import RsSegError
+from rsseg.runconfig import training_config
 
 if TYPE_CHECKING:
     from rsseg.progress import ProgressFn

@@ -73,7 +73,7 @@ def evaluate_checkpoint(
     *,
     root: str | None = None,
     split: str = "val",
-    settings: PredictSettings = PredictSettings(),
+    settings: PredictSettings | None = None,
     eroded_labels: bool | None = None,
     on_progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], dict[str, float]]:
@@ -89,6 +89,8 @@ def evaluate_checkpoint(
     from rsseg.data import build_datamodule
     from rsseg.inference.contract import check_dataset_inputs
     from rsseg.inference.settings import check_settings
+
+    settings = settings or PredictSettings()
 
     # everything that can be checked is, before the model loads
     meta = read_meta(checkpoint)

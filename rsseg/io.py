@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from rsseg.errors import (CheckpointError, InputNotFoundError, InputRasterError, OutputExistsError,
-                          OutputPathError)
+from rsseg.errors import CheckpointError, InputNotFoundError, InputRasterError, OutputExistsError, OutputPathError
 
 if TYPE_CHECKING:
     import rasterio

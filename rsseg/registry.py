@@ -7,14 +7,11 @@ lists the registered ones, so the registry is the one list of choices (CLI flags
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Generic, TypeVar
 
 from rsseg.errors import ConfigError
 
-T = TypeVar("T")
 
-
-class Registry(Generic[T]):
+class Registry[T]:
     """Entries keyed by name, in registration order. ``kind`` names them in messages ("dataset")."""
 
     def __init__(self, kind: str) -> None:

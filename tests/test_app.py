@@ -187,7 +187,7 @@ def test_polygons_geojson_in_wgs84(prediction: viewer.Prediction) -> None:
     gj, total = viewer.polygons_geojson(prediction.polygons, COLORS, max_features=3)
     assert total >= len(gj["features"]) and len(gj["features"]) <= 3
     lon, lat = np.asarray(gj["features"][0]["geometry"]["coordinates"][0]).T
-    assert np.all((39.24 < lon) & (lon < 39.25) & (-6.05 < lat) & (lat < -6.04))
+    assert np.all((lon > 39.24) & (lon < 39.25) & (lat > -6.05) & (lat < -6.04))
     assert {f["properties"]["fill"] for f in gj["features"]} <= set(COLORS)
 
 

@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_app import viewer_data  # noqa: F401 - shared session fixture (tiny checkpoint + small raster)
 
 from rsseg import viewer
-from test_app import viewer_data  # noqa: F401 - shared session fixture (tiny checkpoint + small raster)
 
 pytestmark = pytest.mark.slow
 WAIT_S = 300
@@ -95,7 +95,7 @@ PROBE = """(() => {
     table: !!document.querySelector('[data-testid="stDataFrame"]'),
     text: document.body.innerText,
   };
-})()""" % FRAME
+})()""".replace("%s", FRAME)
 
 
 def _shot(page: _Page, path: Path) -> Path:

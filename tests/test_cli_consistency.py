@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import make_folder, write_raster
 
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.cli.main import COMMANDS, main
 from rsseg.cli.predict_summary import human_size
 from rsseg.config import Config, ModelConfig
-from rsseg.runconfig import training_config
 from rsseg.models import build_model
-from conftest import make_folder, write_raster
+from rsseg.runconfig import training_config
 
 TINY = ["optim.crop_size=32", "optim.scales=[1.0]", "optim.batch_size=2", "optim.lr=1e-3"]
 

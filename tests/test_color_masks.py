@@ -19,13 +19,13 @@ from PIL import Image
 
 from rsseg.cli.main import main
 from rsseg.config import hex_rgb
-from rsseg.runconfig import training_config
+from rsseg.data.datasets import stats_for_path
 from rsseg.data.datasets.folder import Folder
 from rsseg.data.datasets.isprs import ISPRS_RGB, decode_isprs
 from rsseg.data.datasets.loveda import LoveDA, decode_loveda
 from rsseg.data.raster import decode_colors
-from rsseg.data.datasets import stats_for_path
 from rsseg.errors import LabelError
+from rsseg.runconfig import training_config
 
 #: a colour in no class of the LoveDA palette, painted into one mask to check it is ignored and counted
 STRAY = (12, 34, 56)

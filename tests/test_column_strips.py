@@ -9,14 +9,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import rasterio
-
 from conftest import write_raster
+from test_inference import OVERLAP, TILE, EntropyWriter, predictor, smooth_image
+
 from rsseg.errors import RsSegError
 from rsseg.inference import RowBlender, plan_windows, predict_file
 from rsseg.inference.cog import BLOCK, RowWriter
 from rsseg.inference.memory import block_cache, stream_columns
 from rsseg.inference.windows import Span, WindowPlan, column_strips
-from test_inference import OVERLAP, TILE, EntropyWriter, predictor, smooth_image
 
 
 @pytest.mark.parametrize("width,max_width", [(1100, 572), (5000, 1024), (513, 512), (100_000, 20_000), (900, 10)])
@@ -108,7 +108,7 @@ def test_strips_cost_only_the_windows_on_their_borders(tmp_path):
     counts = {}
     for name, mb in (("rows", None), ("strips", 1.5)):
         totals = []
-        predict_file(p, src, tmp_path / f"{name}.tif", buffer_mb=mb, on_progress=lambda d, t: totals.append(t))
+        predict_file(p, src, tmp_path / f"{name}.tif", buffer_mb=mb, on_progress=lambda d, t, totals=totals: totals.append(t))
         counts[name] = totals[-1]
     rows_of_windows = len({w.row_off for w in plan_windows(1100, 150, TILE, OVERLAP)})
     # two borders, each straddled by at most two windows per row of windows

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from rsseg.config import Config, apply_overrides
-from rsseg.runconfig import config_from_dict, load_config, training_config
 from rsseg.errors import RsSegError
+from rsseg.runconfig import config_from_dict, load_config, training_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import tif_bytes, write_raster
 from PIL import Image
 
-from conftest import tif_bytes, write_raster
-from rsseg.runconfig import config_from_dict
 from rsseg.data import augment_batch, build_datamodule, dataset_names, get_dataset
 from rsseg.data.datasets.isprs import ISPRS_RGB
 from rsseg.data.normalize import IMAGENET_MEAN
 from rsseg.errors import ConfigError, DatasetNotFoundError, RsSegError
+from rsseg.runconfig import config_from_dict
 
 
 @pytest.fixture(autouse=True)
@@ -62,8 +62,8 @@ def test_registry_is_the_one_list_of_datasets():
 def test_bundled_configs_agree_with_the_spec(name):
     """Every shipped configs/<dataset>/*.yaml resolves to its spec's classes, colours, bands and gsd:
     the YAMLs cannot drift from the spec (they only name the dataset)."""
-    from rsseg.runconfig import bundled_config, load_config
     from rsseg.data import resolve_dataset_config
+    from rsseg.runconfig import bundled_config, load_config
 
     spec = get_dataset(name)
     yamls = sorted(bundled_config(name).parent.glob("*.yaml"))

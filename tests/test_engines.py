@@ -14,15 +14,14 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from conftest import SAMPLE_TILES
 from rasterio.windows import Window
 from torch import nn
 
-from conftest import SAMPLE_TILES
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.config import TTA_MODES, Config
 from rsseg.errors import RsSegError
-from rsseg.inference import Predictor, predict_file
-from rsseg.inference import engines, settings
+from rsseg.inference import Predictor, engines, predict_file, settings
 from rsseg.inference.engines import OnnxEngine, TorchEngine, _bilinear_axis, cached_onnx, onnx_cache_paths
 
 ort = pytest.importorskip("onnxruntime")

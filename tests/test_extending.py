@@ -11,9 +11,9 @@ from typing import Literal
 import numpy as np
 import pytest
 import torch
+from conftest import write_raster
 from torch import Tensor
 
-from conftest import write_raster
 from rsseg.config import DatasetConfig
 from rsseg.data.datasets import DATASETS, DatasetSpec, build_datamodule, register_dataset
 from rsseg.data.raster import TilePair, check_pair

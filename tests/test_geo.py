@@ -19,10 +19,10 @@ from rasterio.features import geometry_mask
 
 from rsseg.checkpoint import read_meta
 from rsseg.cli.main import main
-from rsseg.runconfig import config_from_dict
 from rsseg.data import build_datamodule
 from rsseg.data.geo_reader import GeoScene
 from rsseg.errors import RsSegError
+from rsseg.runconfig import config_from_dict
 
 CLASSES = {"classes": ["background", "building"], "colors": ["#000000", "#ff0000"]}
 LOVEDA_CLASSES = ["background", "building", "road", "water", "barren", "forest", "agriculture"]

@@ -12,15 +12,23 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from conftest import write_raster
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 from torch import nn
 
-from conftest import write_raster
 from rsseg.checkpoint import ModelMeta
 from rsseg.errors import RsSegError
-from rsseg.inference import (Predictor, RowBlender, area_report, blend_weight, plan_windows, polygonize,
-                             predict_file, vectorize)
+from rsseg.inference import (
+    Predictor,
+    RowBlender,
+    area_report,
+    blend_weight,
+    plan_windows,
+    polygonize,
+    predict_file,
+    vectorize,
+)
 from rsseg.inference.windows import WindowPlan
 
 TILE, OVERLAP = 64, 16
@@ -284,7 +292,8 @@ def test_input_without_crs_warns_and_keeps_grid(tmp_path):
 
 # -- vectors ---------------------------------------------------------------------------------
 def _class_raster(path: Path, cls: np.ndarray, crs: str = "EPSG:32633",
-                  transform: Affine = Affine(2.0, 0, 500000, 0, -2.0, 100000)) -> Path:
+                  transform: Affine | None = None) -> Path:
+    transform = transform or Affine(2.0, 0, 500000, 0, -2.0, 100000)
     return write_raster(path, cls[None].astype(np.uint8), crs=crs, transform=transform, nodata=255)
 
 
@@ -493,10 +502,10 @@ def test_from_checkpoint_resolves_config_then_device_then_overrides(tmp_path, mo
 
 
 def test_tta_modes_have_one_home():
+    import typing
+
     from rsseg import config
     from rsseg.inference import TTA_MODES
-
-    import typing
 
     assert TTA_MODES is config.TTA_MODES and typing.get_args(config.TTAMode) == TTA_MODES
 

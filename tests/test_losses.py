@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from rsseg.data.stats import log_prior_from_counts
 from rsseg.errors import RsSegError
-from rsseg.losses.regularizers import regularizers_config
 from rsseg.losses import (
     CeCo,
     In2NeCT,
@@ -31,6 +30,7 @@ from rsseg.losses import (
     upsampled_class_sums,
     within_class_loss,
 )
+from rsseg.losses.regularizers import regularizers_config
 
 D64 = torch.float64
 
@@ -531,9 +531,15 @@ def test_in2nect_collapses_a_free_embedding_on_a_loveda_mask(shared_data):
 
 
 def test_registry_matches_config_sections_and_options_follow_the_papers():
-    from rsseg.losses.regularizers import REGULARIZERS, CeCoConfig, In2NeCTConfig, RegionRebalanceConfig, regularizer_names
-    from rsseg.models import build_model
     from rsseg.config import ModelConfig
+    from rsseg.losses.regularizers import (
+        REGULARIZERS,
+        CeCoConfig,
+        In2NeCTConfig,
+        RegionRebalanceConfig,
+        regularizer_names,
+    )
+    from rsseg.models import build_model
 
     assert set(REGULARIZERS.names()) == set(regularizer_names()) == {"in2nect", "ceco", "rr", "nc"}
     # paper-literal defaults (issue 12 item 3)

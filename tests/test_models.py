@@ -171,7 +171,7 @@ def test_window_attention_matches_per_window_loop() -> None:
                 bias[:, i, j] = gla.relative_position_bias_table[(r1 - r2 + ws - 1) * (2 * ws - 1) + (c1 - c2 + ws - 1)]
         for r in range(0, 8, ws):
             for c in range(0, 12, ws):
-                def tokens(t: torch.Tensor) -> torch.Tensor:  # [B, heads, ws*ws, head_dim]
+                def tokens(t: torch.Tensor, r: int = r, c: int = c) -> torch.Tensor:  # [B, heads, ws*ws, head_dim]
                     return t[:, :, r : r + ws, c : c + ws].reshape(2, heads, dim // heads, ws * ws).transpose(2, 3)
 
                 attn = (tokens(q) @ tokens(k).transpose(2, 3) * (dim // heads) ** -0.5 + bias).softmax(-1)

@@ -5,8 +5,8 @@ input does not look like the model's training data."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET

@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 #: what a wheel is built from (a copy, so the build never writes build/ into the checkout)

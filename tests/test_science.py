@@ -8,7 +8,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rsseg.runconfig import training_config
 from rsseg.data.folds import kfold_split
 from rsseg.losses import (
     SegmentationLoss,
@@ -22,6 +21,7 @@ from rsseg.losses import (
 )
 from rsseg.metrics.intervals import bootstrap_ci
 from rsseg.models import build_model
+from rsseg.runconfig import training_config
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import write_raster
 
 import rsseg.data.stats as stats_mod
-from conftest import write_raster
-from rsseg.runconfig import config_from_dict
 from rsseg.data.datasets import stats_for_path
 from rsseg.data.stats import DatasetStats, compute_stats, log_region_prior
 from rsseg.errors import RsSegError
+from rsseg.runconfig import config_from_dict
 
 
 @pytest.fixture(autouse=True)

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from rsseg.checkpoint import load_model, read_meta
 from rsseg.cli.main import main
-from rsseg.runconfig import training_config
 from rsseg.evaluation import evaluate_checkpoint
 from rsseg.inference.settings import PredictSettings
+from rsseg.runconfig import training_config
 from rsseg.training import train
 
 pytestmark = pytest.mark.slow

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import rasterio
 from pyproj import Transformer
+from test_app import COLORS, prediction, viewer_data  # noqa: F401 - shared session fixtures
 
 from rsseg import viewer
 from rsseg.errors import RsSegError
-from test_app import COLORS, prediction, viewer_data  # noqa: F401 - shared session fixtures
 
 pytest.importorskip("rio_tiler")
 
@@ -104,9 +104,9 @@ def test_error_values_and_raster(prediction: viewer.Prediction, viewer_data: dic
         viewer.error_raster(prediction.classes_tif, _shifted(viewer_data, path.parent), 1)
 
 
-def _shifted(viewer_data: dict[str, Path], where: Path) -> Path:
+def _shifted(data: dict[str, Path], where: Path) -> Path:
     out = where / "smaller.tif"
-    with rasterio.open(viewer_data["mask"]) as src:
+    with rasterio.open(data["mask"]) as src:
         profile = src.profile | {"width": 100, "height": 100}
         with rasterio.open(out, "w", **profile) as dst:
             dst.write(src.read(window=rasterio.windows.Window(0, 0, 100, 100)))

@@ -8,8 +8,8 @@ TorchGeo's split lists and its LoveDA downloader.
 
 from __future__ import annotations
 
-import math
 import copy
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 

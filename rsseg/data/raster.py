@@ -13,7 +13,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import numpy as np
 import rasterio
@@ -24,7 +23,6 @@ from rasterio.windows import Window
 from rsseg.errors import InputRasterError, LabelError
 from rsseg.io import open_raster
 
-T = TypeVar("T")
 #: ``(open label raster, window, num_classes, ignore_index) -> labels [h, w] uint8``
 LabelDecoder = Callable[["rasterio.DatasetReader", "Window | None", int, int], np.ndarray]
 
@@ -87,7 +85,7 @@ def _image_valid(src: rasterio.DatasetReader, window: Window | None) -> np.ndarr
     return src.dataset_mask(window=window) > 0
 
 
-def read_pixels(src: rasterio.DatasetReader, what: str, read: Callable[[], T]) -> T:
+def read_pixels[T](src: rasterio.DatasetReader, what: str, read: Callable[[], T]) -> T:
     """``read()`` on the open raster ``src``; a GDAL read failure (a truncated or corrupt file whose
     header opens fine) becomes an InputRasterError naming the file, not a traceback mid-training."""
     try:

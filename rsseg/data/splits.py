@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import TypeVar
 
 from rsseg.errors import DatasetError
 
 SPLITS = ("train", "val", "test")
-T = TypeVar("T")
 
 
 def holdout(n: int, fraction: float, seed: int = 0) -> list[int]:
@@ -26,7 +24,7 @@ def holdout(n: int, fraction: float, seed: int = 0) -> list[int]:
     return sorted(random.Random(seed).sample(range(n), k))
 
 
-def split_holdout(items: list[T], split: str, fraction: float) -> list[T]:
+def split_holdout[T](items: list[T], split: str, fraction: float) -> list[T]:
     """``val``: the :func:`holdout` items; ``train``: the others."""
     val = set(holdout(len(items), fraction))
     keep: Callable[[int], bool] = (lambda i: i in val) if split == "val" else (lambda i: i not in val)

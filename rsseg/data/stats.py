@@ -234,7 +234,7 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
             # not one pixel in a class colour: an index mask saved as RGB, or another palette
             raise LabelError(
                 f"mask {pair.mask} is colour-coded (3 bands) but not one pixel matches dataset.colors "
-                f"({', '.join('#%02x%02x%02x' % tuple(c) for c in pair.label_colors)}); give the classes' colours in dataset.colors, or set "
+                f"({', '.join('#{:02x}{:02x}{:02x}'.format(*c) for c in pair.label_colors)}); give the classes' colours in dataset.colors, or set "
                 "dataset.mask_encoding: index if the mask holds class indices")
         unknown += unknown_here
         acc.end_image()

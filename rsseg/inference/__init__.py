@@ -14,14 +14,22 @@ from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import RowBlender, argmax_confidence
 from rsseg.inference.pipeline import PredictResult, predict_file
 from rsseg.inference.predictor import Predictor
-from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
-                                      ProductWriter, RasterWriter, Rows, VectorWriter)
-from rsseg.io import open_raster
+from rsseg.inference.products import (
+                                      AreaReportWriter,
+                                      ClassRasterWriter,
+                                      ConfidenceWriter,
+                                      ProductContext,
+                                      ProductWriter,
+                                      RasterWriter,
+                                      Rows,
+                                      VectorWriter,
+)
 from rsseg.inference.report import AreaAccumulator, area_report
 from rsseg.inference.scoring import ConfusionAccumulator, check_same_grid, score_rasters, score_report
 from rsseg.inference.settings import TTA_MODES, PredictSettings, resolve_device, resolve_settings
 from rsseg.inference.vectorize import polygonize, vectorize, write_vector
 from rsseg.inference.windows import blend_weight, plan_windows
+from rsseg.io import open_raster
 from rsseg.progress import ProgressFn
 
 __all__ = [

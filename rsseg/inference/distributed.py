@@ -129,8 +129,9 @@ class RemoteModel:
     settings: PredictSettings
 
     @classmethod
-    def plan(cls, checkpoint: str | Path, settings: PredictSettings = PredictSettings()) -> RemoteModel:
+    def plan(cls, checkpoint: str | Path, settings: PredictSettings | None = None) -> RemoteModel:
         """Read ``checkpoint``'s metadata (without importing torch) and fix the strip-defining settings."""
+        settings = settings or PredictSettings()
         meta = read_meta(checkpoint)
         tile, overlap, tta = resolve_tiling(meta, settings.tile, settings.overlap, settings.tta)
         # the batch resolves on each worker; an explicit one is checked here

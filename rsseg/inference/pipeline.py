@@ -32,14 +32,20 @@ from rsseg.inference.contract import InputMapping, input_mapping, invalid_pixels
 from rsseg.inference.input_checks import check_model_fit, select_bands, warn_if_not_georeferenced
 from rsseg.inference.memory import block_cache, stream_columns
 from rsseg.inference.predictor import Predictor
-from rsseg.inference.products import (AreaReportWriter, ClassRasterWriter, ConfidenceWriter, ProductContext,
-                                      ProductWriter, Rows, VectorWriter)
+from rsseg.inference.products import (
+    AreaReportWriter,
+    ClassRasterWriter,
+    ConfidenceWriter,
+    ProductContext,
+    ProductWriter,
+    Rows,
+    VectorWriter,
+)
 from rsseg.inference.settings import PredictSettings
 from rsseg.inference.vectorize import parse_vector_classes, vector_driver
 from rsseg.inference.windows import Span, WindowPlan
 from rsseg.io import Staging, check_output, is_remote, open_raster, unfold_url, write_error
 from rsseg.progress import ProgressFn
-
 
 #: default ``buffer_mb`` of :func:`predict_file`: whole rows up to ~28k columns (RGB, 7 classes,
 #: 1024 tile); wider rasters stream in column strips, so a 32768-wide one peaks under 1 GB with

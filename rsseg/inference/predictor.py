@@ -18,8 +18,8 @@ import queue
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,12 +30,11 @@ from rsseg.data.normalize import Normalizer
 from rsseg.errors import CheckpointError, InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
-from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine, resolve_settings
+from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine
 from rsseg.inference.windows import Span, WindowPlan, padded_size, reflect_pad
 from rsseg.progress import ProgressFn
 
 if TYPE_CHECKING:  # the ONNX path never imports torch (a CUDA build costs ~700 MB of RSS)
-    import torch
     from torch import nn
 
 _POLL_S = 0.1

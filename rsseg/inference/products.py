@@ -31,13 +31,26 @@ from rasterio.windows import Window
 from rsseg.checkpoint import ModelMeta
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
-from rsseg.inference.cog import (CLASS_NODATA, CONFIDENCE_NODATA, RowWriter, describe_classes, describe_confidence,
-                                tiled_profile, to_cog)
+from rsseg.inference.cog import (
+    CLASS_NODATA,
+    CONFIDENCE_NODATA,
+    RowWriter,
+    describe_classes,
+    describe_confidence,
+    tiled_profile,
+    to_cog,
+)
 from rsseg.inference.report import AreaAccumulator
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
 from rsseg.inference.styles import class_raster_pam, class_raster_qml, vector_qml
-from rsseg.inference.vectorize import (SHAPEFILE_PARTS, default_vector_classes, polygonize, style_path, vector_driver,
-                                       write_vector)
+from rsseg.inference.vectorize import (
+    SHAPEFILE_PARTS,
+    default_vector_classes,
+    polygonize,
+    style_path,
+    vector_driver,
+    write_vector,
+)
 from rsseg.io import Staging, write_json
 
 

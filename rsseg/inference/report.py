@@ -14,8 +14,8 @@ from rasterio.windows import Window
 
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.cog import CLASS_NODATA
-from rsseg.io import open_raster
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
+from rsseg.io import open_raster
 
 
 class AreaAccumulator:

@@ -26,8 +26,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import ConfigError, InputRasterError, LabelError, RsSegError
-from rsseg.inference.cog import CLASS_NODATA
+from rsseg.errors import ConfigError, InputRasterError, RsSegError
 from rsseg.io import open_raster
 from rsseg.metrics.confusion import ConfusionAccumulator
 

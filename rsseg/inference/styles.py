@@ -56,7 +56,7 @@ def class_raster_qml(classes: list[str], colors: list[str]) -> str:
     ET.SubElement(renderer, "rasterTransparency")
     palette = ET.SubElement(renderer, "colorPalette")
     for i, (name, color) in enumerate(zip(classes, colors)):
-        ET.SubElement(palette, "paletteEntry", value=str(i), color="#%02x%02x%02x" % hex_rgb(color), label=name,
+        ET.SubElement(palette, "paletteEntry", value=str(i), color="#{:02x}{:02x}{:02x}".format(*hex_rgb(color)), label=name,
                       alpha="255")
     return _QML_HEAD + _text(root)
 

@@ -233,10 +233,9 @@ def within_class_loss(
             same features (gradient flows through the means too; the paper does not say).
     """
     k, d = means.shape
-    if features.ndim == 4:
-        z = features.to(means.dtype).permute(0, 2, 3, 1).reshape(-1, d)
-    else:
-        z = features.to(means.dtype)
+    z = features.to(means.dtype)
+    if z.ndim == 4:
+        z = z.permute(0, 2, 3, 1).reshape(-1, d)
     index = flat_class_index(labels, k, ignore_index)
     padded = torch.cat([means, means.new_zeros(1, d)])
     sq = (z - padded.index_select(0, index)).pow(2).sum(1, keepdim=True)  # [N, 1]

@@ -19,39 +19,39 @@ its section by ``from_config``; :func:`build_regularizers` builds every enabled 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
 from rsseg.config import RegularizersConfig, check_choice
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError
-from rsseg.registry import Registry
 from rsseg.losses.centers import (
-    flatten_embedding,
     all_reduce_sums,
+    conv_bn_class_sums,
     flat_class_index,
+    flatten_embedding,
     image_class_means,
     labels_to_embedding,
     means_from_sums,
     scatter_class_sums,
-    conv_bn_class_sums,
     upsample_class_weights,
     weighted_class_sums,
 )
 from rsseg.losses.collapse import (
-    present_mean,
     between_class_loss,
     center_collapse_loss,
     inter_class_loss,
     intra_class_loss,
+    present_mean,
     within_class_loss,
 )
 from rsseg.losses.etf import simplex_etf
+from rsseg.registry import Registry
 
 
 def sample_per_class(
@@ -172,7 +172,7 @@ class _Regularizer(nn.Module):
         self.generator: torch.Generator | None = None
 
     @classmethod
-    def from_config(cls, section: Any, ctx: "BuildContext") -> "_Regularizer":
+    def from_config(cls, section: Any, ctx: BuildContext) -> _Regularizer:
         raise NotImplementedError
 
     @classmethod

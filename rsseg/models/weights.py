@@ -179,7 +179,6 @@ def timm_pretrained(name: str, **kwargs) -> torch.nn.Module:
     """``timm.create_model(tag, pretrained=True, **kwargs)`` for ``timm:<tag>``: timm resolves its own
     source (Hugging Face hub, or the config's URL), key filters and first-conv adaptation."""
     import timm
-
     from timm.models import get_pretrained_cfg
 
     info = describe(name)

@@ -12,15 +12,58 @@
 
 from rsseg.viewer.aoi import area_window, crop_to_area
 from rsseg.viewer.compare import ERROR_CLASSES, ERROR_COLORS, error_raster, error_values
-from rsseg.viewer.files import (CHECKPOINT_SUFFIXES, RASTER_SUFFIXES, check_raster, file_stamp, is_rsseg_output,
-                                list_files, list_inputs, open_geotiff, resolve_under, save_upload)
+from rsseg.viewer.files import (
+                                CHECKPOINT_SUFFIXES,
+                                RASTER_SUFFIXES,
+                                check_raster,
+                                file_stamp,
+                                is_rsseg_output,
+                                list_files,
+                                list_inputs,
+                                open_geotiff,
+                                resolve_under,
+                                save_upload,
+)
 from rsseg.viewer.mapview import BASEMAPS, LeafletAssets, MapLayer, build_map, leaflet_draw, local_leaflet, raster_layer
-from rsseg.viewer.render import (LEGEND_CLASS, MAX_DISPLAY_PX, Overlay, PointValue, legend_html, polygons_geojson,
-                                 query_point, render_classes, render_image)
-from rsseg.viewer.session import (POLYGON_FORMATS, AppSettings, Inspection, Prediction, ReferenceScores, app_script,
-                                  area_markdown, area_table, find_prediction, inspect_point, load_checkpoint,
-                                  polygons_file, prediction_key, prediction_settings, run_prediction, score_reference)
-from rsseg.viewer.tiles import TileInfo, TileLayer, TileServer, class_layer, image_layer, render_tile, tile_info, tiles_available
+from rsseg.viewer.render import (
+                                LEGEND_CLASS,
+                                MAX_DISPLAY_PX,
+                                Overlay,
+                                PointValue,
+                                legend_html,
+                                polygons_geojson,
+                                query_point,
+                                render_classes,
+                                render_image,
+)
+from rsseg.viewer.session import (
+                                POLYGON_FORMATS,
+                                AppSettings,
+                                Inspection,
+                                Prediction,
+                                ReferenceScores,
+                                app_script,
+                                area_markdown,
+                                area_table,
+                                find_prediction,
+                                inspect_point,
+                                load_checkpoint,
+                                polygons_file,
+                                prediction_key,
+                                prediction_settings,
+                                run_prediction,
+                                score_reference,
+)
+from rsseg.viewer.tiles import (
+                                TileInfo,
+                                TileLayer,
+                                TileServer,
+                                class_layer,
+                                image_layer,
+                                render_tile,
+                                tile_info,
+                                tiles_available,
+)
 
 __all__ = [
     "BASEMAPS", "CHECKPOINT_SUFFIXES", "ERROR_CLASSES", "ERROR_COLORS", "LEGEND_CLASS", "MAX_DISPLAY_PX", "POLYGON_FORMATS",

@@ -18,8 +18,8 @@ import numpy as np
 import rasterio
 from rasterio.features import geometry_mask
 from rasterio.warp import transform_geom
-from shapely.geometry import shape
 from rasterio.windows import Window, from_bounds
+from shapely.geometry import shape
 
 from rsseg.errors import RsSegError
 from rsseg.io import atomic_path

@@ -23,7 +23,7 @@ from torch import nn
 
 from rsseg.checkpoint import ModelMeta, load_model, read_meta
 from rsseg.errors import RsSegError
-from rsseg.inference import PredictSettings, Predictor, predict_file, resolve_device, resolve_settings, vectorize
+from rsseg.inference import Predictor, PredictSettings, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.inference.settings import resolve_engine
 from rsseg.io import atomic_path
 from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels

@@ -14,7 +14,7 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from rasterio import DatasetReader
@@ -171,10 +171,9 @@ class DatasetSpec:
 # ------------------------------------------------------------------------------------ registry
 #: ``dataset.name`` -> spec
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
-S = TypeVar("S", bound=type[DatasetSpec])
 
 
-def register_dataset(cls: S) -> S:
+def register_dataset[S: type[DatasetSpec]](cls: S) -> S:
     """Class decorator: make ``cls()`` the spec of ``dataset.name == cls.name``."""
     DATASETS.add(cls.name, cls())
     return cls

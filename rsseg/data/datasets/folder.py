@@ -22,7 +22,6 @@ from rsseg.data.datasets.base import SPLITS, DatasetSpec, register_dataset, spli
 from rsseg.data.raster import TilePair, check_pair, has_palette
 from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError, InputRasterError, LabelError
 
-
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
 
 

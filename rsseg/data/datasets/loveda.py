@@ -20,7 +20,6 @@ from rsseg.data.raster import TilePair, raster_info
 from rsseg.errors import DatasetNotFoundError, LabelError
 
 
-
 @dataclass
 class LoveDAOptions:
     #: LoveDA scene filter: urban, rural or both
