@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.errors import RsSegError
+from rsseg.errors import CheckpointNotFoundError, DatasetNotFoundError
 from rsseg.runconfig import training_config
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def find_sample_tiles(path: str | Path | None = None) -> Path:
     for c in candidates:
         if (c / "train" / "images").is_dir() and (c / "tanzania" / "image.tif").is_file():
             return c
-    raise RsSegError(
+    raise DatasetNotFoundError(
         f"sample tiles not found (looked in {', '.join(map(str, candidates))}); expected "
         "<dir>/train/{images,masks}, <dir>/val/{images,masks} and <dir>/tanzania/{image,mask}.tif; "
         "reinstall rsseg, or pass the folder of a source checkout's sample_tiles"
@@ -87,7 +87,7 @@ def run_demo(
     result = train(cfg, out / "run", overwrite=True, progress=progress)  # the demo re-runs into its folder
     ckpt = result.best or result.last
     if ckpt is None:
-        raise RsSegError("training produced no checkpoint")
+        raise CheckpointNotFoundError("training produced no checkpoint")
 
     # the checkpoint's own inference settings (CPU batch cap included), like `rsseg predict`
     predictor = Predictor.from_checkpoint(ckpt)

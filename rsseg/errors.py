@@ -59,3 +59,35 @@ class OutputPathError(RsSegError, OSError):
 class BackendUnavailableError(RsSegError, RuntimeError):
     """A requested device, engine or cluster is not available here: no CUDA GPU, ONNX Runtime or
     Dask not installed, a Dask scheduler that cannot be reached."""
+
+
+# -- warnings: the run goes on, but the user should know (``-W error::rsseg.errors.RsSegWarning``
+# turns them all into errors, as ``--strict`` does for the input-fit checks)
+
+
+class RsSegWarning(UserWarning):
+    """Base class of rsseg's warnings."""
+
+
+class InputFitWarning(RsSegWarning):
+    """An input raster differs from what the model was trained on (pixel size, band names, alpha)."""
+
+
+class NotGeoreferencedWarning(RsSegWarning):
+    """An input raster has no CRS: outputs keep its pixel grid but cannot be placed on a map."""
+
+
+class MemoryBudgetWarning(RsSegWarning):
+    """A memory budget is too small to be efficient (e.g. ``--buffer-mb`` below two tiles)."""
+
+
+class FallbackWarning(RsSegWarning):
+    """A faster path failed and a slower one runs instead (e.g. ONNX export -> PyTorch)."""
+
+
+class LabelWarning(RsSegWarning):
+    """Labels are usable but ambiguous (e.g. a nodata value that is also a class index)."""
+
+
+class CacheWarning(RsSegWarning):
+    """A cache or side product could not be written; the run's results are unaffected."""

@@ -20,7 +20,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from rsseg.errors import InputRasterError, LabelError
+from rsseg.errors import InputRasterError, LabelError, LabelWarning
 from rsseg.io import open_raster
 
 #: ``(open label raster, window, num_classes, ignore_index) -> labels [h, w] uint8``
@@ -131,7 +131,7 @@ def read_index_labels(src: rasterio.DatasetReader, window: Window | None, num_cl
         # Label rasters are often written with nodata=0 by habit; turning class 0 into ignore would
         # silently drop a class, so the class wins.
         warnings.warn(f"mask {src.name} declares nodata={nodata:g}, which is also a class index; "
-                      "reading it as that class", stacklevel=3)
+                      "reading it as that class", LabelWarning, stacklevel=3)
     return check_index_mask(raw, num_classes, ignore_index, src.name)
 
 

@@ -33,7 +33,7 @@ from rsseg.config import DatasetConfig, plain
 from rsseg.data.constants import IGNORE_INDEX
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
-from rsseg.errors import InputRasterError, LabelError
+from rsseg.errors import CacheWarning, InputRasterError, LabelError
 from rsseg.io import cache_dir, write_json
 from rsseg.progress import ProgressFn
 
@@ -274,7 +274,7 @@ def _write_cache(path: Path, stats: DatasetStats) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, stats.to_dict())  # atomic: a concurrent reader never sees half a file
     except OSError as exc:
-        warnings.warn(f"could not cache dataset statistics at {path}: {exc}", stacklevel=2)
+        warnings.warn(f"could not cache dataset statistics at {path}: {exc}", CacheWarning, stacklevel=2)
 
 
 def split_stats(ds: DatasetConfig, split: str, pairs: Sequence[TilePair], use_cache: bool = True,

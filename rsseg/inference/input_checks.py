@@ -13,7 +13,7 @@ import rasterio
 import rasterio.enums
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.errors import ConfigError, InputRasterError
+from rsseg.errors import ConfigError, InputFitWarning, InputRasterError, NotGeoreferencedWarning
 
 
 def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] | None) -> list[int]:
@@ -86,11 +86,11 @@ def check_model_fit(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[in
     if strict and problems:
         raise InputRasterError("; ".join(problems) + " (refused because of --strict)")
     for problem in problems:
-        warnings.warn(problem, UserWarning, stacklevel=3)
+        warnings.warn(problem, InputFitWarning, stacklevel=3)
     return problems
 
 
 def warn_if_not_georeferenced(src: rasterio.DatasetReader) -> None:
     if src.crs is None:
         warnings.warn(f"{src.name} has no CRS: outputs keep its pixel grid but are not georeferenced, "
-                      "and areas assume map units are metres", UserWarning, stacklevel=3)
+                      "and areas assume map units are metres", NotGeoreferencedWarning, stacklevel=3)

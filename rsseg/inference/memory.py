@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import rasterio
 
-from rsseg.errors import ConfigError
+from rsseg.errors import ConfigError, MemoryBudgetWarning
 from rsseg.inference.blend import ACC_DTYPE
 from rsseg.inference.cog import BLOCK
 from rsseg.inference.windows import Span, column_strips
@@ -62,5 +62,5 @@ def stream_columns(src: rasterio.DatasetReader, tile: int, num_classes: int,
     least = 2 * tile
     if fit - 2 * tile < least:
         warnings.warn(f"--buffer-mb {buffer_mb:g} is below the {per_column * 4 * tile / 2**20:.0f} MB that a strip of "
-                      f"two {tile}-pixel tiles needs for {num_classes} classes; using that", UserWarning, stacklevel=2)
+                      f"two {tile}-pixel tiles needs for {num_classes} classes; using that", MemoryBudgetWarning, stacklevel=2)
     return column_strips(src.width, max(fit - 2 * tile, least), BLOCK)

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.data.normalize import Normalizer
-from rsseg.errors import CheckpointError, InputRasterError, RsSegError
+from rsseg.errors import CheckpointError, FallbackWarning, InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine
@@ -145,7 +145,7 @@ class Predictor:
             except Exception as exc:
                 if requested.engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
                     raise
-                warnings.warn(f"ONNX export of {path} failed ({exc}); running it with PyTorch", stacklevel=2)
+                warnings.warn(f"ONNX export of {path} failed ({exc}); running it with PyTorch", FallbackWarning, stacklevel=2)
             else:
                 return cls._from_onnx_engine(runner, replace(requested, device=dev))
         model, meta = load_model(path, dev)

@@ -8,16 +8,16 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rsseg.errors import RsSegError
+from rsseg.errors import DatasetError
 
 
 def _factor(counts: Sequence[float], what: str) -> float:
     c = np.asarray(counts, dtype=np.float64).reshape(-1)
     if c.size == 0 or np.any(c < 0) or not np.all(np.isfinite(c)):
-        raise RsSegError(f"{what} counts must be a non-empty list of non-negative numbers, got {list(c)}")
+        raise DatasetError(f"{what} counts must be a non-empty list of non-negative numbers, got {list(c)}")
     seen = c[c > 0]
     if seen.size == 0:
-        raise RsSegError(f"{what} counts are all zero: no class was seen")
+        raise DatasetError(f"{what} counts are all zero: no class was seen")
     return float(seen.max() / seen.min())
 
 
@@ -46,7 +46,7 @@ def frequency_accuracy_correlation(per_class_acc: Sequence[float], freq: Sequenc
     a = np.asarray(per_class_acc, dtype=np.float64).reshape(-1)
     f = np.asarray(freq, dtype=np.float64).reshape(-1)
     if a.shape != f.shape:
-        raise RsSegError(f"per-class accuracy has {a.size} entries but frequency has {f.size}: one per class")
+        raise DatasetError(f"per-class accuracy has {a.size} entries but frequency has {f.size}: one per class")
     keep = ~(np.isnan(a) | np.isnan(f))
     a, f = a[keep], f[keep]
     if a.size < 2:

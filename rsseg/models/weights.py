@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from rsseg.errors import CheckpointError, ConfigError, RsSegError
+from rsseg.errors import CheckpointError, CheckpointNotFoundError, ConfigError, RsSegError
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     from rsseg.io import load_torch_file
 
     if not path.is_file():
-        raise RsSegError(f"encoder weights file not found: {path} (fix model.weights, or set it to null)")
+        raise CheckpointNotFoundError(f"encoder weights file not found: {path} (fix model.weights, or set it to null)")
     expected = "a .pth/.pt or .safetensors state dict of the timm model"
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file

@@ -24,7 +24,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from rsseg.checkpoint import META_KEY, ModelMeta, read_checkpoint
 from rsseg.config import Config, config_to_yaml
-from rsseg.errors import CheckpointError, ConfigError, OutputExistsError, OutputPathError
+from rsseg.errors import CacheWarning, CheckpointError, ConfigError, OutputExistsError, OutputPathError
 from rsseg.io import atomic_path
 from rsseg.runconfig import absolute_root
 from rsseg.training.curves import write_curves
@@ -156,7 +156,7 @@ def _write_curves(run_dir: Path) -> None:
     try:
         write_curves(run_dir)
     except Exception as exc:  # noqa: BLE001 - any plotting failure is reported, not raised
-        warnings.warn(f"could not draw {run_dir / 'curves.png'}: {exc}", stacklevel=2)
+        warnings.warn(f"could not draw {run_dir / 'curves.png'}: {exc}", CacheWarning, stacklevel=2)
 
 
 def build_meta(cfg: Config, dm: Any) -> ModelMeta:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from rsseg.checkpoint import META_KEY, ModelMeta
 from rsseg.config import Config
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError
 from rsseg.losses import SegmentationLoss, build_regularizers, median_frequency_weights
 from rsseg.metrics import CollapseStats, confusion_matrix, default_exclusions, segmentation_scores
 from rsseg.models import build_model
@@ -66,7 +66,7 @@ class SegmentationTask(L.LightningModule):
         if cfg.loss.class_weights == "none":
             return None
         if not meta.class_pixel_freq:
-            raise RsSegError("loss.class_weights needs the training pixel frequencies (dataset statistics), "
+            raise ConfigError("loss.class_weights needs the training pixel frequencies (dataset statistics), "
                              "which this run has none of: set loss.class_weights=none")
         return median_frequency_weights(meta.class_pixel_freq)
 

@@ -21,7 +21,7 @@ from rasterio.warp import transform_geom
 from rasterio.windows import Window, from_bounds
 from shapely.geometry import shape
 
-from rsseg.errors import RsSegError
+from rsseg.errors import ConfigError, InputRasterError
 from rsseg.io import atomic_path
 from rsseg.viewer.files import file_stamp, open_geotiff
 
@@ -33,16 +33,16 @@ def area_window(raster: str | Path, geometry: dict[str, Any]) -> Window:
     """The pixel window of ``raster`` covering ``geometry`` (GeoJSON in EPSG:4326), clipped to the raster."""
     with open_geotiff(raster) as src:
         if src.crs is None:
-            raise RsSegError(f"{Path(raster).name} has no CRS, so a drawn area cannot be placed on it")
+            raise InputRasterError(f"{Path(raster).name} has no CRS, so a drawn area cannot be placed on it")
         win = from_bounds(*shape(transform_geom("EPSG:4326", src.crs, geometry)).bounds, transform=src.transform)
         col0, row0 = max(0, int(np.floor(win.col_off))), max(0, int(np.floor(win.row_off)))
         col1 = min(src.width, int(np.ceil(win.col_off + win.width)))
         row1 = min(src.height, int(np.ceil(win.row_off + win.height)))
     if col1 <= col0 or row1 <= row0:
-        raise RsSegError("the drawn area does not overlap the raster; draw it over the image")
+        raise InputRasterError("the drawn area does not overlap the raster; draw it over the image")
     win = Window(col0, row0, col1 - col0, row1 - row0)
     if win.width * win.height > MAX_AOI_PX:
-        raise RsSegError(f"the drawn area is {win.width}x{win.height} px; draw a smaller one (at most {MAX_AOI_PX:,} px) "
+        raise InputRasterError(f"the drawn area is {win.width}x{win.height} px; draw a smaller one (at most {MAX_AOI_PX:,} px) "
                          "or predict the whole raster")
     return win
 
@@ -56,7 +56,7 @@ def crop_to_area(raster: str | Path, geometry: dict[str, Any], out_dir: str | Pa
     if geometry.get("type") == "Feature":
         geometry = geometry["geometry"]
     if geometry.get("type") not in ("Polygon", "MultiPolygon"):
-        raise RsSegError(f"draw a rectangle or polygon as the area of interest (got a {geometry.get('type')})")
+        raise ConfigError(f"draw a rectangle or polygon as the area of interest (got a {geometry.get('type')})")
     key = hashlib.sha256(json.dumps([file_stamp(raster), geometry], sort_keys=True).encode()).hexdigest()[:16]
     target = Path(out_dir) / f"{Path(raster).stem}-area-{key}.tif"
     if target.is_file():

@@ -20,7 +20,7 @@ from pathlib import Path
 import rasterio
 from rasterio.errors import RasterioError
 
-from rsseg.errors import InputRasterError, RsSegError
+from rsseg.errors import ConfigError, InputNotFoundError, InputRasterError, RsSegError
 from rsseg.io import atomic_path, open_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff")
@@ -40,9 +40,9 @@ def max_pixels(environ: dict[str, str] | None = None) -> int:
     try:
         limit = int(float(value)) if value else DEFAULT_MAX_PIXELS
     except ValueError:
-        raise RsSegError(f"{MAX_PIXELS_ENV}={value!r} must be a number of pixels, e.g. 500000000") from None
+        raise ConfigError(f"{MAX_PIXELS_ENV}={value!r} must be a number of pixels, e.g. 500000000") from None
     if limit < 1:
-        raise RsSegError(f"{MAX_PIXELS_ENV} must be at least 1 pixel (got {value})")
+        raise ConfigError(f"{MAX_PIXELS_ENV} must be at least 1 pixel (got {value})")
     return limit
 
 
@@ -58,9 +58,9 @@ def resolve_under(root: str | Path, relative: str | Path) -> Path:
     base = Path(root).resolve()
     candidate = (base / Path(relative)).resolve()
     if not candidate.is_relative_to(base):
-        raise RsSegError(f"{relative} is outside the data directory {base}; pick a file inside it (or start the app with --data-dir)")
+        raise InputNotFoundError(f"{relative} is outside the data directory {base}; pick a file inside it (or start the app with --data-dir)")
     if not candidate.is_file():
-        raise RsSegError(f"{relative} is not a file in the data directory {base}")
+        raise InputNotFoundError(f"{relative} is not a file in the data directory {base}")
     return candidate
 
 
@@ -72,7 +72,7 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
     """
     base = Path(root).resolve()
     if not base.is_dir():
-        raise RsSegError(f"data directory {root} does not exist; pass an existing folder with --data-dir")
+        raise InputNotFoundError(f"data directory {root} does not exist; pass an existing folder with --data-dir")
     skip = Path(exclude).resolve() if exclude else None
     found: list[str] = []
     for walked, (dirpath, dirnames, filenames) in enumerate(os.walk(base, followlinks=False)):
@@ -131,10 +131,10 @@ def save_upload(data: bytes, name: str, dest_dir: str | Path, max_mb: float) -> 
     maps to the same file (and the same cached prediction) and two uploads never collide.
     """
     if len(data) > max_mb * 1024 * 1024:
-        raise RsSegError(f"upload {name!r} is {len(data) / 2**20:.1f} MB; the limit is {max_mb:g} MB (raise it with --max-upload-mb)")
+        raise InputRasterError(f"upload {name!r} is {len(data) / 2**20:.1f} MB; the limit is {max_mb:g} MB (raise it with --max-upload-mb)")
     clean = _SAFE_NAME.sub("_", Path(name).name).lstrip("._") or "upload.tif"
     if not clean.lower().endswith(RASTER_SUFFIXES):
-        raise RsSegError(f"upload {name!r} is not a .tif/.tiff GeoTIFF")
+        raise InputRasterError(f"upload {name!r} is not a .tif/.tiff GeoTIFF")
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / f"{hashlib.sha256(data).hexdigest()[:16]}-{clean}"

@@ -29,7 +29,7 @@ from rasterio.warp import calculate_default_transform, reproject
 from rasterio.windows import Window
 
 from rsseg.config import hex_rgb, is_hex_color
-from rsseg.errors import RsSegError
+from rsseg.errors import InputRasterError
 from rsseg.viewer.files import open_geotiff
 
 MAX_DISPLAY_PX = 1024
@@ -73,7 +73,7 @@ def _warp(src: rasterio.DatasetReader, bands: list[int], max_px: int, resampling
     Returns (data [B, h, w] in the source dtype, valid mask [h, w] bool, Mercator transform).
     """
     if src.crs is None:
-        raise RsSegError(f"{Path(src.name).name} has no coordinate reference system, so it cannot be placed on the map; "
+        raise InputRasterError(f"{Path(src.name).name} has no coordinate reference system, so it cannot be placed on the map; "
                          "georeference it (e.g. gdal_translate -a_srs/-a_ullr) first")
     oh, ow = _decimated_shape(src.width, src.height, max_px)
     data = src.read(bands, out_shape=(len(bands), oh, ow), resampling=resampling)

@@ -22,7 +22,7 @@ from typing import Any
 from torch import nn
 
 from rsseg.checkpoint import ModelMeta, load_model, read_meta
-from rsseg.errors import RsSegError
+from rsseg.errors import BackendUnavailableError, ConfigError, InputNotFoundError
 from rsseg.inference import Predictor, PredictSettings, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.inference.settings import resolve_engine
 from rsseg.io import atomic_path
@@ -53,13 +53,13 @@ class AppSettings:
         env = os.environ if environ is None else environ
         data_dir = Path(env.get(cls.ENV["data_dir"]) or ".").resolve()
         if not data_dir.is_dir():
-            raise RsSegError(f"data directory {data_dir} does not exist; start the app with --data-dir <folder>")
+            raise InputNotFoundError(f"data directory {data_dir} does not exist; start the app with --data-dir <folder>")
         cache = env.get(cls.ENV["cache_dir"])
         cache_dir = Path(cache) if cache else Path(tempfile.gettempdir()) / f"rsseg-app-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
         try:
             max_mb = float(env.get(cls.ENV["max_upload_mb"]) or DEFAULT_MAX_UPLOAD_MB)
         except ValueError:
-            raise RsSegError(f"{cls.ENV['max_upload_mb']} must be a number of megabytes") from None
+            raise ConfigError(f"{cls.ENV['max_upload_mb']} must be a number of megabytes") from None
         return cls(data_dir, cache_dir.resolve(), max_mb, max_pixels(env))
 
     def to_env(self) -> dict[str, str]:
@@ -226,7 +226,7 @@ def app_script() -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    raise RsSegError("the viewer's Streamlit script (app/streamlit_app.py) is not installed; reinstall rsseg")
+    raise BackendUnavailableError("the viewer's Streamlit script (app/streamlit_app.py) is not installed; reinstall rsseg")
 
 
 @dataclass(frozen=True)
