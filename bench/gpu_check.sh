@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-call GPU check (issue 17): everything this project measured on 2 CPU cores, on one CUDA GPU,
+# One-call GPU check: everything this project measured on 2 CPU cores, on one CUDA GPU,
 # in under 8 minutes. Steps, each writing bench/results/gpu-<step>.{json,md}:
 #   1. model speed at 512x512, batch 1 and 8: fp32 eager, bf16 + channels_last, and the same under
 #      torch.compile (bench/model_speed.py), beside the paper's 322.4 FPS on an RTX 3090;

@@ -1,4 +1,4 @@
-"""One name per concept across the subcommands (issue 15, item 13): the agreed option names,
+"""One name per concept across the subcommands: the agreed option names,
 --overwrite on every command that writes, ``train --print-config``, the checkpoint's absolute
 dataset root (``evaluate -m`` from another directory) and predict's closing summary."""
 

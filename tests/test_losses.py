@@ -542,7 +542,7 @@ def test_registry_matches_config_sections_and_options_follow_the_papers():
     from rsseg.models import build_model
 
     assert set(REGULARIZERS.names()) == set(regularizer_names()) == {"in2nect", "ceco", "rr", "nc"}
-    # paper-literal defaults (issue 12 item 3)
+    # paper-literal defaults
     assert (In2NeCTConfig().temperature, In2NeCTConfig().reduction) == (1.0, "sum")
     c = CeCoConfig()
     assert (c.head_relu, c.use_prior, c.center_classifier, c.pixel_classifier) == (False, False, "fixed", "learned")

@@ -1,4 +1,4 @@
-"""What predict, evaluate, export and the viewer refuse, and what they accept (issue 13).
+"""What predict, evaluate, export and the viewer refuse, and what they accept.
 
 One table, fed like a real archive of mixed rasters: every refusal must exit 2 with exactly one
 ``error:`` line naming the problem (no traceback), leave old outputs byte-identical and nothing

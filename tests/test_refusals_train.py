@@ -1,4 +1,4 @@
-"""What ``rsseg train`` and ``rsseg stats`` refuse, and why (issue 13): one table of bad inputs.
+"""What ``rsseg train`` and ``rsseg stats`` refuse, and why: one table of bad inputs.
 
 Every case runs the real command line on a small synthetic folder dataset (64 x 64 tiles) and
 asserts the exit code, a one-line message naming the problem, that the run directory / output

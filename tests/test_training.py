@@ -66,7 +66,7 @@ def test_validation_logs_per_class_metrics_and_collapse(trained):
 def test_evaluate_checkpoint_covers_every_valid_pixel(trained, sample_tiles, tmp_path):
     conf, meta, collapse = evaluate_checkpoint(trained.best, split="val", settings=PredictSettings(tile=128, overlap=32))
     assert conf.shape == (2, 2) and int(conf.sum()) == 8 * 256 * 256  # 8 val chips, no ignore pixels
-    # the classifier input's collapse, measured on the same tiles (issue 12: evaluate -m reports it)
+    # the classifier input's collapse, measured on the same tiles (evaluate -m reports it)
     assert {"nc1", "delta_inter", "delta_intra", "nc3"} <= set(collapse)
     assert all(math.isfinite(collapse[k]) for k in ("nc1", "delta_intra", "nc3"))
     out = tmp_path / "report"
@@ -130,7 +130,7 @@ class _Batches(L.Callback):
 
 
 def test_paired_runs_see_identical_batches(sample_tiles, tmp_path):
-    """CE and In2NeCT with one seed: same windows, order, scales, crops and flips (issue 12 item 5).
+    """CE and In2NeCT with one seed: same windows, order, scales, crops and flips.
 
     In2NeCT builds an ETF and samples pixels every step; with its own generators neither shifts
     the data streams, so a paired difference measures the method, not the draw."""
