@@ -5,7 +5,7 @@ Start it with ``rsseg app`` (binds 127.0.0.1). Server settings come from the env
 relative to the data directory: ``?raster=a.tif&model=m.ckpt&reference=mask.tif&run=1`` (and
 ``&swipe=input | classes`` to open with the swipe divider).
 Map layers are full-resolution tiles from a tile server on 127.0.0.1 inside this process
-(:mod:`rsseg.viewer.tiles`; ``RSSEG_TILES=0`` or a missing rio-tiler: decimated overlays instead).
+(:mod:`rsseg.viewer.tile_server`; ``RSSEG_TILES=0`` or a missing rio-tiler: decimated overlays instead).
 """
 
 from __future__ import annotations

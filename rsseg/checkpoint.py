@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rsseg.config import Config, InferenceConfig, parse_section
-from rsseg.data.constants import IGNORE_INDEX
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
 from rsseg.io import Staging, atomic_path, load_torch_file, write_error
 

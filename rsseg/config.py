@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rsseg.data.constants import IGNORE_INDEX
+from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError
 
 

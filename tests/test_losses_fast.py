@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from rsseg.losses import CeCo, In2NeCT, intra_class_loss
 from rsseg.losses.centers import conv_bn_class_sums, means_from_sums, upsample_class_weights
-from rsseg.losses.collapse import center_collapse_loss, present_reduce
+from rsseg.losses.collapse_terms import center_collapse_loss, present_reduce
 
 
 def _previous_intra_class_loss(z, y, temperature=1.0, reduction="sum"):

@@ -5,7 +5,7 @@ Public API: :func:`build_datamodule` / :class:`RsSegDataModule`, the dataset reg
 normalisation (:class:`Normalizer`), :func:`augment_batch`, and the statistics in
 :mod:`rsseg.data.stats`.
 
-Names are imported on first use (PEP 562): leaf modules such as :mod:`rsseg.data.constants`
+Names are imported on first use (PEP 562): leaf modules such as :mod:`rsseg.constants`
 (read by :mod:`rsseg.config`) must not pull Lightning and TorchGeo in with them.
 """
 
@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "IGNORE_INDEX": "rsseg.data.constants",
+    "IGNORE_INDEX": "rsseg.constants",
     "IMAGENET_MEAN": "rsseg.data.normalize",
     "IMAGENET_STD": "rsseg.data.normalize",
     "Normalizer": "rsseg.data.normalize",

@@ -3,7 +3,7 @@
 Everything is read through rasterio (GDAL), so GeoTIFF, PNG and members of zip archives
 (``/vsizip/...`` paths, how ISPRS archives are read without extracting them) go through one code
 path. Labels come out as uint8 ``[H, W]`` with classes ``0..K-1`` and ``ignore_index``
-(:data:`rsseg.data.constants.IGNORE_INDEX`); how a dataset encodes them is its spec's
+(:data:`rsseg.constants.IGNORE_INDEX`); how a dataset encodes them is its spec's
 ``decode_labels`` (:mod:`rsseg.data.datasets`), index-coded labels by default; colour-coded
 masks (one RGB colour per class, as ISPRS ships them) go through :func:`decode_colors`.
 """

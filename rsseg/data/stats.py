@@ -30,7 +30,7 @@ from rasterio.windows import Window
 from torch import Tensor
 
 from rsseg.config import DatasetConfig, plain
-from rsseg.data.constants import IGNORE_INDEX
+from rsseg.constants import IGNORE_INDEX
 from rsseg.data.raster import TilePair
 from rsseg.data.tiles import read_mask, read_pair
 from rsseg.errors import CacheWarning, InputRasterError, LabelError

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from rsseg.data.constants import IGNORE_INDEX
+from rsseg.constants import IGNORE_INDEX
 from rsseg.data.normalize import Normalizer
 from rsseg.data.raster import TilePair, read_color_labels, read_image, read_index_labels, read_pixels
 from rsseg.io import open_raster

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import hex_rgb
-from rsseg.data.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
+from rsseg.constants import IGNORE_INDEX as CLASS_NODATA  # class rasters' nodata = the ignore value
 from rsseg.inference.windows import Span
 from rsseg.io import atomic_path
 

@@ -27,7 +27,7 @@ from affine import Affine
 from rasterio.features import shapes
 from rasterio.windows import Window
 
-from rsseg.data.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
+from rsseg.constants import IGNORE_INDEX as NODATA  # class rasters' nodata = the ignore value
 from rsseg.errors import ConfigError
 from rsseg.inference.areas import AreaModel
 from rsseg.io import Staging, open_raster

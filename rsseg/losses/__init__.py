@@ -8,7 +8,7 @@ Modules: :class:`In2NeCT`, :class:`CeCo`, :class:`RegionRebalance`, :class:`NCFe
 """
 
 from rsseg.losses.centers import class_means, image_class_means, labels_to_embedding, upsampled_class_sums
-from rsseg.losses.collapse import (
+from rsseg.losses.collapse_terms import (
     between_class_loss,
     center_collapse_loss,
     centre_means,
@@ -25,7 +25,7 @@ from rsseg.losses.regularizers import (
     build_regularizers,
     sample_per_class,
 )
-from rsseg.losses.segmentation import SegmentationLoss, median_frequency_weights, soft_dice_loss
+from rsseg.losses.seg_loss import SegmentationLoss, median_frequency_weights, soft_dice_loss
 
 __all__ = [
     "CeCo",

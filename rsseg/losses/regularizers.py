@@ -42,7 +42,7 @@ from rsseg.losses.centers import (
     upsample_class_weights,
     weighted_class_sums,
 )
-from rsseg.losses.collapse import (
+from rsseg.losses.collapse_terms import (
     between_class_loss,
     center_collapse_loss,
     inter_class_loss,
@@ -226,7 +226,7 @@ class In2NeCTConfig:
     them); ``temperature`` divides the cosines of Eq. 6 (1.0 = none, as written; SupCon uses 0.1).
     ``scale`` is the norm the class means are brought to in L_inter when ``normalize`` is on;
     ``centre`` subtracts the global pixel mean from the class means first (the NC2 centring; see
-    :func:`rsseg.losses.collapse.inter_class_loss`).
+    :func:`rsseg.losses.collapse_terms.inter_class_loss`).
     """
 
     enabled: bool = False

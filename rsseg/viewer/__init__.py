@@ -4,7 +4,7 @@
 - :mod:`~rsseg.viewer.session`: settings, cached predictions, area tables, reference scores, point
   inspection, polygon downloads
 - :mod:`~rsseg.viewer.render`: PNG overlays from overviews, legend, polygons, point queries
-- :mod:`~rsseg.viewer.tiles`: full-resolution XYZ tiles from the rasters on a 127.0.0.1 server
+- :mod:`~rsseg.viewer.tile_server`: full-resolution XYZ tiles from the rasters on a 127.0.0.1 server
 - :mod:`~rsseg.viewer.compare`: the error layer (false positives / negatives against a reference)
 - :mod:`~rsseg.viewer.aoi`: the input cut to a drawn area of interest
 - :mod:`~rsseg.viewer.mapview`: the folium map (tiles, swipe, draw), with Leaflet inlined when offline
@@ -54,7 +54,7 @@ from rsseg.viewer.session import (
                                 run_prediction,
                                 score_reference,
 )
-from rsseg.viewer.tiles import (
+from rsseg.viewer.tile_server import (
                                 TileInfo,
                                 TileLayer,
                                 TileServer,

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from rsseg.data.constants import IGNORE_INDEX
+from rsseg.constants import IGNORE_INDEX
 from rsseg.inference.scoring import check_same_grid
 from rsseg.io import atomic_path
 from rsseg.viewer.files import file_stamp, open_geotiff

@@ -27,7 +27,7 @@ from folium.plugins import Draw
 from jinja2 import Template
 
 from rsseg.viewer.render import Overlay, render_classes, render_image
-from rsseg.viewer.tiles import TileServer, class_layer, image_layer, tile_info
+from rsseg.viewer.tile_server import TileServer, class_layer, image_layer, tile_info
 
 LEAFLET_DIRS = ("/usr/share/javascript/leaflet",)
 STATIC = Path(__file__).parent / "static"

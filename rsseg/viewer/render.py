@@ -1,6 +1,6 @@
 """What the map shows: PNG overlays from overviews, the legend, polygons and point queries.
 
-These overlays are the fallback of the full-resolution tiles (:mod:`~rsseg.viewer.tiles`) when
+These overlays are the fallback of the full-resolution tiles (:mod:`~rsseg.viewer.tile_server`) when
 rio-tiler is missing or the app is served beyond 127.0.0.1. A raster is read decimated so its long side is
 at most ``max_px`` (GDAL serves such reads from the file's overviews when it has them), then
 warped to Web Mercator, the projection Leaflet draws in: an ``ImageOverlay`` is stretched
