@@ -6,13 +6,12 @@ normalisation (:class:`Normalizer`), :func:`augment_batch`, and the statistics i
 :mod:`rsseg.data.stats`.
 
 Names are imported on first use (PEP 562): leaf modules such as :mod:`rsseg.constants`
-(read by :mod:`rsseg.config`) must not pull Lightning and TorchGeo in with them.
+must not pull Lightning and TorchGeo in with them.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rsseg.lazy import lazy_exports
 
 _EXPORTS = {
     "IGNORE_INDEX": "rsseg.constants",
@@ -35,16 +34,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    try:  # a submodule, e.g. ``rsseg.data.stats`` after a bare ``import rsseg.data``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

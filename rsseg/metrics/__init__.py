@@ -7,8 +7,7 @@ torch through the collapse diagnostics.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from rsseg.lazy import lazy_exports
 
 _EXPORTS = {
     "CollapseStats": "rsseg.metrics.collapse",
@@ -22,16 +21,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    try:  # a submodule, e.g. ``rsseg.metrics.collapse`` after a bare ``import rsseg.metrics``
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
