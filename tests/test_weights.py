@@ -14,7 +14,8 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from rsseg.cli.main import main
-from rsseg.config import ModelConfig, training_config
+from rsseg.config import ModelConfig
+from rsseg.runconfig import training_config
 from rsseg.errors import ConfigError, RsSegError
 from rsseg.models import build_model
 from rsseg.models import weights as W
