@@ -15,10 +15,10 @@ from safetensors.torch import save_file
 
 from rsseg.cli.main import main
 from rsseg.config import ModelConfig
-from rsseg.runconfig import training_config
 from rsseg.errors import ConfigError, RsSegError
 from rsseg.models import build_model
 from rsseg.models import weights as W
+from rsseg.runconfig import training_config
 from tests.conftest import make_folder
 
 RGB_MOCO = "torchgeo:ResNet18_Weights.SENTINEL2_RGB_MOCO"
