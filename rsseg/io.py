@@ -26,6 +26,17 @@ if TYPE_CHECKING:
 REMOTE_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
 # ``Path("https://host/a.tif")`` folds the double slash: accept ``https:/host/a.tif`` as the same URL
 _URL = re.compile(r"^(https?|s3|gs):/+(.*)$", re.IGNORECASE)
+#: GDAL's limits for remote rasters: seconds to connect, seconds per request, and a transfer
+#: slower than LOW_SPEED_LIMIT bytes/s for LOW_SPEED_TIME seconds fails, so a stalled server stops
+#: predict with one line instead of hanging it. A value set in the environment wins.
+HTTP_LIMITS = {"GDAL_HTTP_CONNECTTIMEOUT": "20", "GDAL_HTTP_TIMEOUT": "300", "GDAL_HTTP_LOW_SPEED_TIME": "30",
+               "GDAL_HTTP_LOW_SPEED_LIMIT": "1024"}
+_TIMEOUT_TEXT = re.compile(r"timed? ?out|timeout|too slow", re.IGNORECASE)
+
+
+def http_options() -> dict[str, str]:
+    """The GDAL config options of :data:`HTTP_LIMITS` that the environment does not set itself."""
+    return {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
 
 
 def gdal_path(source: str | Path) -> str:
@@ -69,15 +80,17 @@ def cache_dir() -> Path:
 
 
 def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = False,
-                asset: str | None = None) -> rasterio.DatasetReader:
+                asset: str | None = None, allow_local_assets: bool = False) -> rasterio.DatasetReader:
     """Open any GDAL-readable raster for reading; every rsseg reader goes through here.
 
     ``path`` is a local file, a URL (``https://``, ``s3://``, ``gs://``: see :func:`gdal_path`;
     only the blocks read travel), a GDAL path (``/vsizip/...``), or a STAC item (a ``.json`` file
-    or URL) whose ``asset`` is read (default ``visual``, :mod:`rsseg.stac`).
+    or URL) whose ``asset`` is read (default ``visual``, :mod:`rsseg.stac`; an asset that names
+    a local file needs ``allow_local_assets``).
     Failures become one-line errors that call it the ``what`` raster (input, prediction,
     reference, dataset...): :class:`InputNotFoundError` for a missing local file,
-    :class:`InputRasterError` for an unreadable or empty one. ``geotiff_only`` admits the GeoTIFF
+    :class:`InputRasterError` for an unreadable or empty one, or a server that does not answer
+    within :data:`HTTP_LIMITS`. ``geotiff_only`` admits the GeoTIFF
     driver alone (for paths that come from a browser upload). Rasterio's NotGeoreferencedWarning
     is silenced: a PNG tile has no CRS by design, and predict warns about a missing CRS in its
     own words.
@@ -89,13 +102,13 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
 
     name = str(path)
     if is_stac_item(name):
-        name = asset_href(unfold_url(name), asset)
+        name = asset_href(unfold_url(name), asset, allow_local=allow_local_assets)
     remote = is_remote(name)
     name = gdal_path(name)
     if not name.startswith("/vsi") and "://" not in name and not Path(name).exists():
         raise InputNotFoundError(f"{what} raster not found: {path}")
-    # a remote file has no directory to list for sidecars: skip that request
-    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR") if remote else contextlib.nullcontext()
+    # a remote file has no directory to list for sidecars: skip that request; and it gets time limits
+    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **http_options()) if remote else contextlib.nullcontext()
     try:
         with warnings.catch_warnings(), env:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -104,7 +117,12 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
         if geotiff_only:
             raise InputRasterError(f"{what} raster {Path(name).name} is not a readable GeoTIFF; only .tif/.tiff "
                                    "GeoTIFF files are accepted here") from None
-        raise InputRasterError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if remote and _TIMEOUT_TEXT.search(first):
+            raise InputRasterError(f"cannot read {what} raster {path}: the server did not answer in time ({first[:160]}); "
+                                   "check the URL and the network, or raise GDAL_HTTP_TIMEOUT / "
+                                   "GDAL_HTTP_LOW_SPEED_TIME in the environment") from None
+        raise InputRasterError(f"cannot read {what} raster {path}: {first} "
                                "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2, PNG...)") from None
     if src.width == 0 or src.height == 0 or src.count == 0:
         src.close()

@@ -215,7 +215,7 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
 
 def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequence[int] | None = None,
                  scale: float | str | None = None, reference: str | Path | None = None,
-                 asset: str | None = None) -> None:
+                 asset: str | None = None, allow_local_assets: bool = False) -> None:
     """Every check of the inputs ``rsseg predict`` can make before the model loads (seconds saved
     per mistake): each input readable, with the bands the model needs, in its value range
     (:func:`input_mapping`), on the reference's grid."""
@@ -223,7 +223,7 @@ def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequenc
     from rsseg.inference.scoring import open_reference
 
     for path in paths:
-        with open_raster(path, asset=asset) as src:
+        with open_raster(path, asset=asset, allow_local_assets=allow_local_assets) as src:
             input_mapping(src, meta, select_bands(src, meta, list(bands) if bands else None), path, scale)
             if reference is not None:
                 open_reference(reference, src).close()

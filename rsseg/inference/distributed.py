@@ -153,9 +153,9 @@ class Strip:
 
 def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, bands: list[int] | None,
                   rows: Span, need_probs: bool, scale: float | str | None = None,
-                  asset: str | None = None) -> Strip:
+                  asset: str | None = None, allow_local_assets: bool = False) -> Strip:
     """Task: predict the row strip ``rows`` of ``input_path`` on this worker (see :func:`predict_rows`);
-    ``scale`` and ``asset`` as :func:`~rsseg.inference.pipeline.predict_file` takes them."""
+    ``scale``, ``asset`` and ``allow_local_assets`` as :func:`~rsseg.inference.pipeline.predict_file` takes them."""
     predictor = worker_predictor(checkpoint, settings)
     parts: list[tuple[Rows, np.ndarray | None]] = []
 
@@ -163,8 +163,9 @@ def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, b
         # probs is a view of the blender's ring: copy what must outlive the call
         parts.append((band, probs.copy() if need_probs and probs is not None else None))
 
-    with open_raster(input_path, asset=asset) as src, block_cache(src, predictor.settings.tile), \
-            open_raster(input_path, asset=asset) as reader_src:
+    with open_raster(input_path, asset=asset, allow_local_assets=allow_local_assets) as src, \
+            block_cache(src, predictor.settings.tile), \
+            open_raster(input_path, asset=asset, allow_local_assets=allow_local_assets) as reader_src:
         sel = select_bands(src, predictor.meta, bands)
         mapping = input_mapping(src, predictor.meta, sel, input_path, scale)
         predict_rows(predictor, src, reader_src, sel, keep, rows=rows, mapping=mapping, name=input_path)
@@ -200,6 +201,7 @@ class StripSource:
     window_rows: int | None = None
     scale: float | str | None = None
     asset: str | None = None
+    allow_local_assets: bool = False
 
     @property
     def device(self) -> str:
@@ -220,7 +222,8 @@ class StripSource:
         plan = WindowPlan(src.width, src.height, s.tile, s.overlap)
         token = uuid.uuid4().hex[:12]
         futures = [self.client.submit(predict_strip, self.model.checkpoint, s, self.input_path, sel, rows,
-                                      self.need_probs, self.scale, self.asset, key=f"rsseg-strip-{token}-{i}")
+                                      self.need_probs, self.scale, self.asset, self.allow_local_assets,
+                                      key=f"rsseg-strip-{token}-{i}")
                    for i, rows in enumerate(plan.row_strips(self._window_rows(plan)))]
         try:
             done = set()
@@ -246,7 +249,8 @@ def predict_file_dask(client: Client, model: RemoteModel, input_path: str | Path
     load ``model`` themselves. ``kwargs`` are ``predict_file``'s (outputs, bands, products,
     on_progress: strips finished)."""
     source = StripSource(client, model, _input_name(input_path), need_probs=bool(kwargs.get("products")),
-                         window_rows=window_rows, scale=kwargs.get("scale"), asset=kwargs.get("asset"))
+                         window_rows=window_rows, scale=kwargs.get("scale"), asset=kwargs.get("asset"),
+                         allow_local_assets=kwargs.get("allow_local_assets", False))
     return predict_file(model, input_path, output_path, rows_source=source, **kwargs)
 
 

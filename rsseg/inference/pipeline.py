@@ -222,6 +222,8 @@ class PredictOptions:
     vector_classes: str | Sequence[str | int] | None = None
     strict: bool = False
     asset: str | None = None
+    #: a STAC item's asset may name a local file (absolute path, file://, /vsizip/...)
+    allow_local_assets: bool = False
     overwrite: bool = False
     scale: float | str | None = None
     buffer_mb: float | None = BUFFER_MB
@@ -309,7 +311,7 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
     check_targets(input_path, writers.all, options.overwrite)
     _check_classes(meta)
 
-    with open_raster(source, asset=options.asset) as src, \
+    with open_raster(source, asset=options.asset, allow_local_assets=options.allow_local_assets) as src, \
             block_cache(src, tile, columns := stream_columns(src, tile, meta.num_classes, options.buffer_mb)
                         if rows_source is None else None), \
             tempfile.TemporaryDirectory(prefix=f".{writers.classes.path.stem}.", dir=writers.classes.path.parent) as tmpdir:
@@ -327,7 +329,7 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
                 rows_source(src, sel, emit, on_progress)
                 return
             # separate handles: GDAL datasets must not be shared between the reader and writer threads
-            with open_raster(source, asset=options.asset) as reader_src:
+            with open_raster(source, asset=options.asset, allow_local_assets=options.allow_local_assets) as reader_src:
                 predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress, mapping=mapping,
                              name=input_path, columns=columns)
 
