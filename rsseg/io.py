@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -140,6 +141,14 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
         raise OutputPathError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise OutputPathError(f"output directory {parent} is not writable")
+    # os.access says yes to root everywhere, and to /proc or a read-only mount: try a file there
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise OutputPathError(f"cannot write in the output directory {parent} ({exc.strerror or exc}); "
+                              "choose a folder you can write to") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -251,6 +260,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+NO_SPACE = "no space left on device; free space or write elsewhere"
+#: free bytes below which a failed write is taken for a full disk
+NEARLY_FULL_BYTES = 2**20
+
+
+def _nearly_full(path: str | Path) -> bool:
+    try:
+        return shutil.disk_usage(Path(path).parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
 def write_error(exc: BaseException, what: str, path: str | Path | None) -> OutputPathError | None:
     """A failure writing an output (disk full, permissions, GDAL/OGR write errors) as one line, or
     ``None`` when ``exc`` is not a write failure (a bug or an rsseg error: re-raise it as is)."""
@@ -262,10 +283,12 @@ def write_error(exc: BaseException, what: str, path: str | Path | None) -> Outpu
     if not (isinstance(exc, OSError) or module.startswith(("rasterio", "pyogrio", "fiona"))):
         return None
     text = str(exc)
-    if getattr(exc, "errno", None) == 28 or "No space left" in text:
-        reason = "no space left on the device; free space or write elsewhere"
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "Free disk space" in text:
+        reason = NO_SPACE
     elif isinstance(exc, PermissionError) or "Permission denied" in text:
         reason = "permission denied; choose a folder you can write to"
+    elif path is not None and _nearly_full(path):  # GDAL's write errors carry no errno
+        reason = NO_SPACE
     else:
         reason = (text.splitlines()[0][:160] if text else type(exc).__name__)
     where = f" {path}" if path is not None else ""

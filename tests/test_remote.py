@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -199,3 +200,92 @@ def test_cli_reads_urls_and_names_outputs_after_the_url_file(served, tmp_path):
     assert (tmp_path / "classes_north.tif").is_file() and (tmp_path / "classes_south.tif").is_file()
     with rasterio.open(tmp_path / "classes_south.tif") as out, rasterio.open(root / "south.tif") as src:
         assert (out.shape, out.transform) == (src.shape, src.transform)
+
+
+# -- limits: what a STAC item may point at, and servers that stall ----------------------------------
+
+def _item(href: str) -> dict:
+    return {"type": "Feature", "stac_version": "1.0.0", "id": "scene",
+            "assets": {"visual": {"href": href, "type": "image/tiff; application=geotiff"}}}
+
+
+def test_stac_assets_must_be_relative_or_remote_unless_local_ones_are_allowed(served, tmp_path):
+    server, root = served
+    local = write_raster(tmp_path / "local.tif", np.full((3, 20, 30), 9, np.uint8))
+    hrefs = {"file_url": local.as_uri(), "absolute_path": str(local), "vsizip": f"/vsizip/{tmp_path}/a.zip/local.tif",
+             "ftp": "ftp://example.org/local.tif"}
+    for name, href in hrefs.items():
+        (root / f"{name}.json").write_text(json.dumps(_item(href)))
+        (tmp_path / f"{name}.json").write_text(json.dumps(_item(href)))
+        for item in (f"{server.url}/{name}.json", tmp_path / f"{name}.json"):  # a remote item and a local one
+            with pytest.raises(InputRasterError, match=r"not an http\(s\), s3 or gs URL; .*--allow-local-assets"):
+                open_raster(item)
+    for name in ("file_url", "absolute_path"):
+        with open_raster(f"{server.url}/{name}.json", allow_local_assets=True) as src:
+            assert src.shape == (20, 30) and src.name == str(local)
+    cog(root / "scene.tif", np.full((3, 20, 30), 5, np.uint8))  # relative and remote hrefs need no flag
+    for name, href in (("relative", "scene.tif"), ("absolute_url", f"{server.url}/scene.tif")):
+        (root / f"{name}.json").write_text(json.dumps(_item(href)))
+        with open_raster(f"{server.url}/{name}.json") as src:
+            assert src.shape == (20, 30)
+
+
+class DripServer:
+    """Answers every request with headers at once, then one byte every ``every`` seconds (a
+    stalled server), for at most ``seconds``."""
+
+    def __init__(self, size: int = 100_000, every: float = 0.2, seconds: float = 8.0) -> None:
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _headers(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(size))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+
+            def do_HEAD(self):
+                self._headers()
+
+            def do_GET(self):
+                self._headers()
+                deadline = time.monotonic() + seconds
+                try:
+                    while time.monotonic() < deadline:
+                        self.wfile.write(b"{")
+                        self.wfile.flush()
+                        time.sleep(every)
+                except OSError:  # the client gave up: that is the point
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> DripServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_stalled_server_is_one_line_within_the_time_limits(monkeypatch):
+    import rsseg.io
+    import rsseg.stac
+
+    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", {"GDAL_HTTP_CONNECTTIMEOUT": "2", "GDAL_HTTP_TIMEOUT": "2",
+                                                  "GDAL_HTTP_LOW_SPEED_TIME": "1", "GDAL_HTTP_LOW_SPEED_LIMIT": "1000",
+                                                  "GDAL_HTTP_MAX_RETRY": "0"})
+    monkeypatch.setattr(rsseg.stac, "FETCH_TIMEOUT_S", 0.6)
+    with DripServer() as server:
+        started = time.monotonic()
+        with pytest.raises(InputRasterError, match=r"cannot read input raster .*slow\.tif: the server did not answer in time"):
+            open_raster(f"{server.url}/slow.tif")
+        assert time.monotonic() - started < 6
+        started = time.monotonic()
+        with pytest.raises(InputRasterError, match=r"STAC item .*item\.json: it did not arrive within 0\.6 s"):
+            open_raster(f"{server.url}/item.json")
+        assert time.monotonic() - started < 3

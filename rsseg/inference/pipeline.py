@@ -365,10 +365,11 @@ def _write_products(writers: _Writers, ctx: ProductContext, compute: Callable[[E
             writer = writers.classes  # a failed rename reports on the outputs as a whole
             stage.commit()  # all together, only now that every product is complete
         except BaseException as exc:
+            # judged while the temporaries are still there: a disk is only full until they go
+            err = write_error(exc, writer.name, writer.path) if writer is not None and isinstance(exc, Exception) else None
             for w in opened:
                 w.abort()
             stage.discard()
-            err = write_error(exc, writer.name, writer.path) if writer is not None and isinstance(exc, Exception) else None
             if err is not None:
                 raise err from None
             raise
