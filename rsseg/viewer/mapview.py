@@ -169,7 +169,8 @@ def build_map(
     max_zoom = max([layer.max_zoom for layer in layers if layer.tiles] or [22])
     # zooming out stops where the last tile layer would have to read more than its overviews allow
     min_zoom = min([layer.min_zoom for layer in layers if layer.tiles] or [0])
-    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=True, max_zoom=max_zoom, min_zoom=min_zoom)
+    # folium hands its min_zoom to a default basemap only; Leaflet's own option goes in as is
+    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=True, max_zoom=max_zoom, minZoom=min_zoom)
     if leaflet is not None:
         _use_assets(m, leaflet)
     if (tiles := BASEMAPS[basemap]) is not None:

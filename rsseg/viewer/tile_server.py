@@ -248,6 +248,9 @@ class _PooledHTTPServer(HTTPServer):
         finally:
             self.shutdown_request(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Quiet (the standard server prints a traceback): library code prints nothing."""
+
     def server_close(self) -> None:
         super().server_close()
         self.pool.shutdown(wait=False, cancel_futures=True)
