@@ -187,7 +187,8 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
     s = model.settings
     _echo_model(checkpoint, model.meta, f"tile {s.tile}/{s.overlap}, tta {s.tta}, on Dask {spec}")
     kwargs = asdict(options)
-    with dask_client(spec) as client, sigterm_as_interrupt():
+    verbose = bool((click.get_current_context().find_root().obj or {}).get("verbose"))  # -v: workers' logs too
+    with dask_client(spec, quiet=not verbose) as client, sigterm_as_interrupt():
         if use_scenes(client, len(jobs)):
             with progress_bar(f"{len(jobs)} rasters", "scenes") as on_progress:
                 results = predict_scenes_dask(client, model, jobs, on_progress=on_progress, **kwargs)

@@ -29,6 +29,7 @@ Importing this module imports Dask; nothing else in rsseg does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import uuid
@@ -40,9 +41,10 @@ from typing import Any
 import numpy as np
 import rasterio
 from distributed import Client, Event, Future, LocalCluster, as_completed, wait
+from rasterio.errors import RasterioError
 
 from rsseg.checkpoint import ModelMeta, read_meta
-from rsseg.errors import BackendUnavailableError, ConfigError, RsSegError
+from rsseg.errors import BackendUnavailableError, ConfigError, InputRasterError, RsSegError
 from rsseg.inference.contract import input_mapping
 from rsseg.inference.input_checks import select_bands
 from rsseg.inference.memory import block_cache
@@ -79,9 +81,11 @@ def parse_dask(spec: str) -> tuple[str | None, int | None]:
 
 
 @contextlib.contextmanager
-def dask_client(spec: str) -> Iterator[Client]:
+def dask_client(spec: str, quiet: bool = True) -> Iterator[Client]:
     """A client for ``--dask``: a new LocalCluster of N single-threaded worker processes
-    (``local[:N]``, N defaults to cores / 4), or the scheduler at an address."""
+    (``local[:N]``, N defaults to cores / 4), or the scheduler at an address. ``quiet``: a local
+    cluster logs nothing below CRITICAL (a failed task's worker would print its traceback to the
+    terminal; the client raises the error as one line)."""
     address, n = parse_dask(spec)
     if address is not None:
         try:
@@ -96,7 +100,8 @@ def dask_client(spec: str) -> Iterator[Client]:
     n = n or max(1, cores // 4)
     # Dask pins OMP threads to 1 in workers; share the cores among the worker processes instead
     env = {"OMP_NUM_THREADS": str(max(1, cores // n))}
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env) as cluster, \
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+                      silence_logs=logging.CRITICAL if quiet else logging.WARNING) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -180,6 +185,17 @@ def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, b
     )
 
 
+def _task_error(exc: BaseException, input_path: str) -> BaseException:
+    """What the client raises for a task that failed on ``input_path``: an rsseg error as it is
+    (one line), a read failure on the worker (GDAL, the file system) as one line naming the input,
+    anything else (a bug) as it is, with its traceback."""
+    if isinstance(exc, RsSegError) or not isinstance(exc, (RasterioError, OSError)):
+        return exc
+    text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return InputRasterError(f"cannot read input raster {input_path} on a Dask worker: {text}; check that every "
+                            "worker can read it (a shared file system or a URL) and that the file is complete")
+
+
 def _cancel(futures: Sequence[Future]) -> None:
     for f in futures:
         f.cancel()
@@ -230,7 +246,7 @@ class StripSource:
             nxt = 0
             for fut in as_completed(futures):
                 if fut.status == "error":
-                    fut.result()  # raises the worker's exception here
+                    raise _task_error(fut.exception(), self.input_path)  # the first failure, as one line
                 done.add(fut.key)
                 if on_progress is not None:
                     on_progress(len(done), len(futures))
@@ -296,6 +312,8 @@ def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple
     results: list[PredictResult | None] = [None] * len(futures)
     try:
         for n, fut in enumerate(as_completed(futures), 1):
+            if fut.status == "error":
+                raise _task_error(fut.exception(), _input_name(jobs[order[fut.key]][0]))
             results[order[fut.key]] = fut.result()
             if on_progress is not None:
                 on_progress(n, len(futures))
