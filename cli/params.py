@@ -31,7 +31,7 @@ class FiniteFloat(click.ParamType):
         if not math.isfinite(number):
             raise ConfigError(f"{flag} {value} is not a finite number; {fix}")
         if self.min is not None and (number <= self.min if self.min_open else number < self.min):
-            raise ConfigError(f"{flag} must be {'above' if self.min_open else 'at least'} {self.min:g} (got {value}); {fix}")
+            raise ConfigError(f"{flag} must be {'above' if self.min_open else 'at least'} {self.min:.10g} (got {value}); {fix}")
         if self.max is not None and number > self.max:
-            raise ConfigError(f"{flag} {value} is beyond the largest accepted value, {self.max:g}; {fix}")
+            raise ConfigError(f"{flag} {value} is beyond the largest accepted value, {self.max:.10g}; {fix}")
         return number
