@@ -217,6 +217,10 @@ class Staging:
     def remove_at_commit(self, target: str | Path) -> None:
         self._stale.append(Path(target))
 
+    def targets(self) -> list[Path]:
+        """The targets that :meth:`commit` will write."""
+        return [target for _, target in self._moves]
+
     def commit(self) -> None:
         for tmp, target in self._moves:
             os.replace(tmp, target)

@@ -53,7 +53,7 @@ from rsseg.inference.predictor import Predictor
 from rsseg.inference.products import Rows
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_tiling
 from rsseg.inference.windows import Span, WindowPlan
-from rsseg.io import is_remote, open_raster, unfold_url
+from rsseg.io import Staging, is_remote, open_raster, unfold_url
 from rsseg.progress import ProgressFn
 
 #: a strip's result (class ids, confidence, mask: ~4 bytes a pixel) stays below this many pixels
@@ -282,8 +282,9 @@ class _Stopped(RsSegError):
 
 def _scene_task(checkpoint: str, settings: PredictSettings, input_path: str, output_path: str,
                 kwargs: dict[str, Any], stop_event: str) -> PredictResult:
-    """Task: the whole single-process ``predict_file`` of one scene on this worker; it stops at
-    its next batch once the run's ``stop_event`` is set (its writers then remove their temporaries)."""
+    """Task: the whole single-process ``predict_file`` of one scene on this worker, its outputs
+    staged beside their targets for the client to commit with the other scenes'; it stops at its
+    next batch once the run's ``stop_event`` is set (its writers then remove their temporaries)."""
     stop = Event(stop_event)
 
     def check(done: int, total: int) -> None:
@@ -291,15 +292,18 @@ def _scene_task(checkpoint: str, settings: PredictSettings, input_path: str, out
             raise _Stopped(f"{input_path}: stopped because another scene of the run failed")
 
     check(0, 0)
-    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs, on_progress=check)
+    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs, on_progress=check,
+                        stage=Staging())
 
 
 def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple[str | Path, dict[str, Any]]], *,
                         on_progress: ProgressFn | None = None, **kwargs: Any) -> list[PredictResult]:
     """One task per scene: ``jobs`` are (input, {"output_path": ..., other targets}); ``kwargs``
     are the ``predict_file`` options shared by all scenes. Workers write the outputs (a file
-    system they share with the client). If any scene fails the others are cancelled, the
-    outputs of finished ones removed, and the error raised; ``on_progress`` counts scenes."""
+    system they share with the client) staged beside their targets, and the client renames them
+    onto the targets once every scene is complete. If any scene fails the others are cancelled,
+    every staged output removed (old outputs stay as they were), and the first error raised as one
+    line; ``on_progress`` counts scenes."""
     token = uuid.uuid4().hex[:12]
     stop = Event(f"rsseg-stop-{token}", client=client)
     futures = []
@@ -319,14 +323,18 @@ def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple
                 on_progress(n, len(futures))
     except BaseException:
         # Dask cannot stop a task that is running: the scenes stop at their next batch, and the
-        # run waits for them so that none commits its outputs after this run has failed
+        # run waits for them so that none leaves its temporaries after this run has failed
         stop.set()
         wait(futures)
-        for fut in futures:  # all or nothing: remove what this run finished
-            for path in fut.result().files if fut.status == "finished" else []:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        for fut in futures:  # all or nothing: drop what the finished scenes staged
+            if fut.status == "finished" and fut.result().stage is not None:
+                fut.result().stage.discard()
         raise
+    for result in results:  # every scene is complete: only now do new outputs replace old ones
+        staged = result.stage.targets()
+        result.stage.commit()
+        result.stage = None
+        result.files = [p for p in dict.fromkeys([*result.files, *staged]) if p.exists()]
     return results  # type: ignore[return-value]
 
 
