@@ -270,7 +270,7 @@ def test_a_corrupt_input_on_dask_is_one_line_and_leaves_old_outputs(checkpoint, 
     bad.write_bytes(data[: len(data) // 2])
     work = tmp_path / "work"
     work.mkdir()
-    for name in ("out.tif", "out_cut.tif"):  # the targets of the failing input in strip and in scene mode
+    for name in ("out.tif", "out_scene.tif", "out_cut.tif"):  # strip mode's target, then both scenes'
         (work / name).write_bytes(b"old output")
     before = {p.name: p.read_bytes() for p in work.iterdir()}
     for inputs in ([bad], [scene, bad]):  # row strips, then one task per scene
