@@ -24,6 +24,7 @@ falls back to overlays.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -52,7 +53,7 @@ TILE_PX = 256
 OVERZOOM = 2
 #: zoom levels below the one where the whole raster is about one tile (a raster with overviews)
 ZOOM_OUT = 2
-#: most source pixels one tile may read (from the raster or an overview): about 0.1 s of reading
+#: most source pixels one tile may read (from the raster or an overview): a fraction of a second
 MAX_TILE_READ_PX = 1024 * 1024
 #: threads that render tiles, tiles that may wait for one, and seconds a request waits for its tile
 WORKERS = 4
@@ -176,8 +177,10 @@ def confined(path: str | Path, root: str | Path) -> Path:
     file inside ``root``. The check runs on every request: a file swapped for a symlink after
     registration must not lead outside."""
     resolved = Path(path).resolve()
-    if not resolved.is_relative_to(Path(root).resolve()) or not resolved.is_file():
+    if not resolved.is_relative_to(Path(root).resolve()):
         raise TileRequestError(f"{Path(path).name} now leads outside the data directory; it is no longer served", 403)
+    if not resolved.is_file():
+        raise TileRequestError(f"{Path(path).name} no longer exists", 404)
     return resolved
 
 
@@ -241,12 +244,9 @@ class _PooledHTTPServer(HTTPServer):
         self.pool.submit(self._handle, request, client_address)
 
     def _handle(self, request: Any, client_address: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # a client that went away; library code prints nothing
             self.finish_request(request, client_address)
-        except Exception:  # noqa: BLE001, S110 - a client that went away; library code prints nothing
-            pass
-        finally:
-            self.shutdown_request(request)
+        self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Quiet (the standard server prints a traceback): library code prints nothing."""
@@ -343,7 +343,7 @@ class TileServer:
         if self._renders is None or self._slots is None:
             raise TileRequestError("the tile server is not running", 503)
         if not self._slots.acquire(blocking=False):
-            raise TileRequestError("the tile server is busy; the map retries the tile when it is panned again", 503)
+            raise TileRequestError("the tile server is busy; zoom or pan again in a moment", 503)
         try:
             future = self._renders.submit(render_tile, layer, z, x, y, root=self._layer_roots[layer.id])
         except BaseException:
