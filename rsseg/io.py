@@ -40,6 +40,17 @@ def http_options() -> dict[str, str]:
     return {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
 
 
+def _error_chain(exc: BaseException) -> list[str]:
+    """The first line of ``exc`` and of the errors it was raised from (rasterio chains GDAL's)."""
+    texts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(texts) < 8:
+        if str(seen):
+            texts.append(str(seen).splitlines()[0])
+        seen = seen.__cause__ or seen.__context__
+    return texts
+
+
 def gdal_path(source: str | Path) -> str:
     """The name GDAL opens for a local path or a URL: ``http(s)://`` -> ``/vsicurl/`` (range
     requests: only the blocks read are fetched), ``s3://`` -> ``/vsis3/``, ``gs://`` -> ``/vsigs/``
@@ -119,8 +130,10 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
             raise InputRasterError(f"{what} raster {Path(name).name} is not a readable GeoTIFF; only .tif/.tiff "
                                    "GeoTIFF files are accepted here") from None
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if remote and _TIMEOUT_TEXT.search(first):
-            raise InputRasterError(f"cannot read {what} raster {path}: the server did not answer in time ({first[:160]}); "
+        # GDAL's own reason (curl's "Operation too slow") may sit under a generic "not recognized"
+        timeout = next((t for t in _error_chain(exc) if _TIMEOUT_TEXT.search(t)), None) if remote else None
+        if timeout is not None:
+            raise InputRasterError(f"cannot read {what} raster {path}: the server did not answer in time ({timeout[:160]}); "
                                    "check the URL and the network, or raise GDAL_HTTP_TIMEOUT / "
                                    "GDAL_HTTP_LOW_SPEED_TIME in the environment") from None
         raise InputRasterError(f"cannot read {what} raster {path}: {first} "
