@@ -213,7 +213,7 @@ def _big_raster(path: Path, size: int = 4096, overviews: tuple[int, ...] = ()) -
                        blockxsize=256, blockysize=256, compress="deflate", crs="EPSG:32633",
                        transform=UTM_TRANSFORM) as dst:
         row = (np.arange(size) % 251).astype(np.uint8)
-        dst.write(np.broadcast_to(row, (size, size))[None])
+        dst.write(np.tile(row, (size, 1))[None])
         if overviews:
             dst.build_overviews(list(overviews), rasterio.enums.Resampling.nearest)
     return path
