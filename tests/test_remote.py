@@ -231,29 +231,39 @@ def test_stac_assets_must_be_relative_or_remote_unless_local_ones_are_allowed(se
 
 
 class DripServer:
-    """Answers every request with headers at once, then one byte every ``every`` seconds (a
-    stalled server), for at most ``seconds``."""
+    """A stalled server: answers with headers at once, then sends one byte every ``every`` seconds
+    (for at most ``seconds``). With ``data``, range requests below byte ``fast`` (the header of
+    a COG) are answered at once and only the pixel blocks beyond it drip."""
 
-    def __init__(self, size: int = 100_000, every: float = 0.2, seconds: float = 8.0) -> None:
+    def __init__(self, data: bytes = b"{" * 100_000, fast: int = 0, every: float = 0.2, seconds: float = 8.0) -> None:
         class Handler(SimpleHTTPRequestHandler):
             def log_message(self, *args):  # quiet
                 pass
 
-            def _headers(self) -> None:
+            def do_HEAD(self):
                 self.send_response(200)
-                self.send_header("Content-Length", str(size))
+                self.send_header("Content-Length", str(len(data)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
 
-            def do_HEAD(self):
-                self._headers()
-
             def do_GET(self):
-                self._headers()
+                match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+                start, end = (int(match.group(1)), int(match.group(2))) if match else (0, len(data) - 1)
+                body = data[start:end + 1]
+                self.send_response(206 if match else 200)
+                if match:
+                    self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if start + len(body) <= fast:
+                    self.wfile.write(body)
+                    return
                 deadline = time.monotonic() + seconds
                 try:
-                    while time.monotonic() < deadline:
-                        self.wfile.write(b"{")
+                    for i in range(len(body)):
+                        if time.monotonic() > deadline:
+                            return
+                        self.wfile.write(body[i:i + 1])
                         self.wfile.flush()
                         time.sleep(every)
                 except OSError:  # the client gave up: that is the point
@@ -272,13 +282,15 @@ class DripServer:
         self.httpd.server_close()
 
 
+LIMITS = {"GDAL_HTTP_CONNECTTIMEOUT": "2", "GDAL_HTTP_TIMEOUT": "2", "GDAL_HTTP_LOW_SPEED_TIME": "1",
+          "GDAL_HTTP_LOW_SPEED_LIMIT": "1000", "GDAL_HTTP_MAX_RETRY": "0"}
+
+
 def test_a_stalled_server_is_one_line_within_the_time_limits(monkeypatch):
     import rsseg.io
     import rsseg.stac
 
-    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", {"GDAL_HTTP_CONNECTTIMEOUT": "2", "GDAL_HTTP_TIMEOUT": "2",
-                                                  "GDAL_HTTP_LOW_SPEED_TIME": "1", "GDAL_HTTP_LOW_SPEED_LIMIT": "1000",
-                                                  "GDAL_HTTP_MAX_RETRY": "0"})
+    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", LIMITS)
     monkeypatch.setattr(rsseg.stac, "FETCH_TIMEOUT_S", 0.6)
     with DripServer() as server:
         started = time.monotonic()
@@ -289,3 +301,24 @@ def test_a_stalled_server_is_one_line_within_the_time_limits(monkeypatch):
         with pytest.raises(InputRasterError, match=r"STAC item .*item\.json: it did not arrive within 0\.6 s"):
             open_raster(f"{server.url}/item.json")
         assert time.monotonic() - started < 3
+
+
+def test_the_limits_hold_for_reads_after_the_open(tmp_path, monkeypatch):
+    """The header arrives at once, then the server stalls on the pixel blocks: the limits set
+    where the raster was opened still end the read, and predict says the server stopped answering."""
+    import rsseg.io
+
+    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", LIMITS)
+    data = cog(tmp_path / "c.tif", np.random.default_rng(4).integers(0, 255, (3, 1024, 1024), dtype=np.uint8)).read_bytes()
+    with DripServer(data, fast=65536) as server, open_raster(f"{server.url}/c.tif") as src:
+        started = time.monotonic()
+        with pytest.raises(rasterio.errors.RasterioIOError):
+            src.read(window=Window(512, 512, 256, 256))
+        assert time.monotonic() - started < 6
+    p = Predictor.from_model(nn.Conv2d(3, 2, 3, padding=1).eval(), _meta(), tile=64, overlap=16, batch=2, device="cpu")
+    with DripServer(data, fast=65536) as server:
+        started = time.monotonic()
+        with pytest.raises(InputRasterError, match=r"c\.tif at rows .*the server stopped answering"):
+            predict_file(p, f"{server.url}/c.tif", tmp_path / "out.tif")
+        assert time.monotonic() - started < 30
+    assert not (tmp_path / "out.tif").exists()
