@@ -160,7 +160,19 @@ def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, b
                   rows: Span, need_probs: bool, scale: float | str | None = None,
                   asset: str | None = None, allow_local_assets: bool = False) -> Strip:
     """Task: predict the row strip ``rows`` of ``input_path`` on this worker (see :func:`predict_rows`);
-    ``scale``, ``asset`` and ``allow_local_assets`` as :func:`~rsseg.inference.pipeline.predict_file` takes them."""
+    ``scale``, ``asset`` and ``allow_local_assets`` as :func:`~rsseg.inference.pipeline.predict_file` takes them.
+    A failure leaves as an error the client can rebuild (:func:`_portable`)."""
+    try:
+        return _predict_strip(checkpoint, settings, input_path, bands, rows, need_probs, scale, asset,
+                              allow_local_assets)
+    except BaseException as exc:
+        err = _portable(exc, input_path)
+    raise err  # outside the handler: nothing chained to it
+
+
+def _predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, bands: list[int] | None,
+                   rows: Span, need_probs: bool, scale: float | str | None, asset: str | None,
+                   allow_local_assets: bool) -> Strip:
     predictor = worker_predictor(checkpoint, settings)
     parts: list[tuple[Rows, np.ndarray | None]] = []
 
@@ -185,11 +197,16 @@ def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, b
     )
 
 
-def _task_error(exc: BaseException, input_path: str) -> BaseException:
-    """What the client raises for a task that failed on ``input_path``: an rsseg error as it is
-    (one line), a read failure on the worker (GDAL, the file system) as one line naming the input,
-    anything else (a bug) as it is, with its traceback."""
-    if isinstance(exc, RsSegError) or not isinstance(exc, (RasterioError, OSError)):
+def _portable(exc: BaseException, input_path: str) -> BaseException:
+    """A task's failure as the client can rebuild it, so ``rsseg predict --dask`` prints its one
+    line: an rsseg error without the GDAL errors it was raised from (Dask pickles the chain, and
+    rasterio's errors cannot be unpickled: the client would get a bare ``Exception`` and a
+    traceback), a read failure (GDAL, the file system) as one line naming the input; anything else
+    (a bug) as it is."""
+    if isinstance(exc, RsSegError):
+        exc.__cause__ = exc.__context__ = None
+        return exc
+    if not isinstance(exc, (RasterioError, OSError)):
         return exc
     text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
     return InputRasterError(f"cannot read input raster {input_path} on a Dask worker: {text}; check that every "
@@ -246,7 +263,7 @@ class StripSource:
             nxt = 0
             for fut in as_completed(futures):
                 if fut.status == "error":
-                    raise _task_error(fut.exception(), self.input_path)  # the first failure, as one line
+                    fut.result()  # raises the worker's exception here: the first failure
                 done.add(fut.key)
                 if on_progress is not None:
                     on_progress(len(done), len(futures))
@@ -291,9 +308,13 @@ def _scene_task(checkpoint: str, settings: PredictSettings, input_path: str, out
         if stop.is_set():
             raise _Stopped(f"{input_path}: stopped because another scene of the run failed")
 
-    check(0, 0)
-    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs, on_progress=check,
-                        stage=Staging())
+    try:
+        check(0, 0)
+        return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs,
+                            on_progress=check, stage=Staging())
+    except BaseException as exc:
+        err = _portable(exc, input_path)
+    raise err  # outside the handler: nothing chained to it
 
 
 def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple[str | Path, dict[str, Any]]], *,
@@ -316,8 +337,6 @@ def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple
     results: list[PredictResult | None] = [None] * len(futures)
     try:
         for n, fut in enumerate(as_completed(futures), 1):
-            if fut.status == "error":
-                raise _task_error(fut.exception(), _input_name(jobs[order[fut.key]][0]))
             results[order[fut.key]] = fut.result()
             if on_progress is not None:
                 on_progress(n, len(futures))
