@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,7 +188,9 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
     s = model.settings
     _echo_model(checkpoint, model.meta, f"tile {s.tile}/{s.overlap}, tta {s.tta}, on Dask {spec}")
     kwargs = asdict(options)
-    verbose = bool((click.get_current_context().find_root().obj or {}).get("verbose"))  # -v: workers' logs too
+    verbose = bool((click.get_current_context().find_root().obj or {}).get("verbose"))  # -v: Dask's logs too
+    if not verbose:  # the scheduler runs in this process: its shutdown chatter and tracebacks stay quiet too
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
     with dask_client(spec, quiet=not verbose) as client, sigterm_as_interrupt():
         if use_scenes(client, len(jobs)):
             with progress_bar(f"{len(jobs)} rasters", "scenes") as on_progress:
