@@ -49,15 +49,21 @@ def _is_url(source: str) -> bool:
 def _fetch(url: str, timeout: float) -> str:
     """The body of ``url`` within ``timeout`` seconds in all (not per read), at most
     :data:`MAX_ITEM_BYTES`."""
-    from urllib.request import urlopen
+    from urllib.request import HTTPRedirectHandler, build_opener
+
+    class HttpOnly(HTTPRedirectHandler):
+        """urllib follows a redirect to ftp:// too: the same rule as for asset hrefs, before it is followed."""
+
+        def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201 - urllib's
+            if not _is_url(newurl):
+                raise InputRasterError(f"cannot read STAC item {url}: it redirects to {newurl}, which is not an "
+                                       "http(s) URL")
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
     deadline = time.monotonic() + timeout
     chunks: list[bytes] = []
     size = 0
-    with urlopen(url, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked by the caller
-        final = response.geturl()
-        if not _is_url(final):  # urllib follows http(s) -> ftp too: the same rule as for asset hrefs
-            raise InputRasterError(f"cannot read STAC item {url}: it redirects to {final}, which is not an http(s) URL")
+    with build_opener(HttpOnly).open(url, timeout=timeout) as response:
         while chunk := response.read1(65536):
             size += len(chunk)
             if size > MAX_ITEM_BYTES:

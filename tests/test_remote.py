@@ -322,3 +322,27 @@ def test_the_limits_hold_for_reads_after_the_open(tmp_path, monkeypatch):
             predict_file(p, f"{server.url}/c.tif", tmp_path / "out.tif")
         assert time.monotonic() - started < 30
     assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_stac_item_url_may_redirect_to_http_only(tmp_path):
+    local = write_raster(tmp_path / "local.tif", np.full((3, 20, 30), 9, np.uint8))
+
+    class Redirect(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", local.as_uri() if "file" in self.path else "ftp://127.0.0.1/item.json")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for name in ("file.json", "ftp.json"):
+            with pytest.raises(InputRasterError, match=rf"cannot read STAC item {url}/{name}: .*(not allowed|not an http)"):
+                open_raster(f"{url}/{name}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
