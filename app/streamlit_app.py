@@ -52,7 +52,8 @@ def _meta(path: str, mtime_ns: int, size: int):  # noqa: ANN202
 def _tile_server():  # noqa: ANN202 - one per server process, shared by every session
     if os.environ.get("RSSEG_TILES", "1") == "0" or not viewer.tiles_available():
         return None
-    return viewer.TileServer().start()
+    settings = viewer.AppSettings.from_env()  # tiles come from the data directory and the cache (predictions, uploads)
+    return viewer.TileServer(roots=(settings.data_dir, settings.cache_dir)).start()
 
 
 @st.cache_data(max_entries=32, show_spinner="Preparing the map…")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import click
 
+from rsseg.cli.params import FiniteFloat
+
 
 @click.command(context_settings={"show_default": True})
 @click.option("--data-dir", default=".", type=click.Path(file_okay=False), help="Folder whose rasters and *.ckpt checkpoints the viewer may open (nothing outside it).")
 @click.option("--host", default="127.0.0.1", help="Address to bind; the default serves this machine only. 0.0.0.0 exposes the viewer to your network.")
 @click.option("--port", default=8501, type=click.IntRange(1, 65535), help="Port to serve on.")
-@click.option("--max-upload-mb", default=200.0, type=click.FloatRange(min=1), help="Largest GeoTIFF a browser may upload.")
+@click.option("--max-upload-mb", default=200.0, type=FiniteFloat(min=1, example="200"), help="Largest GeoTIFF a browser may upload.")
 @click.option("--max-pixels", default=500_000_000, type=click.IntRange(min=1), help="Largest raster (width x height) the viewer opens or accepts as an upload.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Where predictions and uploads are kept (default: a folder in the system temp dir).")
 @click.option("--headless", is_flag=True, help="Do not open a browser window.")

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
+from rsseg.cli.params import FiniteFloat
 from rsseg.config import ENGINES, TTA_MODES
+
+#: the largest --buffer-mb (1 TiB): a larger budget is a typo, and one near 1e308 overflows
+MAX_BUFFER_MB = 2.0**20
 
 
 def _bands(value: str | None) -> list[int] | None:
@@ -56,22 +61,23 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--scale", help="Multiply the input by this factor to reach the model's training value range "
               "(e.g. 255 for 0-1 floats, 1/257 for 16-bit copies of 8-bit scenes), or 'auto' to stretch each band's "
               "p1-p99 onto the training p1-p99. Without it, an input in another range is refused.")
-@click.option("--simplify", default=0.0, help="Polygon simplification tolerance in metres.")
-@click.option("--min-area", type=float, help="Drop polygons smaller than this many square metres (default: 4 pixels; 0 keeps all).")
+@click.option("--simplify", default=0.0, type=FiniteFloat(min=0, example="1.0"), help="Polygon simplification tolerance in metres.")
+@click.option("--min-area", type=FiniteFloat(min=0, example="50"), help="Drop polygons smaller than this many square metres (default: 4 pixels; 0 keeps all).")
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
+@click.option("--allow-local-assets", is_flag=True, help="Let a STAC item's asset name a file on this machine (an absolute path, file:// or /vsizip/...); without it only relative hrefs and http(s), s3 and gs URLs are read.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (train's --devices is a count instead).")
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
               help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
                    "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
-@click.option("--buffer-mb", type=click.FloatRange(min=0, min_open=True), metavar="MB",
+@click.option("--buffer-mb", type=FiniteFloat(min=0, min_open=True, max=MAX_BUFFER_MB, example="512"), metavar="MB",
               help="Memory for the buffers that grow with raster width (blending, input cache). A wider raster "
                    "is processed in column strips, recomputing the windows on each strip border (a few percent "
                    "more work). [default: 512, whole rows up to ~28k RGB columns at 7 classes]")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, device, engine, buffer_mb, overwrite, dask_spec):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -111,7 +117,8 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     check_jobs(jobs, overwrite)
     settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
     options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
-                             vector_classes=vector_classes, strict=strict, asset=asset, scale=scale,
+                             vector_classes=vector_classes, strict=strict, asset=asset,
+                             allow_local_assets=allow_local_assets, scale=scale,
                              overwrite=overwrite, **({} if buffer_mb is None else {"buffer_mb": buffer_mb}))
     if dask_spec:
         results = _predict_dask(dask_spec, checkpoint, settings, jobs, options)
@@ -122,7 +129,8 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
         predictor = Predictor.from_onnx(cached, settings) if cached is not None else None
         meta = predictor.meta if predictor is not None else read_meta(checkpoint)
         check_settings(replace(settings, engine="torch").resolve(meta))
-        check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=scale, reference=reference, asset=asset)
+        check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=scale, reference=reference, asset=asset,
+                     allow_local_assets=allow_local_assets)
         if predictor is None:
             predictor = Predictor.from_checkpoint(checkpoint, settings, on_export=lambda path: click.echo(
                 f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}", err=True))
@@ -175,11 +183,15 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
     parse_dask(spec)  # a malformed address fails before any work
     model = RemoteModel.plan(checkpoint, settings)
     check_inputs([src for src, _ in jobs], model.meta, bands=options.bands, scale=options.scale,
-                 reference=options.reference_path, asset=options.asset)
+                 reference=options.reference_path, asset=options.asset,
+                 allow_local_assets=options.allow_local_assets)
     s = model.settings
     _echo_model(checkpoint, model.meta, f"tile {s.tile}/{s.overlap}, tta {s.tta}, on Dask {spec}")
     kwargs = asdict(options)
-    with dask_client(spec) as client, sigterm_as_interrupt():
+    verbose = bool((click.get_current_context().find_root().obj or {}).get("verbose"))  # -v: Dask's logs too
+    if not verbose:  # the scheduler runs in this process: its shutdown chatter and tracebacks stay quiet too
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    with dask_client(spec, quiet=not verbose) as client, sigterm_as_interrupt():
         if use_scenes(client, len(jobs)):
             with progress_bar(f"{len(jobs)} rasters", "scenes") as on_progress:
                 results = predict_scenes_dask(client, model, jobs, on_progress=on_progress, **kwargs)

@@ -61,6 +61,16 @@ class BackendUnavailableError(RsSegError, RuntimeError):
     Dask not installed, a Dask scheduler that cannot be reached."""
 
 
+class TileRequestError(RsSegError, ValueError):
+    """A map tile the viewer's tile server will not render; ``status`` is the HTTP answer (404: a
+    zoom below the raster's overviews, 403: a file that now leads outside the data directory,
+    503: the server is busy)."""
+
+    def __init__(self, message: str, status: int = 404) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 # -- warnings: the run goes on, but the user should know (``-W error::rsseg.errors.RsSegWarning``
 # turns them all into errors, as ``--strict`` does for the input-fit checks)
 

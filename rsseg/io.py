@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shutil
 import signal
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,27 @@ if TYPE_CHECKING:
 REMOTE_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/", "gs": "/vsigs/"}
 # ``Path("https://host/a.tif")`` folds the double slash: accept ``https:/host/a.tif`` as the same URL
 _URL = re.compile(r"^(https?|s3|gs):/+(.*)$", re.IGNORECASE)
+#: GDAL's limits for remote rasters: seconds to connect, seconds per request, and a transfer
+#: slower than LOW_SPEED_LIMIT bytes/s for LOW_SPEED_TIME seconds fails, so a stalled server stops
+#: predict with one line instead of hanging it. A value set in the environment wins.
+HTTP_LIMITS = {"GDAL_HTTP_CONNECTTIMEOUT": "20", "GDAL_HTTP_TIMEOUT": "300", "GDAL_HTTP_LOW_SPEED_TIME": "30",
+               "GDAL_HTTP_LOW_SPEED_LIMIT": "1024"}
+
+
+def http_options() -> dict[str, str]:
+    """The GDAL config options of :data:`HTTP_LIMITS` that the environment does not set itself."""
+    return {key: value for key, value in HTTP_LIMITS.items() if key not in os.environ}
+
+
+def _shortest_limit() -> float:
+    """Seconds after which one of the HTTP limits in effect (the environment's, else ours) gives up."""
+    seconds = []
+    for key in ("GDAL_HTTP_CONNECTTIMEOUT", "GDAL_HTTP_TIMEOUT", "GDAL_HTTP_LOW_SPEED_TIME"):
+        try:
+            seconds.append(float(os.environ.get(key) or HTTP_LIMITS.get(key, "")))
+        except ValueError:
+            continue
+    return min(seconds, default=float("inf"))
 
 
 def gdal_path(source: str | Path) -> str:
@@ -69,15 +92,17 @@ def cache_dir() -> Path:
 
 
 def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = False,
-                asset: str | None = None) -> rasterio.DatasetReader:
+                asset: str | None = None, allow_local_assets: bool = False) -> rasterio.DatasetReader:
     """Open any GDAL-readable raster for reading; every rsseg reader goes through here.
 
     ``path`` is a local file, a URL (``https://``, ``s3://``, ``gs://``: see :func:`gdal_path`;
     only the blocks read travel), a GDAL path (``/vsizip/...``), or a STAC item (a ``.json`` file
-    or URL) whose ``asset`` is read (default ``visual``, :mod:`rsseg.stac`).
+    or URL) whose ``asset`` is read (default ``visual``, :mod:`rsseg.stac`; an asset that names
+    a local file needs ``allow_local_assets``).
     Failures become one-line errors that call it the ``what`` raster (input, prediction,
     reference, dataset...): :class:`InputNotFoundError` for a missing local file,
-    :class:`InputRasterError` for an unreadable or empty one. ``geotiff_only`` admits the GeoTIFF
+    :class:`InputRasterError` for an unreadable or empty one, or a server that does not answer
+    within :data:`HTTP_LIMITS`. ``geotiff_only`` admits the GeoTIFF
     driver alone (for paths that come from a browser upload). Rasterio's NotGeoreferencedWarning
     is silenced: a PNG tile has no CRS by design, and predict warns about a missing CRS in its
     own words.
@@ -89,13 +114,14 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
 
     name = str(path)
     if is_stac_item(name):
-        name = asset_href(unfold_url(name), asset)
+        name = asset_href(unfold_url(name), asset, allow_local=allow_local_assets)
     remote = is_remote(name)
     name = gdal_path(name)
     if not name.startswith("/vsi") and "://" not in name and not Path(name).exists():
         raise InputNotFoundError(f"{what} raster not found: {path}")
-    # a remote file has no directory to list for sidecars: skip that request
-    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR") if remote else contextlib.nullcontext()
+    # a remote file has no directory to list for sidecars: skip that request; and it gets time limits
+    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **http_options()) if remote else contextlib.nullcontext()
+    started = time.monotonic()
     try:
         with warnings.catch_warnings(), env:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -104,7 +130,14 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
         if geotiff_only:
             raise InputRasterError(f"{what} raster {Path(name).name} is not a readable GeoTIFF; only .tif/.tiff "
                                    "GeoTIFF files are accepted here") from None
-        raise InputRasterError(f"cannot read {what} raster {path}: {str(exc).splitlines()[0]} "
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        # GDAL reports a stalled transfer as "not recognized as a supported format": the time tells
+        if remote and time.monotonic() - started >= 0.9 * _shortest_limit():
+            raise InputRasterError(f"cannot read {what} raster {path}: the server did not answer in time (within "
+                                   f"{_shortest_limit():g} s); "
+                                   "check the URL and the network, or raise GDAL_HTTP_TIMEOUT / "
+                                   "GDAL_HTTP_LOW_SPEED_TIME in the environment") from None
+        raise InputRasterError(f"cannot read {what} raster {path}: {first} "
                                "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2, PNG...)") from None
     if src.width == 0 or src.height == 0 or src.count == 0:
         src.close()
@@ -122,6 +155,14 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
         raise OutputPathError(f"output directory {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise OutputPathError(f"output directory {parent} is not writable")
+    # os.access says yes to root everywhere, and to /proc or a read-only mount: try a file there
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".probe", dir=parent)
+    except OSError as exc:
+        raise OutputPathError(f"cannot write in the output directory {parent} ({exc.strerror or exc}); "
+                              "choose a folder you can write to") from None
+    os.close(fd)
+    os.unlink(probe)
     return path
 
 
@@ -190,6 +231,10 @@ class Staging:
     def remove_at_commit(self, target: str | Path) -> None:
         self._stale.append(Path(target))
 
+    def targets(self) -> list[Path]:
+        """The targets that :meth:`commit` will write."""
+        return [target for _, target in self._moves]
+
     def commit(self) -> None:
         for tmp, target in self._moves:
             os.replace(tmp, target)
@@ -233,6 +278,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+NO_SPACE = "no space left on device; free space or write elsewhere"
+#: free bytes below which a failed write is taken for a full disk
+NEARLY_FULL_BYTES = 2**20
+
+
+def _nearly_full(path: str | Path) -> bool:
+    try:
+        return shutil.disk_usage(Path(path).parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
 def write_error(exc: BaseException, what: str, path: str | Path | None) -> OutputPathError | None:
     """A failure writing an output (disk full, permissions, GDAL/OGR write errors) as one line, or
     ``None`` when ``exc`` is not a write failure (a bug or an rsseg error: re-raise it as is)."""
@@ -244,10 +301,12 @@ def write_error(exc: BaseException, what: str, path: str | Path | None) -> Outpu
     if not (isinstance(exc, OSError) or module.startswith(("rasterio", "pyogrio", "fiona"))):
         return None
     text = str(exc)
-    if getattr(exc, "errno", None) == 28 or "No space left" in text:
-        reason = "no space left on the device; free space or write elsewhere"
+    if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in text or "Free disk space" in text:
+        reason = NO_SPACE
     elif isinstance(exc, PermissionError) or "Permission denied" in text:
         reason = "permission denied; choose a folder you can write to"
+    elif path is not None and _nearly_full(path):  # GDAL's write errors carry no errno
+        reason = NO_SPACE
     else:
         reason = (text.splitlines()[0][:160] if text else type(exc).__name__)
     where = f" {path}" if path is not None else ""

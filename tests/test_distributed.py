@@ -254,3 +254,32 @@ def test_a_dask_client_plans_and_writes_without_importing_torch(checkpoint, scen
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "c.tif").is_file()
+
+
+def test_a_corrupt_input_on_dask_is_one_line_and_leaves_old_outputs(checkpoint, scene, tmp_path):
+    """A raster whose header reads but whose later blocks are cut off fails on a worker (this
+    checkpoint records no input range, so nothing samples it first): in strip mode (one input) and
+    in scene mode (two inputs, two workers) the run prints one ``error:`` line and no traceback,
+    exits 2, and the work folder is byte-identical."""
+    rng = np.random.default_rng(3)
+    with rasterio.open(tmp_path / "full.tif", "w", driver="GTiff", width=256, height=256, count=3, dtype="uint8",
+                       tiled=True, blockxsize=64, blockysize=64) as dst:
+        dst.write(rng.integers(0, 255, (3, 256, 256), dtype=np.uint8))
+    data = (tmp_path / "full.tif").read_bytes()
+    bad = tmp_path / "cut.tif"
+    bad.write_bytes(data[: len(data) // 2])
+    work = tmp_path / "work"
+    work.mkdir()
+    for name in ("out.tif", "out_scene.tif", "out_cut.tif"):  # strip mode's target, then both scenes'
+        (work / name).write_bytes(b"old output")
+    before = {p.name: p.read_bytes() for p in work.iterdir()}
+    for inputs in ([bad], [scene, bad]):  # row strips, then one task per scene
+        proc = subprocess.run([sys.executable, "-m", "rsseg.cli.main", "predict", *map(str, inputs), "-m", str(checkpoint),
+                               "-o", str(work / "out.tif"), "--device", "cpu", "--dask", "local:2", "--overwrite"],
+                              capture_output=True, text=True, timeout=600)
+        out = proc.stdout + proc.stderr
+        errors = [line for line in out.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2, out
+        assert len(errors) == 1 and "cut.tif" in errors[0] and "truncated" in errors[0], out
+        assert "Traceback" not in out and "distributed." not in out, out  # no worker or scheduler logs
+        assert {p.name: p.read_bytes() for p in work.iterdir()} == before

@@ -585,7 +585,7 @@ def test_writers_are_checked_before_work_and_aborted_on_failure(tmp_path):
     src = write_raster(tmp_path / "in.tif", smooth_image(70, 80))
     with pytest.raises(RsSegError, match="entropy and classes outputs are both"):
         predict_file(predictor(), src, tmp_path / "out.tif", products=[EntropyWriter(tmp_path / "out.tif")])
-    with pytest.raises(OSError, match="no space left on the device"):
+    with pytest.raises(OSError, match="no space left on device"):
         predict_file(predictor(), src, tmp_path / "out.tif", confidence_path=tmp_path / "conf.tif",
                      report_path=tmp_path / "r.json", products=[EntropyWriter(tmp_path / "e.tif"), _FailingWriter(None)])
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.tif"]  # no target, no temporary folder

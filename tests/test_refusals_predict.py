@@ -10,6 +10,7 @@ keep holding. Semantic checks (NaN pixels, rescaling, all-or-nothing) follow the
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -284,6 +285,35 @@ CASES = [
 ]
 
 
+def stac_item(href: str, *extra: str):
+    """predict on a local STAC item (written beside the work dir) whose ``visual`` asset is ``href``."""
+    def build(a: dict[str, Path], w: Path) -> list[str]:
+        item = w.parent / "item.json"
+        asset = {"href": href.format(**{k: str(v) for k, v in a.items()}), "type": "image/tiff"}
+        item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "x", "assets": {"visual": asset}}))
+        return ["predict", str(item), "-m", str(a["ckpt"]), "-o", str(w / "out.tif"), "--tile", "64", "--overlap", "16",
+                "--overwrite", *extra]
+    return build
+
+
+CASES += [
+    # -- remote inputs, numeric options, unwritable targets ------------------------------------------
+    Case("stac_asset_file_url", stac_item("file://{u8}"), says=("file://", "--allow-local-assets")),
+    Case("stac_asset_absolute_path", stac_item("{u8}"), says=("not an http(s), s3 or gs URL", "--allow-local-assets")),
+    Case("stac_asset_vsizip", stac_item("/vsizip/{u8}.zip/scene.tif"), says=("/vsizip/", "--allow-local-assets")),
+    Case("stac_asset_local_allowed", stac_item("{u8}", "--allow-local-assets"), code=0, before_load=False, old=()),
+    Case("buffer_mb_nan", predict("--buffer-mb", "nan"), says=("--buffer-mb nan is not a finite number", "--buffer-mb 512")),
+    Case("buffer_mb_inf", predict("--buffer-mb", "inf"), says=("--buffer-mb inf is not a finite number",)),
+    Case("buffer_mb_1e308", predict("--buffer-mb", "1e308"), says=("--buffer-mb 1e308 is beyond", "--buffer-mb 512")),
+    Case("min_area_nan", predict("--min-area", "nan"), says=("--min-area nan is not a finite number",)),
+    Case("simplify_inf", predict("--simplify", "inf"), says=("--simplify inf is not a finite number",)),
+    Case("simplify_negative", predict("--simplify", "-1"), says=("--simplify must be at least 0",)),
+    Case("window_batch_0_names_the_flag", predict("--window-batch", "0"), says=("use e.g. --window-batch 2",)),
+    Case("output_under_proc", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "/proc/x.tif", "--tile", "64"),
+         says=("output directory /proc", "writ")),
+]
+
+
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     """Every file (bytes) and folder (None) under ``root``, hidden ones included."""
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
@@ -425,10 +455,12 @@ def test_checkpoint_records_the_training_input(assets):
 
 
 # -- 8: all or nothing ----------------------------------------------------------------------------
-@pytest.mark.parametrize("stage", ["vector", "class_raster"])
-def test_disk_full_while_writing_leaves_old_outputs_intact(stage, assets, tmp_path, monkeypatch, clean_tmp):
+@pytest.mark.parametrize(("stage", "target"), [("vector", "out.gpkg"), ("class_raster", "out.tif"), ("report", "out.json")])
+def test_disk_full_while_writing_leaves_old_outputs_intact(stage, target, assets, tmp_path, monkeypatch, clean_tmp):
     import geopandas as gpd
     import rasterio.shutil
+
+    import rsseg.inference.products
 
     work = tmp_path / "work"
     work.mkdir()
@@ -441,14 +473,17 @@ def test_disk_full_while_writing_leaves_old_outputs_intact(stage, assets, tmp_pa
 
     if stage == "vector":
         monkeypatch.setattr(gpd.GeoDataFrame, "to_file", full)
-    else:
+    elif stage == "class_raster":
         monkeypatch.setattr(rasterio.shutil, "copy", full)
+    else:
+        monkeypatch.setattr(rsseg.inference.products, "write_json", full)
     res = CliRunner().invoke(main, ["predict", str(assets["u8"]), "-m", str(assets["ckpt"]), "-o", str(work / "out.tif"),
                                     "--confidence", str(work / "out.conf.tif"), "--vector", str(work / "out.gpkg"),
                                     "--report", str(work / "out.json"), "--tile", "64", "--overlap", "16", "--overwrite"])
     assert res.exit_code == 2, res.output
     lines = _error_lines(res.output)
-    assert len(lines) == 1 and "no space left" in lines[0] and "Traceback" not in res.output
+    assert len(lines) == 1 and "no space left on device" in lines[0] and "Traceback" not in res.output
+    assert str(work / target) in lines[0], lines[0]  # names the output it could not write
     assert sorted(p.name for p in work.iterdir()) == sorted(targets)  # no temporary file or folder left
     assert all((work / name).read_bytes() == OLD for name in targets)
     assert not list(clean_tmp.iterdir())
@@ -532,3 +567,32 @@ def test_pickled_code_in_a_checkpoint_never_runs(assets, tmp_path, capfd):
     res = CliRunner().invoke(main, ["predict", str(assets["u8"]), "-m", str(assets["ckpt_code"]), "-o",
                                     str(tmp_path / "o.tif")])
     assert res.exit_code == 2 and "pwned" not in res.output and "pwned" not in capfd.readouterr().out
+
+
+# -- unwritable targets and full disks: one line naming the path -------------------------------------
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused_before_the_model_loads(assets, tmp_path, loads):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        res = CliRunner().invoke(main, ["predict", str(assets["u8"]), "-m", str(assets["ckpt"]), "-o", str(out / "c.tif")])
+    finally:
+        out.chmod(0o755)
+    assert res.exit_code == 2 and len(_error_lines(res.output)) == 1 and "not writable" in res.output, res.output
+    assert loads == [] and not list(out.iterdir())
+
+
+def test_a_gdal_write_error_on_a_full_disk_names_it(tmp_path, monkeypatch):
+    import shutil
+    from types import SimpleNamespace
+
+    from rasterio.errors import RasterioIOError
+
+    from rsseg.io import write_error
+
+    exc = RasterioIOError("TIFFWriteEncodedTile:Write error at row 0, col 0, tile 3")  # GDAL gives no errno
+    assert "no space left" not in str(write_error(exc, "class raster", tmp_path / "out.tif"))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10, used=10, free=0))
+    err = str(write_error(exc, "class raster", tmp_path / "out.tif"))
+    assert "no space left on device" in err and str(tmp_path / "out.tif") in err

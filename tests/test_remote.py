@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -199,3 +200,149 @@ def test_cli_reads_urls_and_names_outputs_after_the_url_file(served, tmp_path):
     assert (tmp_path / "classes_north.tif").is_file() and (tmp_path / "classes_south.tif").is_file()
     with rasterio.open(tmp_path / "classes_south.tif") as out, rasterio.open(root / "south.tif") as src:
         assert (out.shape, out.transform) == (src.shape, src.transform)
+
+
+# -- limits: what a STAC item may point at, and servers that stall ----------------------------------
+
+def _item(href: str) -> dict:
+    return {"type": "Feature", "stac_version": "1.0.0", "id": "scene",
+            "assets": {"visual": {"href": href, "type": "image/tiff; application=geotiff"}}}
+
+
+def test_stac_assets_must_be_relative_or_remote_unless_local_ones_are_allowed(served, tmp_path):
+    server, root = served
+    local = write_raster(tmp_path / "local.tif", np.full((3, 20, 30), 9, np.uint8))
+    hrefs = {"file_url": local.as_uri(), "absolute_path": str(local), "vsizip": f"/vsizip/{tmp_path}/a.zip/local.tif",
+             "ftp": "ftp://example.org/local.tif"}
+    for name, href in hrefs.items():
+        (root / f"{name}.json").write_text(json.dumps(_item(href)))
+        (tmp_path / f"{name}.json").write_text(json.dumps(_item(href)))
+        for item in (f"{server.url}/{name}.json", tmp_path / f"{name}.json"):  # a remote item and a local one
+            with pytest.raises(InputRasterError, match=r"not an http\(s\), s3 or gs URL; .*--allow-local-assets"):
+                open_raster(item)
+    for name in ("file_url", "absolute_path"):
+        with open_raster(f"{server.url}/{name}.json", allow_local_assets=True) as src:
+            assert src.shape == (20, 30) and src.name == str(local)
+    cog(root / "scene.tif", np.full((3, 20, 30), 5, np.uint8))  # relative and remote hrefs need no flag
+    for name, href in (("relative", "scene.tif"), ("absolute_url", f"{server.url}/scene.tif")):
+        (root / f"{name}.json").write_text(json.dumps(_item(href)))
+        with open_raster(f"{server.url}/{name}.json") as src:
+            assert src.shape == (20, 30)
+
+
+class DripServer:
+    """A stalled server: answers with headers at once, then sends one byte every ``every`` seconds
+    (for at most ``seconds``). With ``data``, range requests below byte ``fast`` (the header of
+    a COG) are answered at once and only the pixel blocks beyond it drip."""
+
+    def __init__(self, data: bytes = b"{" * 100_000, fast: int = 0, every: float = 0.2, seconds: float = 8.0) -> None:
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_HEAD(self):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+
+            def do_GET(self):
+                match = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+                start, end = (int(match.group(1)), int(match.group(2))) if match else (0, len(data) - 1)
+                body = data[start:end + 1]
+                self.send_response(206 if match else 200)
+                if match:
+                    self.send_header("Content-Range", f"bytes {start}-{start + len(body) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if start + len(body) <= fast:
+                    self.wfile.write(body)
+                    return
+                deadline = time.monotonic() + seconds
+                try:
+                    for i in range(len(body)):
+                        if time.monotonic() > deadline:
+                            return
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(every)
+                except OSError:  # the client gave up: that is the point
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> DripServer:
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+LIMITS = {"GDAL_HTTP_CONNECTTIMEOUT": "2", "GDAL_HTTP_TIMEOUT": "2", "GDAL_HTTP_LOW_SPEED_TIME": "1",
+          "GDAL_HTTP_LOW_SPEED_LIMIT": "1000", "GDAL_HTTP_MAX_RETRY": "0"}
+
+
+def test_a_stalled_server_is_one_line_within_the_time_limits(monkeypatch):
+    import rsseg.io
+    import rsseg.stac
+
+    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", LIMITS)
+    monkeypatch.setattr(rsseg.stac, "FETCH_TIMEOUT_S", 0.6)
+    with DripServer() as server:
+        started = time.monotonic()
+        with pytest.raises(InputRasterError, match=r"cannot read input raster .*slow\.tif: the server did not answer in time"):
+            open_raster(f"{server.url}/slow.tif")
+        assert time.monotonic() - started < 6
+        started = time.monotonic()
+        with pytest.raises(InputRasterError, match=r"STAC item .*item\.json: it did not arrive within 0\.6 s"):
+            open_raster(f"{server.url}/item.json")
+        assert time.monotonic() - started < 3
+
+
+def test_the_limits_hold_for_reads_after_the_open(tmp_path, monkeypatch):
+    """The header arrives at once, then the server stalls on the pixel blocks: the limits set
+    where the raster was opened still end the read, and predict says the server stopped answering."""
+    import rsseg.io
+
+    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", LIMITS)
+    data = cog(tmp_path / "c.tif", np.random.default_rng(4).integers(0, 255, (3, 1024, 1024), dtype=np.uint8)).read_bytes()
+    with DripServer(data, fast=65536) as server, open_raster(f"{server.url}/c.tif") as src:
+        started = time.monotonic()
+        with pytest.raises(rasterio.errors.RasterioIOError):
+            src.read(window=Window(512, 512, 256, 256))
+        assert time.monotonic() - started < 6
+    p = Predictor.from_model(nn.Conv2d(3, 2, 3, padding=1).eval(), _meta(), tile=64, overlap=16, batch=2, device="cpu")
+    with DripServer(data, fast=65536) as server:
+        started = time.monotonic()
+        with pytest.raises(InputRasterError, match=r"c\.tif at rows .*the server stopped answering"):
+            predict_file(p, f"{server.url}/c.tif", tmp_path / "out.tif")
+        assert time.monotonic() - started < 30
+    assert not (tmp_path / "out.tif").exists()
+
+
+def test_a_stac_item_url_may_redirect_to_http_only(tmp_path):
+    local = write_raster(tmp_path / "local.tif", np.full((3, 20, 30), 9, np.uint8))
+
+    class Redirect(SimpleHTTPRequestHandler):
+        def log_message(self, *args):  # quiet
+            pass
+
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", local.as_uri() if "file" in self.path else "ftp://127.0.0.1/item.json")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for name in ("file.json", "ftp.json"):
+            with pytest.raises(InputRasterError, match=rf"cannot read STAC item {url}/{name}: .*(not allowed|not an http)"):
+                open_raster(f"{url}/{name}")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

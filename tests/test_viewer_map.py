@@ -4,6 +4,7 @@ point inspection, input-only listings and polygon downloads."""
 from __future__ import annotations
 
 import io
+import re
 import urllib.error
 import urllib.request
 import zipfile
@@ -59,7 +60,7 @@ def test_tiles_at_full_zoom_show_native_pixels(prediction: viewer.Prediction) ->
     # the background class hidden: its pixels are transparent
     hidden = _png(viewer.render_tile(viewer.class_layer(prediction.classes_tif, COLORS, hidden=(0,)), t.z, t.x, t.y))
     assert (hidden[..., 3] == 255).sum() == (np.all(rgba[..., :3] == (255, 0, 0), -1) & (rgba[..., 3] == 255)).sum()
-    assert viewer.render_tile(layer, 3, 0, 0) is None  # far outside the raster
+    assert viewer.render_tile(layer, info.max_zoom, 0, 0) is None  # far outside the raster
 
 
 def test_tiles_are_finer_than_the_capped_overlay(viewer_data: dict[str, Path]) -> None:  # noqa: F811
@@ -198,5 +199,170 @@ def test_map_with_tiles_swipe_and_draw(prediction: viewer.Prediction, viewer_dat
         assert '"pane": "rsseg-right"' in page and "rssegSwipe(" in page and "maxZoom" in page
         flat = viewer.raster_layer("classes", prediction.classes_tif, colors=COLORS, server=None)
         assert flat.overlay is not None and flat.tiles is None  # no server: the capped overlay
+    finally:
+        server.stop()
+
+
+# -- a tile server that cannot be tied up -----------------------------------------------------------
+
+def _big_raster(path: Path, size: int = 4096, overviews: tuple[int, ...] = ()) -> Path:
+    """A tiled, compressed single-band raster (a gradient: a few kB), with internal ``overviews``."""
+    from conftest import UTM_TRANSFORM
+
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=1, dtype="uint8", tiled=True,
+                       blockxsize=256, blockysize=256, compress="deflate", crs="EPSG:32633",
+                       transform=UTM_TRANSFORM) as dst:
+        row = (np.arange(size) % 251).astype(np.uint8)
+        dst.write(np.tile(row, (size, 1))[None])
+        if overviews:
+            dst.build_overviews(list(overviews), rasterio.enums.Resampling.nearest)
+    return path
+
+
+def _centre_tile(path: Path, z: int) -> tuple[int, int, int]:
+    import morecantile
+
+    with rasterio.open(path) as src:
+        lon, lat = _lonlat(path, src.height / 2, src.width / 2)
+    t = morecantile.tms.get("WebMercatorQuad").tile(lon, lat, z)
+    return t.z, t.x, t.y
+
+
+def test_min_zoom_follows_the_overviews(tmp_path: Path) -> None:
+    from rsseg.errors import TileRequestError
+    from rsseg.viewer import tile_server
+
+    bare = _big_raster(tmp_path / "bare.tif")
+    pyramid = _big_raster(tmp_path / "pyramid.tif", overviews=(2, 4, 8, 16))
+    b, p = viewer.tile_info(bare), viewer.tile_info(pyramid)
+    assert b.max_native == p.max_native
+    # no overviews: 2 levels out a tile reads 1024 x 1024 pixels, 3 levels out 2048 x 2048 (refused)
+    assert b.min_zoom == b.max_native - 2
+    # overviews down to 256 px: 2 levels below the zoom where the whole raster is one tile (4096 = 256 x 2**4)
+    assert p.min_zoom == p.max_native - 4 - tile_server.ZOOM_OUT
+    layer = viewer.image_layer(bare)
+    assert viewer.render_tile(layer, *_centre_tile(bare, b.min_zoom)) is not None
+    with pytest.raises(TileRequestError, match="below the lowest zoom") as refused:
+        viewer.render_tile(layer, *_centre_tile(bare, b.min_zoom - 1))
+    assert refused.value.status == 404
+    assert viewer.render_tile(viewer.image_layer(pyramid), *_centre_tile(pyramid, p.min_zoom)) is not None
+    # the map cannot zoom out past the tile layers' lowest zoom
+    server = viewer.TileServer(roots=(tmp_path,)).start()
+    try:
+        layers = [viewer.raster_layer(name, path, server=server) for name, path in (("bare", bare), ("pyramid", pyramid))]
+        assert [layer.min_zoom for layer in layers] == [b.min_zoom, p.min_zoom]
+        page = viewer.build_map(layers=layers).get_root().render()
+        assert f'"minZoom": {b.min_zoom}' in page  # each tile layer stops at its own lowest zoom
+        # and the map itself at the lowest of them
+        assert re.search(rf'L\.map\(\s*"[^"]+",\s*\{{[^}}]*"minZoom": {p.min_zoom},', page), page[:3000]
+    finally:
+        server.stop()
+
+
+def test_a_sparse_raster_without_overviews_cannot_tie_the_server_up(tmp_path: Path) -> None:
+    """A few-kB sparse GeoTIFF of 21504 x 21504 pixels (just under the viewer's pixel limit), no
+    overviews: the map stops two levels below its native zoom, where a tile reads 1024 x 1024
+    pixels, and a tile further out is refused at once."""
+    import time
+
+    from conftest import UTM_TRANSFORM
+
+    sparse = tmp_path / "sparse.tif"
+    with rasterio.open(sparse, "w", driver="GTiff", width=21504, height=21504, count=3, dtype="uint8", tiled=True,
+                       blockxsize=512, blockysize=512, sparse_ok=True, compress="deflate", crs="EPSG:32633",
+                       transform=UTM_TRANSFORM):
+        pass
+    assert sparse.stat().st_size < 100_000
+    info = viewer.tile_info(sparse)
+    assert info.min_zoom == info.max_native - 2
+    server = viewer.TileServer().start()
+    try:
+        url = server.register(viewer.image_layer(sparse))
+        for z, code in ((info.min_zoom, 200), (info.min_zoom - 3, 404)):
+            z, x, y = _centre_tile(sparse, z)
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(url.format(z=z, x=x, y=y), timeout=30) as r:  # noqa: S310 - localhost
+                    got, reason = r.status, ""
+            except urllib.error.HTTPError as exc:
+                got, reason = exc.code, exc.reason
+            assert got == code, reason
+            assert code == 200 or "below the lowest zoom" in reason
+            assert time.monotonic() - started < 5, (z, time.monotonic() - started)  # was 16-23 s a tile
+    finally:
+        server.stop()
+
+
+def test_a_slow_tile_is_a_503_and_the_queue_is_bounded(viewer_data: dict[str, Path], monkeypatch) -> None:  # noqa: F811
+    import threading
+    import time
+
+    from rsseg.viewer import tile_server
+
+    gate = threading.Event()
+    started: list[int] = []
+
+    def slow(layer, z, x, y, *, root=None) -> bytes:  # noqa: ANN001 - render_tile's signature
+        started.append(z)
+        gate.wait(10)
+        return b"tile"
+
+    monkeypatch.setattr(tile_server, "render_tile", slow)
+    server = viewer.TileServer(workers=1, queue=0, tile_timeout=0.3).start()
+    try:
+        url = server.register(viewer.image_layer(viewer_data["raster"]))
+        t0 = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as late:
+            urllib.request.urlopen(url.format(z=1, x=0, y=0), timeout=10)  # noqa: S310 - localhost
+        assert late.value.code == 503 and "longer than 0.3 s" in late.value.reason
+        assert time.monotonic() - t0 < 3
+        # the one worker still renders that tile: the next request is turned away at once, not queued
+        t0 = time.monotonic()
+        with pytest.raises(urllib.error.HTTPError) as busy:
+            urllib.request.urlopen(url.format(z=2, x=0, y=0), timeout=10)  # noqa: S310
+        assert busy.value.code == 503 and "busy" in busy.value.reason and time.monotonic() - t0 < 0.3
+        assert started == [1]
+        gate.set()
+        deadline = time.monotonic() + 5
+        while True:  # the worker frees its slot once the slow render returns
+            try:
+                with urllib.request.urlopen(url.format(z=3, x=0, y=0), timeout=10) as r:  # noqa: S310
+                    assert r.read() == b"tile"
+                break
+            except urllib.error.HTTPError as exc:
+                assert exc.code == 503 and time.monotonic() < deadline
+                time.sleep(0.05)
+    finally:
+        gate.set()
+        server.stop()
+
+
+def test_a_file_swapped_for_a_symlink_after_registration_is_not_served(viewer_data: dict[str, Path],  # noqa: F811
+                                                                       tmp_path: Path) -> None:
+    import shutil
+
+    from rsseg.errors import InputNotFoundError, TileRequestError
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    shutil.copy(viewer_data["raster"], data / "scene.tif")
+    shutil.copy(viewer_data["raster"], outside / "secret.tif")
+    server = viewer.TileServer(roots=(data,)).start()
+    try:
+        layer = viewer.image_layer(data / "scene.tif")
+        url = server.register(layer)
+        with pytest.raises(InputNotFoundError, match="outside the viewer's directories"):
+            server.register(viewer.image_layer(outside / "secret.tif"))
+        z, x, y = _centre_tile(data / "scene.tif", viewer.tile_info(data / "scene.tif").max_native)
+        with urllib.request.urlopen(url.format(z=z, x=x, y=y), timeout=10) as r:  # noqa: S310 - localhost
+            assert r.status == 200
+        (data / "scene.tif").unlink()
+        (data / "scene.tif").symlink_to(outside / "secret.tif")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url.format(z=z, x=x, y=y), timeout=10)  # noqa: S310
+        assert refused.value.code == 403 and "outside the data directory" in refused.value.reason
+        with pytest.raises(TileRequestError, match="outside the data directory"):
+            viewer.render_tile(layer, z, x, y, root=data)
     finally:
         server.stop()

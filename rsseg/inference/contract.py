@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
 from rsseg.errors import ConfigError, InputRasterError
-from rsseg.io import open_raster
+from rsseg.io import is_remote, open_raster, unfold_url
 
 #: an input whose high percentile is this many times off the training one is another value range
 RANGE_FACTOR = 8.0
@@ -48,6 +48,10 @@ def read_error(exc: Exception, path: str | Path, window: Window | None = None) -
     cause = exc.__cause__ or exc.__context__  # GDAL's own reason ("IReadBlock failed at ...")
     text = str(cause if cause is not None and str(cause) else exc)
     first = text.splitlines()[0][:160] if text else exc.__class__.__name__
+    if is_remote(str(path)):
+        return InputRasterError(f"cannot read input raster {unfold_url(str(path))}{where}: {first}; the server stopped "
+                                "answering within GDAL's limits or the file is incomplete (check the network; "
+                                "GDAL_HTTP_TIMEOUT and GDAL_HTTP_LOW_SPEED_TIME set the limits)")
     return InputRasterError(f"cannot read input raster {path}{where}: {first}; the file (or one it refers to) is "
                             "truncated, corrupt or missing (check it with gdalinfo -checksum, or re-export it)")
 
@@ -215,7 +219,7 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
 
 def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequence[int] | None = None,
                  scale: float | str | None = None, reference: str | Path | None = None,
-                 asset: str | None = None) -> None:
+                 asset: str | None = None, allow_local_assets: bool = False) -> None:
     """Every check of the inputs ``rsseg predict`` can make before the model loads (seconds saved
     per mistake): each input readable, with the bands the model needs, in its value range
     (:func:`input_mapping`), on the reference's grid."""
@@ -223,7 +227,7 @@ def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequenc
     from rsseg.inference.scoring import open_reference
 
     for path in paths:
-        with open_raster(path, asset=asset) as src:
+        with open_raster(path, asset=asset, allow_local_assets=allow_local_assets) as src:
             input_mapping(src, meta, select_bands(src, meta, list(bands) if bands else None), path, scale)
             if reference is not None:
                 open_reference(reference, src).close()

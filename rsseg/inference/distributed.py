@@ -29,6 +29,7 @@ Importing this module imports Dask; nothing else in rsseg does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import uuid
@@ -40,9 +41,10 @@ from typing import Any
 import numpy as np
 import rasterio
 from distributed import Client, Event, Future, LocalCluster, as_completed, wait
+from rasterio.errors import RasterioError
 
 from rsseg.checkpoint import ModelMeta, read_meta
-from rsseg.errors import BackendUnavailableError, ConfigError, RsSegError
+from rsseg.errors import BackendUnavailableError, ConfigError, InputRasterError, RsSegError
 from rsseg.inference.contract import input_mapping
 from rsseg.inference.input_checks import select_bands
 from rsseg.inference.memory import block_cache
@@ -51,7 +53,7 @@ from rsseg.inference.predictor import Predictor
 from rsseg.inference.products import Rows
 from rsseg.inference.settings import PredictSettings, check_settings, resolve_tiling
 from rsseg.inference.windows import Span, WindowPlan
-from rsseg.io import is_remote, open_raster, unfold_url
+from rsseg.io import Staging, is_remote, open_raster, unfold_url
 from rsseg.progress import ProgressFn
 
 #: a strip's result (class ids, confidence, mask: ~4 bytes a pixel) stays below this many pixels
@@ -79,9 +81,11 @@ def parse_dask(spec: str) -> tuple[str | None, int | None]:
 
 
 @contextlib.contextmanager
-def dask_client(spec: str) -> Iterator[Client]:
+def dask_client(spec: str, quiet: bool = True) -> Iterator[Client]:
     """A client for ``--dask``: a new LocalCluster of N single-threaded worker processes
-    (``local[:N]``, N defaults to cores / 4), or the scheduler at an address."""
+    (``local[:N]``, N defaults to cores / 4), or the scheduler at an address. ``quiet``: a local
+    cluster logs nothing below CRITICAL (a failed task's worker would print its traceback to the
+    terminal; the client raises the error as one line)."""
     address, n = parse_dask(spec)
     if address is not None:
         try:
@@ -96,7 +100,8 @@ def dask_client(spec: str) -> Iterator[Client]:
     n = n or max(1, cores // 4)
     # Dask pins OMP threads to 1 in workers; share the cores among the worker processes instead
     env = {"OMP_NUM_THREADS": str(max(1, cores // n))}
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env) as cluster, \
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None, env=env,
+                      silence_logs=logging.CRITICAL if quiet else logging.WARNING) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -153,9 +158,21 @@ class Strip:
 
 def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, bands: list[int] | None,
                   rows: Span, need_probs: bool, scale: float | str | None = None,
-                  asset: str | None = None) -> Strip:
+                  asset: str | None = None, allow_local_assets: bool = False) -> Strip:
     """Task: predict the row strip ``rows`` of ``input_path`` on this worker (see :func:`predict_rows`);
-    ``scale`` and ``asset`` as :func:`~rsseg.inference.pipeline.predict_file` takes them."""
+    ``scale``, ``asset`` and ``allow_local_assets`` as :func:`~rsseg.inference.pipeline.predict_file` takes them.
+    A failure leaves as an error the client can rebuild (:func:`_portable`)."""
+    try:
+        return _predict_strip(checkpoint, settings, input_path, bands, rows, need_probs, scale, asset,
+                              allow_local_assets)
+    except BaseException as exc:
+        err = _portable(exc, input_path)
+    raise err  # outside the handler: nothing chained to it
+
+
+def _predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, bands: list[int] | None,
+                   rows: Span, need_probs: bool, scale: float | str | None, asset: str | None,
+                   allow_local_assets: bool) -> Strip:
     predictor = worker_predictor(checkpoint, settings)
     parts: list[tuple[Rows, np.ndarray | None]] = []
 
@@ -163,8 +180,9 @@ def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, b
         # probs is a view of the blender's ring: copy what must outlive the call
         parts.append((band, probs.copy() if need_probs and probs is not None else None))
 
-    with open_raster(input_path, asset=asset) as src, block_cache(src, predictor.settings.tile), \
-            open_raster(input_path, asset=asset) as reader_src:
+    with open_raster(input_path, asset=asset, allow_local_assets=allow_local_assets) as src, \
+            block_cache(src, predictor.settings.tile), \
+            open_raster(input_path, asset=asset, allow_local_assets=allow_local_assets) as reader_src:
         sel = select_bands(src, predictor.meta, bands)
         mapping = input_mapping(src, predictor.meta, sel, input_path, scale)
         predict_rows(predictor, src, reader_src, sel, keep, rows=rows, mapping=mapping, name=input_path)
@@ -177,6 +195,22 @@ def predict_strip(checkpoint: str, settings: PredictSettings, input_path: str, b
             [m if m is not None else np.zeros(r.classes.shape, bool) for (r, _), m in zip(parts, masks)]),
         probs=np.concatenate([p for _, p in parts], axis=1) if need_probs else None,
     )
+
+
+def _portable(exc: BaseException, input_path: str) -> BaseException:
+    """A task's failure as the client can rebuild it, so ``rsseg predict --dask`` prints its one
+    line: an rsseg error without the GDAL errors it was raised from (Dask pickles the chain, and
+    rasterio's errors cannot be unpickled: the client would get a bare ``Exception`` and a
+    traceback), a read failure (GDAL, the file system) as one line naming the input; anything else
+    (a bug) as it is."""
+    if isinstance(exc, RsSegError):
+        exc.__cause__ = exc.__context__ = None
+        return exc
+    if not isinstance(exc, (RasterioError, OSError)):
+        return exc
+    text = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return InputRasterError(f"cannot read input raster {input_path} on a Dask worker: {text}; check that every "
+                            "worker can read it (a shared file system or a URL) and that the file is complete")
 
 
 def _cancel(futures: Sequence[Future]) -> None:
@@ -200,6 +234,7 @@ class StripSource:
     window_rows: int | None = None
     scale: float | str | None = None
     asset: str | None = None
+    allow_local_assets: bool = False
 
     @property
     def device(self) -> str:
@@ -220,14 +255,15 @@ class StripSource:
         plan = WindowPlan(src.width, src.height, s.tile, s.overlap)
         token = uuid.uuid4().hex[:12]
         futures = [self.client.submit(predict_strip, self.model.checkpoint, s, self.input_path, sel, rows,
-                                      self.need_probs, self.scale, self.asset, key=f"rsseg-strip-{token}-{i}")
+                                      self.need_probs, self.scale, self.asset, self.allow_local_assets,
+                                      key=f"rsseg-strip-{token}-{i}")
                    for i, rows in enumerate(plan.row_strips(self._window_rows(plan)))]
         try:
             done = set()
             nxt = 0
             for fut in as_completed(futures):
                 if fut.status == "error":
-                    fut.result()  # raises the worker's exception here
+                    fut.result()  # raises the worker's exception here: the first failure
                 done.add(fut.key)
                 if on_progress is not None:
                     on_progress(len(done), len(futures))
@@ -246,7 +282,8 @@ def predict_file_dask(client: Client, model: RemoteModel, input_path: str | Path
     load ``model`` themselves. ``kwargs`` are ``predict_file``'s (outputs, bands, products,
     on_progress: strips finished)."""
     source = StripSource(client, model, _input_name(input_path), need_probs=bool(kwargs.get("products")),
-                         window_rows=window_rows, scale=kwargs.get("scale"), asset=kwargs.get("asset"))
+                         window_rows=window_rows, scale=kwargs.get("scale"), asset=kwargs.get("asset"),
+                         allow_local_assets=kwargs.get("allow_local_assets", False))
     return predict_file(model, input_path, output_path, rows_source=source, **kwargs)
 
 
@@ -262,24 +299,32 @@ class _Stopped(RsSegError):
 
 def _scene_task(checkpoint: str, settings: PredictSettings, input_path: str, output_path: str,
                 kwargs: dict[str, Any], stop_event: str) -> PredictResult:
-    """Task: the whole single-process ``predict_file`` of one scene on this worker; it stops at
-    its next batch once the run's ``stop_event`` is set (its writers then remove their temporaries)."""
+    """Task: the whole single-process ``predict_file`` of one scene on this worker, its outputs
+    staged beside their targets for the client to commit with the other scenes'; it stops at its
+    next batch once the run's ``stop_event`` is set (its writers then remove their temporaries)."""
     stop = Event(stop_event)
 
     def check(done: int, total: int) -> None:
         if stop.is_set():
             raise _Stopped(f"{input_path}: stopped because another scene of the run failed")
 
-    check(0, 0)
-    return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs, on_progress=check)
+    try:
+        check(0, 0)
+        return predict_file(worker_predictor(checkpoint, settings), input_path, output_path, **kwargs,
+                            on_progress=check, stage=Staging())
+    except BaseException as exc:
+        err = _portable(exc, input_path)
+    raise err  # outside the handler: nothing chained to it
 
 
 def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple[str | Path, dict[str, Any]]], *,
                         on_progress: ProgressFn | None = None, **kwargs: Any) -> list[PredictResult]:
     """One task per scene: ``jobs`` are (input, {"output_path": ..., other targets}); ``kwargs``
     are the ``predict_file`` options shared by all scenes. Workers write the outputs (a file
-    system they share with the client). If any scene fails the others are cancelled, the
-    outputs of finished ones removed, and the error raised; ``on_progress`` counts scenes."""
+    system they share with the client) staged beside their targets, and the client renames them
+    onto the targets once every scene is complete. If any scene fails the others are cancelled,
+    every staged output removed (old outputs stay as they were), and the first error raised as one
+    line; ``on_progress`` counts scenes."""
     token = uuid.uuid4().hex[:12]
     stop = Event(f"rsseg-stop-{token}", client=client)
     futures = []
@@ -297,14 +342,18 @@ def predict_scenes_dask(client: Client, model: RemoteModel, jobs: Sequence[tuple
                 on_progress(n, len(futures))
     except BaseException:
         # Dask cannot stop a task that is running: the scenes stop at their next batch, and the
-        # run waits for them so that none commits its outputs after this run has failed
+        # run waits for them so that none leaves its temporaries after this run has failed
         stop.set()
         wait(futures)
-        for fut in futures:  # all or nothing: remove what this run finished
-            for path in fut.result().files if fut.status == "finished" else []:
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
+        for fut in futures:  # all or nothing: drop what the finished scenes staged
+            if fut.status == "finished" and fut.result().stage is not None:
+                fut.result().stage.discard()
         raise
+    for result in results:  # every scene is complete: only now do new outputs replace old ones
+        staged = result.stage.targets()
+        result.stage.commit()
+        result.stage = None
+        result.files = [p for p in dict.fromkeys([*result.files, *staged]) if p.exists()]
     return results  # type: ignore[return-value]
 
 

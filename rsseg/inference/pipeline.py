@@ -67,6 +67,8 @@ class PredictResult:
     report: dict[str, Any] = field(default_factory=dict)
     products: dict[str, Path] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
+    #: outputs staged but not committed yet (``predict_file(stage=...)``): the caller commits them
+    stage: Staging | None = None
 
 
 def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite: bool) -> None:
@@ -222,6 +224,8 @@ class PredictOptions:
     vector_classes: str | Sequence[str | int] | None = None
     strict: bool = False
     asset: str | None = None
+    #: a STAC item's asset may name a local file (absolute path, file://, /vsizip/...)
+    allow_local_assets: bool = False
     overwrite: bool = False
     scale: float | str | None = None
     buffer_mb: float | None = BUFFER_MB
@@ -266,6 +270,7 @@ def predict_file(predictor: Model, input_path: str | Path, output_path: str | Pa
                  vector_path: str | Path | None = None, report_path: str | Path | None = None,
                  confidence_path: str | Path | None = None, products: Sequence[ProductWriter] = (),
                  on_progress: ProgressFn | None = None, rows_source: RowSource | None = None,
+                 stage: Staging | None = None,
                  **options: Any) -> PredictResult:
     """Segment one raster with ``predictor`` and write the class COG and optional products.
 
@@ -279,14 +284,16 @@ def predict_file(predictor: Model, input_path: str | Path, output_path: str | Pa
     is given. ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
     ``options``: the fields of :class:`PredictOptions`, see :func:`predict_outputs`.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
+    ``stage``: the outputs are staged into it and left for the caller to commit together with
+    those of other inputs (the result's ``stage``), or to discard; by default they are committed here.
     """
     outputs = PredictOutputs(output_path, vector_path, report_path, confidence_path, tuple(products))
-    return predict_outputs(predictor, input_path, outputs, PredictOptions(**options), on_progress, rows_source)
+    return predict_outputs(predictor, input_path, outputs, PredictOptions(**options), on_progress, rows_source, stage)
 
 
 def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOutputs,
                     options: PredictOptions = PredictOptions(), on_progress: ProgressFn | None = None,
-                    rows_source: RowSource | None = None) -> PredictResult:
+                    rows_source: RowSource | None = None, stage: Staging | None = None) -> PredictResult:
     """:func:`predict_file` with its arguments grouped.
 
     An input unlike the model's training data (pixel size, bands: :func:`check_model_fit`) is a
@@ -309,7 +316,7 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
     check_targets(input_path, writers.all, options.overwrite)
     _check_classes(meta)
 
-    with open_raster(source, asset=options.asset) as src, \
+    with open_raster(source, asset=options.asset, allow_local_assets=options.allow_local_assets) as src, \
             block_cache(src, tile, columns := stream_columns(src, tile, meta.num_classes, options.buffer_mb)
                         if rows_source is None else None), \
             tempfile.TemporaryDirectory(prefix=f".{writers.classes.path.stem}.", dir=writers.classes.path.parent) as tmpdir:
@@ -327,49 +334,55 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
                 rows_source(src, sel, emit, on_progress)
                 return
             # separate handles: GDAL datasets must not be shared between the reader and writer threads
-            with open_raster(source, asset=options.asset) as reader_src:
+            with open_raster(source, asset=options.asset, allow_local_assets=options.allow_local_assets) as reader_src:
                 predict_rows(predictor, src, reader_src, sel, emit, on_progress=on_progress, mapping=mapping,
                              name=input_path, columns=columns)
 
-        paths = _write_products(writers, ctx, compute)
-    return _result(input_path, writers, paths)
+        paths = _write_products(writers, ctx, compute, stage)
+    result = _result(input_path, writers, paths)
+    result.stage = stage
+    return result
 
 
-def _write_products(writers: _Writers, ctx: ProductContext, compute: Callable[[EmitFn], None]) -> dict[str, Path]:
+def _write_products(writers: _Writers, ctx: ProductContext, compute: Callable[[EmitFn], None],
+                    outside: Staging | None = None) -> dict[str, Path]:
     """Open every writer, hand it every band ``compute`` emits, finish them in order and commit
-    their outputs together; on any failure abort them all and leave no output."""
+    their outputs together (into ``outside``, uncommitted, when given); on any failure abort them
+    all and leave no output."""
     products: dict[str, Path] = {}
     opened: list[ProductWriter] = []
     writer: ProductWriter | None = None
-    with Staging() as stage:
-        try:
-            for writer in writers.all:
-                writer.open(ctx)
-                opened.append(writer)
+    stage = outside if outside is not None else Staging()
+    try:
+        for writer in writers.all:
+            writer.open(ctx)
+            opened.append(writer)
 
-            def emit(rows: Rows, probs: np.ndarray | None) -> None:
-                for w in writers.all:
-                    try:
-                        w.write(rows, probs)
-                    except Exception as exc:
-                        raise (write_error(exc, w.name, w.path) or exc) from None
+        def emit(rows: Rows, probs: np.ndarray | None) -> None:
+            for w in writers.all:
+                try:
+                    w.write(rows, probs)
+                except Exception as exc:
+                    raise (write_error(exc, w.name, w.path) or exc) from None
 
-            compute(emit)
-            for writer in writers.all:  # in order: the polygons read the finished class raster
-                path = writer.finish(stage)
-                opened.remove(writer)
-                if path is not None:
-                    products[writer.name] = path
-            writer = writers.classes  # a failed rename reports on the outputs as a whole
+        compute(emit)
+        for writer in writers.all:  # in order: the polygons read the finished class raster
+            path = writer.finish(stage)
+            opened.remove(writer)
+            if path is not None:
+                products[writer.name] = path
+        writer = writers.classes  # a failed rename reports on the outputs as a whole
+        if outside is None:
             stage.commit()  # all together, only now that every product is complete
-        except BaseException as exc:
-            for w in opened:
-                w.abort()
-            stage.discard()
-            err = write_error(exc, writer.name, writer.path) if writer is not None and isinstance(exc, Exception) else None
-            if err is not None:
-                raise err from None
-            raise
+    except BaseException as exc:
+        # judged while the temporaries are still there: a disk is only full until they go
+        err = write_error(exc, writer.name, writer.path) if writer is not None and isinstance(exc, Exception) else None
+        for w in opened:
+            w.abort()
+        stage.discard()
+        if err is not None:
+            raise err from None
+        raise
     return products
 
 

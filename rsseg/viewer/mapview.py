@@ -117,6 +117,8 @@ class MapLayer:
     tiles: str | None = None
     overlay: Overlay | None = None
     max_zoom: int = 22
+    #: lowest zoom the tile server renders (:func:`~rsseg.viewer.tile_server.min_zoom`)
+    min_zoom: int = 0
     opacity: float = 1.0
     side: str | None = None
     show: bool = True
@@ -165,7 +167,10 @@ def build_map(
     if basemap not in BASEMAPS:
         raise ValueError(f"unknown basemap {basemap!r}; choose one of {list(BASEMAPS)}")
     max_zoom = max([layer.max_zoom for layer in layers if layer.tiles] or [22])
-    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=True, max_zoom=max_zoom)
+    # zooming out stops where the last tile layer would have to read more than its overviews allow
+    min_zoom = min([layer.min_zoom for layer in layers if layer.tiles] or [0])
+    # folium hands its min_zoom to a default basemap only; Leaflet's own option goes in as is
+    m = folium.Map(tiles=None, control_scale=True, prefer_canvas=True, max_zoom=max_zoom, minZoom=min_zoom)
     if leaflet is not None:
         _use_assets(m, leaflet)
     if (tiles := BASEMAPS[basemap]) is not None:
@@ -179,7 +184,8 @@ def build_map(
         (s, w), (n, e) = layer.bounds
         if layer.tiles is not None:
             folium.TileLayer(tiles=layer.tiles, attr="rsseg", name=layer.name, overlay=True, show=layer.show,
-                             max_zoom=max_zoom, opacity=layer.opacity, bounds=[[s, w], [n, e]], **pane).add_to(m)
+                             max_zoom=max_zoom, min_zoom=layer.min_zoom, opacity=layer.opacity, bounds=[[s, w], [n, e]],
+                             **pane).add_to(m)
         elif layer.overlay is not None:
             folium.raster_layers.ImageOverlay(layer.overlay.data_url(), bounds=[[s, w], [n, e]], name=layer.name,
                                               opacity=layer.opacity, show=layer.show, pixelated=True, **pane).add_to(m)
@@ -218,6 +224,7 @@ def raster_layer(name: str, path: str | Path, *, colors: list[str] | None = None
     if server is not None:
         info = tile_info(path)
         spec = class_layer(path, colors, hidden) if colors is not None else image_layer(path)
-        return MapLayer(name, info.bounds, tiles=server.register(spec), max_zoom=info.max_zoom, **kwargs)
+        return MapLayer(name, info.bounds, tiles=server.register(spec), max_zoom=info.max_zoom, min_zoom=info.min_zoom,
+                        **kwargs)
     overlay = render_classes(path, colors, hidden=hidden) if colors is not None else render_image(path)
     return MapLayer.from_overlay(name, overlay, **kwargs)
