@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,8 @@ def train(
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
     trainer_options: dict[str, Any] | None = None,
+    allow_ignored: bool = False,
+    on_labels: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``.
 
@@ -233,9 +236,12 @@ def train(
     with a fresh optimizer and schedule; ``resume`` continues a run instead (into ``out_dir`` even
     when it holds checkpoints); otherwise a run directory with checkpoints needs ``overwrite``.
     ``dataset.root`` is stored absolute, so the checkpoint finds its dataset from any directory.
+    ``allow_ignored``: train on labels that :func:`rsseg.data.stats.check_labels` refuses (a class
+    with no pixel beside unmatched mask colours, most pixels ignored). ``on_labels`` receives one
+    line on what the training labels leave out (:func:`rsseg.data.stats.describe_labels`) before training.
     """
     from rsseg.data.datasets import build_datamodule, get_dataset
-    from rsseg.data.stats import log_region_prior
+    from rsseg.data.stats import check_labels, describe_labels, log_region_prior
     from rsseg.losses.regularizers import needs_region_prior
     from rsseg.models.weights import prepare as prepare_weights
     from rsseg.training.task import SegmentationTask
@@ -252,6 +258,12 @@ def train(
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
+    # labels that would train silently wrong are refused before the model, the run directory or
+    # the validation pass
+    check_labels(dm.stats, dm.classes, dm.colors, allow_ignored)
+    labels_text = describe_labels(dm.stats, dm.classes, dm.colors)
+    if on_labels is not None and labels_text is not None:
+        on_labels(labels_text)
     meta = build_meta(cfg, dm)
     prior = log_region_prior(dm.stats) if needs_region_prior(cfg.loss.regularizers) else None
     # every validation file is read once before training (cached like the training statistics),
