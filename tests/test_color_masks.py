@@ -87,9 +87,10 @@ def test_colour_masks_are_detected_and_decoded(color_folder):
     pairs = Folder().pairs(cfg.dataset, "train") + Folder().pairs(cfg.dataset, "val")
     assert {(p.height, p.width) for p in pairs} == {(h, w) for _, _, _, h, w in CROPS}
     assert all(p.label_colors == tuple(hex_rgb(c) for c in LoveDA.colors) for p in pairs)
-    # index encoding asked for explicitly: masks are read as indices, not colours
+    # index encoding asked for on RGB masks: refused, band 1 alone holds no class index
     cfg.dataset.mask_encoding = "index"
-    assert all(not p.label_colors for p in Folder().pairs(cfg.dataset, "train"))
+    with pytest.raises(LabelError, match="dataset.mask_encoding is index"):
+        Folder().pairs(cfg.dataset, "train")
 
 
 def test_stats_count_classes_and_unknown_colours(color_folder, tmp_path, monkeypatch):

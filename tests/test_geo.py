@@ -245,6 +245,22 @@ def test_label_values_without_a_class_and_disjoint_scenes_fail_in_one_line(tanza
         GeoScene(cfg.dataset)
 
 
+def test_a_label_file_without_features_is_named_not_blamed_on_the_crs(tanzania, tmp_path):
+    gdf = gpd.read_file(tanzania / "tanzania_west_buildings.gpkg", layer="buildings")
+    gdf.iloc[:0].to_file(tmp_path / "empty.gpkg", layer="buildings")
+    ds = {**geo_dataset(tanzania, label_class="building"),
+          "geo": {"images": ["tanzania_west_rgb.tif"], "labels": [str(tmp_path / "empty.gpkg")], "layer": "buildings",
+                  "label_class": "building"}}
+    config = tmp_path / "empty.yaml"
+    config.write_text(yaml.safe_dump({"dataset": ds, **TINY}))
+    res = run("train", "-c", str(config), "-o", str(tmp_path / "run"))
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error:") and "\n" not in line, line
+    assert "empty.gpkg holds no features (layer 'buildings')" in line and "overlap" not in line, line
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------ TorchGeo datamodules
 @pytest.fixture(scope="module")
 def loveda_root(shared_data, tmp_path_factory) -> Path:
