@@ -303,6 +303,8 @@ def test_torchgeo_loveda_datamodule_trains_and_evaluates_under_rssegs_contract(l
     meta = read_meta(ckpt)
     assert meta.classes == LOVEDA_CLASSES and meta.colors == LOVEDA_COLORS and meta.gsd == 0.3
     assert meta.mean == pytest.approx(stats["mean"])
+    # the wrapped datamodule hides its files: the input contract is measured on its training samples
+    assert meta.input_dtype is not None and len(meta.input_range) == 3 and 100 < meta.input_range[0][1] <= 255
 
     res = run("evaluate", "-m", str(ckpt), "--split", "val", "-o", str(tmp_path / "rep"))
     assert res.exit_code == 0, res.output

@@ -256,7 +256,8 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
                 mask = decode_codes(codes, pair.label_colors, ignore_index, pair.color_tolerance)
                 unmatched = codes[mask == ignore_index]  # before image nodata: each is a colour of no class
                 unknown_here += unmatched.size
-                colors.update(dict(zip(*(v.tolist() for v in np.unique(unmatched, return_counts=True)), strict=True)))
+                values, counts = np.unique(unmatched, return_counts=True)
+                colors.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
             else:
                 mask = read_mask(pair, num_classes, ignore_index, window)
             # what the labels leave out where there is imagery (image nodata is no labelling mistake)

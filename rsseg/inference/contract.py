@@ -19,8 +19,9 @@ data) or non-finite in any band. They are filled with the training mean before n
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,25 @@ def measure_training_input(images: Sequence[tuple[str | Path, Sequence[int]]]) -
         with open_raster(path, "dataset image") as src:
             dtype = dtype or src.dtypes[bands[0] - 1]
             parts.append(sample_values(src, bands, path))
+    values = np.concatenate(parts, axis=1)
+    return {"input_dtype": dtype, "input_range": value_range(values) if values.shape[1] else None}
+
+
+def measure_samples(images: Iterable[np.ndarray], max_images: int = MAX_TRAINING_FILES,
+                    per_image: int = GRID * GRID * SAMPLE * SAMPLE) -> dict:
+    """``{"input_dtype", "input_range"}`` of training images given as arrays ``[C, H, W]`` (a
+    datamodule that hides its files, e.g. a wrapped TorchGeo one): the arrays' dtype and per-band
+    [p1, p99] over the finite values of up to ``max_images`` images, ``per_image`` pixels of each
+    at most (as many as :func:`sample_values` reads of a file). ``{}`` without any image."""
+    parts, dtype = [], None
+    for image in itertools.islice(images, max_images):
+        x = np.asarray(image)
+        dtype = dtype or str(x.dtype)
+        flat = x.reshape(x.shape[0], -1)
+        flat = flat[:, :: max(1, flat.shape[1] // per_image)].astype(np.float64)
+        parts.append(flat[:, np.isfinite(flat).all(axis=0)])
+    if not parts:
+        return {}
     values = np.concatenate(parts, axis=1)
     return {"input_dtype": dtype, "input_range": value_range(values) if values.shape[1] else None}
 

@@ -162,9 +162,12 @@ def _write_curves(run_dir: Path) -> None:
 
 
 def build_meta(cfg: Config, dm: Any) -> ModelMeta:
-    from rsseg.inference.contract import measure_training_input
+    from rsseg.inference.contract import measure_samples, measure_training_input
 
     stats = dm.stats  # training split, cached per dataset root
+    files = dm.input_files("train")
+    # the input contract: measured on the training files, or on the samples of a datamodule hiding them
+    contract = measure_training_input(files) if files else measure_samples(dm.input_samples("train"))
     return ModelMeta(
         classes=list(dm.classes),
         colors=list(dm.colors),
@@ -178,7 +181,7 @@ def build_meta(cfg: Config, dm: Any) -> ModelMeta:
         config=cfg.to_dict(),
         class_pixel_freq=list(stats.pixel_frequencies),
         class_region_freq=[n / max(1, stats.num_images) for n in stats.region_counts],
-        **measure_training_input(dm.input_files("train")),  # the input contract
+        **contract,
     )
 
 
