@@ -23,7 +23,7 @@ from rsseg.data.datasets import stats_for_path
 from rsseg.data.datasets.folder import Folder
 from rsseg.data.datasets.isprs import ISPRS_RGB, decode_isprs
 from rsseg.data.datasets.loveda import LoveDA, decode_loveda
-from rsseg.data.raster import decode_colors
+from rsseg.data.raster import code_hex, decode_codes, decode_colors, rgb_codes
 from rsseg.errors import LabelError
 from rsseg.runconfig import training_config
 
@@ -79,6 +79,16 @@ def test_decode_colors_is_an_exact_match_and_isprs_reuses_it():
     isprs = np.where(np.array(ISPRS_RGB).T[:, None, :] == 0, 0, isprs).astype(np.uint8)
     assert decode_isprs(isprs, 255).tolist() == [list(range(6))]
     assert decode_isprs(np.zeros((3, 1, 1), np.uint8), 255).tolist() == [[255]]  # black boundary
+
+
+def test_a_colour_tolerance_matches_each_channel_within_it():
+    rgb = np.array([[[250, 200, 5]], [[3, 0, 0]], [[4, 0, 250]]], dtype=np.uint8)  # (250,3,4) (200,0,0) (5,0,250)
+    codes = rgb_codes(rgb)
+    assert [code_hex(c) for c in codes.ravel()] == ["#fa0304", "#c80000", "#0500fa"]
+    colours = [(255, 0, 0), (0, 0, 255)]
+    assert decode_codes(codes, colours, 255, tolerance=5).tolist() == [[0, 255, 1]]
+    assert decode_codes(codes, colours, 255, tolerance=4).tolist() == [[255, 255, 255]]  # 5 levels off in one channel
+    assert decode_codes(codes, colours, 255).tolist() == [[255, 255, 255]]
 
 
 def test_colour_masks_are_detected_and_decoded(color_folder):

@@ -173,11 +173,10 @@ def decode_codes(code: np.ndarray, colors: Sequence[tuple[int, int, int]], ignor
     return out
 
 
-def decode_colors(rgb: np.ndarray, colors: Sequence[tuple[int, int, int]], ignore_index: int,
-                  tolerance: int = 0) -> np.ndarray:
-    """Colour-coded labels ``[3, h, w]`` -> uint8 ``[h, w]``: class ``k`` where the pixel is
-    ``colors[k]`` (within ``tolerance`` per channel), ``ignore_index`` for every other colour."""
-    return decode_codes(rgb_codes(rgb), colors, ignore_index, tolerance)
+def decode_colors(rgb: np.ndarray, colors: Sequence[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
+    """Colour-coded labels ``[3, h, w]`` -> uint8 ``[h, w]``: class ``k`` where the pixel is exactly
+    ``colors[k]``, ``ignore_index`` for every other colour."""
+    return decode_codes(rgb_codes(rgb), colors, ignore_index)
 
 
 def _palette(src: rasterio.DatasetReader) -> np.ndarray | None:
