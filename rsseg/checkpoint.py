@@ -168,6 +168,12 @@ def read_meta(path: str | Path) -> ModelMeta:
     return ModelMeta.from_dict(ckpt[META_KEY])
 
 
+def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's tensors of a checkpoint, ``model.`` prefix removed (a training checkpoint also
+    holds the loss terms' buffers, which no prediction reads)."""
+    return {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+
+
 def check_weights(state: Mapping[str, torch.Tensor], path: str | Path, what: str = "checkpoint") -> None:
     """Refuse weights no model should run with: a NaN or infinite value in any floating-point
     tensor, or a BatchNorm running variance below zero. Such a model predicts one class with
@@ -196,12 +202,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
     ckpt = read_checkpoint(path)
     meta = ModelMeta.from_dict(ckpt[META_KEY])
-    check_weights(ckpt["state_dict"], path)
+    state = model_state(ckpt)
+    check_weights(state, path)
     cfg = meta.build_config()
     cfg.model.pretrained = False  # weights come from the checkpoint; never touch the network
     cfg.model.weights = None
     model = build_model(cfg.model, num_classes=meta.num_classes, in_channels=meta.in_channels)
-    state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes differ: e.g. weights for another class or band count

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from rsseg.checkpoint import META_KEY, ModelMeta, check_weights, read_checkpoint, save_model
+from rsseg.checkpoint import META_KEY, ModelMeta, check_weights, model_state, read_checkpoint, save_model
 from rsseg.config import Config, DatasetConfig, ModelConfig, is_hex_color
 from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
@@ -328,7 +328,7 @@ def calibrate_checkpoint(src: str | Path, out: str | Path, scene: str | Path) ->
     recorded one; weights and any training state are copied unchanged."""
     ckpt = read_checkpoint(src)
     meta = ModelMeta.from_dict(ckpt[META_KEY])
-    check_weights(ckpt["state_dict"], src)
+    check_weights(model_state(ckpt), src)
     for key, value in calibrate_input(scene, meta).items():
         setattr(meta, key, value)
     ckpt[META_KEY] = meta.to_dict()

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from rsseg.checkpoint import META_KEY, ModelMeta, check_weights, read_checkpoint
+from rsseg.checkpoint import META_KEY, ModelMeta, check_weights, model_state, read_checkpoint
 from rsseg.config import Config, config_to_yaml
 from rsseg.errors import CacheWarning, CheckpointError, ConfigError, OutputExistsError, OutputPathError
 from rsseg.io import atomic_path
@@ -111,7 +111,7 @@ def check_resume(path: str | Path) -> ModelMeta:
     if not {"optimizer_states", "loops", "epoch"} <= set(ckpt):
         raise CheckpointError(f"--resume {path} holds weights but no training state (epoch, optimizer); "
                               "start from its weights with --init-from instead")
-    check_weights(ckpt["state_dict"], path)
+    check_weights(model_state(ckpt), path)
     return ModelMeta.from_dict(ckpt[META_KEY])
 
 
