@@ -119,11 +119,11 @@ def measure_training_input(images: Sequence[tuple[str | Path, Sequence[int]]]) -
 
 
 def measure_samples(images: Iterable[np.ndarray], max_images: int = MAX_TRAINING_FILES,
-                    per_image: int = GRID * GRID * SAMPLE * SAMPLE) -> dict:
+                    per_image: int = SAMPLE * SAMPLE) -> dict:
     """``{"input_dtype", "input_range"}`` of training images given as arrays ``[C, H, W]`` (a
     datamodule that hides its files, e.g. a wrapped TorchGeo one): the arrays' dtype and per-band
-    [p1, p99] over the finite values of up to ``max_images`` images, ``per_image`` pixels of each
-    at most (as many as :func:`sample_values` reads of a file). ``{}`` without any image."""
+    [p1, p99] over the finite values of up to ``max_images`` images, about ``per_image`` pixels of
+    each (evenly strided). ``{}`` without any image."""
     parts, dtype = [], None
     for image in itertools.islice(images, max_images):
         x = np.asarray(image)
