@@ -392,7 +392,8 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, tiny, monkeypatch):
 
 
 # ------------------------------------------------------------------ label encodings that cannot lie
-BUILDING = (255, 0, 0)  # the default config's building colour (#ff0000); background is black
+BUILDING = (255, 48, 48)  # the bundled folder config's building colour (#ff3030); background is black
+RED = (255, 0, 0)  # #ff0000: what a user's masks paint instead
 
 
 def colour_folder(root: Path, building: tuple[int, int, int] = BUILDING, stray: tuple[int, int, int] | None = None,
@@ -412,15 +413,14 @@ def colour_folder(root: Path, building: tuple[int, int, int] = BUILDING, stray: 
 
 def _palette_mismatch(root: Path) -> tuple[list[str], tuple[str, ...]]:
     """Masks paint building #ff0000, the config says #ff3030: every building pixel would be ignored."""
-    colour_folder(root)
-    return (["dataset.colors=['#000000','#ff3030']"],
-            ("building (#ff3030)", "#ff0000 ", "nearest class colour #ff3030 building, 48 off", "--allow-ignored"))
+    colour_folder(root, building=RED)
+    return [], ("building (#ff3030)", "#ff0000 ", "nearest class colour #ff3030 building, 48 off", "--allow-ignored")
 
 
 def _anti_aliased_masks(root: Path) -> tuple[list[str], tuple[str, ...]]:
     """Building painted a few levels off its colour (anti-aliasing, JPEG): refused with exact matching."""
-    colour_folder(root, building=(250, 6, 4))
-    return [], ("building (#ff0000)", "#fa0604 ", "6 off", "dataset.color_tolerance")
+    colour_folder(root, building=(250, 54, 44))
+    return [], ("building (#ff3030)", "#fa362c ", "6 off", "dataset.color_tolerance")
 
 
 def _index_encoding_on_rgb_masks(root: Path) -> tuple[list[str], tuple[str, ...]]:
@@ -473,9 +473,9 @@ def test_labels_that_would_train_silently_wrong_are_refused(tmp_path, case, spoi
 
 
 def test_stats_names_the_unmatched_colours_and_the_ignored_share(tmp_path):
-    root = colour_folder(tmp_path / "data")
+    root = colour_folder(tmp_path / "data", building=RED)
     out = tmp_path / "stats.json"
-    res = cli(["stats", "--root", str(root), "-o", str(out), "dataset.colors=['#000000','#ff3030']"])
+    res = cli(["stats", "--root", str(root), "-o", str(out)])
     assert res.exit_code == 0, res.output  # stats describes; train refuses
     text = " ".join(res.output.split())
     assert "#ff0000 " in text and "nearest class colour #ff3030 building" in text
@@ -491,7 +491,7 @@ def test_index_encoding_on_rgb_masks_is_refused_by_stats_too(tmp_path):
 
 
 def test_colour_tolerance_reads_anti_aliased_masks(tmp_path):
-    root = colour_folder(tmp_path / "data", building=(250, 6, 4))
+    root = colour_folder(tmp_path / "data", building=(250, 54, 44))
     out = tmp_path / "stats.json"
     res = cli(["stats", "--root", str(root), "--split", "train", "-o", str(out), "dataset.color_tolerance=8"])
     assert res.exit_code == 0, res.output
@@ -510,8 +510,8 @@ def test_train_reports_the_ignored_share_and_allow_ignored_overrides(tmp_path):
     text = " ".join(res.output.split())
     assert "labels: 6.25 % of the pixels with image data carry no label" in text and "#0c2238 " in text
     # the palette mismatch trains only when asked to, and still says what it ignores
-    root = colour_folder(tmp_path / "mismatch")
+    root = colour_folder(tmp_path / "mismatch", building=RED)
     res = cli(["train", "--dataset", "folder", "--root", str(root), "--max-epochs", "1", "-o", str(tmp_path / "r2"), *TINY,
-               "dataset.colors=['#000000','#ff3030']", "--allow-ignored"])
+               "--allow-ignored"])
     assert res.exit_code == 0, res.output
     assert "labels: 50.00 %" in " ".join(res.output.split()) and (tmp_path / "r2" / "last.ckpt").is_file()
