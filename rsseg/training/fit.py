@@ -265,9 +265,6 @@ def train(
     # labels that would train silently wrong are refused before the model, the run directory or
     # the validation pass
     check_labels(dm.stats, dm.classes, dm.colors, allow_ignored)
-    labels_text = describe_labels(dm.stats, dm.classes, dm.colors)
-    if on_labels is not None and labels_text is not None:
-        on_labels(labels_text)
     meta = build_meta(cfg, dm)
     prior = log_region_prior(dm.stats) if needs_region_prior(cfg.loss.regularizers) else None
     # every validation file is read once before training (cached like the training statistics),
@@ -278,6 +275,9 @@ def train(
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
     if init_from is not None:
         init_weights(task.model, init_from, meta)
+    labels_text = describe_labels(dm.stats, dm.classes, dm.colors)
+    if on_labels is not None and labels_text is not None:  # every check passed: training starts
+        on_labels(labels_text)
     _write_run_config(run_dir, cfg, created)
     # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
     # run's files) are no reason to, other files are
