@@ -138,8 +138,13 @@ def test_train_and_evaluate_on_a_colour_mask_folder(color_folder, tmp_path, monk
     monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
     root, config, _ = color_folder
     run = tmp_path / "run"
-    res = CliRunner().invoke(main, ["train", "-c", str(config), "--max-epochs", "1", "-o", str(run),
-                                    "optim.batch_size=4", "optim.crop_size=64", "optim.scales=[1.0]"])
+    args = ["train", "-c", str(config), "--max-epochs", "1", "-o", str(run), "optim.batch_size=4", "optim.crop_size=64",
+            "optim.scales=[1.0]"]
+    # these crops hold no water or barren pixel but a stray colour: refused unless the user says so
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "no training pixel is labelled water (#0000ff), barren" in res.output, res.output
+    assert not run.exists()
+    res = CliRunner().invoke(main, [*args, "--allow-ignored"])
     assert res.exit_code == 0, res.output
     ckpt = run / "best.ckpt"
     assert ckpt.is_file()
