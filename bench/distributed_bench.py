@@ -47,7 +47,8 @@ def make_checkpoint(path: Path, encoder: str) -> Path:
     cfg.model.encoder = encoder
     model = build_model(cfg.model, num_classes=6, in_channels=3)
     meta = ModelMeta(classes=[f"c{i}" for i in range(6)], colors=["#000000"] * 6, bands=["r", "g", "b"],
-                     mean=[0.5] * 3, std=[0.25] * 3, config=cfg.to_dict())
+                     mean=[0.5] * 3, std=[0.25] * 3, config=cfg.to_dict(),
+                     input_dtype="uint8", input_range=[[0.0, 255.0] for _ in range(3)])  # the 8-bit scenes written here
     return save_model(path, model, meta)
 
 

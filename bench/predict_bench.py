@@ -95,7 +95,8 @@ def build(model_name: str, num_classes: int):
 
     k = num_classes
     meta = ModelMeta(classes=[f"class{i}" for i in range(k)], colors=["#%06x" % (i * 0x202020) for i in range(k)],
-                     bands=["red", "green", "blue"], mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+                     bands=["red", "green", "blue"], mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                     input_dtype="uint8", input_range=[[0.0, 255.0] for _ in range(3)])  # the 8-bit scenes written here
     torch.manual_seed(0)
     if model_name == "tiny":
         return nn.Conv2d(3, k, 1), meta

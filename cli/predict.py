@@ -99,7 +99,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     from rsseg.cli.predict_summary import print_summary
     from rsseg.errors import ConfigError
     from rsseg.inference import Predictor
-    from rsseg.inference.contract import check_inputs
+    from rsseg.inference.contract import check_inputs, require_contract
     from rsseg.inference.pipeline import PredictOptions, check_jobs
     from rsseg.inference.predictor import onnx_export_cached
     from rsseg.inference.settings import PredictSettings, check_settings
@@ -128,6 +128,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
         cached = onnx_export_cached(checkpoint, settings)
         predictor = Predictor.from_onnx(cached, settings) if cached is not None else None
         meta = predictor.meta if predictor is not None else read_meta(checkpoint)
+        require_contract(meta, checkpoint)
         check_settings(replace(settings, engine="torch").resolve(meta))
         check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=scale, reference=reference, asset=asset,
                      allow_local_assets=allow_local_assets)
@@ -165,7 +166,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
 
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import BackendUnavailableError
-    from rsseg.inference.contract import check_inputs
+    from rsseg.inference.contract import check_inputs, require_contract
     from rsseg.io import sigterm_as_interrupt, source_stem
 
     try:
@@ -182,6 +183,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
                                       "(or the rsseg extra: pip install 'rsseg[dask]')") from None
     parse_dask(spec)  # a malformed address fails before any work
     model = RemoteModel.plan(checkpoint, settings)
+    require_contract(model.meta, checkpoint)
     check_inputs([src for src, _ in jobs], model.meta, bands=options.bands, scale=options.scale,
                  reference=options.reference_path, asset=options.asset,
                  allow_local_assets=options.allow_local_assets)

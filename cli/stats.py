@@ -33,6 +33,7 @@ def command(root, dataset, config_path, split, out_path, overwrite, no_cache, ov
     from rich.table import Table
 
     from rsseg.data.datasets import stats_for_path
+    from rsseg.data.stats import unknown_colors_text
     from rsseg.errors import ConfigError, OutputPathError
     from rsseg.io import check_output, write_json
     from rsseg.runconfig import training_config
@@ -68,7 +69,11 @@ def command(root, dataset, config_path, split, out_path, overwrite, no_cache, ov
     console.print(f"pixel imbalance n_max/n_min: {fmt(stats.pixel_imbalance)}   region imbalance: {fmt(stats.region_imbalance)}")
     if stats.unknown_color_pixels:
         console.print(f"[yellow]{stats.unknown_color_pixels:,} mask pixels have a colour that is no class's "
-                      "(dataset.colors, exact match); they are ignored[/yellow]")
+                      "(dataset.colors, exact match or within dataset.color_tolerance); they are ignored: "
+                      f"{unknown_colors_text(stats, names, cfg.dataset.colors)}[/yellow]")
+    if stats.ignored_share is not None:
+        console.print(f"ignored: {100 * stats.ignored_share:.2f} % of the pixels with image data carry no label "
+                      f"({stats.label_ignored_pixels:,} of {stats.data_pixels:,})")
     console.print("band mean: " + ", ".join(f"{m:.4f}" for m in stats.mean) + "   std: " + ", ".join(f"{s:.4f}" for s in stats.std) + "  (in [0,1] units)")
     if out_path:
         try:

@@ -35,9 +35,10 @@ from rsseg.losses.regularizers import regularizer_names
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<dataset>-<methods>-<time>).")
 @click.option("--overwrite", is_flag=True, help="Train into a run directory that already holds checkpoints (--resume continues one without it).")
 @click.option("--print-config", is_flag=True, help="Print the fully resolved config (YAML, as written to config.yaml) and exit without training.")
+@click.option("--allow-ignored", is_flag=True, help="Train even when the labels leave a class without pixels beside mask colours that are no class's, or leave most pixels unlabelled (refused otherwise).")
 @click.argument("overrides", nargs=-1)
 def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, num_nodes, precision, resume, init_from, seed, out_dir,
-            overwrite, print_config, overrides):
+            overwrite, print_config, allow_ignored, overrides):
     """Train a UNetFormer; writes best.ckpt (by val mIoU), last.ckpt, config.yaml and CSV logs.
 
     OVERRIDES are config keys as key=value, e.g. optim.lr=1e-3 loss.regularizers.in2nect.weight=0.3
@@ -63,7 +64,7 @@ def command(dataset, root, config_path, regularizers, max_epochs, batch_size, de
         out_dir = f"runs/{cfg.dataset.name}-{methods}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     devices = int(devices) if str(devices).isdigit() else devices
     result = train(cfg, out_dir, devices=devices, num_nodes=num_nodes, precision=precision, resume=resume, init_from=init_from,
-                   overwrite=overwrite)
+                   overwrite=overwrite, allow_ignored=allow_ignored, on_labels=lambda text: click.echo(f"labels: {text}"))
     if result.interrupted:
         kept = f"resume with --resume {result.last}" if result.last else "no epoch had completed, nothing was kept"
         click.secho(f"training interrupted; {kept}", fg="yellow", err=True)

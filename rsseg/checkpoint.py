@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import pickle
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -147,6 +148,14 @@ def _read_plain_pickle(path: Path) -> Any:
         return None
 
 
+def is_rsseg_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is an rsseg checkpoint (a ``torch.save`` zip of plain data with rsseg
+    metadata), read without torch and without running code."""
+    path = Path(path)
+    ckpt = _read_plain_pickle(path) if path.is_file() else None
+    return isinstance(ckpt, dict) and META_KEY in ckpt and "state_dict" in ckpt
+
+
 def read_meta(path: str | Path) -> ModelMeta:
     """Read only the metadata of a checkpoint, without importing torch when the file is a
     ``torch.save`` zip of plain data (every rsseg checkpoint): a Dask client or the ONNX engine
@@ -159,17 +168,46 @@ def read_meta(path: str | Path) -> ModelMeta:
     return ModelMeta.from_dict(ckpt[META_KEY])
 
 
+def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The model's tensors of a checkpoint, ``model.`` prefix removed (a training checkpoint also
+    holds the loss terms' buffers, which no prediction reads)."""
+    return {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+
+
+def check_weights(state: Mapping[str, torch.Tensor], path: str | Path, what: str = "checkpoint") -> None:
+    """Refuse weights no model should run with: a NaN or infinite value in any floating-point
+    tensor, or a BatchNorm running variance below zero. Such a model predicts one class with
+    zero confidence everywhere, and says nothing."""
+    import torch
+
+    for name, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            continue
+        finite = torch.isfinite(tensor)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(f"{what} {path} is corrupt: tensor {name} holds {bad:,} NaN or infinite value(s) of "
+                                  f"{tensor.numel():,}; re-download or re-export the weights (a model with them "
+                                  "predicts garbage)")
+        if name.endswith("running_var") and bool((tensor < 0).any()):
+            raise CheckpointError(f"{what} {path} is corrupt: BatchNorm statistics {name} hold a negative variance "
+                                  f"({float(tensor.min()):g}); re-download or re-export the weights (a model with "
+                                  "them predicts garbage)")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
-    """Load a checkpoint into a ready-to-run model in eval mode, with its metadata."""
+    """Load a checkpoint into a ready-to-run model in eval mode, with its metadata. Its weights
+    are checked first (:func:`check_weights`)."""
     from rsseg.models import build_model
 
     ckpt = read_checkpoint(path)
     meta = ModelMeta.from_dict(ckpt[META_KEY])
+    state = model_state(ckpt)
+    check_weights(state, path)
     cfg = meta.build_config()
     cfg.model.pretrained = False  # weights come from the checkpoint; never touch the network
     cfg.model.weights = None
     model = build_model(cfg.model, num_classes=meta.num_classes, in_channels=meta.in_channels)
-    state = {k[len(MODEL_PREFIX):]: v for k, v in ckpt["state_dict"].items() if k.startswith(MODEL_PREFIX)}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # tensor shapes differ: e.g. weights for another class or band count

@@ -87,13 +87,14 @@ def evaluate_checkpoint(
     """
     from rsseg.checkpoint import read_meta
     from rsseg.data import build_datamodule
-    from rsseg.inference.contract import check_dataset_inputs
+    from rsseg.inference.contract import check_dataset_inputs, require_contract
     from rsseg.inference.settings import check_settings
 
     settings = settings or PredictSettings()
 
     # everything that can be checked is, before the model loads
     meta = read_meta(checkpoint)
+    require_contract(meta, checkpoint)
     check_settings(replace(settings, engine="torch").resolve(meta))
     cfg = meta.build_config()
     if root is not None:

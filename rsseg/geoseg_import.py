@@ -11,7 +11,11 @@ GeoSeg has no embedding projection: the importer sets rsseg's ``projection`` (de
 embed_dim = decode_channels, 1x1, no bias) to the identity, so the FRH feature reaches the
 classifier unchanged and the logits equal GeoSeg's whether or not the projection sits on the
 classifier path. GeoSeg normalises inputs with ImageNet mean/std on 0-255 pixels scaled to 0-1
-(albumentations' ``Normalize`` defaults) and predicts 1024 x 1024 tiles.
+(albumentations' ``Normalize`` defaults) and predicts 1024 x 1024 tiles; the imported checkpoint records
+that input contract (8-bit values, :data:`GEOSEG_CONTRACT`), or the one measured on a raster the user
+names (``--calibrate``), so ``rsseg predict`` refuses a raster in another range. Weights holding NaN,
+infinite values or negative BatchNorm variances are refused. :func:`calibrate_checkpoint` adds a
+measured contract to an rsseg checkpoint written before rsseg recorded one.
 """
 
 from __future__ import annotations
@@ -24,18 +28,22 @@ from typing import Any
 
 import torch
 
-from rsseg.checkpoint import ModelMeta, save_model
+from rsseg.checkpoint import META_KEY, ModelMeta, check_weights, model_state, read_checkpoint, save_model
 from rsseg.config import Config, DatasetConfig, ModelConfig, is_hex_color
 from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from rsseg.errors import CheckpointError, CheckpointNotFoundError, ConfigError
-from rsseg.io import load_torch_file
+from rsseg.inference.contract import calibrate_input
+from rsseg.io import atomic_path, load_torch_file
 from rsseg.models.attention import relative_position_index
 from rsseg.models.unetformer import UNetFormer, build_model
 from rsseg.runconfig import config_from_dict
 
 #: tile size GeoSeg trains and tests on (1024 x 1024 patches for every dataset)
 GEOSEG_TILE = 1024
+#: the input contract of GeoSeg's documented normalisation (8-bit RGB / 255, then ImageNet mean/std):
+#: dtype and the [low, high] recorded for every band
+GEOSEG_CONTRACT = ("uint8", (0.0, 255.0))
 #: encoders tried, in order, when none is named (GeoSeg's UNetFormer uses swsl_resnet18, a
 #: ResNet-18 with semi-weakly supervised weights; its r50 config a ResNet-50)
 ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -123,11 +131,19 @@ def read_geoseg_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"GeoSeg checkpoint not found: {path}")
-    state = load_torch_file(
-        path, "GeoSeg checkpoint",
-        "a GeoSeg .ckpt or a state dict; if it holds Python objects, re-save only the weights with "
-        "torch.save(torch.load(path)['state_dict'], 'weights.pth') where GeoSeg is installed",
-    )
+    if path.suffix == ".safetensors":  # tensors only, by format: nothing in it can run
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
+            raise CheckpointError(f"cannot read GeoSeg weights {path}: {exc} (expected a .safetensors state dict)") from None
+    else:
+        state = load_torch_file(
+            path, "GeoSeg checkpoint",
+            "a GeoSeg .ckpt or a state dict of tensors; a file holding Python objects runs code when loaded anywhere, "
+            "so ask its publisher for a weights-only file (a state dict or .safetensors) instead of loading it yourself",
+        )
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -249,11 +265,15 @@ def import_geoseg(
     bands: list[str] | None = None,
     gsd: float | None = None,
     encoder: str | None = None,
+    calibrate: str | Path | None = None,
 ) -> ModelMeta:
     """Convert the GeoSeg UNetFormer checkpoint ``src`` into the rsseg checkpoint ``out``.
 
     Classes, colours, bands and GSD come from ``dataset`` (loveda, potsdam, vaihingen, uavid);
     explicit values override them (``classes`` and ``colors`` are required without a dataset).
+    The input contract is GeoSeg's documented input, 8-bit values 0-255 per band
+    (:data:`GEOSEG_CONTRACT`), or, with ``calibrate``, the dtype and per-band p1/p99 measured on
+    that raster (a sample of the imagery the weights were trained on; values beyond 0-255 refused).
     """
     if dataset is not None:
         spec = geoseg_dataset(dataset)
@@ -272,7 +292,9 @@ def import_geoseg(
     if len(spec.colors) != len(spec.classes) or bad:
         raise ConfigError(f"give one '#rrggbb' colour per class ({len(spec.classes)} classes, {len(spec.colors)} colours{', bad: ' + ', '.join(bad) if bad else ''})")
 
-    model, model_cfg = geoseg_model(read_geoseg_state(src), encoder)
+    state = read_geoseg_state(src)
+    check_weights(state, src, "GeoSeg checkpoint")
+    model, model_cfg = geoseg_model(state, encoder)
     num_classes, in_channels = model.num_classes, model.in_channels
     if num_classes != len(spec.classes):
         raise CheckpointError(
@@ -290,6 +312,26 @@ def import_geoseg(
         classes=spec.classes, colors=spec.colors, bands=spec.bands,
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), scale=255.0, ignore_index=ds.ignore_index,
         patch_size=GEOSEG_TILE, gsd=spec.gsd, config=cfg.to_dict(),
+        input_dtype=GEOSEG_CONTRACT[0], input_range=[list(GEOSEG_CONTRACT[1]) for _ in range(in_channels)],
     )
+    if calibrate is not None:
+        # GeoSeg divides by 255: a calibration scene beyond 8-bit values cannot be what it was trained on
+        for key, value in calibrate_input(calibrate, meta, max_p99=GEOSEG_CONTRACT[1][1]).items():
+            setattr(meta, key, value)
     save_model(out, model, meta)
+    return meta
+
+
+def calibrate_checkpoint(src: str | Path, out: str | Path, scene: str | Path) -> ModelMeta:
+    """Copy the rsseg checkpoint ``src`` to ``out`` with the input contract measured on ``scene``
+    (:func:`rsseg.inference.contract.calibrate_input`), for a checkpoint written before rsseg
+    recorded one; weights and any training state are copied unchanged."""
+    ckpt = read_checkpoint(src)
+    meta = ModelMeta.from_dict(ckpt[META_KEY])
+    check_weights(model_state(ckpt), src)
+    for key, value in calibrate_input(scene, meta).items():
+        setattr(meta, key, value)
+    ckpt[META_KEY] = meta.to_dict()
+    with atomic_path(Path(out)) as tmp:
+        torch.save(ckpt, tmp)
     return meta

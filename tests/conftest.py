@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: where the real sample data lives (skipping cleanly when it is
 absent), and one way to write a small test raster (:func:`write_raster`, importable as
-``from conftest import write_raster``)."""
+``from conftest import write_raster``), and the input contract of 8-bit test models
+(:func:`uint8_contract`)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,12 @@ def write_raster(path: Path, data: np.ndarray, crs: str | None = "EPSG:32633", t
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(arr)
     return path
+
+
+def uint8_contract(bands: int = 3) -> dict:
+    """``input_dtype`` / ``input_range`` of a model trained on 8-bit imagery: what a test checkpoint
+    records so that predict, evaluate and the viewer accept it (a model without one is refused)."""
+    return {"input_dtype": "uint8", "input_range": [[0.0, 255.0] for _ in range(bands)]}
 
 
 def tif_bytes(tmp: Path, data: np.ndarray) -> bytes:

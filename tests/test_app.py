@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import uint8_contract
 from rasterio.windows import Window
 
 from rsseg import viewer
@@ -49,7 +50,7 @@ def viewer_data(tmp_path_factory: pytest.TempPathFactory, sample_tiles: Path) ->
     cfg.model.encoder, cfg.model.decode_channels, cfg.model.embed_dim, cfg.model.num_heads = "mobilenetv3_small_050", 32, 16, 4
     model = build_model(cfg.model, num_classes=2, in_channels=3)
     meta = ModelMeta(classes=CLASSES, colors=COLORS, bands=["red", "green", "blue"], mean=[0.5] * 3, std=[0.25] * 3,
-                     config=cfg.to_dict())
+                     config=cfg.to_dict(), **uint8_contract())
     (data / "models").mkdir()
     save_model(data / "models" / "m.ckpt", model, meta)
     return {"data": data, "outside": outside, "cache": root / "cache", "raster": data / "small.tif",

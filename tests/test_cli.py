@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 from click.testing import CliRunner
+from conftest import uint8_contract
 
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.cli.main import COMMANDS, main
@@ -59,7 +60,7 @@ def checkpoint(tmp_path_factory) -> Path:
     torch_model = build_model(ModelConfig(), num_classes=2, in_channels=3).eval()
     meta = ModelMeta(
         classes=["background", "building"], colors=["#000000", "#ff0000"], bands=["red", "green", "blue"],
-        mean=[0.6, 0.5, 0.4], std=[0.25, 0.2, 0.2], config=Config().to_dict(),
+        mean=[0.6, 0.5, 0.4], std=[0.25, 0.2, 0.2], config=Config().to_dict(), **uint8_contract(),
     )
     return save_model(tmp_path_factory.mktemp("ckpt") / "m.ckpt", torch_model, meta)
 

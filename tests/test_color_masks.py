@@ -23,7 +23,7 @@ from rsseg.data.datasets import stats_for_path
 from rsseg.data.datasets.folder import Folder
 from rsseg.data.datasets.isprs import ISPRS_RGB, decode_isprs
 from rsseg.data.datasets.loveda import LoveDA, decode_loveda
-from rsseg.data.raster import decode_colors
+from rsseg.data.raster import code_hex, decode_codes, decode_colors, rgb_codes
 from rsseg.errors import LabelError
 from rsseg.runconfig import training_config
 
@@ -81,15 +81,26 @@ def test_decode_colors_is_an_exact_match_and_isprs_reuses_it():
     assert decode_isprs(np.zeros((3, 1, 1), np.uint8), 255).tolist() == [[255]]  # black boundary
 
 
+def test_a_colour_tolerance_matches_each_channel_within_it():
+    rgb = np.array([[[250, 200, 5]], [[3, 0, 0]], [[4, 0, 250]]], dtype=np.uint8)  # (250,3,4) (200,0,0) (5,0,250)
+    codes = rgb_codes(rgb)
+    assert [code_hex(c) for c in codes.ravel()] == ["#fa0304", "#c80000", "#0500fa"]
+    colours = [(255, 0, 0), (0, 0, 255)]
+    assert decode_codes(codes, colours, 255, tolerance=5).tolist() == [[0, 255, 1]]
+    assert decode_codes(codes, colours, 255, tolerance=4).tolist() == [[255, 255, 255]]  # 5 levels off in one channel
+    assert decode_codes(codes, colours, 255).tolist() == [[255, 255, 255]]
+
+
 def test_colour_masks_are_detected_and_decoded(color_folder):
     root, config, expected = color_folder
     cfg = training_config(str(config))
     pairs = Folder().pairs(cfg.dataset, "train") + Folder().pairs(cfg.dataset, "val")
     assert {(p.height, p.width) for p in pairs} == {(h, w) for _, _, _, h, w in CROPS}
     assert all(p.label_colors == tuple(hex_rgb(c) for c in LoveDA.colors) for p in pairs)
-    # index encoding asked for explicitly: masks are read as indices, not colours
+    # index encoding asked for on RGB masks: refused, band 1 alone holds no class index
     cfg.dataset.mask_encoding = "index"
-    assert all(not p.label_colors for p in Folder().pairs(cfg.dataset, "train"))
+    with pytest.raises(LabelError, match="dataset.mask_encoding is index"):
+        Folder().pairs(cfg.dataset, "train")
 
 
 def test_stats_count_classes_and_unknown_colours(color_folder, tmp_path, monkeypatch):
@@ -127,8 +138,13 @@ def test_train_and_evaluate_on_a_colour_mask_folder(color_folder, tmp_path, monk
     monkeypatch.setenv("RSSEG_CACHE_DIR", str(tmp_path / "cache"))
     root, config, _ = color_folder
     run = tmp_path / "run"
-    res = CliRunner().invoke(main, ["train", "-c", str(config), "--max-epochs", "1", "-o", str(run),
-                                    "optim.batch_size=4", "optim.crop_size=64", "optim.scales=[1.0]"])
+    args = ["train", "-c", str(config), "--max-epochs", "1", "-o", str(run), "optim.batch_size=4", "optim.crop_size=64",
+            "optim.scales=[1.0]"]
+    # these crops hold no water or barren pixel but a stray colour: refused unless the user says so
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "no training pixel is labelled water (#0000ff), barren" in res.output, res.output
+    assert not run.exists()
+    res = CliRunner().invoke(main, [*args, "--allow-ignored"])
     assert res.exit_code == 0, res.output
     ckpt = run / "best.ckpt"
     assert ckpt.is_file()

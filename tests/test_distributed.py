@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow  # a LocalCluster of 2 processes: seconds to start, still part of make test
 
-from conftest import write_raster  # noqa: E402
+from conftest import uint8_contract, write_raster  # noqa: E402
 
 from rsseg.checkpoint import ModelMeta, save_model  # noqa: E402
 from rsseg.config import Config  # noqa: E402
@@ -60,7 +60,7 @@ def checkpoint(tmp_path_factory) -> Path:
     with torch.no_grad():  # a random classifier is nearly uniform: sharpen it so classes and margins vary
         model.head.classifier.weight.mul_(30)
     meta = ModelMeta(classes=["a", "b", "c"], colors=["#000000", "#ff0000", "#00ff00"], bands=["r", "g", "b"],
-                     mean=[0.5] * 3, std=[0.25] * 3, config=cfg.to_dict())
+                     mean=[0.5] * 3, std=[0.25] * 3, config=cfg.to_dict(), **uint8_contract())
     return save_model(tmp_path_factory.mktemp("ckpt") / "tiny.ckpt", model, meta)
 
 

@@ -14,7 +14,7 @@ import rasterio
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from conftest import SAMPLE_TILES
+from conftest import SAMPLE_TILES, uint8_contract
 from rasterio.windows import Window
 from torch import nn
 
@@ -30,7 +30,8 @@ TANZANIA = SAMPLE_TILES / "tanzania" / "image.tif"
 
 def _meta(k: int, config: dict | None = None) -> ModelMeta:
     return ModelMeta(classes=[f"c{i}" for i in range(k)], colors=["#%06x" % (40 * i) for i in range(k)],
-                     bands=["r", "g", "b"], mean=[0.5] * 3, std=[0.25] * 3, config=config or Config().to_dict())
+                     bands=["r", "g", "b"], mean=[0.5] * 3, std=[0.25] * 3, config=config or Config().to_dict(),
+                     **uint8_contract())
 
 
 def _export(model: nn.Module, path: Path, meta: ModelMeta) -> Path:

@@ -245,6 +245,22 @@ def test_label_values_without_a_class_and_disjoint_scenes_fail_in_one_line(tanza
         GeoScene(cfg.dataset)
 
 
+def test_a_label_file_without_features_is_named_not_blamed_on_the_crs(tanzania, tmp_path):
+    gdf = gpd.read_file(tanzania / "tanzania_west_buildings.gpkg", layer="buildings")
+    gdf.iloc[:0].to_file(tmp_path / "empty.gpkg", layer="buildings")
+    ds = {**geo_dataset(tanzania, label_class="building"),
+          "geo": {"images": ["tanzania_west_rgb.tif"], "labels": [str(tmp_path / "empty.gpkg")], "layer": "buildings",
+                  "label_class": "building"}}
+    config = tmp_path / "empty.yaml"
+    config.write_text(yaml.safe_dump({"dataset": ds, **TINY}))
+    res = run("train", "-c", str(config), "-o", str(tmp_path / "run"))
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error:") and "\n" not in line, line
+    assert "empty.gpkg holds no features (layer 'buildings')" in line and "overlap" not in line, line
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------------------------ TorchGeo datamodules
 @pytest.fixture(scope="module")
 def loveda_root(shared_data, tmp_path_factory) -> Path:
@@ -287,6 +303,8 @@ def test_torchgeo_loveda_datamodule_trains_and_evaluates_under_rssegs_contract(l
     meta = read_meta(ckpt)
     assert meta.classes == LOVEDA_CLASSES and meta.colors == LOVEDA_COLORS and meta.gsd == 0.3
     assert meta.mean == pytest.approx(stats["mean"])
+    # the wrapped datamodule hides its files: the input contract is measured on its training samples
+    assert meta.input_dtype is not None and len(meta.input_range) == 3 and 100 < meta.input_range[0][1] <= 255
 
     res = run("evaluate", "-m", str(ckpt), "--split", "val", "-o", str(tmp_path / "rep"))
     assert res.exit_code == 0, res.output

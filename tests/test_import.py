@@ -16,6 +16,7 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
+from conftest import write_raster
 
 from rsseg.checkpoint import load_model, read_meta
 from rsseg.cli.main import main
@@ -232,3 +233,81 @@ def test_init_from_refuses_other_classes(imported2, sample_tiles, tmp_path, monk
               "dataset.classes=[a,b]", "dataset.colors=['#000000','#ffffff']", "-o", str(tmp_path / "run"))
     _refused(res, "classes", "--init-from")
     assert read_meta(ckpt).classes == ["background", "building"]
+
+
+# -- an input contract in every imported model; corrupt weights refused ----------------------------------
+def test_imported_checkpoint_records_geosegs_input_and_refuses_other_ranges(imported2, sample_tiles, tmp_path):
+    ckpt, _ = imported2
+    meta = read_meta(ckpt)
+    assert meta.input_dtype == "uint8" and meta.input_range == [[0.0, 255.0]] * 3
+    with rasterio.open(sample_tiles / "tanzania" / "image.tif") as src:
+        data = src.read(window=rasterio.windows.Window(0, 0, 128, 128))
+    u16 = write_raster(tmp_path / "u16.tif", data.astype(np.uint16) * 257)
+    res = run("predict", str(u16), "-m", str(ckpt), "-o", str(tmp_path / "o.tif"))
+    _refused(res, "training range", "uint16", "--scale 1/")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_import_calibrate_measures_a_sample_of_the_training_imagery(sample_tiles, tmp_path):
+    src = tmp_path / "geoseg.ckpt"
+    torch.save(lightning_ckpt(to_geoseg(known_model(2))), src)
+    image = sample_tiles / "tanzania" / "image.tif"
+    out = tmp_path / "calibrated.ckpt"
+    res = run("import", str(src), "--classes", "background,building", "--colors", "#000000,#ff0000",
+              "--calibrate", str(image), "-o", str(out))
+    assert res.exit_code == 0, res.output
+    meta = read_meta(out)
+    with rasterio.open(image) as s:
+        assert meta.input_dtype == s.dtypes[0] == "uint8"
+    assert len(meta.input_range) == 3 and all(0 <= lo < hi <= 255 for lo, hi in meta.input_range)
+    assert f"measured on {image}" in res.output
+    # GeoSeg divides by 255: a 16-bit sample cannot be what its weights were trained on
+    with rasterio.open(image) as s:
+        u16 = write_raster(tmp_path / "u16.tif", s.read().astype(np.uint16) * 257)
+    _refused(run("import", str(src), "--classes", "background,building", "--colors", "#000000,#ff0000",
+                 "--calibrate", str(u16), "-o", str(tmp_path / "x.ckpt")), "--calibrate", "p99")
+    assert not (tmp_path / "x.ckpt").exists()
+
+
+class _Code:
+    """A pickled object that would run code if unpickled without weights_only."""
+
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("spoil", ["nan", "inf", "negative_variance", "pickle"])
+def test_import_refuses_corrupt_weights_and_pickled_code(geoseg6, tmp_path, spoil, capfd):
+    _, reference = geoseg6
+    state = to_geoseg(reference)
+    if spoil == "pickle":
+        ckpt = {**lightning_ckpt(state), "hyper_parameters": {"loss": _Code()}}
+        says = ("could run code", "ask its publisher", "safetensors")
+    else:
+        name = "decoder.p2.pre_conv.0.weight" if spoil != "negative_variance" else "backbone.bn1.running_var"
+        state[name] = state[name].clone()
+        state[name].view(-1)[3] = {"nan": float("nan"), "inf": float("inf"), "negative_variance": -1.0}[spoil]
+        ckpt = lightning_ckpt(state)
+        says = ("is corrupt", name)
+    path = tmp_path / "bad.ckpt"
+    torch.save(ckpt, path)
+    out = tmp_path / "o.ckpt"
+    res = run("import", str(path), "--dataset", "potsdam", "-o", str(out))
+    _refused(res, *says)
+    assert "torch.load" not in res.output and "weights_only=False" not in res.output
+    assert "pwned" not in capfd.readouterr().out and not out.exists()
+
+
+def test_import_reads_safetensors_weights(geoseg6, tmp_path):
+    from safetensors.torch import save_file
+
+    _, reference = geoseg6
+    src = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in to_geoseg(reference).items()}, str(src))
+    out = tmp_path / "o.ckpt"
+    res = run("import", str(src), "--dataset", "potsdam", "-o", str(out))
+    assert res.exit_code == 0, res.output
+    model, _ = load_model(out)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), reference(x))

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
-from conftest import write_raster
+from conftest import uint8_contract, write_raster
 from rasterio.crs import CRS
 from rio_cogeo.cogeo import cog_validate
 from torch import nn
@@ -37,7 +37,8 @@ TILE, OVERLAP = 64, 16
 def make_meta(k: int = 3, bands: int = 3) -> ModelMeta:
     palette = ["#000000", "#ff0000", "#00ff00", "#0000ff", "#ffff00"]
     return ModelMeta(classes=[f"c{i}" for i in range(k)], colors=palette[:k], bands=[f"b{i}" for i in range(bands)],
-                     mean=[0.5] * bands, std=[0.25] * bands, scale=255.0, patch_size=TILE)
+                     mean=[0.5] * bands, std=[0.25] * bands, scale=255.0, patch_size=TILE,
+                     **uint8_contract(bands))
 
 
 def conv_model(kernel: int, k: int = 3, c: int = 3, seed: int = 0) -> nn.Module:
@@ -458,7 +459,7 @@ def _tiny_checkpoint(path: Path, **inference) -> Path:
     d = cfg.to_dict()
     d["inference"].update(inference)
     meta = ModelMeta(classes=["a", "b"], colors=["#000000", "#ffffff"], bands=["r", "g", "b"], mean=[0.5] * 3,
-                     std=[0.25] * 3, config=d)
+                     std=[0.25] * 3, config=d, **uint8_contract())
     return save_model(path, model, meta)
 
 

@@ -19,7 +19,7 @@ import rasterio
 import torch
 from affine import Affine
 from click.testing import CliRunner
-from conftest import write_raster
+from conftest import uint8_contract, write_raster
 from torch import nn
 
 from rsseg.checkpoint import ModelMeta, save_model
@@ -46,7 +46,7 @@ def meta(gsd: float | None = 2.0, dataset: str = "folder") -> ModelMeta:
     cfg = Config().to_dict()
     cfg["dataset"]["name"] = dataset
     return ModelMeta(classes=CLASSES, colors=COLORS, bands=["red", "green", "blue"], mean=[0.5] * 3, std=[0.25] * 3,
-                     gsd=gsd, patch_size=64, config=cfg)
+                     gsd=gsd, patch_size=64, config=cfg, **uint8_contract())
 
 
 def predictor(gsd: float | None = 2.0) -> Predictor:

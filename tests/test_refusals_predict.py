@@ -9,6 +9,7 @@ keep holding. Semantic checks (NaN pixels, rescaling, all-or-nothing) follow the
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -46,6 +47,18 @@ class _Code:
 
     def __reduce__(self):
         return (os.system, ("echo pwned",))
+
+
+#: tensors spoiled in the corrupt-weights cases (the first convolution, a BatchNorm variance)
+NAN_TENSOR, BN_TENSOR = "encoder.conv1.weight", "encoder.bn1.running_var"
+
+
+def _spoiled(model: torch.nn.Module, name: str, value: float) -> torch.nn.Module:
+    """A copy of ``model`` with one element of its tensor ``name`` set to ``value``."""
+    spoiled = copy.deepcopy(model)
+    with torch.no_grad():
+        spoiled.state_dict()[name].view(-1)[0] = value
+    return spoiled
 
 
 def _meta(**changes) -> ModelMeta:
@@ -116,12 +129,16 @@ def assets(tmp_path_factory, sample_tiles) -> dict[str, Path]:
     a["ckpt"] = save_model(d / "m.ckpt", model, _meta(**contract))
     a["old_ckpt"] = save_model(d / "old.ckpt", model, _meta())  # written before the input contract existed
     a["ckpt_classes"] = save_model(d / "classes.ckpt", model, _meta(
-        classes=["a", "b", "c"], colors=["#000000", "#ff0000", "#00ff00"]))
+        classes=["a", "b", "c"], colors=["#000000", "#ff0000", "#00ff00"], **contract))
     a["ckpt_bands"] = save_model(d / "bands.ckpt", model, _meta(
-        bands=["r", "g", "b", "nir"], mean=[0.5] * 4, std=[0.2] * 4))
+        bands=["r", "g", "b", "nir"], mean=[0.5] * 4, std=[0.2] * 4, **contract))
     cfg = Config()
     cfg.model.decode_channels = 32
-    a["ckpt_decoder"] = save_model(d / "decoder.ckpt", model, _meta(config=cfg.to_dict()))
+    a["ckpt_decoder"] = save_model(d / "decoder.ckpt", model, _meta(config=cfg.to_dict(), **contract))
+    # its training images had no valid pixel to measure: a dtype but no range
+    a["ckpt_no_range"] = save_model(d / "no_range.ckpt", model, _meta(input_dtype="uint8"))
+    a["ckpt_nan"] = save_model(d / "nan.ckpt", _spoiled(model, NAN_TENSOR, float("nan")), _meta(**contract))
+    a["ckpt_bn"] = save_model(d / "bn.ckpt", _spoiled(model, BN_TENSOR, -1.0), _meta(**contract))
     (d / "random.ckpt").write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
     a["ckpt_random"] = d / "random.ckpt"
     full = a["ckpt"].read_bytes()
@@ -185,7 +202,7 @@ CASES = [
     Case("wrong_scale_factor", predict("--scale", "2", src="u16"), says=("after --scale", "training range")),
     Case("scale_not_a_number", predict("--scale", "abc"), says=("--scale 'abc' is not a number",)),
     Case("scale_zero", predict("--scale", "0"), says=("positive factor",)),
-    Case("scale_auto_needs_recorded_range", predict("--scale", "auto", ckpt="old_ckpt"),
+    Case("scale_auto_needs_recorded_range", predict("--scale", "auto", ckpt="ckpt_no_range"),
          says=("needs the training value range",)),
     # -- 4: output collisions --------------------------------------------------------------------
     Case("same_name_in_two_folders", predict_many("dup_a", "dup_b", extra=()), old=(),
@@ -198,7 +215,7 @@ CASES = [
     Case("report_onto_class_raster", predict("--report", "{w}/out.tif"), says=("both", "out.tif")),
     # -- 9: unreadable inputs and checkpoints, unwritable outputs ------------------------------------
     Case("truncated_geotiff", predict(src="truncated"), says=("truncated, corrupt", "truncated.tif")),
-    Case("truncated_geotiff_mid_run", predict(src="truncated", ckpt="old_ckpt"), before_load=False,
+    Case("truncated_geotiff_mid_run", predict(src="truncated", ckpt="ckpt_no_range"), before_load=False,
          says=("truncated, corrupt", "at rows")),
     Case("empty_file", predict(src="empty"), says=("cannot read input raster", "empty.tif")),
     Case("text_file_named_tif", predict(src="text"), says=("cannot read input raster", "text.tif")),
@@ -275,13 +292,33 @@ CASES = [
     Case("float_copy_in_the_training_range", predict(src="f255"), code=0, before_load=False, old=()),
     Case("uint16_with_scale_factor", predict("--scale", "1/257", src="u16"), code=0, before_load=False, old=()),
     Case("float_0_1_with_scale_auto", predict("--scale", "auto", src="f01"), code=0, before_load=False, old=()),
-    Case("old_checkpoint_skips_the_range_check", predict(src="u16", ckpt="old_ckpt"), code=0, before_load=False, old=()),
     Case("all_nodata_scene", predict(src="all_nodata"), code=0, before_load=False, old=()),
     Case("evaluate_checkpoint_on_a_uint8_dataset", cmd("evaluate", "-m", "{ckpt}", "--root", "{ds8}", "--tile", "64",
                                                        "--overlap", "16", "-o", "{w}/rep"), code=0, before_load=False, old=()),
     Case("png_tile_without_crs", predict(src="png"), code=0, before_load=False, old=()),
     Case("one_pixel_raster", predict(src="one_pixel"), code=0, before_load=False, old=()),
     Case("same_names_with_distinct_stems", predict_many("u8", "dup_a"), code=0, before_load=False, old=()),
+]
+
+# -- models that cannot lie: an input contract in every checkpoint, weights checked at load ------------
+CASES += [
+    Case("checkpoint_without_input_contract", predict(src="u16", ckpt="old_ckpt"),
+         says=("old.ckpt records no input contract", "rsseg import", "--calibrate SCENE")),
+    Case("dask_checkpoint_without_input_contract", predict("--dask", "local:1", ckpt="old_ckpt"),
+         says=("old.ckpt records no input contract",)),
+    Case("evaluate_checkpoint_without_input_contract", cmd("evaluate", "-m", "{old_ckpt}", "--root", "{ds8}", "-o",
+                                                           "{w}/rep"), old=(), says=("records no input contract",)),
+    Case("checkpoint_with_a_nan_weight", predict(ckpt="ckpt_nan"), before_load=False,
+         says=("nan.ckpt is corrupt", NAN_TENSOR, "NaN or infinite")),
+    Case("checkpoint_with_a_negative_batchnorm_variance", predict(ckpt="ckpt_bn"), before_load=False,
+         says=("bn.ckpt is corrupt", BN_TENSOR, "negative variance")),
+    Case("export_checkpoint_with_a_nan_weight", cmd("export", "-m", "{ckpt_nan}", "-o", "{w}/m.onnx"), old=(),
+         before_load=False, says=("is corrupt", NAN_TENSOR)),
+    Case("evaluate_checkpoint_with_a_negative_batchnorm_variance",
+         cmd("evaluate", "-m", "{ckpt_bn}", "--root", "{ds8}", "--tile", "64", "--overlap", "16", "-o", "{w}/rep"),
+         old=(), before_load=False, says=("is corrupt", "negative variance")),
+    Case("no_range_recorded_skips_the_range_check", predict(src="u16", ckpt="ckpt_no_range"), code=0, before_load=False,
+         old=()),
 ]
 
 
@@ -512,7 +549,7 @@ def test_sigterm_during_predict_leaves_no_temporary_folder(assets, tmp_path):
         d.write(tiled)
     out = tmp_path / "out" / "classes.tif"
     out.parent.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "rsseg.cli.main", "predict", str(big), "-m", str(assets["old_ckpt"]),
+    proc = subprocess.Popen([sys.executable, "-m", "rsseg.cli.main", "predict", str(big), "-m", str(assets["ckpt"]),
                              "-o", str(out), "--tile", "64", "--overlap", "16", "--device", "cpu"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
@@ -596,3 +633,35 @@ def test_a_gdal_write_error_on_a_full_disk_names_it(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(total=10, used=10, free=0))
     err = str(write_error(exc, "class raster", tmp_path / "out.tif"))
     assert "no space left on device" in err and str(tmp_path / "out.tif") in err
+
+# -- models without an input contract: refused everywhere, and the command the refusal names adds one ---
+def test_viewer_refuses_a_checkpoint_without_an_input_contract(assets, tmp_path):
+    from rsseg import viewer
+    from rsseg.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="records no input contract"):
+        viewer.run_prediction(assets["u8"], assets["old_ckpt"], tmp_path / "cache", tile=64, overlap=16)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_import_calibrate_adds_the_contract_the_refusal_asks_for(assets, tmp_path):
+    fixed = tmp_path / "fixed.ckpt"
+    res = CliRunner().invoke(main, ["import", str(assets["old_ckpt"]), "--calibrate", str(assets["u8"]), "-o", str(fixed)])
+    assert res.exit_code == 0, res.output
+    assert "input contract: uint8" in res.output
+    meta, old = rsseg.checkpoint.read_meta(fixed), rsseg.checkpoint.read_meta(assets["old_ckpt"])
+    assert meta.input_range == rsseg.checkpoint.read_meta(assets["ckpt"]).input_range  # measured as training does
+    assert meta.classes == old.classes and meta.config == old.config
+    res = CliRunner().invoke(main, ["predict", str(assets["u16"]), "-m", str(fixed), "-o", str(tmp_path / "o.tif")])
+    assert res.exit_code == 2 and "training range" in res.output, res.output
+    res = CliRunner().invoke(main, ["predict", str(assets["u8"]), "-m", str(fixed), "-o", str(tmp_path / "o.tif"),
+                                    "--tile", "64", "--overlap", "16"])
+    assert res.exit_code == 0, res.output
+    # a calibration scene the model's normalisation cannot have been made for, flags that only fit GeoSeg
+    # weights, or no scene at all: refused, nothing written
+    for args, says in ((["--calibrate", str(assets["f01"])], "p99 is"),
+                       (["--calibrate", str(assets["u8"]), "--dataset", "potsdam"], "--dataset apply to GeoSeg"),
+                       ([], "--calibrate SCENE")):
+        res = CliRunner().invoke(main, ["import", str(assets["old_ckpt"]), *args, "-o", str(tmp_path / "x.ckpt")])
+        assert res.exit_code == 2 and says in res.output and len(_error_lines(res.output)) == 1, res.output
+        assert not (tmp_path / "x.ckpt").exists()

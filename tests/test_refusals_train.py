@@ -9,6 +9,7 @@ Cases that hold today are in the table too, so they keep holding. The few cases 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -388,3 +389,129 @@ def test_disk_full_while_writing_a_checkpoint(tmp_path, tiny, monkeypatch):
     after = snapshot(run)
     assert after["last.ckpt"] == before["last.ckpt"]
     assert not [p for p in run.iterdir() if ".part" in p.name]
+
+
+# ------------------------------------------------------------------ label encodings that cannot lie
+BUILDING = (255, 48, 48)  # the bundled folder config's building colour (#ff3030); background is black
+RED = (255, 0, 0)  # #ff0000: what a user's masks paint instead
+
+
+def colour_folder(root: Path, building: tuple[int, int, int] = BUILDING, stray: tuple[int, int, int] | None = None,
+                  n: int = 4) -> Path:
+    """``n`` RGB tiles with colour masks: building (``building``) in the left half, background
+    (black) in the right half, optionally a 4-row stripe of ``stray`` across the top."""
+    rng = np.random.default_rng(1)
+    for i in range(n):
+        write_raster(root / "images" / f"t{i}.tif", rng.integers(0, 255, (3, 64, 64), dtype=np.uint8))
+        rgb = np.zeros((3, 64, 64), np.uint8)
+        rgb[:, :, :32] = np.array(building, np.uint8)[:, None, None]
+        if stray is not None:
+            rgb[:, :4, :] = np.array(stray, np.uint8)[:, None, None]
+        write_raster(root / "masks" / f"t{i}.tif", rgb)
+    return root
+
+
+def _palette_mismatch(root: Path) -> tuple[list[str], tuple[str, ...]]:
+    """Masks paint building #ff0000, the config says #ff3030: every building pixel would be ignored."""
+    colour_folder(root, building=RED)
+    return [], ("building (#ff3030)", "#ff0000 ", "nearest class colour #ff3030 building, 48 off", "--allow-ignored")
+
+
+def _anti_aliased_masks(root: Path) -> tuple[list[str], tuple[str, ...]]:
+    """Building painted a few levels off its colour (anti-aliasing, JPEG): refused with exact matching."""
+    colour_folder(root, building=(250, 54, 44))
+    return [], ("building (#ff3030)", "#fa362c ", "6 off", "dataset.color_tolerance")
+
+
+def _index_encoding_on_rgb_masks(root: Path) -> tuple[list[str], tuple[str, ...]]:
+    """RGB masks read as indices: band 1 alone (255 = ignore for building) would be the labels."""
+    colour_folder(root)
+    return ["dataset.mask_encoding=index"], ("has 3 bands", "dataset.mask_encoding is index", "color")
+
+
+def _mostly_ignored(root: Path) -> tuple[list[str], tuple[str, ...]]:
+    """Index masks whose ignore value (255) covers 75 % of the pixels with image data."""
+    make_folder(root)
+    for i in range(4):
+        labels = np.full((64, 64), 255, np.uint8)
+        labels[:16, :] = 1
+        write_raster(root / "masks" / f"t{i}.tif", labels)
+    return [], ("75.0 % of the training pixels", "carry no label", "--allow-ignored")
+
+
+def _tolerance_above_255(root: Path) -> tuple[list[str], tuple[str, ...]]:
+    colour_folder(root)
+    return ["dataset.color_tolerance=300"], ("dataset.color_tolerance", "0-255")
+
+
+def _tolerance_joins_two_classes(root: Path) -> tuple[list[str], tuple[str, ...]]:
+    colour_folder(root)
+    return ["dataset.colors=['#000000','#100000']", "dataset.color_tolerance=8"], (
+        "#000000 and #100000", "use at most 7")
+
+
+LABEL_CASES: list[tuple[str, Callable[[Path], tuple[list[str], tuple[str, ...]]]]] = [
+    ("palette-does-not-match-the-masks", _palette_mismatch),
+    ("anti-aliased-masks-without-tolerance", _anti_aliased_masks),
+    ("index-encoding-on-rgb-masks", _index_encoding_on_rgb_masks),
+    ("most-pixels-ignored", _mostly_ignored),
+    ("colour-tolerance-above-255", _tolerance_above_255),
+    ("colour-tolerance-joins-two-classes", _tolerance_joins_two_classes),
+]
+
+
+@pytest.mark.parametrize(("case", "spoil"), LABEL_CASES, ids=[c for c, _ in LABEL_CASES])
+def test_labels_that_would_train_silently_wrong_are_refused(tmp_path, case, spoil):
+    root = tmp_path / "data"
+    overrides, fragments = spoil(root)
+    data_before = snapshot(root)
+    run = tmp_path / "run"
+    res = cli(["train", "--dataset", "folder", "--root", str(root), "--max-epochs", "1", "-o", str(run), *TINY,
+               *overrides])
+    assert_one_line_refusal(res, *fragments)
+    assert not run.exists() and snapshot(root) == data_before
+
+
+def test_stats_names_the_unmatched_colours_and_the_ignored_share(tmp_path):
+    root = colour_folder(tmp_path / "data", building=RED)
+    out = tmp_path / "stats.json"
+    res = cli(["stats", "--root", str(root), "-o", str(out)])
+    assert res.exit_code == 0, res.output  # stats describes; train refuses
+    text = " ".join(res.output.split())
+    assert "#ff0000 " in text and "nearest class colour #ff3030 building" in text
+    assert "ignored: 50.00 % of the pixels with image data carry no label" in text
+    stats = json.loads(out.read_text())
+    assert stats["unknown_colors"] == {"#ff0000": stats["unknown_color_pixels"]} and stats["ignored_share"] == 0.5
+
+
+def test_index_encoding_on_rgb_masks_is_refused_by_stats_too(tmp_path):
+    root = colour_folder(tmp_path / "data")
+    res = cli(["stats", "--root", str(root), "dataset.mask_encoding=index"])
+    assert_one_line_refusal(res, "dataset.mask_encoding is index")
+
+
+def test_colour_tolerance_reads_anti_aliased_masks(tmp_path):
+    root = colour_folder(tmp_path / "data", building=(250, 54, 44))
+    out = tmp_path / "stats.json"
+    res = cli(["stats", "--root", str(root), "--split", "train", "-o", str(out), "dataset.color_tolerance=8"])
+    assert res.exit_code == 0, res.output
+    stats = json.loads(out.read_text())
+    assert stats["unknown_color_pixels"] == 0 and stats["pixel_counts"][0] == stats["pixel_counts"][1] > 0
+    res = cli(["stats", "--root", str(root), "--split", "train", "-o", str(out), "--overwrite", "dataset.color_tolerance=5"])
+    assert json.loads(out.read_text())["pixel_counts"][1] == 0  # 6 levels off is beyond a tolerance of 5
+
+
+@pytest.mark.slow
+def test_train_reports_the_ignored_share_and_allow_ignored_overrides(tmp_path):
+    # a stray stripe among matching colours: trains, and says how much is ignored and in which colour
+    root = colour_folder(tmp_path / "stripe", stray=(12, 34, 56))
+    res = cli(["train", "--dataset", "folder", "--root", str(root), "--max-epochs", "1", "-o", str(tmp_path / "r1"), *TINY])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "labels: 6.25 % of the pixels with image data carry no label" in text and "#0c2238 " in text
+    # the palette mismatch trains only when asked to, and still says what it ignores
+    root = colour_folder(tmp_path / "mismatch", building=RED)
+    res = cli(["train", "--dataset", "folder", "--root", str(root), "--max-epochs", "1", "-o", str(tmp_path / "r2"), *TINY,
+               "--allow-ignored"])
+    assert res.exit_code == 0, res.output
+    assert "labels: 50.00 %" in " ".join(res.output.split()) and (tmp_path / "r2" / "last.ckpt").is_file()

@@ -17,7 +17,7 @@ import rasterio
 import rasterio.shutil
 import torch
 from click.testing import CliRunner
-from conftest import write_raster
+from conftest import uint8_contract, write_raster
 from rasterio.windows import Window
 from torch import nn
 
@@ -151,7 +151,7 @@ def test_missing_url_and_bad_item_are_one_line_errors(served, tmp_path):
 
 def _meta() -> ModelMeta:
     return ModelMeta(classes=["background", "building"], colors=["#000000", "#ff0000"], bands=["red", "green", "blue"],
-                     mean=[0.5] * 3, std=[0.25] * 3, patch_size=64, gsd=2.0)
+                     mean=[0.5] * 3, std=[0.25] * 3, patch_size=64, gsd=2.0, **uint8_contract())
 
 
 def test_predict_from_url_and_stac_items_equals_the_local_file(served, tmp_path):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -101,6 +102,11 @@ class RsSegDataModule(L.LightningDataModule):
         """``(image raster, 1-based bands the model reads)`` of ``split``: where the input contract
         (:func:`rsseg.inference.contract.measure_training_input`) samples the raw values."""
         return [(p.image, p.band_indexes) for p in self.pairs(split)]
+
+    def input_samples(self, split: str) -> Iterator[np.ndarray]:
+        """Raw images ``[C, H, W]`` of ``split`` for the input contract where :meth:`input_files` names
+        none (a datamodule that hides its files overrides this); files are measured instead."""
+        return iter(())
 
     def split_stats(self, split: str, use_cache: bool = True,
                     on_progress: ProgressFn | None = None) -> DatasetStats:

@@ -102,7 +102,13 @@ def label_files(ds: DatasetConfig) -> list[str]:
         if ds.geo.layer is not None and ds.geo.layer not in layers:
             raise DatasetError(f"label file {path} has no layer {ds.geo.layer!r} (config key 'dataset.geo.layer'); "
                              f"its layers: {', '.join(layers)}")
-        if pyogrio.read_info(path, layer=ds.geo.layer)["crs"] is None:
+        info = pyogrio.read_info(path, layer=ds.geo.layer, force_feature_count=True)
+        if info["features"] == 0:
+            # else TorchGeo finds no bounds to intersect and the message would blame the CRSs
+            layer = ds.geo.layer if ds.geo.layer is not None else (layers[0] if layers else None)
+            raise DatasetError(f"label file {path} holds no features (layer {layer!r}); export the labelled polygons "
+                               "into it, or name the layer holding them in dataset.geo.layer")
+        if info["crs"] is None:
             # TorchGeo would silently read it as EPSG:4326
             raise DatasetError(f"label file {path} has no CRS; save it with one (a Shapefile needs its .prj)")
         files.append(path)

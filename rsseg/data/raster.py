@@ -5,7 +5,8 @@ Everything is read through rasterio (GDAL), so GeoTIFF, PNG and members of zip a
 path. Labels come out as uint8 ``[H, W]`` with classes ``0..K-1`` and ``ignore_index``
 (:data:`rsseg.constants.IGNORE_INDEX`); how a dataset encodes them is its spec's
 ``decode_labels`` (:mod:`rsseg.data.datasets`), index-coded labels by default; colour-coded
-masks (one RGB colour per class, as ISPRS ships them) go through :func:`decode_colors`.
+masks (one RGB colour per class, as ISPRS ships them) go through :func:`read_color_codes` and
+:func:`decode_codes`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class TilePair:
     #: RGB colour of each class when ``mask`` is colour-coded (:func:`read_color_labels`); empty:
     #: ``decoder`` decodes it
     label_colors: tuple[tuple[int, int, int], ...] = ()
+    #: largest per-channel difference from ``label_colors`` still read as that class (0: exact)
+    color_tolerance: int = 0
     #: the dataset's label decoder ``(src, window, num_classes, ignore_index) -> labels``
     #: (:meth:`DatasetSpec.decode_labels`, set by :meth:`DatasetSpec.find_pairs`); None: index-coded
     decoder: LabelDecoder | None = field(default=None, compare=False)
@@ -135,17 +138,45 @@ def read_index_labels(src: rasterio.DatasetReader, window: Window | None, num_cl
     return check_index_mask(raw, num_classes, ignore_index, src.name)
 
 
+def rgb_codes(rgb: np.ndarray) -> np.ndarray:
+    """``[3, ...]`` uint8 RGB -> one 24-bit code ``0xRRGGBB`` per pixel (uint32), so a colour is a
+    single comparison and distinct colours can be counted with ``np.unique``."""
+    if rgb.shape[0] != 3:
+        raise ValueError(f"expected [3, h, w] colour labels, got shape {rgb.shape}")
+    return (rgb[0].astype(np.uint32) << 16) | (rgb[1].astype(np.uint32) << 8) | rgb[2].astype(np.uint32)
+
+
+def code_hex(code: int) -> str:
+    """A 24-bit colour code as ``#rrggbb``."""
+    return f"#{int(code):06x}"
+
+
+def decode_codes(code: np.ndarray, colors: Sequence[tuple[int, int, int]], ignore_index: int,
+                 tolerance: int = 0) -> np.ndarray:
+    """24-bit colour codes (:func:`rgb_codes`) -> uint8 labels: class ``k`` where every channel is
+    within ``tolerance`` of ``colors[k]`` (0: exactly ``colors[k]``), ``ignore_index`` elsewhere.
+
+    The folder dataset refuses a tolerance under which one pixel could match two classes, so the
+    order of the loop never decides a label.
+    """
+    out = np.full(code.shape, ignore_index, dtype=np.uint8)
+    if tolerance <= 0:
+        for k, (r, g, b) in enumerate(colors):
+            out[code == ((r << 16) | (g << 8) | b)] = k
+        return out
+    channels = [((code >> shift) & 0xFF).astype(np.int16) for shift in (16, 8, 0)]
+    for k, rgb in enumerate(colors):
+        near = np.ones(code.shape, dtype=bool)
+        for channel, value in zip(channels, rgb, strict=True):
+            near &= np.abs(channel - value) <= tolerance
+        out[near] = k
+    return out
+
+
 def decode_colors(rgb: np.ndarray, colors: Sequence[tuple[int, int, int]], ignore_index: int) -> np.ndarray:
     """Colour-coded labels ``[3, h, w]`` -> uint8 ``[h, w]``: class ``k`` where the pixel is exactly
     ``colors[k]``, ``ignore_index`` for every other colour."""
-    if rgb.shape[0] != 3:
-        raise ValueError(f"expected [3, h, w] colour labels, got shape {rgb.shape}")
-    # one 24-bit code per pixel, so each class is a single comparison
-    code = (rgb[0].astype(np.uint32) << 16) | (rgb[1].astype(np.uint32) << 8) | rgb[2].astype(np.uint32)
-    out = np.full(code.shape, ignore_index, dtype=np.uint8)
-    for k, (r, g, b) in enumerate(colors):
-        out[code == ((r << 16) | (g << 8) | b)] = k
-    return out
+    return decode_codes(rgb_codes(rgb), colors, ignore_index)
 
 
 def _palette(src: rasterio.DatasetReader) -> np.ndarray | None:
@@ -168,14 +199,12 @@ def has_palette(path: str) -> bool:
         return _palette(src) is not None
 
 
-def read_color_labels(src: rasterio.DatasetReader, window: Window | None, colors: Sequence[tuple[int, int, int]],
-                      ignore_index: int) -> np.ndarray:
-    """Labels ``[h, w]`` uint8 from a colour-coded label raster (:func:`decode_colors`): bands 1-3
-    of an RGB(A) raster, or the colour table of a paletted one."""
+def read_color_codes(src: rasterio.DatasetReader, window: Window | None) -> np.ndarray:
+    """The colour of each pixel ``[h, w]`` as a 24-bit code (:func:`rgb_codes`) of a colour-coded
+    label raster: bands 1-3 of an RGB(A) raster, or the colour table of a paletted one."""
     palette = _palette(src)
     if palette is not None:
-        rgb = np.moveaxis(palette[src.read(1, window=window)], -1, 0)
-        return decode_colors(rgb, colors, ignore_index)
+        return rgb_codes(palette.T)[src.read(1, window=window)]
     if src.count < 3:
         raise LabelError(
             f"mask {src.name} has {src.count} band(s) and no colour table but colour-coded masks need RGB; "
@@ -183,4 +212,4 @@ def read_color_labels(src: rasterio.DatasetReader, window: Window | None, colors
         )
     if src.dtypes[0] != "uint8":
         raise LabelError(f"colour mask {src.name} is {src.dtypes[0]}; colour-coded masks must be 8-bit RGB")
-    return decode_colors(src.read([1, 2, 3], window=window), colors, ignore_index)
+    return rgb_codes(src.read([1, 2, 3], window=window))

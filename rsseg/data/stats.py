@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,18 +30,21 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from rsseg.config import DatasetConfig, plain
+from rsseg.config import DatasetConfig, hex_rgb, plain
 from rsseg.constants import IGNORE_INDEX
-from rsseg.data.raster import TilePair
-from rsseg.data.tiles import read_mask, read_pair
+from rsseg.data.raster import TilePair, code_hex, decode_codes, read_image
+from rsseg.data.tiles import read_mask, read_mask_colors
 from rsseg.errors import CacheWarning, InputRasterError, LabelError
 from rsseg.io import cache_dir, write_json
 from rsseg.progress import ProgressFn
 
-STATS_VERSION = 2
+STATS_VERSION = 3
 #: rows read per block when streaming a large raster
 BLOCK_ROWS = 1024
-
+#: unmatched mask colours kept in the statistics (the commonest)
+MAX_UNKNOWN_COLORS = 16
+#: above this share of pixels with image data but no label, training refuses (`--allow-ignored`)
+IGNORED_LIMIT = 0.5
 
 
 def imbalance_factor(counts: Sequence[int]) -> float | None:
@@ -60,7 +64,13 @@ class DatasetStats:
         mean, std: ``[C]`` per band over valid pixels (image nodata and ignore-labelled pixels excluded).
         ignored_pixels: pixels labelled ``ignore_index`` (including image nodata).
         unknown_color_pixels: pixels of colour-coded masks whose colour is no class's
-            (``dataset.colors``, exact match); they are among ``ignored_pixels``.
+            (``dataset.colors``, exact match or within ``dataset.color_tolerance``); they are
+            among ``ignored_pixels``.
+        unknown_colors: the commonest of those colours, ``#rrggbb`` -> pixels (at most
+            :data:`MAX_UNKNOWN_COLORS`, most pixels first).
+        data_pixels: pixels with image data in labelled files (image nodata excluded).
+        label_ignored_pixels: pixels with image data whose label is ``ignore_index``: what the
+            labels themselves leave out (unmatched colours, the masks' own ignore value).
     """
 
     num_classes: int
@@ -76,6 +86,15 @@ class DatasetStats:
     source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     unknown_color_pixels: int = 0
+    unknown_colors: dict[str, int] = field(default_factory=dict)
+    data_pixels: int = 0
+    label_ignored_pixels: int = 0
+
+    @property
+    def ignored_share(self) -> float | None:
+        """Share of the pixels with image data that carry no label; None when not measured (a
+        dataset read through its own datamodule, e.g. ``geo``)."""
+        return self.label_ignored_pixels / self.data_pixels if self.data_pixels else None
 
     @property
     def pixel_imbalance(self) -> float | None:
@@ -98,7 +117,8 @@ class DatasetStats:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.update(version=STATS_VERSION, pixel_imbalance=self.pixel_imbalance, region_imbalance=self.region_imbalance,
-                 absent_classes=self.absent_classes, pixel_frequencies=self.pixel_frequencies)
+                 absent_classes=self.absent_classes, pixel_frequencies=self.pixel_frequencies,
+                 ignored_share=self.ignored_share)
         return d
 
     def to_json(self) -> str:
@@ -214,11 +234,13 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
     acc = StatsAccumulator(num_classes, ignore_index, scale)
     first: tuple[str, np.dtype] | None = None
     unknown = 0
+    colors: Counter[int] = Counter()
+    data_pixels = label_ignored = 0
     for done, pair in enumerate(pairs, 1):
         unknown_here = 0
         for row in range(0, pair.height, BLOCK_ROWS):
             window = Window(0, row, pair.width, min(BLOCK_ROWS, pair.height - row))
-            image, mask = read_pair(pair, num_classes, ignore_index, window)
+            image, valid = read_image(pair, window)
             first = first or (pair.image, image.dtype)
             if image.dtype != first[1]:
                 # one dataset.scale brings every file to [0, 1]: uint16 tiles among uint8 ones would
@@ -226,9 +248,24 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
                 raise InputRasterError(
                     f"image {pair.image} holds {image.dtype} pixels but {first[0]} holds {first[1]}; one "
                     f"dataset.scale ({scale:g}) serves every file: convert the images to one data type")
+            if pair.mask is None:
+                acc.add(image, None)
+                continue
             if pair.label_colors:
-                # the decoded mask alone (read_pair adds image nodata): each ignore is an unmatched colour
-                unknown_here += int(np.count_nonzero(read_mask(pair, num_classes, ignore_index, window) == ignore_index))
+                codes = read_mask_colors(pair, window)
+                mask = decode_codes(codes, pair.label_colors, ignore_index, pair.color_tolerance)
+                unmatched = codes[mask == ignore_index]  # before image nodata: each is a colour of no class
+                unknown_here += unmatched.size
+                values, counts = np.unique(unmatched, return_counts=True)
+                colors.update(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+            else:
+                mask = read_mask(pair, num_classes, ignore_index, window)
+            # what the labels leave out where there is imagery (image nodata is no labelling mistake)
+            has_data = np.ones(mask.shape, dtype=bool) if valid is None else valid
+            data_pixels += int(np.count_nonzero(has_data))
+            label_ignored += int(np.count_nonzero(has_data & (mask == ignore_index)))
+            if valid is not None:
+                mask[~valid] = ignore_index
             acc.add(image, mask)
         if pair.label_colors and unknown_here == pair.width * pair.height:
             # not one pixel in a class colour: an index mask saved as RGB, or another palette
@@ -242,7 +279,68 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
             on_progress(done, len(pairs))
     stats = acc.result(classes, source)
     stats.unknown_color_pixels = unknown
+    stats.unknown_colors = {code_hex(c): n for c, n in colors.most_common(MAX_UNKNOWN_COLORS)}
+    stats.data_pixels, stats.label_ignored_pixels = data_pixels, label_ignored
     return stats
+
+
+def nearest_class(color: str, colors: Sequence[str]) -> tuple[int, int]:
+    """``(class index, largest channel difference)`` of the class colour nearest to ``color``
+    (the distance ``dataset.color_tolerance`` measures)."""
+    rgb = hex_rgb(color)
+    distances = [max(abs(a - b) for a, b in zip(rgb, hex_rgb(c), strict=True)) for c in colors]
+    best = int(np.argmin(distances))
+    return best, distances[best]
+
+
+def unknown_colors_text(stats: DatasetStats, classes: Sequence[str], colors: Sequence[str], limit: int = 4) -> str:
+    """The commonest unmatched mask colours with their pixels and nearest class colour."""
+    parts = []
+    for color, n in list(stats.unknown_colors.items())[:limit]:
+        k, distance = nearest_class(color, colors)
+        parts.append(f"{color} {n:,} px (nearest class colour {colors[k]} {classes[k]}, {distance} off)")
+    more = len(stats.unknown_colors) - limit
+    return ", ".join(parts) + (f" and {more}{'+' if len(stats.unknown_colors) == MAX_UNKNOWN_COLORS else ''} more"
+                               if more > 0 else "")
+
+
+def describe_labels(stats: DatasetStats, classes: Sequence[str], colors: Sequence[str]) -> str | None:
+    """One line on what the labels leave out (the ignored share of the pixels with image data and
+    the unmatched mask colours), or None when the dataset's reader does not measure it."""
+    share = stats.ignored_share
+    if share is None:
+        return None
+    text = (f"{100 * share:.2f} % of the pixels with image data carry no label "
+            f"({stats.label_ignored_pixels:,} of {stats.data_pixels:,}; they are ignored)")
+    if stats.unknown_color_pixels:
+        text += (f"; {stats.unknown_color_pixels:,} mask pixels have a colour that is no class's: "
+                 + unknown_colors_text(stats, classes, colors))
+    return text
+
+
+def check_labels(stats: DatasetStats, classes: Sequence[str], colors: Sequence[str], allow_ignored: bool = False) -> None:
+    """Refuse training labels that would train silently wrong, unless ``allow_ignored``: a class
+    with no pixel while mask pixels have colours no class has (a palette that does not match the
+    masks), or more than :data:`IGNORED_LIMIT` of the pixels with image data ignored."""
+    if allow_ignored:
+        return
+    absent = stats.absent_classes
+    if absent and stats.unknown_colors:
+        names = ", ".join(f"{classes[k]} ({colors[k]})" for k in absent)
+        raise LabelError(
+            f"no training pixel is labelled {names} while {stats.unknown_color_pixels:,} mask pixels have colours that "
+            f"are no class's: {unknown_colors_text(stats, classes, colors)}; give each class the masks' colour in "
+            "dataset.colors, set dataset.color_tolerance for anti-aliased masks, or pass --allow-ignored to train "
+            "with those pixels ignored")
+    share = stats.ignored_share
+    if share is not None and share > IGNORED_LIMIT:
+        colours = (f", {stats.unknown_color_pixels:,} of them in colours that are no class's: "
+                   f"{unknown_colors_text(stats, classes, colors)}" if stats.unknown_color_pixels else "")
+        raise LabelError(
+            f"{100 * share:.1f} % of the training pixels with image data carry no label ({stats.label_ignored_pixels:,} "
+            f"of {stats.data_pixels:,}{colours}), more than {100 * IGNORED_LIMIT:.0f} %; check the masks "
+            "(dataset.mask_encoding, dataset.colors, their ignore value), or pass --allow-ignored to train on the "
+            "labelled rest")
 
 
 def _cache_key(pairs: Sequence[TilePair], ds: DatasetConfig, split: str) -> str:

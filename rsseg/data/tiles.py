@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from rsseg.constants import IGNORE_INDEX
 from rsseg.data.normalize import Normalizer
-from rsseg.data.raster import TilePair, read_color_labels, read_image, read_index_labels, read_pixels
+from rsseg.data.raster import TilePair, decode_codes, read_color_codes, read_image, read_index_labels, read_pixels
 from rsseg.io import open_raster
 
 
@@ -29,11 +29,20 @@ def read_mask(pair: TilePair, num_classes: int, ignore_index: int, window: Windo
     masks through ``pair.label_colors``, others by ``pair.decoder`` (index-coded without one)."""
     if pair.mask is None:
         raise ValueError(f"{pair.name} has no mask")
+    if pair.label_colors:
+        return decode_codes(read_mask_colors(pair, window), pair.label_colors, ignore_index, pair.color_tolerance)
     decode = pair.decoder or read_index_labels
     with open_raster(pair.mask, "dataset label") as src:
-        if pair.label_colors:
-            return read_pixels(src, "dataset label", lambda: read_color_labels(src, window, pair.label_colors, ignore_index))
         return read_pixels(src, "dataset label", lambda: decode(src, window, num_classes, ignore_index))
+
+
+def read_mask_colors(pair: TilePair, window: Window | None = None) -> np.ndarray:
+    """The colour of each pixel ``[h, w]`` of a colour-coded mask as a 24-bit code
+    (:func:`rsseg.data.raster.read_color_codes`): what the statistics count unmatched colours in."""
+    if pair.mask is None:
+        raise ValueError(f"{pair.name} has no mask")
+    with open_raster(pair.mask, "dataset label") as src:
+        return read_pixels(src, "dataset label", lambda: read_color_codes(src, window))
 
 
 def read_pair(

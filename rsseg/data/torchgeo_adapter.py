@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -108,7 +109,13 @@ class TorchGeoAdapterDataModule(RsSegDataModule):
         raise DatasetError("a torchgeo dataset has no image/mask file pairs; its datamodule reads the data")
 
     def input_files(self, split: str) -> list[tuple[str, tuple[int, ...]]]:
-        return []  # the wrapped datamodule hides its files: no value-range contract is recorded
+        return []  # the wrapped datamodule hides its files: the contract is measured on its samples
+
+    def input_samples(self, split: str) -> Iterator[np.ndarray]:
+        """The wrapped datamodule's raw ``split`` images ``[C, H, W]``, as the model is trained on them."""
+        for batch in self._split_loader(split):
+            for image in batch["image"]:
+                yield image.numpy()
 
     def _split_loader(self, split: str) -> DataLoader:
         stage = _STAGES.get(split)

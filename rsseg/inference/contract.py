@@ -7,7 +7,9 @@ measured by :func:`measure_training_input`), and every inference caller (``rsseg
 ``rsseg evaluate -m``, the viewer) checks an input against them with :func:`input_mapping`
 before the model loads: a uint16 or 0-1 float version of a uint8 scene is refused in one line
 that names the fix (``--scale F`` to multiply the input, or ``--scale auto`` to stretch each
-band's p1-p99 onto the training p1-p99). Checkpoints without these fields skip the range check.
+band's p1-p99 onto the training p1-p99). A checkpoint without these fields is refused with the
+command that adds them (:func:`require_contract`: ``rsseg import CKPT --calibrate SCENE``, measured by
+:func:`calibrate_input`).
 
 Pixels that must never reach the model (:func:`invalid_pixels`): masked in every selected band
 (nodata value, alpha band, internal mask; GDAL's convention that a pixel with data in any band is
@@ -17,8 +19,9 @@ data) or non-finite in any band. They are filled with the training mean before n
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.errors import ConfigError, InputRasterError
+from rsseg.errors import CheckpointError, ConfigError, InputRasterError
 from rsseg.io import is_remote, open_raster, unfold_url
 
 #: an input whose high percentile is this many times off the training one is another value range
@@ -119,6 +122,69 @@ def measure_training_input(images: Sequence[tuple[str | Path, Sequence[int]]]) -
     return {"input_dtype": dtype, "input_range": value_range(values) if values.shape[1] else None}
 
 
+def measure_samples(images: Iterable[np.ndarray], max_images: int = MAX_TRAINING_FILES,
+                    per_image: int = SAMPLE * SAMPLE) -> dict:
+    """``{"input_dtype", "input_range"}`` of training images given as arrays ``[C, H, W]`` (a
+    datamodule that hides its files, e.g. a wrapped TorchGeo one): the arrays' dtype and per-band
+    [p1, p99] over the finite values of up to ``max_images`` images, about ``per_image`` pixels of
+    each (evenly strided). ``{}`` without any image."""
+    parts, dtype = [], None
+    for image in itertools.islice(images, max_images):
+        x = np.asarray(image)
+        dtype = dtype or str(x.dtype)
+        flat = x.reshape(x.shape[0], -1)
+        flat = flat[:, :: max(1, flat.shape[1] // per_image)].astype(np.float64)
+        parts.append(flat[:, np.isfinite(flat).all(axis=0)])
+    if not parts:
+        return {}
+    values = np.concatenate(parts, axis=1)
+    return {"input_dtype": dtype, "input_range": value_range(values) if values.shape[1] else None}
+
+
+def require_contract(meta: ModelMeta, model: str | Path | None = None) -> None:
+    """Refuse a model whose metadata records no input contract (``input_dtype`` None: written
+    before rsseg recorded one): nothing could tell a raster in another value range from a good
+    one, and the model would map it confidently and wrongly. ``model``: its file, for the message."""
+    if meta.input_dtype is not None:
+        return
+    name = f"checkpoint {model}" if model is not None else "the model"
+    source = model if model is not None else "CHECKPOINT"
+    raise CheckpointError(
+        f"{name} records no input contract (the data type and value range of the images it was trained on), so a "
+        "raster in another range would give a confident, wrong map; add one with `rsseg import "
+        f"{source} --calibrate SCENE -o NEW.ckpt` (SCENE: a raster like its training images), or re-train it with "
+        "`rsseg train`")
+
+
+def calibrate_input(scene: str | Path, meta: ModelMeta, *, max_p99: float | None = None) -> dict:
+    """The input contract (``{"input_dtype", "input_range"}``) measured on ``scene``, a raster like
+    the images the model was trained on (``rsseg import --calibrate``): its dtype and per-band
+    [p1, p99] of its first ``meta.in_channels`` bands, sampled as training images are.
+
+    Refused when the scene lacks bands or valid pixels, or when its values cannot be what the
+    model's normalisation (``raw / meta.scale``) was made for: a band's p99 above ``max_p99``
+    (default twice the scale) or below 1/:data:`RANGE_FACTOR` of the scale.
+    """
+    n = meta.in_channels
+    with open_raster(scene, "calibration") as src:
+        if src.count < n:
+            raise InputRasterError(f"--calibrate {scene} has {src.count} band(s) but the model takes {n} "
+                                   f"({', '.join(meta.bands)}); name a raster with those bands first, in order")
+        dtype = src.dtypes[0]
+        values = sample_values(src, list(range(1, n + 1)), scene)
+    if values.shape[1] == 0:
+        raise InputRasterError(f"--calibrate {scene} has no valid pixel to measure (all nodata); name a raster with imagery")
+    measured = value_range(values)
+    top = max_p99 if max_p99 is not None else 2 * meta.scale
+    for i, (_, hi) in enumerate(measured):
+        if hi > top or hi * RANGE_FACTOR < meta.scale:
+            raise InputRasterError(
+                f"--calibrate {scene} ({dtype}) band {i + 1} ({meta.bands[i]}) p99 is {_fmt(hi)}, but the model divides "
+                f"its inputs by {meta.scale:g} (values up to about {_fmt(top)}); calibrate with a raster like the "
+                "images it was trained on, or convert the scene to that range first")
+    return {"input_dtype": dtype, "input_range": measured}
+
+
 def parse_scale(value: str | float | None) -> float | str | None:
     """``--scale``: ``None``, ``auto``, or a positive factor (``255``, ``0.0039``, ``1/257``)."""
     if value is None or isinstance(value, float):
@@ -169,9 +235,11 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
     :class:`~rsseg.errors.InputRasterError` when the values lie in another range than the
     training images' (p99 more than :data:`RANGE_FACTOR` times off in a band; a darker scene of
     the training dtype is allowed), naming the ``--scale`` that fixes it (``can_scale=False``: the
-    caller has no such option, e.g. ``evaluate -m``; the message says how to rescale). Without a recorded range
-    (older checkpoints) there is nothing to compare: only an explicit factor is applied.
+    caller has no such option, e.g. ``evaluate -m``; the message says how to rescale). A model without
+    a contract is refused (:func:`require_contract`); one whose training images had no valid pixel
+    to measure has no range to compare: only an explicit factor is applied.
     """
+    require_contract(meta)
     scale = parse_scale(scale)
     n = len(bands)
     factor = np.full((n, 1, 1), 1.0 if not isinstance(scale, float) else scale, np.float32)
@@ -179,8 +247,8 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
     trained = meta.input_range
     if not trained or len(trained) != n:
         if scale == "auto":
-            raise ConfigError("--scale auto needs the training value range, which checkpoint metadata older than this "
-                              "rsseg lacks; give a factor (e.g. --scale 255) instead")
+            raise ConfigError("--scale auto needs the training value range, which this checkpoint does not record (its "
+                              "training images had no valid pixel to measure); give a factor (e.g. --scale 255) instead")
         return mapping
     values = sample_values(src, bands, path)
     if values.shape[1] == 0:

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from rsseg.checkpoint import META_KEY, ModelMeta, read_checkpoint
+from rsseg.checkpoint import META_KEY, ModelMeta, check_weights, model_state, read_checkpoint
 from rsseg.config import Config, config_to_yaml
 from rsseg.errors import CacheWarning, CheckpointError, ConfigError, OutputExistsError, OutputPathError
 from rsseg.io import atomic_path
@@ -110,6 +111,7 @@ def check_resume(path: str | Path) -> ModelMeta:
     if not {"optimizer_states", "loops", "epoch"} <= set(ckpt):
         raise CheckpointError(f"--resume {path} holds weights but no training state (epoch, optimizer); "
                               "start from its weights with --init-from instead")
+    check_weights(model_state(ckpt), path)
     return ModelMeta.from_dict(ckpt[META_KEY])
 
 
@@ -160,9 +162,12 @@ def _write_curves(run_dir: Path) -> None:
 
 
 def build_meta(cfg: Config, dm: Any) -> ModelMeta:
-    from rsseg.inference.contract import measure_training_input
+    from rsseg.inference.contract import measure_samples, measure_training_input
 
     stats = dm.stats  # training split, cached per dataset root
+    files = dm.input_files("train")
+    # the input contract: measured on the training files, or on the samples of a datamodule hiding them
+    contract = measure_training_input(files) if files else measure_samples(dm.input_samples("train"))
     return ModelMeta(
         classes=list(dm.classes),
         colors=list(dm.colors),
@@ -176,7 +181,7 @@ def build_meta(cfg: Config, dm: Any) -> ModelMeta:
         config=cfg.to_dict(),
         class_pixel_freq=list(stats.pixel_frequencies),
         class_region_freq=[n / max(1, stats.num_images) for n in stats.region_counts],
-        **measure_training_input(dm.input_files("train")),  # the input contract
+        **contract,
     )
 
 
@@ -221,6 +226,8 @@ def train(
     progress: bool = True,
     callbacks: list[L.Callback] | None = None,
     trainer_options: dict[str, Any] | None = None,
+    allow_ignored: bool = False,
+    on_labels: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``cfg`` and write ``best.ckpt`` (by validation mIoU) and ``last.ckpt`` under ``out_dir``.
 
@@ -233,9 +240,12 @@ def train(
     with a fresh optimizer and schedule; ``resume`` continues a run instead (into ``out_dir`` even
     when it holds checkpoints); otherwise a run directory with checkpoints needs ``overwrite``.
     ``dataset.root`` is stored absolute, so the checkpoint finds its dataset from any directory.
+    ``allow_ignored``: train on labels that :func:`rsseg.data.stats.check_labels` refuses (a class
+    with no pixel beside unmatched mask colours, most pixels ignored). ``on_labels`` receives one
+    line on what the training labels leave out (:func:`rsseg.data.stats.describe_labels`) before training.
     """
     from rsseg.data.datasets import build_datamodule, get_dataset
-    from rsseg.data.stats import log_region_prior
+    from rsseg.data.stats import check_labels, describe_labels, log_region_prior
     from rsseg.losses.regularizers import needs_region_prior
     from rsseg.models.weights import prepare as prepare_weights
     from rsseg.training.task import SegmentationTask
@@ -252,6 +262,9 @@ def train(
     L.seed_everything(cfg.optim.seed, workers=True, verbose=False)
 
     dm = build_datamodule(cfg)
+    # labels that would train silently wrong are refused before the model, the run directory or
+    # the validation pass
+    check_labels(dm.stats, dm.classes, dm.colors, allow_ignored)
     meta = build_meta(cfg, dm)
     prior = log_region_prior(dm.stats) if needs_region_prior(cfg.loss.regularizers) else None
     # every validation file is read once before training (cached like the training statistics),
@@ -262,6 +275,9 @@ def train(
     task = SegmentationTask(cfg, meta, log_region_prior=prior)
     if init_from is not None:
         init_weights(task.model, init_from, meta)
+    labels_text = describe_labels(dm.stats, dm.classes, dm.colors)
+    if on_labels is not None and labels_text is not None:  # every check passed: training starts
+        on_labels(labels_text)
     _write_run_config(run_dir, cfg, created)
     # Lightning warns about a non-empty checkpoint directory; rsseg's own config.yaml (and a resumed
     # run's files) are no reason to, other files are

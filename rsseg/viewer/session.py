@@ -24,6 +24,7 @@ from torch import nn
 from rsseg.checkpoint import ModelMeta, load_model, read_meta
 from rsseg.errors import BackendUnavailableError, ConfigError, InputNotFoundError
 from rsseg.inference import Predictor, PredictSettings, predict_file, resolve_device, resolve_settings, vectorize
+from rsseg.inference.contract import require_contract
 from rsseg.inference.settings import resolve_engine
 from rsseg.io import atomic_path
 from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels
@@ -145,6 +146,7 @@ def run_prediction(
     """
     report_progress = on_progress or (lambda f, msg: None)
     raster, checkpoint = Path(raster), Path(checkpoint)
+    require_contract(read_meta(checkpoint), checkpoint)  # before a cached map too: it would be as wrong
     if (hit := find_prediction(raster, checkpoint, cache_dir, tile=tile, overlap=overlap, tta=tta)) is not None:
         return hit
     check_raster(raster)

@@ -3,9 +3,11 @@
 Classes, colours and bands come from the config (``dataset.classes`` ...). Masks hold class
 indices 0..K-1 in band 1 (their declared nodata, when not a class, is ignored), or are colour
 PNGs/TIFFs with one RGB colour per class as ISPRS ships them: ``dataset.colors`` gives the colour
-of each class, matched exactly, and any other colour is ignored (``rsseg stats`` counts those
-pixels). ``dataset.mask_encoding`` picks the encoding (``auto``: colour for masks of 3+ bands;
-``color`` also reads a paletted single-band mask through its colour table).
+of each class, matched exactly (or within ``dataset.color_tolerance`` per channel), and any other
+colour is ignored (``rsseg stats`` counts those pixels and names the commonest colours; training
+refuses a class with no pixel beside such colours). ``dataset.mask_encoding`` picks the encoding
+(``auto``: colour for masks of 3+ bands; ``color`` also reads a paletted single-band mask through
+its colour table; ``index`` on a mask of 3+ bands is refused).
 Images may be JPEG/PNG of any size, without georeferencing. The files hold the
 configured bands first, in order (extra bands, e.g. alpha, are skipped). Without a ``val/``
 folder, ``val`` is a deterministic held-out subset of the training files.
@@ -13,6 +15,7 @@ folder, ``val`` is a deterministic held-out subset of the training files.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -39,6 +42,11 @@ def _rasters(folder: Path) -> dict[str, Path]:
 
 def label_colors(ds: DatasetConfig, mask: str, mask_bands: int) -> tuple[tuple[int, int, int], ...]:
     """RGB of each class when ``mask`` is colour-coded under ``dataset.mask_encoding``, else ``()``."""
+    if ds.mask_encoding == "index" and mask_bands >= 3:
+        # band 1 alone would be read as class indices: red 255 becomes "ignore", red 0 class 0
+        raise LabelError(f"mask {mask} has {mask_bands} bands (an RGB colour mask) but dataset.mask_encoding is index, "
+                         "which reads band 1 alone as class indices; set dataset.mask_encoding: color (or auto) and "
+                         "give each class's colour in dataset.colors, or save the masks as single-band class indices")
     if ds.mask_encoding == "index" or (ds.mask_encoding == "auto" and mask_bands < 3):
         return ()
     if mask_bands < 3 and not has_palette(mask):
@@ -57,6 +65,21 @@ class FolderOptions:
     #: masks: ``index`` (band 1 holds 0..K-1), ``color`` (RGB, one ``colors`` entry per class, other
     #: colours -> ignore) or ``auto`` (colour when the mask has 3+ bands)
     mask_encoding: Literal["auto", "index", "color"] = "auto"
+    #: colour masks: largest per-channel difference from a class colour still read as that class
+    #: (anti-aliased or JPEG-compressed masks); 0 = exact match
+    color_tolerance: int = 0
+
+
+def color_clash(colors: Sequence[str], tolerance: int) -> tuple[str, str, int] | None:
+    """Two class colours one pixel could match under ``tolerance`` (per-channel distance at most
+    ``2 * tolerance``) and their distance, or None."""
+    rgb = [hex_rgb(c) for c in colors]
+    for i, a in enumerate(rgb):
+        for j in range(i + 1, len(rgb)):
+            distance = max(abs(x - y) for x, y in zip(a, rgb[j], strict=True))
+            if 0 < distance <= 2 * tolerance:  # a repeated colour is refused where colour masks are read
+                return colors[i], colors[j], distance
+    return None
 
 
 @register_dataset
@@ -65,6 +88,18 @@ class Folder(DatasetSpec):
     options = FolderOptions
     title = "a folder dataset"
     layout = "<root>/images + <root>/masks, or <root>/{train,val}/{images,masks} (matching file names)"
+
+    def validate(self, ds: DatasetConfig) -> None:
+        """``dataset.color_tolerance``: 0-255, and small enough that no pixel matches two classes."""
+        tolerance = ds.color_tolerance
+        if not 0 <= tolerance <= 255:
+            raise ConfigError(f"config key 'dataset.color_tolerance' must be 0-255 (largest per-channel difference "
+                              f"from a class colour), got {tolerance}; e.g. dataset.color_tolerance=8")
+        clash = color_clash(ds.colors, tolerance) if tolerance else None
+        if clash is not None:
+            a, b, distance = clash
+            raise ConfigError(f"config key 'dataset.color_tolerance' {tolerance} lets one pixel match both {a} and {b} "
+                              f"(at most {distance} apart per channel); use at most {(distance - 1) // 2}")
 
     def _pairs_in(self, images: Path, masks: Path, ds: DatasetConfig) -> list[TilePair]:
         imgs, msks = _rasters(images), _rasters(masks)
@@ -82,7 +117,7 @@ class Folder(DatasetSpec):
                     f"image {img} has {count} band(s) but dataset.bands lists {len(ds.bands)} ({', '.join(ds.bands)})"
                 )
             pairs.append(TilePair(stem, str(img), str(msks[stem]), h, w, tuple(range(1, len(ds.bands) + 1)), self.name,
-                                  label_colors(ds, str(msks[stem]), mask_bands)))
+                                  label_colors(ds, str(msks[stem]), mask_bands), ds.color_tolerance))
         if not pairs:
             raise DatasetNotFoundError(f"no rasters ({', '.join(RASTER_SUFFIXES)}) in {images}")
         return pairs
@@ -116,7 +151,7 @@ class Folder(DatasetSpec):
                 raise DatasetNotFoundError(f"{root} holds one image/mask pair: it has no {split} split; use {self.layout}")
             h, w, _, mask_bands = check_pair(str(img), str(msk))
             return [TilePair(root.name, str(img), str(msk), h, w, tuple(range(1, len(ds.bands) + 1)), self.name,
-                             label_colors(ds, str(msk), mask_bands))]
+                             label_colors(ds, str(msk), mask_bands), ds.color_tolerance)]
         if split in layout:
             return self._pairs_in(*layout[split], ds)
         if split == "test":
