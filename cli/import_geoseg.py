@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from rsseg.cli.params import FiniteFloat
+
 if TYPE_CHECKING:
     from rsseg.checkpoint import ModelMeta
 
@@ -22,7 +24,7 @@ def _names(value: str | None) -> list[str] | None:
 @click.option("--classes", help="Comma-separated class names, in the model's output order (overrides --dataset's).")
 @click.option("--colors", help="Comma-separated '#rrggbb' colours, one per class.")
 @click.option("--bands", help="Comma-separated band names in input order (default: the dataset's, else red,green,blue).")
-@click.option("--gsd", type=float, help="Ground sample distance of the training imagery in metres.")
+@click.option("--gsd", type=FiniteFloat(min=0, min_open=True, max=1e5, example="0.05"), help="Ground sample distance of the training imagery in metres.")
 @click.option("--encoder", help="timm name of the backbone (default: detected among resnet18/34/50/101).")
 @click.option("--calibrate", "calibrate", type=click.Path(dir_okay=False), metavar="SCENE",
               help="Record the input contract measured on this raster (a sample of the imagery the weights were "

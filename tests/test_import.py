@@ -311,3 +311,12 @@ def test_import_reads_safetensors_weights(geoseg6, tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         assert torch.equal(model(x), reference(x))
+
+
+@pytest.mark.parametrize("gsd", ["nan", "inf", "-1"])
+def test_import_refuses_a_gsd_that_is_not_a_positive_finite_number(tmp_path, gsd):
+    src = tmp_path / "w.pth"
+    src.write_bytes(b"not read: the option is refused first")
+    res = CliRunner().invoke(main, ["import", str(src), "--gsd", gsd, "-o", str(tmp_path / "o.ckpt")])
+    assert res.exit_code == 2 and "--gsd" in res.output and res.output.count("error:") == 1, res.output
+    assert not (tmp_path / "o.ckpt").exists()
