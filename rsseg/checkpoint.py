@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from rsseg.config import Config, InferenceConfig, parse_section
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import CheckpointError, CheckpointNotFoundError
-from rsseg.io import Staging, atomic_path, load_torch_file, write_error
+from rsseg.io import Staging, atomic_path, load_tensor_file, load_torch_file, write_error
 
 if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine must not import it
     import torch
@@ -271,11 +271,10 @@ def file_summary(path: Path) -> dict[str, str]:
     """What a weights file or rsseg checkpoint holds, as ``label: text`` lines for ``rsseg weights info``."""
     import torch
 
-    from rsseg.models.weights import read_state_dict
+    from rsseg.models.weights import read_state_dict, unwrap_state_dict
 
     summary: dict[str, str] = {"file": str(path)}
-    raw = None if path.suffix == ".safetensors" or not path.is_file() else load_torch_file(
-        path, "weights file", "a state dict, a checkpoint or an rsseg .ckpt")
+    raw = load_tensor_file(path, "weights file", "a state dict, a checkpoint or an rsseg .ckpt") if path.is_file() else None
     if isinstance(raw, dict) and isinstance(raw.get(META_KEY), dict):
         meta = raw[META_KEY]
         model = (meta.get("config") or {}).get("model") or {}
@@ -287,7 +286,7 @@ def file_summary(path: Path) -> dict[str, str]:
         state = {k.removeprefix(MODEL_PREFIX): v for k, v in raw["state_dict"].items() if isinstance(v, torch.Tensor)}
     else:
         summary["kind"] = "state dict"
-        state = read_state_dict(path)
+        state = read_state_dict(path) if raw is None else unwrap_state_dict(raw, path)  # read once
     summary["tensors"] = str(len(state))
     summary["parameters"] = f"{sum(v.numel() for v in state.values()):,}"
     first_conv = next((k for k, v in state.items() if v.ndim == 4), None)

@@ -34,7 +34,7 @@ from rsseg.data.datasets import get_dataset
 from rsseg.data.normalize import IMAGENET_MEAN, IMAGENET_STD
 from rsseg.errors import CheckpointError, CheckpointNotFoundError, ConfigError
 from rsseg.inference.contract import calibrate_input
-from rsseg.io import atomic_path, load_torch_file
+from rsseg.io import atomic_path, load_tensor_file
 from rsseg.models.attention import relative_position_index
 from rsseg.models.unetformer import UNetFormer, build_model
 from rsseg.runconfig import config_from_dict
@@ -131,19 +131,11 @@ def read_geoseg_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"GeoSeg checkpoint not found: {path}")
-    if path.suffix == ".safetensors":  # tensors only, by format: nothing in it can run
-        from safetensors.torch import load_file
-
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
-            raise CheckpointError(f"cannot read GeoSeg weights {path}: {exc} (expected a .safetensors state dict)") from None
-    else:
-        state = load_torch_file(
-            path, "GeoSeg checkpoint",
-            "a GeoSeg .ckpt or a state dict of tensors; a file holding Python objects runs code when loaded anywhere, "
-            "so ask its publisher for a weights-only file (a state dict or .safetensors) instead of loading it yourself",
-        )
+    state = load_tensor_file(
+        path, "GeoSeg checkpoint",
+        "a GeoSeg .ckpt or a state dict of tensors; a file holding Python objects runs code when loaded anywhere, "
+        "so ask its publisher for a weights-only file (a state dict or .safetensors) instead of loading it yourself",
+    )
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -322,6 +322,19 @@ def write_json(path: str | Path, data: Any) -> Path:
     return path
 
 
+def load_tensor_file(path: Path, what: str, expected: str) -> Any:
+    """A ``.safetensors`` file (tensors only by format) or :func:`load_torch_file`: the one way rsseg
+    reads weights it is handed, so neither kind can run code."""
+    if path.suffix != ".safetensors":
+        return load_torch_file(path, what, expected)
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
+        raise CheckpointError(f"cannot read {what} {path}: {exc} (expected {expected})") from None
+
+
 def load_torch_file(path: Path, what: str, expected: str) -> Any:
     """``torch.load(weights_only=True)``: untrusted files never run code. A file that cannot be
     read becomes a CheckpointError naming ``what`` it should have been and the ``expected`` kind."""

@@ -13,6 +13,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -235,20 +236,16 @@ def _download_error(info: WeightsInfo, exc: Exception) -> WeightsDownloadError:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A local ``.pth``/``.pt``/``.safetensors`` state dict (wrapped checkpoints and ``module.`` unwrapped)."""
-    from rsseg.io import load_torch_file
+    from rsseg.io import load_tensor_file
 
     if not path.is_file():
         raise CheckpointNotFoundError(f"encoder weights file not found: {path} (fix model.weights, or set it to null)")
-    expected = "a .pth/.pt or .safetensors state dict of the timm model"
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    return unwrap_state_dict(load_tensor_file(path, "encoder weights", "a .pth/.pt or .safetensors state dict of the timm model"), path)
 
-        try:
-            state = load_file(str(path))
-        except Exception as exc:  # noqa: BLE001 - any read failure means "not a usable weights file"
-            raise CheckpointError(f"cannot read encoder weights {path}: {exc} (expected {expected})") from None
-    else:
-        state = load_torch_file(path, "encoder weights", expected)
+
+def unwrap_state_dict(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded weights file: a wrapping checkpoint's ``state_dict``/``model`` entry,
+    DataParallel's ``module.`` prefix removed."""
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
