@@ -21,6 +21,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
+from rsseg.config import hex_rgb
 from rsseg.errors import InputRasterError, LabelError, LabelWarning
 from rsseg.io import open_raster
 
@@ -149,6 +150,12 @@ def rgb_codes(rgb: np.ndarray) -> np.ndarray:
 def code_hex(code: int) -> str:
     """A 24-bit colour code as ``#rrggbb``."""
     return f"#{int(code):06x}"
+
+
+def color_distance(a: str, b: str) -> int:
+    """The largest per-channel difference of two ``#rrggbb`` colours: the distance
+    ``dataset.color_tolerance`` bounds in :func:`decode_codes`."""
+    return max(abs(x - y) for x, y in zip(hex_rgb(a), hex_rgb(b), strict=True))
 
 
 def decode_codes(code: np.ndarray, colors: Sequence[tuple[int, int, int]], ignore_index: int,

@@ -30,9 +30,9 @@ import torch
 from rasterio.windows import Window
 from torch import Tensor
 
-from rsseg.config import DatasetConfig, hex_rgb, plain
+from rsseg.config import DatasetConfig, plain
 from rsseg.constants import IGNORE_INDEX
-from rsseg.data.raster import TilePair, code_hex, decode_codes, read_image
+from rsseg.data.raster import TilePair, code_hex, color_distance, decode_codes, read_image
 from rsseg.data.tiles import read_mask, read_mask_colors
 from rsseg.errors import CacheWarning, InputRasterError, LabelError
 from rsseg.io import cache_dir, write_json
@@ -287,8 +287,7 @@ def stats_of_pairs(pairs: Sequence[TilePair], num_classes: int, ignore_index: in
 def nearest_class(color: str, colors: Sequence[str]) -> tuple[int, int]:
     """``(class index, largest channel difference)`` of the class colour nearest to ``color``
     (the distance ``dataset.color_tolerance`` measures)."""
-    rgb = hex_rgb(color)
-    distances = [max(abs(a - b) for a, b in zip(rgb, hex_rgb(c), strict=True)) for c in colors]
+    distances = [color_distance(color, c) for c in colors]
     best = int(np.argmin(distances))
     return best, distances[best]
 

@@ -22,7 +22,7 @@ from typing import Literal
 
 from rsseg.config import DatasetConfig, hex_rgb
 from rsseg.data.datasets.base import SPLITS, DatasetSpec, register_dataset, split_holdout
-from rsseg.data.raster import TilePair, check_pair, has_palette
+from rsseg.data.raster import TilePair, check_pair, color_distance, has_palette
 from rsseg.errors import ConfigError, DatasetError, DatasetNotFoundError, InputRasterError, LabelError
 
 RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jp2")
@@ -73,12 +73,11 @@ class FolderOptions:
 def color_clash(colors: Sequence[str], tolerance: int) -> tuple[str, str, int] | None:
     """Two class colours one pixel could match under ``tolerance`` (per-channel distance at most
     ``2 * tolerance``) and their distance, or None."""
-    rgb = [hex_rgb(c) for c in colors]
-    for i, a in enumerate(rgb):
-        for j in range(i + 1, len(rgb)):
-            distance = max(abs(x - y) for x, y in zip(a, rgb[j], strict=True))
+    for i, a in enumerate(colors):
+        for b in colors[i + 1:]:
+            distance = color_distance(a, b)
             if 0 < distance <= 2 * tolerance:  # a repeated colour is refused where colour masks are read
-                return colors[i], colors[j], distance
+                return a, b, distance
     return None
 
 
