@@ -296,7 +296,13 @@ def fetch(name: str, out_dir: Path | None = None) -> Path | None:
     state = load_state_dict(name, progress=True)
     if out_dir is None:
         return None
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from rsseg.io import atomic_path, write_error
+
     path = out_dir / f"{name.replace(':', '-')}.pth"
-    torch.save(state, path)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:  # an interrupted or failed write leaves no half file at the target
+            torch.save(state, tmp)
+    except OSError as exc:
+        raise (write_error(exc, "weights file", path) or exc) from None
     return path
