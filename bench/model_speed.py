@@ -4,7 +4,9 @@ Every variant runs on the same model (resnet18, random weights, eval) and the sa
 variant is ``eager`` (float32, ``torch.no_grad``, default threads), ``onnx`` (the graph of
 ``rsseg.models.export.export_onnx``, dynamic H/W, in ONNX Runtime's CPU or CUDA provider with its
 default session options: memory arena and memory pattern on), ``onnx_engine`` (the same graph in the
-session ``rsseg predict`` runs: :class:`rsseg.inference.engines.OnnxEngine`, CPU, exact-size arena) or a
+session ``rsseg predict`` runs: :class:`rsseg.inference.engines.OnnxEngine`, CPU, exact-size arena),
+``openvino`` / ``openvino_static`` (the same graph in OpenVINO's CPU plugin, float32, latency hint; compiled
+once with dynamic H/W, or once per input shape) or a
 '+'-joined set of tunings:
 
 - ``inference_mode``: ``torch.inference_mode`` instead of ``no_grad``;
@@ -49,6 +51,9 @@ from rsseg.models import build_model
 NUM_CLASSES = 6
 PAPER_FPS_512 = 322.4  # UNetFormer paper, 512x512, RTX 3090
 TUNINGS = ("inference_mode", "channels_last", "threads", "bf16", "compile")
+#: the exported graph in OpenVINO on the CPU, float32 (a bf16 CPU would otherwise run it in bf16):
+#: ``openvino`` compiles it once with dynamic H/W, ``openvino_static`` once per input shape
+OPENVINO_VARIANTS = ("openvino", "openvino_static")
 
 
 def cpu_flags() -> set[str]:
@@ -99,6 +104,9 @@ class Runner:
         if name in ("onnx", "onnx_engine"):
             self.run = self._onnx(model, device, workdir, rsseg_session=name == "onnx_engine")
             return
+        if name in OPENVINO_VARIANTS:
+            self.run = self._openvino(model, workdir, static=name == "openvino_static")
+            return
         flags = set(name.split("+")) - {"eager"}
         if name == "tuned":
             flags = {"inference_mode", "channels_last", "bf16"} | ({"threads"} if device.type == "cpu" else set())
@@ -106,7 +114,7 @@ class Runner:
                 flags.discard("bf16")
         unknown = flags - set(TUNINGS)
         if unknown:
-            raise SystemExit(f"unknown tuning(s) {sorted(unknown)} in variant {name!r}; choose from {TUNINGS}, eager, tuned, onnx, onnx_engine")
+            raise SystemExit(f"unknown tuning(s) {sorted(unknown)} in variant {name!r}; choose from {TUNINGS}, eager, tuned, onnx, onnx_engine, {', '.join(OPENVINO_VARIANTS)}")
         self.flags = flags
         self.fmt = torch.channels_last if "channels_last" in flags else torch.contiguous_format
         # a copy per variant: .to(memory_format) converts parameters in place
@@ -130,15 +138,42 @@ class Runner:
                 torch.set_num_threads(threads)
         return out.float()
 
-    def _onnx(self, model: torch.nn.Module, device: torch.device, workdir: Path, rsseg_session: bool) -> Callable:
-        import onnxruntime as ort
-
-        from rsseg.inference.engines import OnnxEngine
+    def _export(self, model: torch.nn.Module, workdir: Path) -> Path:
         from rsseg.models.export import export_onnx
 
         t0 = time.perf_counter()
         path = export_onnx(model, workdir / f"{self.name}.onnx", in_channels=3, height=512, width=512, dynamic=True)
         self.compile_s = time.perf_counter() - t0  # export time, reported like compile time
+        return path
+
+    def _openvino(self, model: torch.nn.Module, workdir: Path, static: bool) -> Callable:
+        import openvino as ov
+
+        core = ov.Core()
+        graph = core.read_model(str(self._export(model, workdir)))
+        # the same thread budget as eager (--threads); f32 so outputs are comparable to the others
+        config = {"INFERENCE_NUM_THREADS": torch.get_num_threads(), "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        compiled: dict[tuple, object] = {}
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            key = tuple(x.shape) if static else ()
+            if key not in compiled:
+                g = graph.clone()
+                if static:
+                    g.reshape({g.inputs[0]: ov.PartialShape(list(x.shape))})
+                compiled[key] = core.compile_model(g, "CPU", config)
+            out = compiled[key]({0: x.cpu().numpy()})[0]
+            return torch.from_numpy(out).to(x.device)
+
+        return run
+
+    def _onnx(self, model: torch.nn.Module, device: torch.device, workdir: Path, rsseg_session: bool) -> Callable:
+        import onnxruntime as ort
+
+        from rsseg.inference.engines import OnnxEngine
+
+        path = self._export(model, workdir)
         threads = torch.get_num_threads()  # the same budget as eager (--threads)
         if rsseg_session:
             session = OnnxEngine(path, threads=threads).session
@@ -213,7 +248,7 @@ def markdown(env: dict, rows: list[dict]) -> str:
     lines = [
         f"# UNetFormer forward speed ({env['device']})",
         "",
-        f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, {env['physical_cores']} physical cores "
+        f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, openvino {env.get('openvino')}, {env['physical_cores']} physical cores "
         f"({env['torch_threads']} intra-op threads), native bf16: {env['native_bf16']}, "
         f"load average {env['load_average_start'][0]:.1f} -> {env['load_average_end'][0]:.1f}. "
         f"Paper: {PAPER_FPS_512} FPS at 512x512 on an RTX 3090. Ratios: variant time / eager time of the same "
@@ -273,10 +308,18 @@ def main() -> None:
         ort_version = None
         if {"onnx", "onnx_engine"} & set(variants):
             parser.error("variants onnx and onnx_engine need onnxruntime: pip install onnxruntime")
+    try:
+        import openvino
+
+        ov_version = openvino.__version__
+    except ImportError:
+        ov_version = None
+        if set(OPENVINO_VARIANTS) & set(variants):
+            parser.error(f"variants {', '.join(OPENVINO_VARIANTS)} need OpenVINO: pip install openvino")
 
     env = {
         "device": torch.cuda.get_device_name(device) if cuda else (platform.processor() or platform.machine()),
-        "device_type": device.type, "torch": torch.__version__, "onnxruntime": ort_version,
+        "device_type": device.type, "torch": torch.__version__, "onnxruntime": ort_version, "openvino": ov_version,
         "torch_threads": torch.get_num_threads(), "physical_cores": physical_cores(), "native_bf16": native_bf16(),
         "load_average_start": os.getloadavg(), "model": f"UNetFormer resnet18, {NUM_CLASSES} classes, random weights, eval",
         "variants": variants, "argv": sys.argv[1:],
