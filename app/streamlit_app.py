@@ -250,11 +250,13 @@ with panel:
         st.bar_chart({"class": [r["class"] for r in rows], "area (m²)": [r["area_m2"] for r in rows]}, x="class", y="area (m²)")
         st.subheader("Downloads")
         stem = raster_path.stem if raster_path is not None else "prediction"
-        st.download_button("Class raster (GeoTIFF)", pred.classes_tif.read_bytes(), f"{stem}_classes.tif", "image/tiff", key="dl_tif")
+        st.download_button("Class raster (GeoTIFF, zip)", viewer.class_raster_file(pred, stem).read_bytes(), f"{stem}_classes.zip",
+                           "application/zip", key="dl_tif",
+                           help="The GeoTIFF with its class names (.aux.xml) and QGIS style (.qml): unzip, then open the .tif.")
         st.download_button("Confidence raster (GeoTIFF)", pred.confidence_tif.read_bytes(), f"{stem}_confidence.tif",
                            "image/tiff", key="dl_conf", help="Probability of the predicted class x 255 (0 = nodata).")
         for fmt, (suffix, mime) in viewer.POLYGON_FORMATS.items():
-            st.download_button(f"Polygons ({fmt})", viewer.polygons_file(pred, fmt).read_bytes(), f"{stem}_polygons{suffix}",
+            st.download_button(f"Polygons ({fmt})", viewer.polygons_file(pred, fmt, stem).read_bytes(), f"{stem}_polygons{suffix}",
                                mime, key=f"dl_poly{suffix}")
         st.download_button("Area report (JSON)", pred.report_json.read_bytes(), f"{stem}_areas.json", "application/json", key="dl_json")
         st.download_button("Area report (Markdown)", viewer.area_markdown(pred.report), f"{stem}_areas.md", "text/markdown", key="dl_md")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -269,12 +270,14 @@ def test_app_predicts_and_offers_downloads(app, media: dict[str, bytes], monkeyp
     table = app.dataframe[0].value
     assert list(table["class"]) == CLASSES and table["pixels"].sum() == 256 * 256
     buttons = {b.label: b.proto.url for b in app.get("download_button")}
-    assert set(buttons) == {"Class raster (GeoTIFF)", "Confidence raster (GeoTIFF)", "Polygons (GeoPackage)", "Polygons (GeoJSON)",
+    assert set(buttons) == {"Class raster (GeoTIFF, zip)", "Confidence raster (GeoTIFF)", "Polygons (GeoPackage)", "Polygons (GeoJSON)",
                             "Polygons (Shapefile (zip))", "Area report (JSON)", "Area report (Markdown)"}
     assert media[buttons["Confidence raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
     assert json.loads(media[buttons["Polygons (GeoJSON)"]])["type"] == "FeatureCollection"
     assert media[buttons["Polygons (Shapefile (zip))"]][:2] == b"PK"
-    assert media[buttons["Class raster (GeoTIFF)"]][:4] in (b"II*\x00", b"MM\x00*")
+    with zipfile.ZipFile(io.BytesIO(media[buttons["Class raster (GeoTIFF, zip)"]])) as zf:  # named after the scene
+        assert sorted(zf.namelist()) == ["small_classes.qml", "small_classes.tif", "small_classes.tif.aux.xml"]
+    assert b"layer_styles" in media[buttons["Polygons (GeoPackage)"]]  # its QGIS style inside
     assert media[buttons["Polygons (GeoPackage)"]].startswith(b"SQLite format 3")
     assert json.loads(media[buttons["Area report (JSON)"]])["classes"][1]["class_name"] == "building"
     assert b"| building |" in media[buttons["Area report (Markdown)"]]

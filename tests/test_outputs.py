@@ -25,7 +25,7 @@ from torch import nn
 from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.cli.main import main
 from rsseg.config import Config
-from rsseg.errors import InputRasterError, RsSegError
+from rsseg.errors import InputRasterError, OutputPathError, RsSegError
 from rsseg.inference import Predictor, polygonize, predict_file
 from rsseg.inference.vectorize import default_vector_classes, parse_vector_classes
 
@@ -35,17 +35,22 @@ COLORS = ["#000000", "#ff0000", "#ffff00"]
 
 class Painted(nn.Module):
     """Logits that copy a fixed class map onto every window: band 0 of the input holds the class id
-    (x 50), so the prediction is exactly the map painted into the image."""
+    (x 50), so the prediction is exactly the map painted into the image (ids beyond ``k`` classes clamped)."""
+
+    def __init__(self, k: int = len(CLASSES)) -> None:
+        super().__init__()
+        self.k = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = torch.round((x[:, 0] * 0.25 + 0.5) * 255 / 50).long().clamp(0, len(CLASSES) - 1)
-        return torch.nn.functional.one_hot(cls, len(CLASSES)).permute(0, 3, 1, 2).float() * 10
+        cls = torch.round((x[:, 0] * 0.25 + 0.5) * 255 / 50).long().clamp(0, self.k - 1)
+        return torch.nn.functional.one_hot(cls, self.k).permute(0, 3, 1, 2).float() * 10
 
 
-def meta(gsd: float | None = 2.0, dataset: str = "folder") -> ModelMeta:
+def meta(gsd: float | None = 2.0, dataset: str = "folder", classes: list[str] = CLASSES,
+         colors: list[str] = COLORS) -> ModelMeta:
     cfg = Config().to_dict()
     cfg["dataset"]["name"] = dataset
-    return ModelMeta(classes=CLASSES, colors=COLORS, bands=["red", "green", "blue"], mean=[0.5] * 3, std=[0.25] * 3,
+    return ModelMeta(classes=classes, colors=colors, bands=["red", "green", "blue"], mean=[0.5] * 3, std=[0.25] * 3,
                      gsd=gsd, patch_size=64, config=cfg, **uint8_contract())
 
 
@@ -101,6 +106,22 @@ def _gdalinfo(path: Path) -> dict:
     return json.loads(subprocess.run(["gdalinfo", "-json", str(path)], check=True, capture_output=True, text=True).stdout)
 
 
+def qgis_default_style(gpkg: Path, layer: str) -> ET.Element | None:
+    """The style QGIS applies when it opens ``layer`` of ``gpkg``, found the way QGIS looks it up:
+    the newest ``layer_styles`` row with an empty catalog and schema, the layer's table and its
+    geometry column as the GeoPackage registers it (``gpkg_geometry_columns``), ``useAsDefault`` 1."""
+    import contextlib
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(gpkg)) as db:
+        row = db.execute(
+            "SELECT s.styleQML FROM layer_styles s JOIN gpkg_geometry_columns g "
+            "ON s.f_table_name = g.table_name AND s.f_geometry_column = g.column_name "
+            "WHERE g.table_name = ? AND s.f_table_catalog = '' AND s.f_table_schema = '' AND s.useAsDefault = 1 "
+            "ORDER BY s.update_time DESC LIMIT 1", (layer,)).fetchone()
+    return None if row is None else ET.fromstring(row[0].split("\n", 1)[1])  # (after the DOCTYPE line)
+
+
 def test_class_raster_attribute_table_and_styles_read_back_by_gdal_and_qgis_xml(tmp_path):
     src = painted_image(tmp_path / "in.tif", class_map())
     predict_file(predictor(), src, tmp_path / "classes.tif", vector_path=tmp_path / "buildings.gpkg",
@@ -116,10 +137,18 @@ def test_class_raster_attribute_table_and_styles_read_back_by_gdal_and_qgis_xml(
     entries = [(e.get("value"), e.get("label"), e.get("color")) for e in qml.iter("paletteEntry")]
     assert entries == [("0", "background", "#000000"), ("1", "building", "#ff0000"), ("2", "road", "#ffff00")]
     assert qml.find("pipe/rasterrenderer").get("type") == "paletted"
-    # the GeoPackage keeps its style inside (QGIS's layer_styles table), as the default of its layer
-    styles = pyogrio.read_dataframe(tmp_path / "buildings.gpkg", layer="layer_styles")
-    assert styles.f_table_name.tolist() == ["buildings"] and bool(styles.useAsDefault.iloc[0])
-    vqml = ET.fromstring(styles.styleQML.iloc[0].split("\n", 1)[1])
+    # nodata (255) is transparent: in the colour table (gdalinfo) and in the QGIS style; every class
+    # of a three-class model is opaque (only a binary model's background is not, next test)
+    band = info["bands"][0]
+    assert band["noDataValue"] == 255 and band["colorTable"]["entries"][255] == [0, 0, 0, 0]
+    assert [e[3] for e in band["colorTable"]["entries"][:3]] == [255, 255, 255]
+    assert [e.get("alpha") for e in qml.iter("paletteEntry")] == ["255", "255", "255"]
+    assert [(p.get("min"), p.get("max"), p.get("percentTransparent")) for p in qml.iter("pixelListEntry")] == [
+        ("255", "255", "100")]
+    # the GeoPackage keeps its style inside (QGIS's layer_styles table), found by QGIS's own lookup:
+    # the row must name the layer's real geometry column, not one rsseg assumes
+    vqml = qgis_default_style(tmp_path / "buildings.gpkg", "buildings")
+    assert vqml is not None, pyogrio.read_dataframe(tmp_path / "buildings.gpkg", layer="layer_styles")
     cats = [(c.get("value"), c.get("symbol")) for c in vqml.iter("category")]
     assert cats == [("building", "0"), ("road", "1")]  # background is not polygonised by default
     colors = {s.get("name"): o.get("value") for s in vqml.iter("symbol") for o in s.iter("Option")
@@ -143,10 +172,59 @@ def test_sidecars_are_targets_refused_without_overwrite_and_geojson_gets_a_qml(t
     predict_file(predictor(), src, tmp_path / "classes.tif", vector_path=tmp_path / "polys.geojson", overwrite=True)
     assert "paletted" in (tmp_path / "classes.qml").read_text()
     assert "categorizedSymbol" in (tmp_path / "polys.qml").read_text()
-    # a vector output with the raster's stem: the raster's style keeps classes.qml, the run is not refused
-    predict_file(predictor(), src, tmp_path / "classes.tif", vector_path=tmp_path / "classes.geojson", overwrite=True)
-    assert "paletted" in (tmp_path / "classes.qml").read_text()
     assert not list(tmp_path.glob(".*"))  # no temporary file left
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_polygons_sharing_the_class_rasters_stem_are_refused_unless_a_geopackage(tmp_path):
+    """QGIS loads a style by itself only from ``<stem>.qml``: ``same.tif`` and ``same.geojson`` (or a
+    later ``same.shp``) cannot both have theirs, so the run is refused before any work, with
+    --overwrite too, rather than losing the polygons' style; a GeoPackage keeps its style inside."""
+    src = painted_image(tmp_path / "in.tif", class_map())
+    out = tmp_path / "out"
+    out.mkdir()
+    predict_file(predictor(), src, out / "same.tif", vector_path=out / "other.geojson")
+    before = _files(out)
+    for ext in (".geojson", ".shp"):
+        for overwrite in (False, True):
+            with pytest.raises(OutputPathError, match=(
+                    rf"the class raster .*same\.tif and the polygons .*same\{ext} would both need the QGIS style "
+                    rf".*same\.qml; give the polygons a name of their own \(e\.g\. --vector .*same_polygons\{ext}\) "
+                    r"or write a \.gpkg")):
+                predict_file(predictor(), src, out / "same.tif", vector_path=out / f"same{ext}", overwrite=overwrite)
+            assert _files(out) == before  # nothing new, nothing replaced, no temporary left
+    predict_file(predictor(), src, out / "same.tif", vector_path=out / "same.gpkg", overwrite=True)
+    assert "paletted" in (out / "same.qml").read_text()
+    assert qgis_default_style(out / "same.gpkg", "same") is not None
+
+
+def test_a_binary_models_background_is_transparent_a_land_cover_map_stays_opaque(tmp_path):
+    """Buildings over the image: the background of a background/building model is clear in the
+    attribute table and both QGIS styles; LoveDA's background is land cover."""
+    from rsseg.data.datasets import get_dataset
+    from rsseg.inference.styles import transparent_classes
+
+    binary = meta(classes=["background", "building"], colors=["#000000", "#ff3030"])
+    src = painted_image(tmp_path / "in.tif", class_map())
+    p = Predictor.from_model(Painted(2), binary, tile=64, overlap=16, batch=2, device="cpu")
+    predict_file(p, src, tmp_path / "b.tif", vector_path=tmp_path / "b_polygons.geojson",
+                 vector_classes="background,building")
+    with rasterio.open(tmp_path / "b.tif") as ds:
+        cmap = ds.colormap(1)
+        assert cmap[255] == (0, 0, 0, 0)  # (a TIFF palette holds no alpha: GDAL reads the classes opaque)
+    qml = ET.parse(tmp_path / "b.qml").getroot()
+    assert [(e.get("label"), e.get("alpha")) for e in qml.iter("paletteEntry")] == [("background", "0"), ("building", "255")]
+    vqml = ET.parse(tmp_path / "b_polygons.qml").getroot()  # the polygons' style: background listed, drawn clear
+    assert {s.get("name"): o.get("value") for s in vqml.iter("symbol") for o in s.iter("Option") if o.get("name") == "color"} == {
+        "0": "0,0,0,0", "1": "255,48,48,255"}
+    assert transparent_classes(list(get_dataset("loveda").classes)) == set()
+    assert transparent_classes(CLASSES) == set() and transparent_classes(["water", "land"]) == set()
+    # the attribute table as GDAL reads it (last: skipped where gdalinfo is missing)
+    assert [r["f"] for r in _gdalinfo(tmp_path / "b.tif")["rat"]["row"]] == [[0, "background", 0, 0, 0, 0],
+                                                                        [1, "building", 255, 48, 48, 255]]
 
 
 # ------------------------------------------------------------------ 3. polygon classes and minimum area

@@ -350,6 +350,20 @@ CASES += [
          says=("output directory /proc", "writ")),
 ]
 
+# -- QGIS styles: the sidecars are outputs, checked with the others before the model loads ------------
+CASES += [
+    Case("polygons_sharing_the_rasters_style_geojson", predict("--vector", "{w}/out.geojson"),
+         old=("out.tif", "out.gpkg", "out.qml"),
+         says=("would both need the QGIS style", "out.qml", "--vector", "out_polygons.geojson", ".gpkg")),
+    Case("polygons_sharing_the_rasters_style_shapefile", predict("--vector", "{w}/out.shp"),
+         old=("out.tif", "out.gpkg", "out.qml"), says=("would both need the QGIS style", "out_polygons.shp")),
+    Case("raster_style_exists_without_overwrite", predict(overwrite=False), old=("out.qml",),
+         says=("out.qml already exists", "--overwrite")),
+    Case("polygons_style_exists_without_overwrite", predict("--vector", "{w}/polys.geojson", overwrite=False),
+         old=("polys.qml",), says=("polys.qml already exists", "--overwrite")),
+    Case("geopackage_with_the_rasters_stem", predict("--vector", "{w}/out.gpkg"), code=0, before_load=False, old=()),
+]
+
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     """Every file (bytes) and folder (None) under ``root``, hidden ones included."""

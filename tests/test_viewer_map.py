@@ -173,19 +173,37 @@ def test_listing_shows_inputs_not_outputs(viewer_data: dict[str, Path], predicti
     assert viewer.list_inputs(data) == ["input.tif", "mask.tif"]
 
 
-def test_polygon_downloads(prediction: viewer.Prediction) -> None:  # noqa: F811
+def test_downloads_carry_their_styles_and_the_scene_name(prediction: viewer.Prediction, tmp_path: Path) -> None:  # noqa: F811
     import geopandas as gpd
+    import pyogrio
+    from test_outputs import _gdalinfo, qgis_default_style
 
     gpkg = gpd.read_file(prediction.polygons)
-    gj = viewer.polygons_file(prediction, "GeoJSON")
+    gj = viewer.polygons_file(prediction, "GeoJSON", "small")
     back = gpd.read_file(gj)
-    assert back.crs.to_epsg() == 4326 and len(back) == len(gpkg)  # RFC 7946: WGS84 longitude/latitude
-    z = viewer.polygons_file(prediction, "Shapefile (zip)")
+    assert gj.name == "small_polygons.geojson" and back.crs.to_epsg() == 4326 and len(back) == len(gpkg)  # RFC 7946
+    # the GeoPackage: its layer named after the scene, its style where QGIS looks it up
+    styled = viewer.polygons_file(prediction, "GeoPackage", "small")
+    assert styled.name == "small_polygons.gpkg" and pyogrio.list_layers(styled)[0, 0] == "small_polygons"
+    vqml = qgis_default_style(styled, "small_polygons")
+    assert vqml is not None and [c.get("value") for c in vqml.iter("category")] == prediction.classes
+    assert len(gpd.read_file(styled, layer="small_polygons")) == len(gpkg)
+    # the zipped shapefile with its .qml, all named after the scene
+    z = viewer.polygons_file(prediction, "Shapefile (zip)", "small")
     with zipfile.ZipFile(z) as zf:
         names = set(zf.namelist())
-    assert {"polygons.shp", "polygons.shx", "polygons.dbf", "polygons.prj"} <= names
-    assert len(gpd.read_file(f"zip://{z}!polygons.shp")) == len(gpkg)
-    assert viewer.polygons_file(prediction, "GeoPackage") == prediction.polygons
+        assert "categorizedSymbol" in zf.read("small_polygons.qml").decode()
+    assert {"small_polygons.shp", "small_polygons.shx", "small_polygons.dbf", "small_polygons.prj",
+            "small_polygons.qml"} <= names
+    assert len(gpd.read_file(f"zip://{z}!small_polygons.shp")) == len(gpkg)
+    # the class raster zipped with its category names and QGIS style, which GDAL reads beside it
+    c = viewer.class_raster_file(prediction, "small")
+    with zipfile.ZipFile(c) as zf:
+        assert sorted(zf.namelist()) == ["small_classes.qml", "small_classes.tif", "small_classes.tif.aux.xml"]
+        zf.extractall(tmp_path)
+    assert (tmp_path / "small_classes.tif").read_bytes() == prediction.classes_tif.read_bytes()
+    assert "paletted" in (tmp_path / "small_classes.qml").read_text()
+    assert _gdalinfo(tmp_path / "small_classes.tif")["bands"][0]["categories"] == prediction.classes
 
 
 def test_map_with_tiles_swipe_and_draw(prediction: viewer.Prediction, viewer_data: dict[str, Path]) -> None:  # noqa: F811

@@ -42,7 +42,7 @@ from rsseg.inference.products import (
     VectorWriter,
 )
 from rsseg.inference.settings import PredictSettings
-from rsseg.inference.vectorize import parse_vector_classes, vector_driver
+from rsseg.inference.vectorize import parse_vector_classes
 from rsseg.inference.windows import Span, WindowPlan
 from rsseg.io import Staging, check_output, is_remote, open_raster, unfold_url, write_error
 from rsseg.progress import ProgressFn
@@ -72,7 +72,11 @@ class PredictResult:
 
 
 def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite: bool) -> None:
-    """Every target of every writer, before any work: not the input, not shared, writable."""
+    """Every target of every writer, before any work: not the input, not shared, writable. Each
+    writer's own checks come first, so a known clash (the polygons' style on the class raster's
+    ``.qml``) is named as such rather than as two outputs on one path."""
+    for writer in writers:
+        writer.check()
     seen: dict[Path, str] = {}
     for writer in writers:
         for path in writer.targets():
@@ -83,7 +87,6 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
                 raise OutputPathError(f"{writer.name} and {seen[resolved]} outputs are both {path}; give them different paths")
             seen[resolved] = writer.name
             check_output(path, overwrite)
-        writer.check()
 
 
 #: one input of a run and its targets: ``output_path``, ``vector_path``, ``report_path``,
@@ -100,15 +103,19 @@ def check_jobs(jobs: Sequence[Job], overwrite: bool) -> None:
     """Every target of a run over several inputs, before any work (loading the model): two inputs
     that would write one file (same name in different folders), an input given twice, or an output
     that is another input are refused, with ``overwrite`` too; then each target as
-    :func:`check_targets` checks it (writable, not existing unless ``overwrite``, a known vector format)."""
+    :func:`check_targets` checks it (writable, not existing unless ``overwrite``, a known vector
+    format, a style of its own). Every file a target brings counts: the class raster's
+    ``.aux.xml`` and ``.qml``, the polygons' ``.qml`` and shapefile parts (the writers' targets)."""
     inputs = {_key(src): src for src, _ in jobs}
     writers: dict[str, str] = {}
+    files: list[Path] = []
     for src, targets in jobs:
         if _key(src) in {_key(w) for w in writers.values()}:
             raise OutputPathError(f"input {src} is given twice; list each raster once")
-        for target in targets.values():
-            if target is None:
-                continue
+        products = _Writers.build(PredictOutputs(**targets), PredictOptions()).all
+        for product in products:
+            product.check()
+        for target in (path for product in products for path in product.targets()):
             key = _key(target)
             if key in inputs:
                 raise OutputPathError(f"output {target} (for input {src}) is the input raster {inputs[key]}; "
@@ -120,12 +127,9 @@ def check_jobs(jobs: Sequence[Job], overwrite: bool) -> None:
                 raise OutputPathError(f"inputs {writers[key]} and {src} would both write {target}; rename one, or "
                                       "run predict once per folder with its own -o")
             writers[key] = src
-    for _, targets in jobs:
-        for target in targets.values():
-            if target is not None:
-                check_output(target, overwrite)
-        if targets.get("vector_path") is not None:
-            vector_driver(targets["vector_path"])
+            files.append(target)
+    for target in files:
+        check_output(target, overwrite)
 
 
 #: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, w] float16, or ``None`` when
@@ -241,7 +245,8 @@ class _Writers:
     all: list[ProductWriter]
 
     @classmethod
-    def build(cls, outputs: PredictOutputs, options: PredictOptions, meta: ModelMeta) -> _Writers:
+    def build(cls, outputs: PredictOutputs, options: PredictOptions, meta: ModelMeta | None = None) -> _Writers:
+        """``meta`` reads ``options.vector_classes`` (names or ids); without them the writers need no model."""
         vector_classes = options.vector_classes
         if vector_classes is not None:  # names or ids, checked before any work
             vector_classes = parse_vector_classes(vector_classes, meta.classes)

@@ -29,6 +29,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
+from rsseg.errors import OutputPathError
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
 from rsseg.inference.cog import (
@@ -42,7 +43,7 @@ from rsseg.inference.cog import (
 )
 from rsseg.inference.report import AreaAccumulator
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
-from rsseg.inference.styles import class_raster_pam, class_raster_qml, vector_qml
+from rsseg.inference.styles import class_raster_sidecars, raster_sidecar_paths, vector_qml
 from rsseg.inference.vectorize import (
     SHAPEFILE_PARTS,
     default_vector_classes,
@@ -170,12 +171,10 @@ class ClassRasterWriter(RasterWriter):
 
     def sidecar_paths(self) -> list[Path]:
         """``<raster>.aux.xml`` (category names + attribute table) and ``<stem>.qml`` (QGIS style)."""
-        return [self.path.with_name(self.path.name + ".aux.xml"), self.path.with_suffix(".qml")]
+        return list(raster_sidecar_paths(self.path))
 
     def sidecars(self) -> dict[Path, str]:
-        meta = self.ctx.meta
-        pam, qml = self.sidecar_paths()
-        return {pam: class_raster_pam(meta.classes, meta.colors), qml: class_raster_qml(meta.classes, meta.colors)}
+        return class_raster_sidecars(self.path, self.ctx.meta.classes, self.ctx.meta.colors)
 
     def values(self, rows: Rows, probs: np.ndarray) -> np.ndarray:
         return rows.classes
@@ -200,8 +199,7 @@ class ConfidenceWriter(RasterWriter):
 
 class VectorWriter(ProductWriter):
     """Polygons per class (.gpkg/.shp/.geojson) traced from the finished class raster, with a
-    QGIS style in the class colours (inside a GeoPackage, else a ``.qml`` beside the file, unless
-    that is the class raster's own style file).
+    QGIS style in the class colours (inside a GeoPackage, else a ``.qml`` beside the file).
 
     ``vector_classes``: class ids to polygonise (default :func:`default_vector_classes`: all but
     the background); ``min_area``: m^2 (default a few pixels, see :func:`polygonize`).
@@ -216,18 +214,24 @@ class VectorWriter(ProductWriter):
         self.vector_classes = vector_classes
         self.num_polygons: int | None = None
 
-    def _style_path(self) -> Path | None:
-        path = style_path(self.path)
-        return None if path is None or path in self.classes.targets() else path
-
     def targets(self) -> list[Path]:
-        style = [self._style_path()] if self._style_path() is not None else []
+        style = style_path(self.path)
+        extra = [style] if style is not None else []
         if self.path.suffix.lower() == ".shp":
-            return [self.path.with_suffix(ext) for ext in SHAPEFILE_PARTS] + style
-        return [self.path] + style
+            return [self.path.with_suffix(ext) for ext in SHAPEFILE_PARTS] + extra
+        return [self.path] + extra
 
     def check(self) -> None:
+        """A known format, and a style file of its own: QGIS loads a style by itself only from
+        ``<stem>.qml``, so polygons sharing the class raster's stem would need its ``.qml`` too."""
         vector_driver(self.path)
+        style = style_path(self.path)
+        if style is not None and style.resolve() in {p.resolve() for p in self.classes.targets()}:
+            raise OutputPathError(
+                f"the class raster {self.classes.path} and the polygons {self.path} would both need the QGIS style "
+                f"{style}; give the polygons a name of their own (e.g. --vector "
+                f"{self.path.with_name(self.path.stem + '_polygons' + self.path.suffix)}) or write a .gpkg, which "
+                "keeps its style inside")
 
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
@@ -235,10 +239,9 @@ class VectorWriter(ProductWriter):
         if chosen is None:
             chosen = default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
         style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen])
-        keep_style = vector_driver(self.path) == "GPKG" or self._style_path() is not None
         gdf = polygonize(self.classes.staged, meta.classes, simplify=self.simplify, min_area=self.min_area,
                          classes=chosen)
-        write_vector(gdf, self.path, style=style if keep_style else None, stage=stage)
+        write_vector(gdf, self.path, style=style, stage=stage)
         self.num_polygons = len(gdf)
         return self.path
 

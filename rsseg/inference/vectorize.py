@@ -163,11 +163,15 @@ def style_path(out_path: str | Path) -> Path | None:
 
 def _gpkg_style(path: Path, layer: str, qml: str) -> None:
     """Store ``qml`` as the default QGIS style of ``layer`` in the GeoPackage's ``layer_styles``
-    table (QGIS's own schema for styles kept in a GeoPackage)."""
+    table (QGIS's own schema for styles kept in a GeoPackage). QGIS applies it only when the row
+    names the layer's geometry column as OGR reports it (GDAL calls it ``geom``, geopandas
+    ``geometry``), so the column is read back from the file written.
+    """
     import pandas as pd
     import pyogrio
 
-    row = {"f_table_catalog": "", "f_table_schema": "", "f_table_name": layer, "f_geometry_column": "geometry",
+    column = pyogrio.read_info(path, layer=layer)["geometry_name"]
+    row = {"f_table_catalog": "", "f_table_schema": "", "f_table_name": layer, "f_geometry_column": column,
            "styleName": layer, "styleQML": qml, "styleSLD": "", "useAsDefault": True,
            "description": "rsseg class colours", "owner": "", "ui": "", "update_time": pd.Timestamp.now(tz="UTC")}
     pyogrio.write_dataframe(pd.DataFrame([row]), path, layer="layer_styles", driver="GPKG", append=True)

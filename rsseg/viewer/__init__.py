@@ -2,7 +2,7 @@
 
 - :mod:`~rsseg.viewer.files`: paths confined to the data directory, listings (inputs only), uploads
 - :mod:`~rsseg.viewer.session`: settings, cached predictions, area tables, reference scores, point
-  inspection, polygon downloads
+  inspection, downloads (class raster and polygons with their styles)
 - :mod:`~rsseg.viewer.render`: PNG overlays from overviews, legend, polygons, point queries
 - :mod:`~rsseg.viewer.tile_server`: full-resolution XYZ tiles from the rasters on a 127.0.0.1 server
 - :mod:`~rsseg.viewer.compare`: the error layer (false positives / negatives against a reference)
@@ -45,6 +45,7 @@ from rsseg.viewer.session import (
                                 app_script,
                                 area_markdown,
                                 area_table,
+                                class_raster_file,
                                 find_prediction,
                                 inspect_point,
                                 load_checkpoint,
@@ -69,7 +70,7 @@ __all__ = [
     "BASEMAPS", "CHECKPOINT_SUFFIXES", "ERROR_CLASSES", "ERROR_COLORS", "LEGEND_CLASS", "MAX_DISPLAY_PX", "POLYGON_FORMATS",
     "RASTER_SUFFIXES", "AppSettings", "Inspection", "LeafletAssets", "MapLayer", "Overlay", "PointValue", "Prediction",
     "ReferenceScores", "TileInfo", "TileLayer", "TileServer", "app_script", "area_markdown", "area_table", "area_window",
-    "build_map", "check_raster", "class_layer", "crop_to_area", "error_raster", "error_values", "file_stamp",
+    "build_map", "check_raster", "class_layer", "class_raster_file", "crop_to_area", "error_raster", "error_values", "file_stamp",
     "find_prediction", "image_layer", "inspect_point", "is_rsseg_output", "leaflet_draw", "legend_html", "list_files",
     "list_inputs", "load_checkpoint", "local_leaflet", "open_geotiff", "polygons_file", "polygons_geojson",
     "prediction_key", "prediction_settings", "query_point", "raster_layer", "render_classes", "render_image", "render_tile",

@@ -268,27 +268,59 @@ POLYGON_FORMATS = {"GeoPackage": (".gpkg", "application/geopackage+sqlite3"),
                    "Shapefile (zip)": (".zip", "application/zip")}
 
 
-def polygons_file(pred: Prediction, fmt: str) -> Path:
-    """The prediction's polygons as ``fmt`` (a :data:`POLYGON_FORMATS` key), converted once and
-    kept beside the GeoPackage; written by :func:`rsseg.inference.vectorize.write_vector`."""
+def _downloads(pred: Prediction) -> Path:
+    """Where a prediction's downloads are made once, beside its cached files."""
+    folder = pred.classes_tif.parent / "downloads"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def class_raster_file(pred: Prediction, scene: str) -> Path:
+    """The class raster as ``<scene>_classes.zip``: the GeoTIFF with its category names and
+    attribute table (``.aux.xml``, which a GeoTIFF cannot hold inside) and QGIS style (``.qml``),
+    named ``<scene>_classes.*`` so QGIS and GDAL find them beside the unzipped raster."""
+    import zipfile
+
+    from rsseg.inference.styles import class_raster_sidecars
+
+    target = _downloads(pred) / f"{scene}_classes.zip"
+    if target.is_file():
+        return target
+    tif = Path(f"{scene}_classes.tif")
+    with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.write(pred.classes_tif, tif.name)
+        for path, text in class_raster_sidecars(tif, pred.classes, pred.colors).items():
+            zf.writestr(path.name, text)
+    return target
+
+
+def polygons_file(pred: Prediction, fmt: str, scene: str) -> Path:
+    """The prediction's polygons as ``fmt`` (a :data:`POLYGON_FORMATS` key), named
+    ``<scene>_polygons`` (file and layer), converted once and kept beside the cached prediction;
+    written by :func:`rsseg.inference.vectorize.write_vector` with the QGIS style in the class
+    colours (the GeoPackage's ``layer_styles`` table, the ``.qml`` in the shapefile's zip; GeoJSON
+    stays a single RFC 7946 file for web maps)."""
     import zipfile
 
     import geopandas as gpd
 
+    from rsseg.inference.styles import vector_qml
     from rsseg.inference.vectorize import write_vector
 
     suffix = POLYGON_FORMATS[fmt][0]
-    if suffix == ".gpkg":
-        return pred.polygons
-    target = pred.polygons.with_name(f"polygons{suffix}")
+    name = f"{scene}_polygons"
+    target = _downloads(pred) / f"{name}{suffix}"
     if target.is_file():
         return target
     gdf = gpd.read_file(pred.polygons)
+    style = vector_qml(pred.classes, pred.colors)
+    if suffix == ".gpkg":
+        return write_vector(gdf, target, style=style)
     if suffix == ".geojson":  # RFC 7946: longitude/latitude on WGS84
-        return write_vector(gdf.to_crs("EPSG:4326") if gdf.crs is not None else gdf, target)
-    shp_dir = pred.polygons.parent / "shapefile"
+        return write_vector(gdf, target)
+    shp_dir = _downloads(pred) / "shapefile"
     shp_dir.mkdir(exist_ok=True)
-    shp = write_vector(gdf, shp_dir / "polygons.shp")
+    shp = write_vector(gdf, shp_dir / f"{name}.shp", style=style)
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
         for part in sorted(shp_dir.iterdir()):
             if part.stem == shp.stem:
