@@ -23,6 +23,8 @@ from rsseg.cli.main import main
 from rsseg.errors import ConfigError, InputRasterError, LabelError
 from rsseg.evaluation import evaluate_prediction
 from rsseg.inference.references import VectorOptions, VectorReference
+from rsseg.inference.styles import vector_qml
+from rsseg.inference.vectorize import vectorize
 from rsseg.metrics.objects import default_object_classes, match_objects, object_scores
 
 #: 1 m pixels in UTM 33N
@@ -180,6 +182,29 @@ def test_vector_reference_refusals(scene, tmp_path):
     with pytest.raises(ConfigError, match="--attribute apply to a vector reference"):
         evaluate_prediction(pred, pred, tmp_path / "r", class_names=CLASSES, vector=VectorOptions(attribute="x"))
     assert not (tmp_path / "r").exists()
+
+
+def test_rssegs_own_polygons_are_a_reference(scene, tmp_path):
+    # predict --vector writes a GeoPackage with a class_name field and a QGIS style table beside the layer
+    pred, _ = scene
+    vectorize(pred, tmp_path / "own.gpkg", CLASSES, classes=[1], style=vector_qml(["building"], ["#ff0000"]))
+    report = evaluate_prediction(pred, tmp_path / "own.gpkg", tmp_path / "r", class_names=CLASSES).report
+    assert report["OA"] == 1.0 and report["vector_reference"]["layer"] == "own"
+    assert report["objects"]["per_class"][0]["tp"] == len(PREDICTED)
+
+
+def test_several_layers_or_points_are_refused(scene, tmp_path):
+    pred, ref = scene
+    gdf = gpd.read_file(ref)
+    gdf.to_file(ref, layer="roofs", engine="pyogrio")  # a second layer in the same GeoPackage
+    with pytest.raises(InputRasterError, match=r"2 layers with geometries \(buildings, roofs\).*--layer NAME"):
+        evaluate_prediction(pred, ref, tmp_path / "r", class_names=CLASSES)
+    report = evaluate_prediction(pred, ref, tmp_path / "r", class_names=CLASSES, vector=VectorOptions(layer="roofs"))
+    assert report.report["vector_reference"]["layer"] == "roofs"
+    points = tmp_path / "points.geojson"
+    gdf.assign(geometry=gdf.geometry.representative_point()).to_file(points, engine="pyogrio")
+    with pytest.raises(InputRasterError, match="4 Point feature"):
+        evaluate_prediction(pred, points, tmp_path / "r2", class_names=CLASSES)
 
 
 # -- real data: OpenStreetMap footprints over the Tanzania crop ----------------------------------
