@@ -25,11 +25,11 @@ from rsseg.config import ENGINES, TTA_MODES
 @click.option("--classes", help="Comma-separated class names for raster mode (default: from the prediction's metadata).")
 @click.option("--exclude", help="Comma-separated classes left out of mIoU/mF1 (OA keeps them). Default: clutter for ISPRS.")
 @click.option("--eroded/--no-eroded", default=None, help="ISPRS: evaluate on the eroded (noBoundary) labels.")
-@click.option("--attribute", help="Vector REF: the field holding each feature's class, a class name or id (default: class_name when present).")
+@click.option("--attribute", metavar="FIELD", help="Vector REF: the field holding each feature's class, a class name or id (default: class_name when present).")
 @click.option("--class", "label_class", metavar="NAME", help="Vector REF: every feature is this class (a layer of building footprints without a class field).")
 @click.option("--background", metavar="NAME", help="Vector REF: the class of pixels no feature covers, or 'ignore' to score only covered pixels (default: the class named background).")
-@click.option("--layer", help="Vector REF: the layer to read (default: its only layer with geometries).")
-@click.option("--object-classes", help="Classes also scored per object in raster mode (precision, recall, F1 of objects matched at IoU >= 0.5), by name or id, or 'none' (default: the classes named building).")
+@click.option("--layer", metavar="NAME", help="Vector REF: the layer to read (default: its only layer with geometries).")
+@click.option("--object-classes", help="Classes also scored per object against REF (precision, recall, F1 of objects matched at IoU >= 0.5), by name or id, or 'none' (default: the classes named building).")
 @click.option("-o", "--out", "out_dir", default="report", type=click.Path(file_okay=False), help="Directory for report.json/.md, per_class.csv, confusion.png.")
 @click.option("--overwrite", is_flag=True, help="Replace report files already in the -o directory.")
 def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device, engine, classes, exclude, eroded, attribute,
@@ -58,9 +58,9 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
     if checkpoint and rasters:
         raise ConfigError("give either PRED.tif REF.tif or --model, not both")
     vector = VectorOptions(attribute, label_class, background, layer)
-    raster_only = vector.flags() + (["--object-classes"] if object_classes is not None else [])
-    if checkpoint and raster_only:
-        raise ConfigError(f"{', '.join(raster_only)} apply to evaluate PRED REF (a reference file), not to --model")
+    reference_only = vector.flags() + (["--object-classes"] if object_classes is not None else [])
+    if checkpoint and reference_only:
+        raise ConfigError(f"{', '.join(reference_only)} apply to evaluate PRED REF (a reference file), not to --model")
     check_report_dir(out_dir)  # before any work, not after scoring a whole split
     existing = [name for name in REPORT_FILES if (Path(out_dir) / name).exists()]
     if existing and not overwrite:

@@ -1,9 +1,9 @@
 """The one scoring path: class ids vs a reference -> confusion matrix -> report.
 
 ``rsseg predict --reference`` (band by band, :mod:`rsseg.inference.products`), ``rsseg evaluate``
-(a class raster against a reference, :func:`score_prediction`; a checkpoint on a dataset split) and the viewer all score
-with :class:`~rsseg.metrics.confusion.ConfusionAccumulator` (the one confusion matrix, in the
-metrics layer; re-exported here) and report with :func:`score_report`, so they share one
+(a class raster against a reference, :func:`score_prediction`; a checkpoint on a dataset split)
+and the viewer all score with :class:`~rsseg.metrics.confusion.ConfusionAccumulator` (the one
+confusion matrix, in the metrics layer; re-exported here) and report with :func:`score_report`, so they share one
 validation and one set of report keys (``OA``, ``mIoU``, ``mF1``, ``per_class``...).
 
 A reference is a class raster on the prediction's grid or a vector file whose polygons are
@@ -36,6 +36,7 @@ from rsseg.inference.references import VECTOR_SUFFIXES, VectorOptions, VectorRef
 from rsseg.inference.vectorize import parse_vector_classes, polygonize
 from rsseg.io import open_raster
 from rsseg.metrics.confusion import ConfusionAccumulator
+from rsseg.metrics.objects import IOU_THRESHOLD, default_object_classes, object_scores
 
 __all__ = ["ConfusionAccumulator", "Scores", "check_same_grid", "object_class_ids", "open_reference", "score_objects",
            "score_prediction", "score_rasters", "score_report"]
@@ -127,8 +128,6 @@ def score_prediction(pred_path: str | Path, ref_path: str | Path, class_names: S
 def object_class_ids(value: str | Sequence[str | int] | None, class_names: Sequence[str]) -> list[int]:
     """The classes scored per object (``--object-classes``): names or ids, ``none`` for no class,
     default the footprint classes (:func:`~rsseg.metrics.objects.default_object_classes`)."""
-    from rsseg.metrics.objects import default_object_classes
-
     if value is None:
         return default_object_classes(class_names)
     if isinstance(value, str) and value.strip().lower() in ("", "none"):
@@ -147,8 +146,6 @@ def score_objects(pred_path: str | Path, ref: rasterio.DatasetReader | VectorRef
     per class (``class``, ``reference_objects``, ``predicted_objects``, ``tp``, ``fp``, ``fn``,
     ``precision``, ``recall``, ``f1``).
     """
-    from rsseg.metrics.objects import IOU_THRESHOLD, object_scores
-
     names = list(class_names)
     predicted = polygonize(pred_path, names, min_area=0, classes=classes)
     if isinstance(ref, VectorReference):
