@@ -25,14 +25,22 @@ from rsseg.config import ENGINES, TTA_MODES
 @click.option("--classes", help="Comma-separated class names for raster mode (default: from the prediction's metadata).")
 @click.option("--exclude", help="Comma-separated classes left out of mIoU/mF1 (OA keeps them). Default: clutter for ISPRS.")
 @click.option("--eroded/--no-eroded", default=None, help="ISPRS: evaluate on the eroded (noBoundary) labels.")
+@click.option("--attribute", metavar="FIELD", help="Vector REF: the field holding each feature's class, a class name or id (default: class_name when present).")
+@click.option("--class", "label_class", metavar="NAME", help="Vector REF: every feature is this class (a layer of building footprints without a class field).")
+@click.option("--background", metavar="NAME", help="Vector REF: the class of pixels no feature covers, or 'ignore' to score only covered pixels (default: the class named background).")
+@click.option("--layer", metavar="NAME", help="Vector REF: the layer to read (default: its only layer with geometries).")
+@click.option("--object-classes", help="Classes also scored per object against REF (precision, recall, F1 of objects matched at IoU >= 0.5), by name or id, or 'none' (default: the classes named building).")
 @click.option("-o", "--out", "out_dir", default="report", type=click.Path(file_okay=False), help="Directory for report.json/.md, per_class.csv, confusion.png.")
 @click.option("--overwrite", is_flag=True, help="Replace report files already in the -o directory.")
-def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device, engine, classes, exclude, eroded, out_dir, overwrite):
-    """Per-class IoU, F1, precision, recall, OA, mIoU and mF1.
+def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device, engine, classes, exclude, eroded, attribute,
+            label_class, background, layer, object_classes, out_dir, overwrite):
+    """Per-class IoU, F1, precision, recall, OA, mIoU and mF1; per-object scores of building classes.
 
     \b
     Two modes:
-      rsseg evaluate PRED.tif REF.tif -o report/        two aligned class rasters
+      rsseg evaluate PRED.tif REF.tif -o report/        a class raster against a reference on its grid
+      rsseg evaluate PRED.tif buildings.gpkg --attribute class_name -o report/
+                                                        ... or against polygons rasterised on its grid
       rsseg evaluate -m best.ckpt --split val -o report/ a checkpoint on a dataset split
     """
     from rsseg.cli.progress import progress_bar
@@ -44,10 +52,15 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
         evaluate_prediction,
         write_evaluation,
     )
+    from rsseg.inference.references import VectorOptions
     from rsseg.inference.settings import PredictSettings
 
     if checkpoint and rasters:
         raise ConfigError("give either PRED.tif REF.tif or --model, not both")
+    vector = VectorOptions(attribute, label_class, background, layer)
+    reference_only = vector.flags() + (["--object-classes"] if object_classes is not None else [])
+    if checkpoint and reference_only:
+        raise ConfigError(f"{', '.join(reference_only)} apply to evaluate PRED REF (a reference file), not to --model")
     check_report_dir(out_dir)  # before any work, not after scoring a whole split
     existing = [name for name in REPORT_FILES if (Path(out_dir) / name).exists()]
     if existing and not overwrite:
@@ -63,7 +76,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
                                   extra={"checkpoint": str(checkpoint), "split": split, "tta": tta, "collapse": collapse})
     elif len(rasters) == 2:
         result = evaluate_prediction(rasters[0], rasters[1], out_dir, class_names=classes.split(",") if classes else None,
-                                     exclude=excluded)
+                                     exclude=excluded, vector=vector, object_classes=object_classes)
     else:
         raise ConfigError("give two rasters (PRED.tif REF.tif) or --model CKPT; see rsseg evaluate --help")
     click.echo(result.markdown)

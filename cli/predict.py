@@ -52,7 +52,12 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--vector", type=click.Path(dir_okay=False), help="Polygons per class: .gpkg, .shp or .geojson.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Per-class area (and IoU with --reference) as JSON.")
 @click.option("--confidence", type=click.Path(dir_okay=False), help="Confidence raster (COG): the probability of the predicted class per pixel, stored as uint8 0-255 with scale 1/255 so GIS tools read 0-1; 0 = nodata.")
-@click.option("--reference", type=click.Path(dir_okay=False), help="Reference mask on the same grid: adds per-class IoU/F1 to the report.")
+@click.option("--reference", type=click.Path(dir_okay=False), help="Reference on the same grid: a class mask, or polygons (.gpkg, .geojson, .shp, .fgb) rasterised on it. Adds per-class IoU/F1 and per-object scores to the report.")
+@click.option("--attribute", metavar="FIELD", help="Vector --reference: the field holding each feature's class, a class name or id (default: class_name when present).")
+@click.option("--class", "label_class", metavar="NAME", help="Vector --reference: every feature is this class (a layer of building footprints without a class field).")
+@click.option("--background", metavar="NAME", help="Vector --reference: the class of pixels no feature covers, or 'ignore' to score only covered pixels (default: the class named background).")
+@click.option("--layer", metavar="NAME", help="Vector --reference: the layer to read (default: its only layer with geometries).")
+@click.option("--object-classes", help="Classes scored per object against --reference (precision, recall, F1 of objects matched at IoU >= 0.5), by name or id, or 'none' (default: the classes named building).")
 @click.option("--tile", type=int, help="Window size in pixels (default: from the checkpoint's config).")
 @click.option("--overlap", type=int, help="Overlap between windows in pixels.")
 @click.option("--window-batch", "batch", type=int, help="Windows per forward pass (not train's --batch-size, chips per training step).")
@@ -77,7 +82,8 @@ def _show_warnings() -> Iterator[None]:
                    "more work). [default: 512, whole rows up to ~28k RGB columns at 7 classes]")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, attribute, label_class, background, layer,
+            object_classes, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -99,7 +105,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     from rsseg.cli.predict_summary import print_summary
     from rsseg.errors import ConfigError
     from rsseg.inference import Predictor
-    from rsseg.inference.contract import check_inputs, require_contract
+    from rsseg.inference.contract import require_contract
     from rsseg.inference.pipeline import PredictOptions, check_jobs
     from rsseg.inference.predictor import onnx_export_cached
     from rsseg.inference.settings import PredictSettings, check_settings
@@ -108,6 +114,11 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     multiple = len(inputs) > 1
     if multiple and reference:
         raise ConfigError("--reference applies to a single input; run predict once per raster to compare each")
+    scoring = {"--attribute": attribute, "--class": label_class, "--background": background, "--layer": layer,
+               "--object-classes": object_classes}
+    if not reference and any(v is not None for v in scoring.values()):
+        raise ConfigError(f"{', '.join(k for k, v in scoring.items() if v is not None)} describe the --reference "
+                          "to score against; add --reference REF or drop them")
     jobs = [
         (src, {name: _derive(t, src, multiple) for name, t in
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
@@ -119,7 +130,9 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
                              vector_classes=vector_classes, strict=strict, asset=asset,
                              allow_local_assets=allow_local_assets, scale=scale,
-                             overwrite=overwrite, **({} if buffer_mb is None else {"buffer_mb": buffer_mb}))
+                             overwrite=overwrite, reference_attribute=attribute, reference_class=label_class,
+                             reference_background=background, reference_layer=layer, object_classes=object_classes,
+                             **({} if buffer_mb is None else {"buffer_mb": buffer_mb}))
     if dask_spec:
         results = _predict_dask(dask_spec, checkpoint, settings, jobs, options)
     else:
@@ -130,14 +143,25 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
         meta = predictor.meta if predictor is not None else read_meta(checkpoint)
         require_contract(meta, checkpoint)
         check_settings(replace(settings, engine="torch").resolve(meta))
-        check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=scale, reference=reference, asset=asset,
-                     allow_local_assets=allow_local_assets)
+        _check_inputs(jobs, meta, options)
         if predictor is None:
             predictor = Predictor.from_checkpoint(checkpoint, settings, on_export=lambda path: click.echo(
                 f"exporting the model to ONNX once, for the onnx engine (a minute or two): {path}", err=True))
         _echo_model(checkpoint, predictor.meta, predictor.settings.summary())
         results = _predict_local(predictor, jobs, options)
     print_summary(results, time.perf_counter() - started)
+
+
+def _check_inputs(jobs, meta, options) -> None:
+    """Everything about the inputs and the reference that can be checked before the model loads."""
+    from rsseg.inference.contract import check_inputs
+    from rsseg.inference.scoring import object_class_ids
+
+    check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=options.scale,
+                 reference=options.reference_path, asset=options.asset,
+                 allow_local_assets=options.allow_local_assets, vector=options.vector_reference())
+    if options.reference_path is not None:
+        object_class_ids(options.object_classes, meta.classes)
 
 
 def _echo_model(checkpoint: str, meta, settings: str) -> None:
@@ -166,7 +190,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
 
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import BackendUnavailableError
-    from rsseg.inference.contract import check_inputs, require_contract
+    from rsseg.inference.contract import require_contract
     from rsseg.io import sigterm_as_interrupt, source_stem
 
     try:
@@ -184,9 +208,7 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
     parse_dask(spec)  # a malformed address fails before any work
     model = RemoteModel.plan(checkpoint, settings)
     require_contract(model.meta, checkpoint)
-    check_inputs([src for src, _ in jobs], model.meta, bands=options.bands, scale=options.scale,
-                 reference=options.reference_path, asset=options.asset,
-                 allow_local_assets=options.allow_local_assets)
+    _check_inputs(jobs, model.meta, options)
     s = model.settings
     _echo_model(checkpoint, model.meta, f"tile {s.tile}/{s.overlap}, tta {s.tta}, on Dask {spec}")
     kwargs = asdict(options)
@@ -211,9 +233,13 @@ def _predict_dask(spec, checkpoint, settings, jobs, options) -> list:
 
 def _summary(src: str, result) -> None:
     """What one input produced, and its scores against the reference."""
+    from rsseg.evaluation import object_lines
+
     written = [result.output_path, result.vector_path, result.confidence_path, result.report_path]
     click.echo(f"{src} -> " + ", ".join(str(p) for p in written if p is not None))
     if "metrics" in result.report:
         m = result.report["metrics"]
         click.echo("against the reference: " + ", ".join(
             f"{k} {100 * m[k]:.2f}" if m[k] is not None else f"{k} n/a" for k in ("OA", "mIoU", "mF1")))
+        for line in object_lines(m):
+            click.echo(line)

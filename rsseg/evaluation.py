@@ -2,7 +2,9 @@
 
 Scoring itself (validation, confusion matrix, report keys) has one home,
 :mod:`rsseg.inference.scoring`; this module adds the two evaluate sources and the report files:
-- :func:`evaluate_rasters`: a prediction raster against a reference raster on the same grid;
+- :func:`evaluate_prediction`: a prediction raster against a reference raster on the same grid or a
+  vector reference rasterised on it, with per-object scores of the footprint classes
+  (:func:`evaluate_rasters`: the confusion matrix alone);
 - :func:`evaluate_checkpoint`: a checkpoint run with sliding windows (and optional TTA) over the
   whole tiles of a dataset split;
 - :func:`write_evaluation`: the one evaluate sequence (score -> report.json/.md, per_class.csv,
@@ -23,7 +25,8 @@ import numpy as np
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError, DatasetError, InputRasterError, OutputPathError
 from rsseg.inference.predictor import Predictor
-from rsseg.inference.scoring import score_rasters, score_report
+from rsseg.inference.references import VectorOptions
+from rsseg.inference.scoring import object_class_ids, score_prediction, score_rasters, score_report
 from rsseg.inference.settings import PredictSettings
 from rsseg.io import atomic_path, open_raster, write_error, write_json
 from rsseg.metrics.confusion import ConfusionAccumulator
@@ -149,7 +152,27 @@ def report_markdown(report: dict[str, Any]) -> str:
         lines.append(
             "head / common / tail mIoU: " + " / ".join(_fmt(report["groups"][g]) for g in ("head", "common", "tail"))
         )
+    if report.get("objects"):
+        objects = report["objects"]
+        lines += ["", f"Objects (matched one-to-one at IoU >= {objects['iou_threshold']}):", "",
+                  "| class | reference | predicted | TP | FP | FN | precision | recall | F1 |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for row in objects["per_class"]:
+            lines.append(f"| {row['class']} | {row['reference_objects']:,} | {row['predicted_objects']:,} | {row['tp']:,} | "
+                         f"{row['fp']:,} | {row['fn']:,} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | "
+                         f"{_fmt(row['f1'])} |")
     return "\n".join(lines) + "\n"
+
+
+def object_lines(report: dict[str, Any]) -> list[str]:
+    """One line per class scored per object (the ``objects`` key of a report or of its ``metrics``)."""
+    objects = report.get("objects")
+    if not objects:
+        return []
+    return [f"objects of {row['class']} (IoU >= {objects['iou_threshold']}): precision {_fmt(row['precision'])}, "
+            f"recall {_fmt(row['recall'])}, F1 {_fmt(row['f1'])} (TP {row['tp']:,}, FP {row['fp']:,}, FN {row['fn']:,}; "
+            f"{row['reference_objects']:,} reference, {row['predicted_objects']:,} predicted)"
+            for row in objects["per_class"]]
 
 
 def _confusion_png(conf: np.ndarray, class_names: list[str], path: Path) -> None:
@@ -248,13 +271,23 @@ def write_evaluation(conf: np.ndarray, class_names: list[str], out_dir: str | Pa
 
 
 def evaluate_prediction(pred_path: str | Path, ref_path: str | Path, out_dir: str | Path, *,
-                        class_names: list[str] | None = None, **kwargs: Any) -> Evaluation:
-    """Score a class raster against a reference on its grid and write the report files.
+                        class_names: list[str] | None = None, vector: VectorOptions | None = None,
+                        object_classes: str | list[str | int] | None = None, **kwargs: Any) -> Evaluation:
+    """Score a class raster against a reference and write the report files.
 
-    ``class_names``: default the names stored in the prediction; ``kwargs`` go to
-    :func:`write_evaluation` (``extra`` gains the two paths).
+    The reference is a class raster on the prediction's grid or a vector file rasterised on it
+    with ``vector`` (:func:`rsseg.inference.scoring.open_reference`). ``class_names``: default the
+    names stored in the prediction; ``object_classes``: classes also scored per object (names or
+    ids, ``"none"``; default the footprint classes, :func:`~rsseg.inference.scoring.object_class_ids`),
+    under the report's ``objects`` key; ``kwargs`` go to :func:`write_evaluation` (``extra`` gains
+    the two paths, and ``vector_reference``: how a vector reference was read).
     """
     names = raster_class_names(pred_path, class_names)
-    conf = score_rasters(pred_path, ref_path, len(names))
-    extra = {"prediction": str(pred_path), "reference": str(ref_path), **(kwargs.pop("extra", None) or {})}
-    return write_evaluation(conf, names, out_dir, extra=extra, **kwargs)
+    objects = object_class_ids(object_classes, names)
+    scores = score_prediction(pred_path, ref_path, names, vector=vector, object_classes=objects)
+    extra: dict[str, Any] = {"prediction": str(pred_path), "reference": str(ref_path)}
+    if scores.vector_reference is not None:
+        extra["vector_reference"] = scores.vector_reference
+    if scores.objects is not None:
+        extra["objects"] = scores.objects
+    return write_evaluation(scores.conf, names, out_dir, extra=extra | (kwargs.pop("extra", None) or {}), **kwargs)

@@ -169,7 +169,7 @@ def test_predict_reference_and_evaluate_share_one_validation(checkpoint, sample_
     res = run("evaluate", str(out), str(mask), "-o", str(tmp_path / "rep"))
     assert res.exit_code == 0, res.output
     evaluated = json.loads((tmp_path / "rep" / "report.json").read_text())
-    for key in ("OA", "mIoU", "mF1", "per_class", "confusion_matrix", "classes"):  # one set of keys, same numbers
+    for key in ("OA", "mIoU", "mF1", "per_class", "confusion_matrix", "classes", "objects"):  # one set of keys, same numbers
         assert predicted[key] == evaluated[key], key
 
     res = run("evaluate", str(out), str(tmp_path / "bad.tif"), "-o", str(tmp_path / "rep2"))

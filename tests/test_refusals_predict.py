@@ -153,6 +153,15 @@ def assets(tmp_path_factory, sample_tiles) -> dict[str, Path]:
     pred[0, 0] = 5
     a["pred_bad"] = put("pred_bad.tif", pred)
     a["pred"] = put("pred.tif", np.where(labels > 0, 1, 0).astype(np.uint8))
+    # vector references over the scene: one footprint, as a class name the model knows and one it does not
+    import geopandas as gpd
+    import shapely
+
+    (x0, y0), (x1, y1) = transform @ (20, 20), transform @ (50, 50)
+    footprint = gpd.GeoDataFrame({"class_name": ["building"]}, geometry=[shapely.box(x0, y1, x1, y0)], crs=crs.to_wkt())
+    for key, value in (("ref_gpkg", "building"), ("ref_house", "house")):
+        a[key] = d / f"{key}.gpkg"
+        footprint.assign(class_name=value).to_file(a[key], engine="pyogrio")
     return a
 
 
@@ -362,6 +371,33 @@ CASES += [
     Case("polygons_style_exists_without_overwrite", predict("--vector", "{w}/polys.geojson", overwrite=False),
          old=("polys.qml",), says=("polys.qml already exists", "--overwrite")),
     Case("geopackage_with_the_rasters_stem", predict("--vector", "{w}/out.gpkg"), code=0, before_load=False, old=()),
+]
+
+
+CASES += [
+    # -- vector references (polygons rasterised on the prediction's grid) ------------------------------
+    Case("predict_vector_reference_with_an_unknown_class", predict("--reference", "{ref_house}"),
+         says=("'house', which name no class", "0=background, 1=building")),
+    Case("predict_reference_options_without_reference", predict("--attribute", "class_name"),
+         says=("--attribute describe the --reference",)),
+    Case("predict_unknown_object_class", predict("--reference", "{ref_gpkg}", "--object-classes", "roof"),
+         says=("unknown object class 'roof'",)),
+    Case("evaluate_vector_reference_with_an_unknown_class",
+         cmd("evaluate", "{pred}", "{ref_house}", "--classes", "background,building", "-o", "{w}/rep"), old=(),
+         says=("'house', which name no class",)),
+    Case("evaluate_vector_reference_without_the_field",
+         cmd("evaluate", "{pred}", "{ref_gpkg}", "--classes", "background,building", "--attribute", "kind", "-o",
+             "{w}/rep"), old=(), says=("no field 'kind'", "its fields: class_name", "--class NAME")),
+    Case("evaluate_vector_options_with_a_raster_reference",
+         cmd("evaluate", "{pred}", "{mask}", "--classes", "a,b", "--class", "b", "-o", "{w}/rep"), old=(),
+         says=("--class apply to a vector reference",)),
+    Case("evaluate_vector_options_with_a_checkpoint", cmd("evaluate", "-m", "{ckpt}", "--layer", "x", "-o", "{w}/rep"),
+         old=(), says=("--layer apply to evaluate PRED REF",)),
+    Case("predict_vector_reference", predict("--reference", "{ref_gpkg}", "--report", "{w}/r.json"), code=0,
+         before_load=False, old=()),
+    Case("evaluate_vector_reference",
+         cmd("evaluate", "{pred}", "{ref_gpkg}", "--classes", "background,building", "-o", "{w}/rep"), code=0,
+         before_load=False, old=()),
 ]
 
 
@@ -679,3 +715,22 @@ def test_import_calibrate_adds_the_contract_the_refusal_asks_for(assets, tmp_pat
         res = CliRunner().invoke(main, ["import", str(assets["old_ckpt"]), *args, "-o", str(tmp_path / "x.ckpt")])
         assert res.exit_code == 2 and says in res.output and len(_error_lines(res.output)) == 1, res.output
         assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_predict_scores_polygons_like_the_mask_they_rasterise_to(assets, tmp_path):
+    with rasterio.open(assets["mask"]) as s:
+        mask = np.zeros((s.height, s.width), np.uint8)
+        transform, crs = s.transform, s.crs
+    mask[20:50, 20:50] = 1  # the footprint of ref_gpkg, its edges on pixel borders
+    ref_tif = write_raster(tmp_path / "ref.tif", mask, crs=crs, transform=transform)
+    metrics = {}
+    for name, ref in (("raster", ref_tif), ("vector", assets["ref_gpkg"])):
+        res = CliRunner().invoke(main, ["predict", str(assets["u8"]), "-m", str(assets["ckpt"]), "-o",
+                                        str(tmp_path / f"{name}.tif"), "--tile", "64", "--overlap", "16",
+                                        "--reference", str(ref), "--report", str(tmp_path / f"{name}.json")])
+        assert res.exit_code == 0, res.output
+        assert "objects of building (IoU >= 0.5)" in res.output
+        metrics[name] = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
+    assert metrics["vector"].pop("vector_reference")["features"] == 1
+    assert metrics["vector"] == metrics["raster"]
+    assert metrics["raster"]["objects"]["per_class"][0]["reference_objects"] == 1

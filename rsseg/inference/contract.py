@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -34,6 +35,9 @@ from rasterio.windows import Window
 from rsseg.checkpoint import ModelMeta
 from rsseg.errors import CheckpointError, ConfigError, InputRasterError
 from rsseg.io import is_remote, open_raster, unfold_url
+
+if TYPE_CHECKING:
+    from rsseg.inference.references import VectorOptions
 
 #: an input whose high percentile is this many times off the training one is another value range
 RANGE_FACTOR = 8.0
@@ -287,10 +291,11 @@ def input_mapping(src: rasterio.DatasetReader, meta: ModelMeta, bands: Sequence[
 
 def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequence[int] | None = None,
                  scale: float | str | None = None, reference: str | Path | None = None,
-                 asset: str | None = None, allow_local_assets: bool = False) -> None:
+                 asset: str | None = None, allow_local_assets: bool = False, vector: VectorOptions | None = None) -> None:
     """Every check of the inputs ``rsseg predict`` can make before the model loads (seconds saved
     per mistake): each input readable, with the bands the model needs, in its value range
-    (:func:`input_mapping`), on the reference's grid."""
+    (:func:`input_mapping`), on the reference's grid (a vector reference: read with ``vector``, its
+    classes those of the model)."""
     from rsseg.inference.input_checks import select_bands
     from rsseg.inference.scoring import open_reference
 
@@ -298,7 +303,7 @@ def check_inputs(paths: Sequence[str | Path], meta: ModelMeta, *, bands: Sequenc
         with open_raster(path, asset=asset, allow_local_assets=allow_local_assets) as src:
             input_mapping(src, meta, select_bands(src, meta, list(bands) if bands else None), path, scale)
             if reference is not None:
-                open_reference(reference, src).close()
+                open_reference(reference, src, class_names=meta.classes, vector=vector).close()
 
 
 def check_dataset_inputs(images: Sequence[tuple[str | Path, Sequence[int]]], meta: ModelMeta,

@@ -41,6 +41,8 @@ from rsseg.inference.products import (
     Rows,
     VectorWriter,
 )
+from rsseg.inference.references import VectorOptions
+from rsseg.inference.scoring import object_class_ids
 from rsseg.inference.settings import PredictSettings
 from rsseg.inference.vectorize import parse_vector_classes
 from rsseg.inference.windows import Span, WindowPlan
@@ -233,6 +235,18 @@ class PredictOptions:
     overwrite: bool = False
     scale: float | str | None = None
     buffer_mb: float | None = BUFFER_MB
+    #: how a vector ``reference_path`` becomes classes (``--attribute``, ``--class``, ``--background``, ``--layer``)
+    reference_attribute: str | None = None
+    reference_class: str | None = None
+    reference_background: str | None = None
+    reference_layer: str | None = None
+    #: classes scored per object against the reference (names or ids, ``none``; default the footprint classes)
+    object_classes: str | Sequence[str | int] | None = None
+
+    def vector_reference(self) -> VectorOptions:
+        """The options of a vector ``reference_path`` (flat fields here: Dask ships them as keywords)."""
+        return VectorOptions(self.reference_attribute, self.reference_class, self.reference_background,
+                             self.reference_layer)
 
 
 @dataclass
@@ -259,7 +273,10 @@ class _Writers:
         if outputs.vector_path is not None:
             vectors = VectorWriter(outputs.vector_path, classes, options.simplify, options.min_area, vector_classes)
             writers.append(vectors)
-        report = AreaReportWriter(outputs.report_path, options.reference_path)
+        object_classes = (object_class_ids(options.object_classes, meta.classes)
+                          if options.reference_path is not None else [])
+        report = AreaReportWriter(outputs.report_path, options.reference_path, vector=options.vector_reference(),
+                                  classes=classes, object_classes=object_classes)
         writers.append(report)
         return cls(classes, vectors, report, writers)
 
@@ -285,8 +302,9 @@ def predict_file(predictor: Model, input_path: str | Path, output_path: str | Pa
     deflate, overviews (mode). ``confidence_path``: max probability x 255 (0 = nodata).
     ``vector_path`` (.gpkg/.shp/.geojson): polygons of ``vector_classes`` (default all but the
     background), at least ``min_area`` m^2 (default a few pixels) (:func:`vectorize`).
-    ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid)
-    is given. ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
+    ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid,
+    or polygons rasterised on it: the ``reference_*`` options) is given, per object for
+    ``object_classes``. ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
     ``options``: the fields of :class:`PredictOptions`, see :func:`predict_outputs`.
     ``on_progress(done, total)``: windows predicted (see :meth:`Predictor.run`). Prints nothing.
     ``stage``: the outputs are staged into it and left for the caller to commit together with

@@ -41,8 +41,9 @@ from rsseg.inference.cog import (
     tiled_profile,
     to_cog,
 )
+from rsseg.inference.references import VectorOptions, VectorReference
 from rsseg.inference.report import AreaAccumulator
-from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
+from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_objects, score_report
 from rsseg.inference.styles import class_raster_sidecars, raster_sidecar_paths, vector_qml
 from rsseg.inference.vectorize import (
     SHAPEFILE_PARTS,
@@ -247,16 +248,21 @@ class VectorWriter(ProductWriter):
 
 
 class AreaReportWriter(ProductWriter):
-    """Per-class pixels and geodesic areas; with a reference mask on the same grid, the scores of
-    :mod:`rsseg.inference.scoring` under ``metrics``. Always kept in memory (``report``) for the
-    caller; written as JSON when it has a path."""
+    """Per-class pixels and geodesic areas; with a reference (a mask on the same grid, or a vector
+    file rasterised on it with ``vector``), the scores of :mod:`rsseg.inference.scoring` under
+    ``metrics``, and the per-object scores of ``object_classes`` (class ids) traced from the
+    finished ``classes`` raster under ``metrics["objects"]``. Always kept in memory (``report``)
+    for the caller; written as JSON when it has a path."""
 
     name = "report"
 
-    def __init__(self, path: str | Path | None = None, reference_path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, reference_path: str | Path | None = None, *,
+                 vector: VectorOptions | None = None, classes: ClassRasterWriter | None = None,
+                 object_classes: list[int] | None = None) -> None:
         super().__init__(path)
         self.reference_path = reference_path
-        self.ref: rasterio.DatasetReader | None = None
+        self.vector, self.classes, self.object_classes = vector, classes, object_classes or []
+        self.ref: rasterio.DatasetReader | VectorReference | None = None
         self.report: dict[str, Any] = {}
 
     def open(self, ctx: ProductContext) -> None:
@@ -265,10 +271,10 @@ class AreaReportWriter(ProductWriter):
         self.areas = AreaAccumulator(ctx.meta.classes, AreaModel(src.transform, src.crs, src.width, src.height))
         self.scores = None
         if self.reference_path is not None:
-            self.ref = open_reference(self.reference_path, src)
+            self.ref = open_reference(self.reference_path, src, class_names=ctx.meta.classes, vector=self.vector)
             self.scores = ConfusionAccumulator(ctx.meta.num_classes, ignore_index=ctx.meta.ignore_index,
                                                reference_nodata=self.ref.nodata, prediction_nodata=CLASS_NODATA,
-                                               reference_name=f"reference mask {self.reference_path}")
+                                               reference_name=f"reference {self.reference_path}")
 
     def write(self, rows: Rows, probs: np.ndarray) -> None:
         self.areas.update(rows.y0, rows.classes)
@@ -276,10 +282,16 @@ class AreaReportWriter(ProductWriter):
             self.scores.update(rows.classes, self.ref.read(1, window=rows.window))
 
     def finish(self, stage: Staging) -> Path | None:
-        self._release()
         self.report = {**self.ctx.header, **self.areas.result()}
         if self.scores is not None:
-            self.report["metrics"] = score_report(self.scores.conf, self.ctx.meta.classes)
+            metrics = score_report(self.scores.conf, self.ctx.meta.classes)
+            if self.object_classes and self.classes is not None:
+                metrics["objects"] = score_objects(self.classes.staged, self.ref, self.reference_path,
+                                                   self.ctx.meta.classes, self.object_classes)
+            if isinstance(self.ref, VectorReference):
+                metrics["vector_reference"] = self.ref.summary
+            self.report["metrics"] = metrics
+        self._release()
         if self.path is None:
             return None
         write_json(stage.path(self.path), self.report)

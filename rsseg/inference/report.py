@@ -62,7 +62,7 @@ def area_report(class_raster_path: str | Path, class_names: list[str], reference
     with ``reference_path`` (a mask on the same grid) the scores go under ``metrics``."""
     with open_raster(class_raster_path, "class") as src:
         acc = AreaAccumulator(class_names, AreaModel(src.transform, src.crs, src.width, src.height))
-        ref = open_reference(reference_path, src, "class raster") if reference_path else None
+        ref = open_reference(reference_path, src, "class raster", class_names=class_names) if reference_path else None
         scores = (ConfusionAccumulator(len(class_names), reference_nodata=ref.nodata, prediction_nodata=CLASS_NODATA,
                                        reference_name=f"reference mask {reference_path}") if ref else None)
         try:

@@ -1,10 +1,14 @@
 """The one scoring path: class ids vs a reference -> confusion matrix -> report.
 
 ``rsseg predict --reference`` (band by band, :mod:`rsseg.inference.products`), ``rsseg evaluate``
-(two rasters, :func:`score_rasters`; a checkpoint on a dataset split) and the viewer all score
-with :class:`~rsseg.metrics.confusion.ConfusionAccumulator` (the one confusion matrix, in the
-metrics layer; re-exported here) and report with :func:`score_report`, so they share one
+(a class raster against a reference, :func:`score_prediction`; a checkpoint on a dataset split)
+and the viewer all score with :class:`~rsseg.metrics.confusion.ConfusionAccumulator` (the one
+confusion matrix, in the metrics layer; re-exported here) and report with :func:`score_report`, so they share one
 validation and one set of report keys (``OA``, ``mIoU``, ``mF1``, ``per_class``...).
+
+A reference is a class raster on the prediction's grid or a vector file whose polygons are
+rasterised on it (:mod:`rsseg.inference.references`); classes named like building footprints are
+also scored per object (:func:`score_objects`: matched at IoU >= 0.5, :mod:`rsseg.metrics.objects`).
 
 Validation (each an :class:`~rsseg.errors.RsSegError` naming the values and the fix):
 - the two rasters lie on one pixel grid: size, CRS and transform (:func:`check_same_grid`);
@@ -17,7 +21,8 @@ Validation (each an :class:`~rsseg.errors.RsSegError` naming the values and the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,14 @@ from rasterio.windows import Window
 
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError, InputRasterError, RsSegError
+from rsseg.inference.references import VECTOR_SUFFIXES, VectorOptions, VectorReference, is_vector_reference
+from rsseg.inference.vectorize import parse_vector_classes, polygonize
 from rsseg.io import open_raster
 from rsseg.metrics.confusion import ConfusionAccumulator
+from rsseg.metrics.objects import IOU_THRESHOLD, default_object_classes, object_scores
 
-__all__ = ["ConfusionAccumulator", "check_same_grid", "open_reference", "score_rasters", "score_report"]
+__all__ = ["ConfusionAccumulator", "Scores", "check_same_grid", "object_class_ids", "open_reference", "score_objects",
+           "score_prediction", "score_rasters", "score_report"]
 
 
 def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, pred_name: str = "prediction",
@@ -49,8 +58,21 @@ def check_same_grid(pred: rasterio.DatasetReader, ref: rasterio.DatasetReader, p
                                "transforms (origin or pixel size); resample one onto the other's grid with gdalwarp")
 
 
-def open_reference(path: str | Path, like: rasterio.DatasetReader, like_name: str = "input") -> rasterio.DatasetReader:
-    """Open a reference mask and check it lies on ``like``'s pixel grid."""
+def open_reference(path: str | Path, like: rasterio.DatasetReader, like_name: str = "input", *,
+                   class_names: Sequence[str] | None = None,
+                   vector: VectorOptions | None = None) -> rasterio.DatasetReader | VectorReference:
+    """Open a reference on ``like``'s pixel grid: a reference mask (checked to lie on it) or a
+    vector file (:data:`~rsseg.inference.references.VECTOR_SUFFIXES`), rasterised on it with
+    ``class_names`` and ``vector`` (:class:`~rsseg.inference.references.VectorReference`). Both
+    read as ``ref.read(1, window=...)`` with ``ref.nodata``."""
+    if is_vector_reference(path):
+        if class_names is None:
+            raise ValueError("a vector reference needs the class names of the raster it is scored with")
+        return VectorReference(path, like, list(class_names), vector, like_name)
+    given = vector.flags() if vector is not None else []
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to a vector reference ({', '.join(VECTOR_SUFFIXES)}); {path} is "
+                          "read as a raster, whose pixel values are the classes: drop them")
     ref = open_raster(path, "reference mask")
     try:
         check_same_grid(like, ref, like_name, "reference mask")
@@ -71,16 +93,74 @@ def score_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
     """Confusion matrix [K, K] of two class rasters on one grid, read block by block (constant memory).
 
     Reference pixels equal to ``ignore_index`` or to the reference's nodata are not scored, and
-    neither are prediction nodata pixels.
+    neither are prediction nodata pixels. :func:`score_prediction` with class ids for names.
     """
-    with open_raster(pred_path, "prediction") as pred, open_raster(ref_path, "reference") as ref:
-        check_same_grid(pred, ref)
-        acc = ConfusionAccumulator(num_classes, ignore_index=ignore_index, reference_nodata=ref.nodata,
+    return score_prediction(pred_path, ref_path, [str(i) for i in range(num_classes)], ignore_index=ignore_index).conf
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What :func:`score_prediction` measured: the confusion matrix, the per-object scores
+    (:func:`score_objects`; ``None`` when no class is scored per object) and, for a vector
+    reference, how it was read (:attr:`VectorReference.summary`)."""
+
+    conf: np.ndarray
+    objects: dict[str, Any] | None = None
+    vector_reference: dict[str, Any] | None = None
+
+
+def score_prediction(pred_path: str | Path, ref_path: str | Path, class_names: Sequence[str], *,
+                     vector: VectorOptions | None = None, object_classes: Sequence[int] = (),
+                     ignore_index: int = IGNORE_INDEX) -> Scores:
+    """Score a class raster against a reference raster on its grid or a vector reference
+    (:func:`open_reference`), block by block, and per object for ``object_classes``."""
+    with open_raster(pred_path, "prediction") as pred, \
+            open_reference(ref_path, pred, "prediction", class_names=class_names, vector=vector) as ref:
+        acc = ConfusionAccumulator(len(class_names), ignore_index=ignore_index, reference_nodata=ref.nodata,
                                    prediction_nodata=pred.nodata, reference_name=f"reference {ref_path}",
                                    prediction_name=f"prediction {pred_path}")
         for window in _blocks(pred.width, pred.height):
             acc.update(pred.read(1, window=window), ref.read(1, window=window))
-    return acc.conf
+        objects = score_objects(pred_path, ref, ref_path, class_names, object_classes) if object_classes else None
+    return Scores(acc.conf, objects, getattr(ref, "summary", None))
+
+
+def object_class_ids(value: str | Sequence[str | int] | None, class_names: Sequence[str]) -> list[int]:
+    """The classes scored per object (``--object-classes``): names or ids, ``none`` for no class,
+    default the footprint classes (:func:`~rsseg.metrics.objects.default_object_classes`)."""
+    if value is None:
+        return default_object_classes(class_names)
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return []
+    return parse_vector_classes(value, class_names, what="object class")
+
+
+def score_objects(pred_path: str | Path, ref: rasterio.DatasetReader | VectorReference, ref_path: str | Path,
+                  class_names: Sequence[str], classes: Sequence[int]) -> dict[str, Any]:
+    """Per-object precision, recall and F1 of ``classes`` (:mod:`rsseg.metrics.objects`).
+
+    Predicted objects are the 4-connected regions of each class in the prediction raster (every
+    region, however small: the polygons ``rsseg predict --vector`` traces before its minimum area);
+    reference objects are a vector reference's polygons cut to the raster's bounds, or the
+    regions of a reference raster. The report's ``objects`` key: ``iou_threshold`` and one row
+    per class (``class``, ``reference_objects``, ``predicted_objects``, ``tp``, ``fp``, ``fn``,
+    ``precision``, ``recall``, ``f1``).
+    """
+    names = list(class_names)
+    predicted = polygonize(pred_path, names, min_area=0, classes=classes)
+    if isinstance(ref, VectorReference):
+        def reference_of(k: int) -> np.ndarray:
+            return ref.objects(k)
+    else:
+        traced = polygonize(ref_path, names, min_area=0, classes=classes)
+
+        def reference_of(k: int) -> np.ndarray:
+            return traced.geometry[traced["class_id"] == k].to_numpy()
+    rows = []
+    for k in classes:
+        scores = object_scores(reference_of(k), predicted.geometry[predicted["class_id"] == k].to_numpy(), IOU_THRESHOLD)
+        rows.append({"class": names[k]} | scores.to_dict())
+    return {"iou_threshold": IOU_THRESHOLD, "connectivity": 4, "per_class": rows}
 
 
 def _json_number(v: Any) -> Any:

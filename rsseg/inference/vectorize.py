@@ -70,9 +70,10 @@ def default_vector_classes(class_names: Sequence[str], dataset: str | None = Non
     return keep or list(range(len(class_names)))
 
 
-def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence[str]) -> list[int]:
+def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence[str],
+                         what: str = "vector class") -> list[int]:
     """Class ids from names or ids (``"building,road"``, ``"1,2"`` or a list), in class order; an
-    unknown one is a :class:`~rsseg.errors.ConfigError` listing the model's classes."""
+    unknown one is a :class:`~rsseg.errors.ConfigError` naming it as a ``what`` and listing the model's classes."""
     items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
     lower = {n.lower(): i for i, n in enumerate(class_names)}
     ids = set()
@@ -82,7 +83,7 @@ def parse_vector_classes(value: str | Sequence[str | int], class_names: Sequence
         else:
             key = lower.get(str(item).lower())
         if key is None:
-            raise ConfigError(f"unknown vector class {item!r}; the model's classes are "
+            raise ConfigError(f"unknown {what} {item!r}; the model's classes are "
                               + ", ".join(f"{i}={n}" for i, n in enumerate(class_names)))
         ids.add(key)
     return sorted(ids)
