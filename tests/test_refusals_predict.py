@@ -577,16 +577,16 @@ def test_disk_full_while_writing_leaves_old_outputs_intact(stage, target, assets
 
 
 def test_outputs_are_replaced_together_when_all_succeed(assets, tmp_path):
-    for name in ("out.tif", "out.shp", "out.json"):
+    for name in ("out.tif", "out_polygons.shp", "out.json"):
         (tmp_path / name).write_bytes(OLD)
-    (tmp_path / "out.cpg").write_bytes(OLD)  # a stale shapefile part
+    (tmp_path / "out_polygons.cpg").write_bytes(OLD)  # a stale shapefile part
     res = CliRunner().invoke(main, ["predict", str(assets["u8"]), "-m", str(assets["ckpt"]), "-o", str(tmp_path / "out.tif"),
-                                    "--vector", str(tmp_path / "out.shp"), "--report", str(tmp_path / "out.json"),
+                                    "--vector", str(tmp_path / "out_polygons.shp"), "--report", str(tmp_path / "out.json"),
                                     "--tile", "64", "--overlap", "16", "--overwrite"])
     assert res.exit_code == 0, res.output
     names = sorted(p.name for p in tmp_path.iterdir())
     assert not [n for n in names if n.startswith(".")]
-    assert all((tmp_path / n).read_bytes() != OLD for n in names if n.startswith("out.") and (tmp_path / n).exists())
+    assert all((tmp_path / n).read_bytes() != OLD for n in names if n.startswith("out") and (tmp_path / n).exists())
 
 
 # -- 7: SIGTERM cleans up like Ctrl-C ----------------------------------------------------------------
