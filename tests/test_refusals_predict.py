@@ -665,3 +665,17 @@ def test_import_calibrate_adds_the_contract_the_refusal_asks_for(assets, tmp_pat
         res = CliRunner().invoke(main, ["import", str(assets["old_ckpt"]), *args, "-o", str(tmp_path / "x.ckpt")])
         assert res.exit_code == 2 and says in res.output and len(_error_lines(res.output)) == 1, res.output
         assert not (tmp_path / "x.ckpt").exists()
+
+
+def test_app_refuses_a_busy_port_it_was_given_before_printing_its_url(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("the server must not start"))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        res = CliRunner().invoke(main, ["app", "--data-dir", str(tmp_path), "--port", str(busy), "--headless"])
+    assert res.exit_code == 2 and len(_error_lines(res.output)) == 1, res.output
+    assert f"port {busy} on 127.0.0.1 is already in use" in res.output and "--port" in res.output
+    assert "http://" not in res.output  # no URL that leads nowhere
