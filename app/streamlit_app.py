@@ -203,9 +203,12 @@ if job is not None and st.session_state.get("job") == job:
         st.error(str(exc))
 
 # the map fills the window's height beside a panel as tall that scrolls on its own, so reading the
-# panel never scrolls the map away (Streamlit cannot size an element to the viewport itself)
+# panel never scrolls the map away (Streamlit cannot size an element to the viewport itself); the
+# panel keeps the width its tables need, the map takes the rest
 st.markdown('<style>[data-testid="stMainBlockContainer"] {padding: 2.5rem 1rem 1rem} '
-            'iframe[title="streamlit_folium.st_folium"], .st-key-panel {height: calc(100vh - 4.5rem) !important}</style>',
+            'iframe[title="streamlit_folium.st_folium"], .st-key-panel {height: calc(100vh - 4.5rem) !important} '
+            '@media (min-width: 640px) {[data-testid="stHorizontalBlock"]:has(.st-key-panel) {flex-wrap: nowrap} '
+            '[data-testid="stColumn"]:has(.st-key-panel) {min-width: 23rem}}</style>',
             unsafe_allow_html=True)
 inspected = None
 map_col, panel_col = st.columns([2, 1])
