@@ -380,3 +380,13 @@ def test_a_file_swapped_for_a_symlink_after_registration_is_not_served(viewer_da
             viewer.render_tile(layer, z, x, y, root=data)
     finally:
         server.stop()
+
+
+def test_the_viewer_says_when_it_runs_without_tiles(monkeypatch) -> None:
+    import rsseg.viewer.tile_server as tile_server
+
+    assert viewer.tiles_off_reason({}) is None  # rio-tiler here, tiles on
+    assert "served to the network" in viewer.tiles_off_reason({"RSSEG_TILES": "0"})
+    monkeypatch.setattr(tile_server, "tiles_available", lambda: False)
+    reason = viewer.tiles_off_reason({})
+    assert f"at most {viewer.MAX_DISPLAY_PX} px" in reason and "pip install 'rsseg[viewer]'" in reason
