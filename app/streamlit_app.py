@@ -216,6 +216,7 @@ panel = panel_col.container(height=PANEL_PX, border=False, key="panel")
 with map_col:
     try:
         swipe = compare != "off" and pred is not None
+        error_colors = viewer.error_colors(meta.colors) if meta is not None else []
         hidden = () if show_background else (0,)
         layers = []
         if raster_path is not None:
@@ -226,7 +227,7 @@ with map_col:
             layers.append(_layer(viewer.file_stamp(pred.classes_tif), "classes", tuple(pred.colors), hidden, "right", opacity))
             if error_class is not None and score_ref is not None:
                 errors = viewer.error_raster(pred.classes_tif, score_ref, meta.classes.index(error_class))
-                layers.append(_layer(viewer.file_stamp(errors), f"errors: {error_class}", tuple(viewer.error_colors(meta.colors)), (0,),
+                layers.append(_layer(viewer.file_stamp(errors), f"errors: {error_class}", tuple(error_colors), (0,),
                                      None, 1.0, show=False))
         polygons, n_polygons = _polygons(viewer.file_stamp(pred.polygons), tuple(pred.colors)) if pred else (None, 0)
         legend = []
@@ -236,8 +237,8 @@ with map_col:
                 names[0] += " (not drawn)"
             legend.append(viewer.LegendGroup("Classes", names, meta.colors, layers=("classes", "reference")))
             if error_class is not None:
-                legend.append(viewer.LegendGroup(f"Errors: {error_class}", viewer.ERROR_CLASSES[1:],
-                                                 viewer.error_colors(meta.colors)[1:], layers=(f"errors: {error_class}",)))
+                legend.append(viewer.LegendGroup(f"Errors: {error_class}", viewer.ERROR_CLASSES[1:], error_colors[1:],
+                                                 layers=(f"errors: {error_class}",)))
         fmap = viewer.build_map(layers=layers, polygons=polygons, legend=legend, basemap=basemap, swipe=swipe, draw=True,
                                 area=aoi, leaflet=viewer.local_leaflet())
         state = st_folium(fmap, key="map", height=700, use_container_width=True,
