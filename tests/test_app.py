@@ -98,6 +98,7 @@ def test_symlinked_data_directories(viewer_data: dict[str, Path], tmp_path: Path
     (root / "latest").symlink_to(root / "scenes", target_is_directory=True)
     (root / "loop").symlink_to(root, target_is_directory=True)
     (root / "elsewhere").symlink_to(viewer_data["outside"], target_is_directory=True)
+    (root / "notes.txt").symlink_to(viewer_data["outside"] / "secret.tif")  # not a raster name: not worth a line
     assert viewer.list_files(root, viewer.RASTER_SUFFIXES) == ["scenes/a.tif"]
     assert viewer.links_outside(root) == ["elsewhere"]
     assert viewer.resolve_under(root, "latest/a.tif") == (root / "scenes" / "a.tif").resolve()

@@ -131,12 +131,15 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
     return sorted(found)
 
 
-def links_outside(root: str | Path, *, exclude: str | Path | None = None) -> list[str]:
-    """Symlinks under ``root`` that lead outside it (relative POSIX paths): the viewer neither lists
-    nor opens them, so it names them instead of showing an empty list."""
+def links_outside(root: str | Path, *, exclude: str | Path | None = None,
+                  suffixes: tuple[str, ...] = RASTER_SUFFIXES + CHECKPOINT_SUFFIXES) -> list[str]:
+    """Symlinks under ``root`` that lead outside it to a folder or to a file with one of
+    ``suffixes`` (relative POSIX paths): the viewer neither lists nor opens them, so it names them
+    instead of showing an empty list."""
     base = _data_dir(root)
     skip = Path(exclude).resolve() if exclude else None
-    return sorted(p.relative_to(base).as_posix() for _, _, outside in _walk(base, skip) for p in outside)
+    return sorted(p.relative_to(base).as_posix() for _, _, outside in _walk(base, skip) for p in outside
+                  if p.is_dir() or p.name.lower().endswith(suffixes))
 
 
 def open_geotiff(path: str | Path, limit: int | None = None) -> rasterio.DatasetReader:
