@@ -26,6 +26,17 @@ COMPARE = ["off", "input | classes", "reference | prediction"]
 #: choices offered by the sliders (the checkpoint's own values are added)
 TILES = [256, 512, 1024, 2048]
 OVERLAPS = [0, 32, 64, 128, 256]
+#: the panel's height before the page's CSS stretches it to the window (as the map)
+PANEL_PX = 700
+#: short headers and fixed decimals keep the tables inside the panel
+AREA_COLUMNS = {"class": st.column_config.TextColumn("class"),
+                "pixels": st.column_config.NumberColumn("px", format="localized"),
+                "area_m2": st.column_config.NumberColumn("m²", format="%.1f"),
+                "area_ha": st.column_config.NumberColumn("ha", format="%.3f"),
+                "percent": st.column_config.NumberColumn("%", format="%.1f")}
+ACCURACY_COLUMNS = {key: st.column_config.NumberColumn(label, format="%.1f", help=f"{key} in %")
+                    for key, label in (("IoU", "IoU"), ("F1", "F1"), ("precision", "prec."), ("recall", "recall"))} | {
+    "pixels": st.column_config.NumberColumn("px", format="localized", help="reference pixels of the class")}
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading model…")
@@ -43,6 +54,11 @@ def _inputs(root: str, exclude: str) -> list[str]:
     return viewer.list_inputs(root, exclude=exclude)
 
 
+@st.cache_data(ttl=15, show_spinner=False)
+def _links_outside(root: str, exclude: str) -> list[str]:
+    return viewer.links_outside(root, exclude=exclude)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _meta(path: str, mtime_ns: int, size: int):  # noqa: ANN202
     return read_meta(path)
@@ -50,7 +66,7 @@ def _meta(path: str, mtime_ns: int, size: int):  # noqa: ANN202
 
 @st.cache_resource(show_spinner=False)
 def _tile_server():  # noqa: ANN202 - one per server process, shared by every session
-    if os.environ.get("RSSEG_TILES", "1") == "0" or not viewer.tiles_available():
+    if viewer.tiles_off_reason() is not None:
         return None
     settings = viewer.AppSettings.from_env()  # tiles come from the data directory and the cache (predictions, uploads)
     return viewer.TileServer(roots=(settings.data_dir, settings.cache_dir)).start()
@@ -102,6 +118,9 @@ with st.sidebar:
             raster_path = viewer.check_raster(viewer.resolve_under(settings.data_dir, rel), settings.max_pixels)
         else:
             st.info("No .tif files in the data directory; upload one instead.")
+        if outside := _links_outside(str(settings.data_dir), str(settings.cache_dir)):
+            st.caption(f"Not offered: {', '.join(outside[:3])}{' and more' if len(outside) > 3 else ''} (symlinks leading "
+                       "outside the data directory); start the app with --data-dir on the folder that holds them.")
         if checkpoints:
             rel = st.selectbox("Model checkpoint", checkpoints, index=_preselected(checkpoints, "model"), key="model")
             ckpt_path = viewer.resolve_under(settings.data_dir, rel)
@@ -148,7 +167,8 @@ with st.sidebar:
     error_class = None
     if ref_path is not None and meta is not None:
         error_class = st.selectbox("Error layer for class", meta.classes, index=min(1, meta.num_classes - 1), key="error_class",
-                                   help="False positives (orange) and false negatives (blue) of this class against the reference.")
+                                   help="False positives and false negatives of this class against the reference, in two colours "
+                                        "far from every class colour (magenta and cyan unless the classes use them).")
 
 job = None
 predict_path, score_ref = raster_path, ref_path
@@ -182,15 +202,21 @@ if job is not None and st.session_state.get("job") == job:
     except RsSegError as exc:
         st.error(str(exc))
 
-# the map fills the window's height (Streamlit cannot size a component to the viewport itself)
-st.markdown('<style>[data-testid="stMainBlockContainer"] {padding-top: 2.5rem; padding-bottom: 1rem} '
-            'iframe[title="streamlit_folium.st_folium"] {height: calc(100vh - 4.5rem) !important}</style>',
+# the map fills the window's height beside a panel as tall that scrolls on its own, so reading the
+# panel never scrolls the map away (Streamlit cannot size an element to the viewport itself); the
+# panel keeps the width its tables need, the map takes the rest
+st.markdown('<style>[data-testid="stMainBlockContainer"] {padding: 2.5rem 1rem 1rem} '
+            'iframe[title="streamlit_folium.st_folium"], .st-key-panel {height: calc(100vh - 4.5rem) !important} '
+            '@media (min-width: 640px) {[data-testid="stHorizontalBlock"]:has(.st-key-panel) {flex-wrap: nowrap} '
+            '[data-testid="stColumn"]:has(.st-key-panel) {min-width: 23rem}}</style>',
             unsafe_allow_html=True)
 inspected = None
-map_col, panel = st.columns([3, 2])
+map_col, panel_col = st.columns([2, 1])
+panel = panel_col.container(height=PANEL_PX, border=False, key="panel")
 with map_col:
     try:
         swipe = compare != "off" and pred is not None
+        error_colors = viewer.error_colors(meta.colors) if meta is not None else []
         hidden = () if show_background else (0,)
         layers = []
         if raster_path is not None:
@@ -201,17 +227,18 @@ with map_col:
             layers.append(_layer(viewer.file_stamp(pred.classes_tif), "classes", tuple(pred.colors), hidden, "right", opacity))
             if error_class is not None and score_ref is not None:
                 errors = viewer.error_raster(pred.classes_tif, score_ref, meta.classes.index(error_class))
-                layers.append(_layer(viewer.file_stamp(errors), f"errors: {error_class}", tuple(viewer.ERROR_COLORS), (0,),
+                layers.append(_layer(viewer.file_stamp(errors), f"errors: {error_class}", tuple(error_colors), (0,),
                                      None, 1.0, show=False))
         polygons, n_polygons = _polygons(viewer.file_stamp(pred.polygons), tuple(pred.colors)) if pred else (None, 0)
-        legend = None
+        legend = []
         if meta is not None:
-            names, colors = list(meta.classes), list(meta.colors)
+            names = list(meta.classes)
             if hidden:
                 names[0] += " (not drawn)"
+            legend.append(viewer.LegendGroup("Classes", names, meta.colors, layers=("classes", "reference")))
             if error_class is not None:
-                names, colors = [*names, *viewer.ERROR_CLASSES[1:]], [*colors, *viewer.ERROR_COLORS[1:]]
-            legend = viewer.legend_html(names, colors)
+                legend.append(viewer.LegendGroup(f"Errors: {error_class}", viewer.ERROR_CLASSES[1:], error_colors[1:],
+                                                 layers=(f"errors: {error_class}",)))
         fmap = viewer.build_map(layers=layers, polygons=polygons, legend=legend, basemap=basemap, swipe=swipe, draw=True,
                                 area=aoi, leaflet=viewer.local_leaflet())
         state = st_folium(fmap, key="map", height=700, use_container_width=True,
@@ -241,13 +268,16 @@ with map_col:
         st.error(str(exc))
 
 with panel:
+    if (no_tiles := viewer.tiles_off_reason()) is not None:
+        st.info(no_tiles)
     if inspected is not None:  # beside the map, where the click happened, not below the page fold
         st.info(inspected)
     if pred is not None:
         st.subheader("Class areas")
         rows = viewer.area_table(pred.report)
-        st.dataframe(rows, hide_index=True, key="areas", height=38 + 35 * len(rows))  # every row, no inner scroll
-        st.bar_chart({"class": [r["class"] for r in rows], "area (m²)": [r["area_m2"] for r in rows]}, x="class", y="area (m²)")
+        st.dataframe(rows, hide_index=True, key="areas", height=38 + 35 * len(rows),  # every row, no inner scroll
+                     width="stretch", column_config=AREA_COLUMNS)
+        st.vega_lite_chart(viewer.area_chart(pred.report, pred.colors), width="stretch", key="area_chart")
         st.subheader("Downloads")
         stem = raster_path.stem if raster_path is not None else "prediction"
         st.download_button("Class raster (GeoTIFF, zip)", viewer.class_raster_file(pred, stem).read_bytes(), f"{stem}_classes.zip",
@@ -262,5 +292,8 @@ with panel:
         st.download_button("Area report (Markdown)", viewer.area_markdown(pred.report), f"{stem}_areas.md", "text/markdown", key="dl_md")
     if scores is not None:
         st.subheader("Accuracy against the reference")
-        st.markdown(scores.markdown)
-        st.image(str(scores.confusion_png), caption="confusion matrix (rows: reference)")
+        st.markdown(viewer.accuracy_summary(scores.report))
+        accuracy = viewer.accuracy_table(scores.report)
+        st.dataframe(accuracy, hide_index=True, key="accuracy", height=38 + 35 * len(accuracy), width="stretch",
+                     column_config=ACCURACY_COLUMNS)
+        st.image(str(scores.confusion_png), caption="confusion matrix (rows: reference)", width="stretch")

@@ -18,7 +18,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from rsseg.inference.settings import PredictSettings
 from rsseg.io import atomic_path, open_raster, write_error, write_json
 from rsseg.metrics.confusion import ConfusionAccumulator
 from rsseg.progress import ProgressFn
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: the files an evaluation writes into its report folder
 REPORT_FILES = ("report.json", "report.md", "per_class.csv", "confusion.png")
@@ -175,7 +178,10 @@ def object_lines(report: dict[str, Any]) -> list[str]:
             for row in objects["per_class"]]
 
 
-def _confusion_png(conf: np.ndarray, class_names: list[str], path: Path) -> None:
+def confusion_figure(conf: np.ndarray, class_names: list[str]) -> Figure:
+    """The row-normalised confusion matrix as a matplotlib figure (close it after use). Constrained
+    layout sizes the axes so the title, the class names and the colour bar stay inside the figure,
+    however few classes (a 2-class matrix is narrower than its title) or long their names."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,7 +190,7 @@ def _confusion_png(conf: np.ndarray, class_names: list[str], path: Path) -> None
     c = np.asarray(conf, dtype=np.float64)
     norm = c / np.maximum(c.sum(1, keepdims=True), 1)
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * k, 1.0 + 0.7 * k), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 + 0.8 * k), max(3.2, 1.2 + 0.7 * k)), dpi=100, layout="constrained")
     im = ax.imshow(norm, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
@@ -195,9 +201,16 @@ def _confusion_png(conf: np.ndarray, class_names: list[str], path: Path) -> None
             ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", color="white" if norm[i, j] > 0.5 else "black", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, label="row-normalised")
     ax.set_title("confusion matrix (rows sum to 1)")
-    fig.tight_layout()
+    return fig
+
+
+def _confusion_png(conf: np.ndarray, class_names: list[str], path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = confusion_figure(conf, class_names)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        # a tight box keeps whatever the layout could not fit (a very long class name) in the picture
+        fig.savefig(tmp, format="png", bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
 
 

@@ -83,6 +83,30 @@ def test_resolve_under_accepts_inside(viewer_data: dict[str, Path]) -> None:
         viewer.resolve_under(viewer_data["data"], "models")
 
 
+def test_symlinked_data_directories(viewer_data: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    # the data directory itself a symlink: resolved once, listed as the folder it points to
+    link = tmp_path / "data-link"
+    link.symlink_to(viewer_data["data"], target_is_directory=True)
+    assert viewer.list_files(link, viewer.RASTER_SUFFIXES) == ["small.tif", "small_mask.tif"]
+    assert viewer.AppSettings.from_env({"RSSEG_DATA_DIR": str(link)}).data_dir == viewer_data["data"].resolve()
+    assert viewer.links_outside(link) == ["link.tif"]  # named, not listed
+    # symlinked folders inside it are followed while they stay inside; a loop is walked once
+    root = tmp_path / "root"
+    (root / "scenes").mkdir(parents=True)
+    shutil.copy(viewer_data["raster"], root / "scenes" / "a.tif")
+    (root / "latest").symlink_to(root / "scenes", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "elsewhere").symlink_to(viewer_data["outside"], target_is_directory=True)
+    (root / "notes.txt").symlink_to(viewer_data["outside"] / "secret.tif")  # not a raster name: not worth a line
+    assert viewer.list_files(root, viewer.RASTER_SUFFIXES) == ["scenes/a.tif"]
+    assert viewer.links_outside(root) == ["elsewhere"]
+    assert viewer.resolve_under(root, "latest/a.tif") == (root / "scenes" / "a.tif").resolve()
+    with pytest.raises(RsSegError, match="outside the data directory"):
+        viewer.resolve_under(root, "elsewhere/secret.tif")
+
+
 def test_rasters_open_as_geotiff_only(tmp_path: Path) -> None:
     # GDAL picks drivers by content: a VRT named .tif could read any file on the server
     evil = tmp_path / "evil.tif"
@@ -194,9 +218,58 @@ def test_polygons_geojson_in_wgs84(prediction: viewer.Prediction) -> None:
 
 
 def test_legend_escapes_untrusted_names() -> None:
-    html = viewer.legend_html(["<script>alert(1)</script>", "road"], ["#00ff00", "red;background:url(x)"])
+    group = viewer.LegendGroup("<b>x</b>", ["<script>alert(1)</script>", "road"], ["#00ff00", "red;background:url(x)"],
+                               layers=('errors: "><script>',))
+    html = viewer.legend_html([group])
     assert 'id="rsseg-legend"' in html and "<script>" not in html and "&lt;script&gt;" in html
-    assert "#00ff00" in html and "url(x)" not in html
+    assert "#00ff00" in html and "url(x)" not in html and "<b>x</b>" not in html
+
+
+def test_legend_lists_the_visible_layers_only() -> None:
+    classes = viewer.LegendGroup("Classes", CLASSES, COLORS, layers=("classes", "reference"))
+    errors = viewer.LegendGroup("Errors: building", ["false positive", "false negative"], ["#ff00ff", "#00ffff"],
+                                layers=("errors: building",))
+    html = viewer.legend_html([classes, errors], visible=["input image", "classes"])
+    shown, hidden = html.split('data-layers="[&quot;errors: building&quot;]"')
+    assert "display:none" not in shown and hidden.startswith(' style="display:none"') and "false positive" in hidden
+    # nothing described is on (only the input image): the whole legend starts hidden
+    assert 'style="display:none;position:fixed' in viewer.legend_html([classes, errors], visible=["input image"])
+
+
+def test_map_legend_follows_the_layer_control(prediction: viewer.Prediction) -> None:
+    classes = viewer.MapLayer.from_overlay("classes", viewer.render_classes(prediction.classes_tif, COLORS, max_px=64))
+    errors = viewer.MapLayer.from_overlay("errors: building", viewer.render_classes(prediction.classes_tif, COLORS, max_px=64),
+                                          show=False)
+    legend = [viewer.LegendGroup("Classes", CLASSES, COLORS, ("classes",)),
+              viewer.LegendGroup("Errors: building", ["false positive"], ["#ff00ff"], ("errors: building",))]
+    page = viewer.build_map(layers=[classes, errors], legend=legend).get_root().render()
+    assert 'data-layers="[&quot;errors: building&quot;]" style="display:none"' in page  # that layer starts off
+    # switching a layer on or off in the layer control shows or hides its legend rows
+    assert 'map.on("overlayadd"' in page and 'map.on("overlayremove"' in page and 'new Set(["classes"])' in page
+
+
+def test_area_chart_paints_each_class_in_its_colour(prediction: viewer.Prediction) -> None:
+    spec = viewer.area_chart(prediction.report, COLORS)
+    assert spec["encoding"]["color"]["scale"] == {"domain": CLASSES, "range": COLORS}
+    assert [row["class"] for row in spec["data"]["values"]] == CLASSES
+    assert viewer.area_chart(prediction.report, ["#000000", "red;x"])["encoding"]["color"]["scale"]["range"] == ["#000000", "#808080"]
+
+
+def test_confusion_matrix_title_and_class_names_fit_in_the_picture() -> None:
+    import matplotlib.pyplot as plt
+
+    from rsseg.evaluation import confusion_figure
+
+    for names in (CLASSES, ["impervious surfaces", "building", "low vegetation", "tree", "car", "clutter"]):
+        fig = confusion_figure(np.eye(len(names)) * 90 + 5, names)
+        fig.canvas.draw()
+        frame = fig.bbox
+        ax = fig.axes[0]
+        for text in (ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()):
+            box = text.get_window_extent()
+            assert box.x0 >= frame.x0 - 0.5 and box.x1 <= frame.x1 + 0.5, (text.get_text(), box, frame)
+            assert box.y0 >= frame.y0 - 0.5 and box.y1 <= frame.y1 + 0.5, (text.get_text(), box, frame)
+        plt.close(fig)
 
 
 def test_map_uses_local_leaflet_when_available(prediction: viewer.Prediction, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,7 +281,8 @@ def test_map_uses_local_leaflet_when_available(prediction: viewer.Prediction, tm
     assets = viewer.local_leaflet()
     assert assets is not None and assets.source == str(tmp_path)
     layer = viewer.MapLayer.from_overlay("classes", viewer.render_classes(prediction.classes_tif, COLORS, max_px=64))
-    m = viewer.build_map(layers=[layer], legend=viewer.legend_html(CLASSES, COLORS), leaflet=assets, draw=True)
+    m = viewer.build_map(layers=[layer], legend=[viewer.LegendGroup("Classes", CLASSES, COLORS, ("classes",))], leaflet=assets,
+                         draw=True)
     assert [u for _, u in m.default_js] == [assets.js_url] and assets.js_url.startswith("data:text/javascript")
     assert "images/layers.png" not in assets.css_url  # the CSS image is inlined too
     page = m.get_root().render()
@@ -269,6 +343,8 @@ def test_app_predicts_and_offers_downloads(app, media: dict[str, bytes], monkeyp
     assert not app.exception and not app.error
     table = app.dataframe[0].value
     assert list(table["class"]) == CLASSES and table["pixels"].sum() == 256 * 256
+    chart = json.loads(app.get("vega_lite_chart")[0].proto.spec)  # one colour per class, the map's
+    assert chart["encoding"]["color"]["scale"] == {"domain": CLASSES, "range": COLORS}
     buttons = {b.label: b.proto.url for b in app.get("download_button")}
     assert set(buttons) == {"Class raster (GeoTIFF, zip)", "Confidence raster (GeoTIFF)", "Polygons (GeoPackage)", "Polygons (GeoJSON)",
                             "Polygons (Shapefile (zip))", "Area report (JSON)", "Area report (Markdown)"}
@@ -291,7 +367,10 @@ def test_app_scores_against_reference(app) -> None:
     app.run()
     assert not app.exception and not app.error
     md = "\n".join(m.value for m in app.markdown)
-    assert "| building |" in md and "mIoU" in md
+    assert "mIoU" in md and "OA" in md
+    accuracy = next(d.value for d in app.dataframe if "IoU" in d.value.columns)
+    assert list(accuracy["class"]) == CLASSES and list(accuracy.columns) == ["class", "IoU", "F1", "precision", "recall", "pixels"]
+    assert accuracy["pixels"].sum() == 256 * 256 and accuracy["IoU"].between(0, 100).all()
     assert len(app.image) == 1  # the confusion-matrix PNG
 
 
@@ -362,3 +441,52 @@ def test_cli_app_binds_localhost(viewer_data: dict[str, Path], monkeypatch: pyte
     assert result.exit_code == 0 and seen["env"]["RSSEG_TILES"] == "0" and "warning" in result.output
     bad = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"] / "nope")])
     assert bad.exit_code == 2 and "does not exist" in bad.output
+
+
+def test_app_on_a_symlinked_data_dir_without_tiles(viewer_data: dict[str, Path], tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    link = tmp_path / "data-link"
+    link.symlink_to(viewer_data["data"], target_is_directory=True)
+    monkeypatch.setenv("RSSEG_DATA_DIR", str(link))
+    monkeypatch.setenv("RSSEG_CACHE_DIR", str(viewer_data["cache"] / "app"))
+    monkeypatch.setenv("RSSEG_TILES", "0")  # as `rsseg app --host 0.0.0.0` sets it
+    at = AppTest.from_file(str(viewer.app_script()), default_timeout=300)
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="raster").options == ["small.tif", "small_mask.tif"]
+    # the symlink that leads outside is named, with the fix
+    assert any("link.tif" in c.value and "--data-dir" in c.value for c in at.caption)
+    # the map shows capped overviews: one line in the panel says so
+    assert [i.value for i in at.info if "overview images" in i.value and "not full resolution" in i.value]
+
+
+def test_cli_app_moves_off_a_busy_default_port(viewer_data: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import socket
+
+    import rsseg.cli.app as app_cli
+    from rsseg.cli.main import main
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        assert not app_cli.port_free("127.0.0.1", busy)
+        assert app_cli.pick_port("127.0.0.1", busy, chosen=False) > busy
+        with pytest.raises(RsSegError, match=f"port {busy} on 127.0.0.1 is already in use.*--port"):
+            app_cli.pick_port("127.0.0.1", busy, chosen=True)
+    seen = {}
+
+    def fake_exec(path: str, cmd: list[str], env: dict[str, str]) -> None:
+        seen.update(cmd=cmd)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execve", fake_exec)
+    monkeypatch.setattr(app_cli, "port_free", lambda host, port: port != 8501)  # the default port is taken
+    result = CliRunner().invoke(main, ["app", "--data-dir", str(viewer_data["data"]), "--headless"])
+    assert result.exit_code == 0, result.output
+    assert seen["cmd"][seen["cmd"].index("--server.port") + 1] == "8502"
+    lines = result.output.splitlines()
+    assert lines[0].startswith("port 8501 is in use; serving on 8502") and "http://127.0.0.1:8502" in lines[1]

@@ -1,6 +1,7 @@
 """End to end in a real browser: `rsseg app` serves the viewer, headless Chromium opens it over the
-DevTools protocol; the test waits for the tiled map and the legend, drags the swipe divider, clicks
-a pixel, zooms to full resolution, draws an area with Leaflet.draw's rectangle tool and predicts inside
+DevTools protocol; the test waits for the tiled map and the legend, switches the error layer on and
+off (the legend follows), scrolls the panel (the map stays in view, the tables fit), drags the swipe
+divider, clicks a pixel, zooms to full resolution, draws an area with Leaflet.draw's rectangle tool and predicts inside
 it, saving screenshots (to ``RSSEG_SCREENSHOT_DIR`` when set) along the way."""
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ PROBE = """(() => {
   const doc = win.document;
   const tiles = [...doc.querySelectorAll('img.leaflet-tile')].filter(i => i.src.includes('/tiles/'));
   return {
-    legend: [...doc.querySelectorAll('#rsseg-legend .rsseg-legend-item')].map(e => e.textContent),
+    legend: [...doc.querySelectorAll('#rsseg-legend .rsseg-legend-item')].filter(e => e.getClientRects().length).map(e => e.textContent),
     tiles: tiles.filter(i => i.complete && i.naturalWidth === 256).map(i => i.src),
     overlays: doc.querySelectorAll('img.leaflet-image-layer').length,
     layers: [...doc.querySelectorAll('.leaflet-control-layers-overlays label')].map(e => e.textContent.trim()),
@@ -113,6 +114,21 @@ def _map_point(page: _Page, lat: float, lon: float) -> tuple[float, float]:
       const p = win.map.latLngToContainerPoint([{lat}, {lon}]);
       return [frame.left + box.left + p.x, frame.top + box.top + p.y];
     }})()"""))
+
+
+# where the map and the panel are on the page, how far the panel has scrolled, and whether each table
+# inside it needs a horizontal scroll bar (scroll width beyond its visible width)
+LAYOUT = """(() => {
+  const panel = document.querySelector('.st-key-panel');
+  const frame = [...document.querySelectorAll('iframe')].find(f => f.contentWindow === %s);
+  if (!panel || !frame) return null;
+  const scroller = [panel, ...panel.querySelectorAll('*')].find(
+    e => e.scrollHeight > e.clientHeight + 1 && ['auto', 'scroll'].includes(getComputedStyle(e).overflowY));
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  return {map: box(frame), panel: box(panel), view: [innerWidth, innerHeight], scrolled: scroller ? scroller.scrollTop : -1,
+          tables: [...panel.querySelectorAll('[data-testid="stDataFrame"]')].map(
+            t => { const s = t.querySelector('.dvn-scroller'); return s ? [s.scrollWidth, s.clientWidth] : null; })};
+})()""".replace("%s", FRAME)
 
 
 def _mouse(page: _Page, kind: str, x: float, y: float) -> None:
@@ -167,10 +183,34 @@ def test_map_renders_in_chromium(viewer_data: dict[str, Path], tmp_path: Path) -
                           "the map with its tiles, the swipe and the area table")
             shot = _shot(page, shots / "viewer.png")
             assert state["overlays"] == 0  # tiles, not the capped overlays
-            assert state["legend"] == ["background (not drawn)", "building", "false positive", "false negative"]
             assert {"input image", "classes", "errors: building"} <= set(state["layers"])
             assert state["draw"]  # Leaflet.draw loaded without a CDN
             assert shot.stat().st_size > 10_000
+
+            # the legend lists the layers that are on: the error rows appear with the error layer only
+            assert state["legend"] == ["background (not drawn)", "building"]
+            toggle = f"""(() => {{ const win = {FRAME};
+              [...win.document.querySelectorAll('.leaflet-control-layers-overlays label')]
+                .find(l => l.textContent.trim() === 'errors: building').querySelector('input').click(); }})()"""
+            page.js(toggle)
+            legend = _wait(lambda: (s := page.js(PROBE)) and len(s["legend"]) == 4 and s["legend"], "the error rows in the legend")
+            assert legend == ["background (not drawn)", "building", "false positive", "false negative"]
+            _shot(page, shots / "viewer_errors.png")
+            page.js(toggle)
+            _wait(lambda: (s := page.js(PROBE)) and len(s["legend"]) == 2, "the error rows to leave the legend")
+
+            # map and panel side by side at the window's height; the panel scrolls on its own, the map stays
+            before = page.js(LAYOUT)
+            width, height = before["view"]
+            assert before["map"][2] - before["map"][0] > 0.45 * width  # the map is the larger part of the window
+            assert before["map"][2] <= before["panel"][0] and before["panel"][2] <= width
+            x = (before["panel"][0] + before["panel"][2]) / 2
+            page.call("Input.dispatchMouseEvent", type="mouseWheel", x=x, y=height / 2, deltaX=0, deltaY=3000)
+            after = _wait(lambda: (s := page.js(LAYOUT)) and s["scrolled"] > 0 and s, "the panel to scroll")
+            assert after["map"] == before["map"] and after["map"][1] >= 0 and after["map"][3] <= height
+            assert after["tables"] and all(t is not None and t[0] <= t[1] + 1 for t in after["tables"]), after["tables"]
+            _shot(page, shots / "viewer_panel_scrolled.png")
+            page.call("Input.dispatchMouseEvent", type="mouseWheel", x=x, y=height / 2, deltaX=0, deltaY=-3000)
 
             # swipe: the classes pane is clipped right of the divider
             clip = page.js(f"""(() => {{ const win = {FRAME};

@@ -734,3 +734,30 @@ def test_predict_scores_polygons_like_the_mask_they_rasterise_to(assets, tmp_pat
     assert metrics["vector"].pop("vector_reference")["features"] == 1
     assert metrics["vector"] == metrics["raster"]
     assert metrics["raster"]["objects"]["per_class"][0]["reference_objects"] == 1
+
+def test_app_refuses_a_busy_port_it_was_given_before_printing_its_url(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("the server must not start"))
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        busy = held.getsockname()[1]
+        res = CliRunner().invoke(main, ["app", "--data-dir", str(tmp_path), "--port", str(busy), "--headless"])
+    assert res.exit_code == 2 and len(_error_lines(res.output)) == 1, res.output
+    assert f"port {busy} on 127.0.0.1 is already in use" in res.output and "--port" in res.output
+    assert "http://" not in res.output  # no URL that leads nowhere
+
+
+def test_viewer_neither_lists_nor_opens_a_symlink_that_leads_outside_its_data_dir(tmp_path):
+    from rsseg import viewer
+    from rsseg.errors import InputNotFoundError
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    data.mkdir()
+    outside.mkdir()
+    write_raster(outside / "scene.tif", np.zeros((3, 8, 8), np.uint8))
+    (data / "scenes").symlink_to(outside, target_is_directory=True)
+    assert viewer.list_files(data, viewer.RASTER_SUFFIXES) == [] and viewer.links_outside(data) == ["scenes"]
+    with pytest.raises(InputNotFoundError, match="outside the data directory.*--data-dir"):
+        viewer.resolve_under(data, "scenes/scene.tif")

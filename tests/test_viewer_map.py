@@ -105,6 +105,20 @@ def test_error_values_and_raster(prediction: viewer.Prediction, viewer_data: dic
         viewer.error_raster(prediction.classes_tif, _shifted(viewer_data, path.parent), 1)
 
 
+def test_error_colours_cannot_be_mistaken_for_a_class() -> None:
+    from rsseg.data.datasets import get_dataset
+    from rsseg.data.raster import color_distance
+
+    old = ["#ff8c00", "#00bfff"]  # orange and sky blue: orange sat 140 from a red class, sky blue 64 from cyan
+    assert viewer.error_colors(COLORS) == ["#000000", "#ff00ff", "#00ffff"]  # magenta and cyan by default
+    for palette in (COLORS, list(get_dataset("loveda").colors), list(get_dataset("potsdam").colors)):
+        fp, fn = viewer.error_colors(palette)[1:]
+        nearest = min(color_distance(e, c) for e in (fp, fn) for c in palette)
+        assert nearest > min(color_distance(e, c) for e in old for c in palette), palette
+        assert nearest >= 127 and color_distance(fp, fn) >= 127, palette
+    assert "#ff00ff" not in viewer.error_colors(["#000000", "#ff00ff", "#00ff00"])  # the palette's own magenta
+
+
 def _shifted(data: dict[str, Path], where: Path) -> Path:
     out = where / "smaller.tif"
     with rasterio.open(data["mask"]) as src:
@@ -384,3 +398,13 @@ def test_a_file_swapped_for_a_symlink_after_registration_is_not_served(viewer_da
             viewer.render_tile(layer, z, x, y, root=data)
     finally:
         server.stop()
+
+
+def test_the_viewer_says_when_it_runs_without_tiles(monkeypatch) -> None:
+    import rsseg.viewer.tile_server as tile_server
+
+    assert viewer.tiles_off_reason({}) is None  # rio-tiler here, tiles on
+    assert "served to the network" in viewer.tiles_off_reason({"RSSEG_TILES": "0"})
+    monkeypatch.setattr(tile_server, "tiles_available", lambda: False)
+    reason = viewer.tiles_off_reason({})
+    assert f"at most {viewer.MAX_DISPLAY_PX} px" in reason and "pip install 'rsseg[viewer]'" in reason

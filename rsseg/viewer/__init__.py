@@ -11,13 +11,14 @@
 """
 
 from rsseg.viewer.aoi import area_window, crop_to_area
-from rsseg.viewer.compare import ERROR_CLASSES, ERROR_COLORS, error_raster, error_values
+from rsseg.viewer.compare import ERROR_CANDIDATES, ERROR_CLASSES, error_colors, error_raster, error_values
 from rsseg.viewer.files import (
                                 CHECKPOINT_SUFFIXES,
                                 RASTER_SUFFIXES,
                                 check_raster,
                                 file_stamp,
                                 is_rsseg_output,
+                                links_outside,
                                 list_files,
                                 list_inputs,
                                 open_geotiff,
@@ -28,6 +29,7 @@ from rsseg.viewer.mapview import BASEMAPS, LeafletAssets, MapLayer, build_map, l
 from rsseg.viewer.render import (
                                 LEGEND_CLASS,
                                 MAX_DISPLAY_PX,
+                                LegendGroup,
                                 Overlay,
                                 PointValue,
                                 legend_html,
@@ -42,7 +44,10 @@ from rsseg.viewer.session import (
                                 Inspection,
                                 Prediction,
                                 ReferenceScores,
+                                accuracy_summary,
+                                accuracy_table,
                                 app_script,
+                                area_chart,
                                 area_markdown,
                                 area_table,
                                 class_raster_file,
@@ -64,15 +69,17 @@ from rsseg.viewer.tile_server import (
                                 render_tile,
                                 tile_info,
                                 tiles_available,
+                                tiles_off_reason,
 )
 
 __all__ = [
-    "BASEMAPS", "CHECKPOINT_SUFFIXES", "ERROR_CLASSES", "ERROR_COLORS", "LEGEND_CLASS", "MAX_DISPLAY_PX", "POLYGON_FORMATS",
-    "RASTER_SUFFIXES", "AppSettings", "Inspection", "LeafletAssets", "MapLayer", "Overlay", "PointValue", "Prediction",
-    "ReferenceScores", "TileInfo", "TileLayer", "TileServer", "app_script", "area_markdown", "area_table", "area_window",
-    "build_map", "check_raster", "class_layer", "class_raster_file", "crop_to_area", "error_raster", "error_values", "file_stamp",
-    "find_prediction", "image_layer", "inspect_point", "is_rsseg_output", "leaflet_draw", "legend_html", "list_files",
-    "list_inputs", "load_checkpoint", "local_leaflet", "open_geotiff", "polygons_file", "polygons_geojson",
-    "prediction_key", "prediction_settings", "query_point", "raster_layer", "render_classes", "render_image", "render_tile",
-    "resolve_under", "run_prediction", "save_upload", "score_reference", "tile_info", "tiles_available",
+    "BASEMAPS", "CHECKPOINT_SUFFIXES", "ERROR_CANDIDATES", "ERROR_CLASSES", "LEGEND_CLASS", "MAX_DISPLAY_PX", "POLYGON_FORMATS",
+    "RASTER_SUFFIXES", "AppSettings", "Inspection", "LeafletAssets", "LegendGroup", "MapLayer", "Overlay", "PointValue", "Prediction",
+    "ReferenceScores", "TileInfo", "TileLayer", "TileServer", "accuracy_summary", "accuracy_table", "app_script", "area_chart",
+    "area_markdown", "area_table", "area_window", "build_map", "check_raster", "class_layer", "class_raster_file", "crop_to_area", "error_colors",
+    "error_raster", "error_values", "file_stamp", "find_prediction", "image_layer", "inspect_point", "is_rsseg_output",
+    "leaflet_draw", "legend_html", "links_outside", "list_files", "list_inputs", "load_checkpoint", "local_leaflet",
+    "open_geotiff", "polygons_file", "polygons_geojson", "prediction_key", "prediction_settings", "query_point", "raster_layer",
+    "render_classes", "render_image", "render_tile", "resolve_under", "run_prediction", "save_upload", "score_reference",
+    "tile_info", "tiles_available", "tiles_off_reason",
 ]

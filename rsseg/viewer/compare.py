@@ -11,21 +11,43 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
+from rsseg.config import is_hex_color
 from rsseg.constants import IGNORE_INDEX
+from rsseg.data.raster import color_distance
 from rsseg.inference.scoring import check_same_grid
 from rsseg.io import atomic_path
 from rsseg.viewer.files import file_stamp, open_geotiff
 
 AGREE, FALSE_POSITIVE, FALSE_NEGATIVE = 0, 1, 2
-#: colours of the error raster's values (agreement is hidden on the map)
+#: names of the error raster's values (agreement is hidden on the map)
 ERROR_CLASSES = ["agree", "false positive", "false negative"]
-ERROR_COLORS = ["#000000", "#ff8c00", "#00bfff"]
+#: error colours to choose from, in order of preference: hues far from the usual land-cover palettes
+ERROR_CANDIDATES = ("#ff00ff", "#00ffff", "#ffff00", "#7f00ff", "#00ff7f", "#ff007f", "#007fff", "#ffffff")
+_AGREE_COLOR = "#000000"
 _BLOCK = 1024
+
+
+def error_colors(class_colors: Sequence[str]) -> list[str]:
+    """Colours of the error raster's values (agree, false positive, false negative) beside a class
+    map drawn in ``class_colors``.
+
+    Each error colour is the candidate farthest (:func:`~rsseg.data.raster.color_distance`) from
+    every class colour and from the other error colour, the earlier candidate on a tie: magenta and
+    cyan unless the palette holds colours near them, so an error is never read as a class.
+    """
+    taken = [c for c in class_colors if is_hex_color(c)]
+    chosen: list[str] = []
+    for _ in (FALSE_POSITIVE, FALSE_NEGATIVE):
+        nearest = {c: min((color_distance(c, o) for o in taken + chosen), default=255)
+                   for c in ERROR_CANDIDATES if c not in chosen}
+        chosen.append(max(nearest, key=nearest.__getitem__))
+    return [_AGREE_COLOR, *chosen]
 
 
 def error_values(pred: np.ndarray, ref: np.ndarray, class_id: int, ref_nodata: float | None = None) -> np.ndarray:

@@ -2,7 +2,12 @@
 
 The viewer is a web server: every path it opens comes from a browser (a select box, a query
 parameter, an uploaded file name), so every path is resolved (symlinks included) and must stay
-inside the configured data directory. Rasters are opened with the GeoTIFF driver only: GDAL picks
+inside the configured data directory. The data directory may itself be a symlink (it is resolved
+once, at start); symlinks inside it are followed while they resolve inside it, and ones that lead
+outside are neither listed nor opened: the viewer names them (:func:`links_outside`) so the user
+can start it on the folder that holds the files instead. A link is the data directory owner's
+doing, but a browser can then only choose among the files of one folder tree, which also bounds
+what the tile server reads. Rasters are opened with the GeoTIFF driver only: GDAL picks
 a driver from the file's content, not its name, and a VRT disguised as ``.tif`` could otherwise
 make the server read any file on the machine. Every raster the viewer opens or accepts as an
 upload is also held to a pixel-count limit (:data:`DEFAULT_MAX_PIXELS`, ``RSSEG_MAX_PIXELS``,
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import rasterio
@@ -64,31 +70,76 @@ def resolve_under(root: str | Path, relative: str | Path) -> Path:
     return candidate
 
 
-def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Path | None = None) -> list[str]:
-    """Files under ``root`` with one of ``suffixes``, as sorted POSIX paths relative to ``root``.
+def _walk(base: Path, skip: Path | None) -> Iterator[tuple[Path, list[Path], list[Path]]]:
+    """(folder, files, links that lead outside ``base``) for each folder under ``base``.
 
-    Hidden directories and ``exclude`` (the viewer's own cache) are skipped; symlinks that
-    resolve outside ``root`` are left out rather than followed.
+    Symlinked folders and files are followed while they resolve inside ``base``; each real folder
+    is walked once (a link may point back up the tree). Hidden entries and ``skip`` are left out.
     """
+    seen: set[Path] = set()
+    for walked, (dirpath, dirnames, filenames) in enumerate(os.walk(base, followlinks=True)):
+        if walked >= MAX_WALKED_DIRS:
+            return
+        here = Path(dirpath)
+        real = here.resolve()
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        outside, real_dirs, linked_dirs = [], [], []
+        for d in sorted(dirnames):
+            target = (here / d).resolve()
+            if d.startswith(".") or target == skip:
+                continue
+            if not target.is_relative_to(base):
+                outside.append(d)
+            else:
+                (linked_dirs if (here / d).is_symlink() else real_dirs).append(d)
+        # real folders first, so a file reached both ways is listed under its own folder
+        dirnames[:] = real_dirs + linked_dirs
+        files = []
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            (files if (here / name).resolve().is_relative_to(base) else outside).append(name)
+        yield here, [here / f for f in files], [here / o for o in sorted(outside)]
+
+
+def _data_dir(root: str | Path) -> Path:
     base = Path(root).resolve()
     if not base.is_dir():
         raise InputNotFoundError(f"data directory {root} does not exist; pass an existing folder with --data-dir")
+    return base
+
+
+def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Path | None = None) -> list[str]:
+    """Files under ``root`` with one of ``suffixes``, as sorted POSIX paths relative to ``root``.
+
+    ``root`` may itself be a symlink; symlinked folders and files inside it are listed when they
+    resolve inside it, and left out when they lead outside it (:func:`links_outside` names them).
+    Hidden entries and ``exclude`` (the viewer's own cache) are skipped.
+    """
+    base = _data_dir(root)
     skip = Path(exclude).resolve() if exclude else None
     found: list[str] = []
-    for walked, (dirpath, dirnames, filenames) in enumerate(os.walk(base, followlinks=False)):
-        if walked >= MAX_WALKED_DIRS:
-            break
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
-        for name in sorted(filenames):
-            if not name.lower().endswith(suffixes) or name.startswith("."):
-                continue
-            path = here / name
-            if path.resolve().is_relative_to(base) and path.resolve().is_file():
+    for _, files, _ in _walk(base, skip):
+        for path in files:
+            if path.name.lower().endswith(suffixes) and path.resolve().is_file():
                 found.append(path.relative_to(base).as_posix())
             if len(found) >= MAX_LISTED:
                 return sorted(found)
     return sorted(found)
+
+
+def links_outside(root: str | Path, *, exclude: str | Path | None = None,
+                  suffixes: tuple[str, ...] = RASTER_SUFFIXES + CHECKPOINT_SUFFIXES) -> list[str]:
+    """Symlinks under ``root`` that lead outside it to a folder or to a file with one of
+    ``suffixes`` (relative POSIX paths): the viewer neither lists nor opens them, so it names them
+    instead of showing an empty list."""
+    base = _data_dir(root)
+    skip = Path(exclude).resolve() if exclude else None
+    return sorted(p.relative_to(base).as_posix() for _, _, outside in _walk(base, skip) for p in outside
+                  if p.is_dir() or p.name.lower().endswith(suffixes))
 
 
 def open_geotiff(path: str | Path, limit: int | None = None) -> rasterio.DatasetReader:

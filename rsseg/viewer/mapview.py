@@ -26,7 +26,7 @@ from folium.elements import JSCSSMixin
 from folium.plugins import Draw
 from jinja2 import Template
 
-from rsseg.viewer.render import Overlay, render_classes, render_image
+from rsseg.viewer.render import LEGEND_CLASS, LegendGroup, Overlay, legend_html, render_classes, render_image
 from rsseg.viewer.tile_server import TileServer, class_layer, image_layer, tile_info
 
 LEAFLET_DIRS = ("/usr/share/javascript/leaflet",)
@@ -146,11 +146,40 @@ class Swipe(JSCSSMixin, MacroElement):
         self.default_css = []
 
 
+class LegendSync(MacroElement):
+    """Keeps the legend's groups (:func:`~rsseg.viewer.render.legend_html`) in step with the layer
+    control: a group shows while one of its layers is on, the legend while one group shows."""
+
+    _template = Template("""{% macro script(this, kwargs) %}
+        (function (map, on) {
+            function sync() {
+                const legend = document.getElementById("{{ this.legend_id }}");
+                if (!legend) return;
+                let any = false;
+                legend.querySelectorAll(".{{ this.legend_id }}-group").forEach(function (group) {
+                    const layers = JSON.parse(group.dataset.layers);
+                    const shown = layers.length === 0 || layers.some(function (name) { return on.has(name); });
+                    group.style.display = shown ? "" : "none";
+                    any = any || shown;
+                });
+                legend.style.display = any ? "" : "none";
+            }
+            map.on("overlayadd", function (e) { on.add(e.name); sync(); });
+            map.on("overlayremove", function (e) { on.delete(e.name); sync(); });
+        })({{ this._parent.get_name() }}, new Set({{ this.visible|tojson }}));
+    {% endmacro %}""")
+
+    def __init__(self, visible: Sequence[str]) -> None:
+        super().__init__()
+        self._name = "RssegLegendSync"
+        self.legend_id, self.visible = LEGEND_CLASS, list(visible)
+
+
 def build_map(
     *,
     layers: Sequence[MapLayer] = (),
     polygons: dict[str, Any] | None = None,
-    legend: str | None = None,
+    legend: Sequence[LegendGroup] = (),
     basemap: str = "none",
     leaflet: LeafletAssets | None = None,
     swipe: bool = False,
@@ -162,7 +191,8 @@ def build_map(
     ``swipe`` adds the side-by-side divider between the layers whose ``side`` is "left" and
     "right"; ``draw`` adds folium's Draw plugin (rectangle and polygon, Leaflet.draw served
     locally) so the analyst can draw an area of interest; ``area`` (GeoJSON geometry in WGS84) outlines
-    the one drawn last, which a re-rendered map would otherwise forget.
+    the one drawn last, which a re-rendered map would otherwise forget. ``legend`` groups show while
+    one of their layers is on, following the layer control.
     """
     if basemap not in BASEMAPS:
         raise ValueError(f"unknown basemap {basemap!r}; choose one of {list(BASEMAPS)}")
@@ -198,7 +228,9 @@ def build_map(
         folium.GeoJson(area, name="drawn area",
                        style_function=lambda f: {"color": "#ffff00", "weight": 2, "dashArray": "6 4", "fillOpacity": 0.0}).add_to(m)
     if legend:
-        m.get_root().html.add_child(folium.Element(legend))
+        visible = [layer.name for layer in layers if layer.show]
+        m.get_root().html.add_child(folium.Element(legend_html(legend, visible)))
+        LegendSync(visible).add_to(m)
     if swipe:
         Swipe().add_to(m)
     if draw:

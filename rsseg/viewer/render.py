@@ -16,6 +16,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,22 +147,45 @@ def render_image(path: str | Path, max_px: int = MAX_DISPLAY_PX) -> Overlay:
     return Overlay(_encode(rgba, "WEBP"), _latlon_bounds(transform, w, h), w, h, mime="image/webp")
 
 
-def legend_html(classes: list[str], colors: list[str], title: str = "Classes") -> str:
-    """A categorical legend as one HTML element (``div#rsseg-legend.rsseg-legend``).
+@dataclass(frozen=True)
+class LegendGroup:
+    """Legend rows that describe the map layers named in ``layers``: shown while one of those layers
+    is on (no layers: always)."""
 
-    Class names come from an untrusted checkpoint, so they are escaped; colours that are not
-    ``#rrggbb`` are drawn grey.
+    title: str
+    names: Sequence[str]
+    colors: Sequence[str]
+    layers: tuple[str, ...] = ()
+
+    def shown(self, visible: Collection[str] | None) -> bool:
+        return visible is None or not self.layers or any(layer in visible for layer in self.layers)
+
+
+def legend_html(groups: Sequence[LegendGroup], visible: Collection[str] | None = None) -> str:
+    """A categorical legend as one HTML element (``div#rsseg-legend.rsseg-legend``), one
+    ``div.rsseg-legend-group`` per group with its layer names (JSON) in ``data-layers``.
+
+    ``visible``: the layers on when the map opens (None: all); a group none of whose layers is on
+    starts hidden, and the map keeps the groups in step with its layer control
+    (:func:`~rsseg.viewer.mapview.build_map`). Class names come from an untrusted checkpoint, so
+    they are escaped; colours that are not ``#rrggbb`` are drawn grey.
     """
-    rows = "".join(
-        f'<div class="{LEGEND_CLASS}-item" style="display:flex;align-items:center;gap:6px;margin:2px 0">'
-        f'<span class="{LEGEND_CLASS}-swatch" style="display:inline-block;width:14px;height:14px;border:1px solid #555;'
-        f'background:{c if is_hex_color(c) else "#808080"}"></span>{html.escape(name)}</div>'
-        for name, c in zip(classes, colors, strict=False)
-    )
+    sections = []
+    for group in groups:
+        rows = "".join(
+            f'<div class="{LEGEND_CLASS}-item" style="display:flex;align-items:center;gap:6px;margin:2px 0">'
+            f'<span class="{LEGEND_CLASS}-swatch" style="display:inline-block;width:14px;height:14px;border:1px solid #555;'
+            f'background:{c if is_hex_color(c) else "#808080"}"></span>{html.escape(name)}</div>'
+            for name, c in zip(group.names, group.colors, strict=False)
+        )
+        hide = "" if group.shown(visible) else ' style="display:none"'
+        sections.append(f'<div class="{LEGEND_CLASS}-group" data-layers="{html.escape(json.dumps(list(group.layers)))}"{hide}>'
+                        f'<b>{html.escape(group.title)}</b>{rows}</div>')
+    hide = "" if any(g.shown(visible) for g in groups) else "display:none;"
     return (
-        f'<div id="{LEGEND_CLASS}" class="{LEGEND_CLASS}" style="position:fixed;bottom:28px;right:10px;z-index:1000;'
+        f'<div id="{LEGEND_CLASS}" class="{LEGEND_CLASS}" style="{hide}position:fixed;bottom:28px;right:10px;z-index:1000;'
         'background:rgba(255,255,255,0.9);padding:6px 10px;border-radius:4px;font:12px sans-serif;'
-        f'box-shadow:0 1px 4px rgba(0,0,0,0.4)"><b>{html.escape(title)}</b>{rows}</div>'
+        f'box-shadow:0 1px 4px rgba(0,0,0,0.4)">{"".join(sections)}</div>'
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from typing import Any
 from torch import nn
 
 from rsseg.checkpoint import ModelMeta, load_model, read_meta
+from rsseg.config import is_hex_color
 from rsseg.errors import BackendUnavailableError, ConfigError, InputNotFoundError
 from rsseg.inference import Predictor, PredictSettings, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.inference.contract import require_contract
@@ -185,6 +187,26 @@ def area_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def area_chart(report: dict[str, Any], colors: list[str]) -> dict[str, Any]:
+    """A Vega-Lite bar chart of the class areas, each bar in its class's map colour (``colors`` in
+    class order; anything but ``#rrggbb`` is drawn grey, as in the legend)."""
+    rows = area_table(report)
+    names = [r["class"] for r in rows]
+    ids = [c["class_id"] for c in report["classes"]]
+    palette = [colors[i] if i < len(colors) and is_hex_color(colors[i]) else "#808080" for i in ids]
+    return {
+        "data": {"values": [{"class": r["class"], "area (m²)": r["area_m2"], "%": r["percent"]} for r in rows]},
+        "mark": {"type": "bar", "stroke": "#555555", "strokeWidth": 0.5},
+        "encoding": {
+            "x": {"field": "class", "type": "nominal", "sort": names, "title": None, "axis": {"labelAngle": -30}},
+            "y": {"field": "area (m²)", "type": "quantitative"},
+            "color": {"field": "class", "type": "nominal", "legend": None,
+                      "scale": {"domain": names, "range": palette}},
+            "tooltip": [{"field": "class"}, {"field": "area (m²)", "format": ",.1f"}, {"field": "%", "format": ".2f"}],
+        },
+    }
+
+
 def area_markdown(report: dict[str, Any]) -> str:
     """The area report as a Markdown table (for the download button)."""
     lines = [f"# Class areas: {Path(report.get('input', '')).name}", "",
@@ -216,6 +238,25 @@ def score_reference(pred: Prediction, reference: str | Path) -> ReferenceScores:
     result = evaluate_prediction(pred.classes_tif, reference, pred.classes_tif.parent / f"evaluation-{key}",
                                  class_names=pred.classes)
     return ReferenceScores(result.report, result.markdown, result.paths["confusion.png"])
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(100 * value, 2)
+
+
+def accuracy_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows (class, IoU, F1, precision, recall in %, None where undefined; reference pixels) of an
+    evaluation report (:func:`rsseg.inference.scoring.score_report`)."""
+    return [{"class": r["class"], "IoU": _percent(r["iou"]), "F1": _percent(r["f1"]), "precision": _percent(r["precision"]),
+             "recall": _percent(r["recall"]), "pixels": int(r["support"])} for r in report["per_class"]]
+
+
+def accuracy_summary(report: dict[str, Any]) -> str:
+    """One line: overall accuracy, mIoU and mF1 in %, and the classes the means leave out."""
+    values = {key: _percent(report[key]) for key in ("OA", "mIoU", "mF1")}
+    parts = [f"{key} {'n/a' if v is None else f'{v:.2f} %'}" for key, v in values.items()]
+    excluded = report.get("excluded_from_means") or []
+    return " · ".join(parts) + (f" (means exclude {', '.join(excluded)})" if excluded else "")
 
 
 def app_script() -> Path:

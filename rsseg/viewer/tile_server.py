@@ -28,10 +28,11 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -46,7 +47,7 @@ from rasterio.enums import Resampling
 from rsseg.config import hex_rgb, is_hex_color
 from rsseg.errors import InputNotFoundError, TileRequestError
 from rsseg.viewer.files import open_geotiff
-from rsseg.viewer.render import _encode
+from rsseg.viewer.render import MAX_DISPLAY_PX, _encode
 
 TILE_PX = 256
 #: zoom levels past the native one that the map still offers (each source pixel 4 screen pixels)
@@ -59,6 +60,8 @@ MAX_TILE_READ_PX = 1024 * 1024
 WORKERS = 4
 QUEUE = 32
 TILE_TIMEOUT_S = 15.0
+#: set to 0 to serve the map as overview images (`rsseg app --host` beyond this machine does)
+TILES_ENV = "RSSEG_TILES"
 _TILE_URL = re.compile(r"^/tiles/([0-9a-f]{16})/(\d{1,2})/(\d+)/(\d+)\.png$")
 
 
@@ -69,6 +72,19 @@ def tiles_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def tiles_off_reason(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the map shows overview images instead of full-resolution tiles (one line for the
+    viewer's panel), or None when tiles are served."""
+    env = os.environ if environ is None else environ
+    if env.get(TILES_ENV, "1") == "0":
+        return (f"Map: overview images of at most {MAX_DISPLAY_PX} px, not full resolution (the tile server answers this "
+                f"machine only, and the viewer is served to the network or started with {TILES_ENV}=0).")
+    if not tiles_available():
+        return (f"Map: overview images of at most {MAX_DISPLAY_PX} px, not full resolution: install rio-tiler "
+                "(pip install 'rsseg[viewer]') for full-resolution tiles.")
+    return None
 
 
 @dataclass(frozen=True)
