@@ -23,6 +23,7 @@ import numpy as np
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError, DatasetError, InputRasterError, OutputPathError
 from rsseg.inference.predictor import Predictor
+from rsseg.inference.report import provenance
 from rsseg.inference.scoring import score_rasters, score_report
 from rsseg.inference.settings import PredictSettings
 from rsseg.io import atomic_path, open_raster, write_error, write_json
@@ -248,13 +249,17 @@ def write_evaluation(conf: np.ndarray, class_names: list[str], out_dir: str | Pa
 
 
 def evaluate_prediction(pred_path: str | Path, ref_path: str | Path, out_dir: str | Path, *,
-                        class_names: list[str] | None = None, **kwargs: Any) -> Evaluation:
+                        class_names: list[str] | None = None, model: str | Path | None = None,
+                        **kwargs: Any) -> Evaluation:
     """Score a class raster against a reference on its grid and write the report files.
 
-    ``class_names``: default the names stored in the prediction; ``kwargs`` go to
-    :func:`write_evaluation` (``extra`` gains the two paths).
+    ``class_names``: default the names stored in the prediction; ``model``: the model file that
+    made the prediction, named in the report's provenance when known; ``kwargs`` go to
+    :func:`write_evaluation` (``extra`` gains the two paths and the provenance).
     """
     names = raster_class_names(pred_path, class_names)
     conf = score_rasters(pred_path, ref_path, len(names))
-    extra = {"prediction": str(pred_path), "reference": str(ref_path), **(kwargs.pop("extra", None) or {})}
+    used = {"classes": names, "exclude": kwargs.get("exclude")}
+    extra = {"prediction": str(pred_path), "reference": str(ref_path),
+             "provenance": provenance([pred_path, ref_path], used, model), **(kwargs.pop("extra", None) or {})}
     return write_evaluation(conf, names, out_dir, extra=extra, **kwargs)

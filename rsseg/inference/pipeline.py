@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,8 +41,9 @@ from rsseg.inference.products import (
     Rows,
     VectorWriter,
 )
+from rsseg.inference.report import provenance
 from rsseg.inference.settings import PredictSettings
-from rsseg.inference.vectorize import parse_vector_classes, vector_driver
+from rsseg.inference.vectorize import parse_vector_classes
 from rsseg.inference.windows import Span, WindowPlan
 from rsseg.io import Staging, check_output, is_remote, open_raster, unfold_url, write_error
 from rsseg.progress import ProgressFn
@@ -89,6 +90,9 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
 #: one input of a run and its targets: ``output_path``, ``vector_path``, ``report_path``,
 #: ``confidence_path`` (``None``: not written)
 Job = tuple[str, dict[str, "Path | None"]]
+#: the product written at each target of a :data:`Job` (whose name it checks)
+JOB_PRODUCTS: dict[str, type[ProductWriter]] = {"output_path": ClassRasterWriter, "vector_path": VectorWriter,
+                                                 "report_path": AreaReportWriter, "confidence_path": ConfidenceWriter}
 
 
 def _key(source: str | Path) -> str:
@@ -100,7 +104,7 @@ def check_jobs(jobs: Sequence[Job], overwrite: bool) -> None:
     """Every target of a run over several inputs, before any work (loading the model): two inputs
     that would write one file (same name in different folders), an input given twice, or an output
     that is another input are refused, with ``overwrite`` too; then each target as
-    :func:`check_targets` checks it (writable, not existing unless ``overwrite``, a known vector format)."""
+    :func:`check_targets` checks it (named as its format, writable, not existing unless ``overwrite``)."""
     inputs = {_key(src): src for src, _ in jobs}
     writers: dict[str, str] = {}
     for src, targets in jobs:
@@ -121,11 +125,10 @@ def check_jobs(jobs: Sequence[Job], overwrite: bool) -> None:
                                       "run predict once per folder with its own -o")
             writers[key] = src
     for _, targets in jobs:
-        for target in targets.values():
+        for key, target in targets.items():
             if target is not None:
+                JOB_PRODUCTS[key].check_name(target)
                 check_output(target, overwrite)
-        if targets.get("vector_path") is not None:
-            vector_driver(targets["vector_path"])
 
 
 #: ``emit(rows, probs)``: one finished band of rows; ``probs`` [K, n, w] float16, or ``None`` when
@@ -229,6 +232,8 @@ class PredictOptions:
     overwrite: bool = False
     scale: float | str | None = None
     buffer_mb: float | None = BUFFER_MB
+    #: the model file the report's provenance names (file name and SHA-256); ``None``: not named
+    model_path: str | Path | None = None
 
 
 @dataclass
@@ -326,7 +331,8 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
         check_model_fit(src, meta, sel, explicit_bands=options.bands is not None, strict=options.strict)
         header = {"input": source, "output": str(writers.classes.path), "width": src.width, "height": src.height,
                   "crs": src.crs.to_string() if src.crs else None,
-                  "device": predictor.settings.device if rows_source is None else rows_source.device}
+                  "device": predictor.settings.device if rows_source is None else rows_source.device,
+                  "provenance": _provenance(source, predictor.settings, options)}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
 
         def compute(emit: EmitFn) -> None:
@@ -342,6 +348,16 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
     result = _result(input_path, writers, paths)
     result.stage = stage
     return result
+
+
+def _provenance(source: str, settings: PredictSettings, options: PredictOptions) -> dict[str, Any]:
+    """The report's provenance (:func:`rsseg.inference.report.provenance`): the prediction settings
+    and the options that shape the products."""
+    used = {**asdict(settings), "bands": options.bands, "scale": options.scale, "min_area_m2": options.min_area,
+            "simplify_m": options.simplify, "vector_classes": options.vector_classes, "strict": options.strict,
+            "buffer_mb": options.buffer_mb, "asset": options.asset}
+    inputs = [source] if options.reference_path is None else [source, options.reference_path]
+    return provenance(inputs, used, options.model_path)
 
 
 def _write_products(writers: _Writers, ctx: ProductContext, compute: Callable[[EmitFn], None],

@@ -33,6 +33,7 @@ from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
 from rsseg.inference.cog import (
     CLASS_NODATA,
+    COG_SUFFIXES,
     CONFIDENCE_NODATA,
     RowWriter,
     describe_classes,
@@ -51,13 +52,13 @@ from rsseg.inference.vectorize import (
     vector_driver,
     write_vector,
 )
-from rsseg.io import Staging, write_json
+from rsseg.io import Staging, check_suffix, write_json
 
 
 @dataclass
 class ProductContext:
     """What a writer may know when it opens: the input raster, the model metadata, a temporary
-    folder beside the class raster target, and the report header (input, size, CRS, device)."""
+    folder beside the class raster target, and the report header (input, size, CRS, device, provenance)."""
 
     src: rasterio.DatasetReader
     meta: ModelMeta
@@ -86,16 +87,29 @@ class ProductWriter:
     """Base class of output products; see the module docstring. ``name`` keys ``PredictResult.products``."""
 
     name = "product"
+    #: the endings its file may have (empty: any), the option that names it on the command line
+    #: and what the file is, for the refusal of another name (:meth:`check_name`)
+    suffixes: tuple[str, ...] = ()
+    option: str | None = None
+    kind = ""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
+
+    @classmethod
+    def check_name(cls, path: str | Path) -> None:
+        """Refuse a file name other than the product's format (:attr:`suffixes`), before any work."""
+        if cls.suffixes:
+            check_suffix(path, cls.suffixes, cls.option or f"{cls.name} output", cls.kind)
 
     def targets(self) -> list[Path]:
         """Every file this product writes (checked against --overwrite before any work)."""
         return [self.path] if self.path is not None else []
 
     def check(self) -> None:
-        """Product-specific checks before any work (e.g. a known vector format)."""
+        """Product-specific checks before any work; by default the file's name (:meth:`check_name`)."""
+        if self.path is not None:
+            self.check_name(self.path)
 
     def open(self, ctx: ProductContext) -> None:
         self.ctx = ctx
@@ -118,6 +132,8 @@ class RasterWriter(ProductWriter):
 
     nodata = CLASS_NODATA
     resampling = "average"
+    suffixes = COG_SUFFIXES
+    kind = "it is written as a Cloud-Optimized GeoTIFF"
 
     def values(self, rows: Rows, probs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -164,6 +180,8 @@ class ClassRasterWriter(RasterWriter):
 
     name = "classes"
     resampling = "mode"
+    option = "-o"
+    kind = "the class raster is a Cloud-Optimized GeoTIFF"
 
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         describe_classes(dst, self.ctx.meta)
@@ -187,6 +205,8 @@ class ConfidenceWriter(RasterWriter):
 
     name = "confidence"
     nodata = CONFIDENCE_NODATA
+    option = "--confidence"
+    kind = "the confidence raster is a Cloud-Optimized GeoTIFF"
 
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         describe_confidence(dst)
@@ -226,8 +246,9 @@ class VectorWriter(ProductWriter):
             return [self.path.with_suffix(ext) for ext in SHAPEFILE_PARTS] + style
         return [self.path] + style
 
-    def check(self) -> None:
-        vector_driver(self.path)
+    @classmethod
+    def check_name(cls, path: str | Path) -> None:
+        vector_driver(path)  # .gpkg, .shp or .geojson
 
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
@@ -249,6 +270,9 @@ class AreaReportWriter(ProductWriter):
     caller; written as JSON when it has a path."""
 
     name = "report"
+    suffixes = (".json",)
+    option = "--report"
+    kind = "the area report is JSON"
 
     def __init__(self, path: str | Path | None = None, reference_path: str | Path | None = None) -> None:
         super().__init__(path)
