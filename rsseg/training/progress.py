@@ -50,7 +50,8 @@ def _number(value: Any) -> str:
 class EpochLog(ProgressBar):
     """Training progress as plain lines for a log: one line per epoch (its time, the metrics the
     bar would show, the ETA of the run) and, within an epoch, a step line at least every
-    ``every_s`` seconds, each flushed (:func:`rsseg.progress.write_line`)."""
+    ``every_s`` seconds, each flushed (:func:`rsseg.progress.write_line`), to ``stream``: default standard
+    output, where Lightning's bar draws (errors stay alone on stderr)."""
 
     def __init__(self, stream: TextIO | None = None, every_s: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -77,7 +78,7 @@ class EpochLog(ProgressBar):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_started = self.clock()
         self.steps = PlainProgress(epoch_text(trainer.current_epoch, trainer.max_epochs), "steps", step=None,
-                                   every_s=self.every_s, first=False, last=False, stream=self.stream, clock=self.clock)
+                                   every_s=self.every_s, first=False, last=False, stream=self._out(), clock=self.clock)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -96,13 +97,16 @@ class EpochLog(ProgressBar):
         if remaining > 0:
             per_epoch = (now - self.started) / (epoch + 1 - self.first_epoch)
             parts.append(f"ETA {clock_text(per_epoch * remaining)}")
-        write_line(", ".join(parts), self.stream)
+        write_line(", ".join(parts), self._out())
+
+    def _out(self) -> TextIO:
+        return self.stream or sys.stdout  # looked up when used: a test runner swaps it
 
 
 def training_progress(terminal: bool | None = None) -> ProgressBar:
     """The progress display of a training run: :class:`EpochBar` when standard output (where
     Lightning's rich console draws) is a terminal (``terminal``, default: asked), else :class:`EpochLog`
-    lines on stderr."""
+    lines there."""
     if terminal is None:
         terminal = on_terminal(sys.stdout)
     return EpochBar() if terminal else EpochLog()
