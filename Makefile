@@ -25,8 +25,9 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# --overwrite: `make demo` again replaces the previous demo run (`rsseg demo` alone refuses to)
 demo: $(STAMP)
-	$(VENV)/bin/rsseg demo --out $(DEMO_OUT)
+	$(VENV)/bin/rsseg demo --out $(DEMO_OUT) --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest

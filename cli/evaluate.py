@@ -43,6 +43,8 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
                                                         ... or against polygons rasterised on its grid
       rsseg evaluate -m best.ckpt --split val -o report/ a checkpoint on a dataset split
     """
+    from dataclasses import asdict
+
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import ConfigError, OutputExistsError
     from rsseg.evaluation import (
@@ -53,6 +55,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
         write_evaluation,
     )
     from rsseg.inference.references import VectorOptions
+    from rsseg.inference.report import provenance
     from rsseg.inference.settings import PredictSettings
 
     if checkpoint and rasters:
@@ -71,9 +74,16 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
             settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
             conf, meta, collapse = evaluate_checkpoint(checkpoint, root=root, split=split, settings=settings,
                                                        eroded_labels=eroded, on_progress=on_progress)
+        from rsseg.checkpoint import ModelMeta
+
+        # the settings the run used: the one resolution (checkpoint config, CPU/GPU rule, these flags)
+        used = {**asdict(settings.resolve(ModelMeta.from_dict(meta))), "split": split, "eroded": eroded,
+                "exclude": excluded}
+        origin = provenance([root or meta["config"]["dataset"].get("root")], used, checkpoint)
         result = write_evaluation(conf, meta["classes"], out_dir, exclude=excluded,
                                   dataset=meta["config"]["dataset"]["name"], train_freq=meta.get("class_pixel_freq"),
-                                  extra={"checkpoint": str(checkpoint), "split": split, "tta": tta, "collapse": collapse})
+                                  extra={"checkpoint": str(checkpoint), "split": split, "tta": tta, "collapse": collapse,
+                                         "provenance": origin})
     elif len(rasters) == 2:
         result = evaluate_prediction(rasters[0], rasters[1], out_dir, class_names=classes.split(",") if classes else None,
                                      exclude=excluded, vector=vector, object_classes=object_classes)

@@ -129,7 +129,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, a
     settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
     options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
                              vector_classes=vector_classes, strict=strict, asset=asset,
-                             allow_local_assets=allow_local_assets, scale=scale,
+                             allow_local_assets=allow_local_assets, scale=scale, model_path=checkpoint,
                              overwrite=overwrite, reference_attribute=attribute, reference_class=label_class,
                              reference_background=background, reference_layer=layer, object_classes=object_classes,
                              **({} if buffer_mb is None else {"buffer_mb": buffer_mb}))

@@ -29,13 +29,13 @@ def command(root, dataset, config_path, split, out_path, overwrite, no_cache, ov
     OVERRIDES are config keys as key=value, as in rsseg train.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
+    from rsseg.cli.progress import progress_bar
     from rsseg.data.datasets import stats_for_path
     from rsseg.data.stats import unknown_colors_text
     from rsseg.errors import ConfigError, OutputPathError
-    from rsseg.io import check_output, write_json
+    from rsseg.io import check_output, check_suffix, write_json
     from rsseg.runconfig import training_config
 
     cfg = training_config(config_path, dataset=dataset, root=root, overrides=list(overrides))
@@ -43,16 +43,10 @@ def command(root, dataset, config_path, split, out_path, overwrite, no_cache, ov
     if path is None:
         raise ConfigError("no dataset root: pass --root DIR (or a --config that sets dataset.root)")
     if out_path:
+        check_suffix(out_path, (".json",), "-o", "the statistics are JSON")
         check_output(out_path, overwrite)  # an existing or unwritable -o fails now, not after reading every file
     console = Console()
-    # rich draws the bar only on a terminal; the library reports files done through on_progress
-    with Progress(TextColumn("dataset statistics"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("stats", total=None)
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total or None)
-
+    with progress_bar("dataset statistics", "images", transient=True) as on_progress:
         stats = stats_for_path(path, cfg, split=split, use_cache=not no_cache, on_progress=on_progress)
     names = stats.classes or cfg.dataset.classes
     table = Table(title=f"{path} ({split}: {stats.num_images} images)")

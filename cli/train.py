@@ -10,6 +10,9 @@ import click
 from rsseg.data.datasets import dataset_names
 from rsseg.losses.regularizers import regularizer_names
 
+#: `-r` of train and demo: the registered regularizers, or none
+REGULARIZER_CHOICE = click.Choice([*regularizer_names(), "none"])
+
 
 @click.command(context_settings={"show_default": True})
 @click.option("--dataset", type=click.Choice(dataset_names()), help="Dataset adapter (default: from --config, else folder).")
@@ -17,7 +20,7 @@ from rsseg.losses.regularizers import regularizer_names
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), help="YAML config (default: bundled configs/<dataset>/ce.yaml).")
 @click.option(
     "-r", "--regularizer", "regularizers", multiple=True,
-    type=click.Choice([*regularizer_names(), "none"]),
+    type=REGULARIZER_CHOICE,
     help="Neural-collapse regularizer(s) to enable; repeat to combine (e.g. -r in2nect -r rr). 'none' disables all. "
          "Default: the dataset's bundled config (today the CE + Dice baseline, no regularizer, for every dataset).",
 )

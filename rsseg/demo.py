@@ -13,11 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.errors import CheckpointNotFoundError, DatasetNotFoundError
+from rsseg.errors import CheckpointNotFoundError, DatasetNotFoundError, OutputExistsError
 from rsseg.runconfig import training_config
 
 if TYPE_CHECKING:
     from rsseg.progress import ProgressFn
+
+
+#: what the demo writes into its output folder: the run directory, the products of the Tanzania crop,
+#: its evaluation and the copies of the crop and its mask for the viewer
+DEMO_OUTPUTS = ("run", "tanzania_classes.tif", "tanzania_buildings.gpkg", "tanzania_areas.json", "evaluation",
+                "tanzania_image.tif", "tanzania_mask.tif")
 
 
 @dataclass
@@ -57,6 +63,14 @@ def find_sample_tiles(path: str | Path | None = None) -> Path:
     )
 
 
+def check_demo_dir(out: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an output folder that holds a demo run already, unless ``overwrite``."""
+    held = [name for name in DEMO_OUTPUTS if (out / name).exists()]
+    if held and not overwrite:
+        raise OutputExistsError(f"{out} already holds a demo run ({', '.join(held)}); pass --overwrite to replace it, "
+                                "or choose another -o")
+
+
 def run_demo(
     out_dir: str | Path,
     *,
@@ -66,16 +80,19 @@ def run_demo(
     crop_size: int = 256,
     seed: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     on_progress: ProgressFn | None = None,
 ) -> DemoResult:
     """Train, predict and evaluate; ``seed`` replaces the config's training seed, ``progress`` shows
-    Lightning's training bar, ``on_progress(done, total)`` receives the prediction's windows."""
+    training progress, ``on_progress(done, total)`` receives the prediction's windows. An output
+    folder that holds a demo run already is refused unless ``overwrite`` (then it is replaced)."""
     from rsseg.evaluation import evaluate_prediction
     from rsseg.inference import Predictor, predict_file
     from rsseg.training import train
 
     samples = find_sample_tiles(sample_dir)
     out = Path(out_dir)
+    check_demo_dir(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     cfg = training_config(
         dataset="folder",
@@ -84,7 +101,7 @@ def run_demo(
         overrides=[f"optim.max_epochs={epochs}", f"optim.crop_size={crop_size}", "optim.lr=1e-3", "optim.backbone_lr_factor=1.0",
                    *([f"optim.seed={seed}"] if seed is not None else [])],
     )
-    result = train(cfg, out / "run", overwrite=True, progress=progress)  # the demo re-runs into its folder
+    result = train(cfg, out / "run", overwrite=overwrite, progress=progress)
     ckpt = result.best or result.last
     if ckpt is None:
         raise CheckpointNotFoundError("training produced no checkpoint")
@@ -93,10 +110,11 @@ def run_demo(
     predictor = Predictor.from_checkpoint(ckpt)
     image, mask = samples / "tanzania" / "image.tif", samples / "tanzania" / "mask.tif"
     classes_tif, polygons, areas = out / "tanzania_classes.tif", out / "tanzania_buildings.gpkg", out / "tanzania_areas.json"
+    # overwrite: the folder was checked as a whole before training (check_demo_dir)
     predict_file(predictor, image, classes_tif, vector_path=polygons, report_path=areas, overwrite=True,
-                 on_progress=on_progress)
+                 model_path=ckpt, on_progress=on_progress)
     eval_dir = out / "evaluation"
-    evaluation = evaluate_prediction(classes_tif, mask, eval_dir, train_freq=predictor.meta.class_pixel_freq,
+    evaluation = evaluate_prediction(classes_tif, mask, eval_dir, model=ckpt, train_freq=predictor.meta.class_pixel_freq,
                                      extra={"checkpoint": str(ckpt)})
     # the viewer opens files under one folder only: the output folder, with copies of the inputs
     # (4 MB) rather than the common ancestor of the samples and the outputs (often /)

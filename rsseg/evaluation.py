@@ -26,6 +26,7 @@ from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError, DatasetError, InputRasterError, OutputPathError
 from rsseg.inference.predictor import Predictor
 from rsseg.inference.references import VectorOptions
+from rsseg.inference.report import provenance
 from rsseg.inference.scoring import object_class_ids, score_prediction, score_rasters, score_report
 from rsseg.inference.settings import PredictSettings
 from rsseg.io import atomic_path, open_raster, write_error, write_json
@@ -285,20 +286,24 @@ def write_evaluation(conf: np.ndarray, class_names: list[str], out_dir: str | Pa
 
 def evaluate_prediction(pred_path: str | Path, ref_path: str | Path, out_dir: str | Path, *,
                         class_names: list[str] | None = None, vector: VectorOptions | None = None,
-                        object_classes: str | list[str | int] | None = None, **kwargs: Any) -> Evaluation:
+                        object_classes: str | list[str | int] | None = None, model: str | Path | None = None,
+                        **kwargs: Any) -> Evaluation:
     """Score a class raster against a reference and write the report files.
 
     The reference is a class raster on the prediction's grid or a vector file rasterised on it
     with ``vector`` (:func:`rsseg.inference.scoring.open_reference`). ``class_names``: default the
     names stored in the prediction; ``object_classes``: classes also scored per object (names or
     ids, ``"none"``; default the footprint classes, :func:`~rsseg.inference.scoring.object_class_ids`),
-    under the report's ``objects`` key; ``kwargs`` go to :func:`write_evaluation` (``extra`` gains
-    the two paths, and ``vector_reference``: how a vector reference was read).
+    under the report's ``objects`` key; ``model``: the model file that made the prediction, named in
+    the report's provenance when known; ``kwargs`` go to :func:`write_evaluation` (``extra`` gains
+    the two paths, the provenance and ``vector_reference``: how a vector reference was read).
     """
     names = raster_class_names(pred_path, class_names)
     objects = object_class_ids(object_classes, names)
     scores = score_prediction(pred_path, ref_path, names, vector=vector, object_classes=objects)
-    extra: dict[str, Any] = {"prediction": str(pred_path), "reference": str(ref_path)}
+    used = {"classes": names, "exclude": kwargs.get("exclude"), "object_classes": [names[i] for i in objects]}
+    extra: dict[str, Any] = {"prediction": str(pred_path), "reference": str(ref_path),
+                             "provenance": provenance([pred_path, ref_path], used, model)}
     if scores.vector_reference is not None:
         extra["vector_reference"] = scores.vector_reference
     if scores.objects is not None:

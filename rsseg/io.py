@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
+import hashlib
 import json
 import os
 import re
@@ -13,7 +15,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -166,6 +168,19 @@ def check_output(path: str | Path, overwrite: bool) -> Path:
     return path
 
 
+def check_suffix(path: str | Path, suffixes: Sequence[str], label: str, kind: str) -> Path:
+    """Refuse, before any work, an output named other than its format (``-o map.png`` would write a
+    GeoTIFF named .png that viewers open as a PNG, or not at all). ``suffixes``: the accepted
+    endings, lower case (any case passes); ``label``: the option or product that names ``path``;
+    ``kind``: what is written there, e.g. ``the class raster is a Cloud-Optimized GeoTIFF``."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in suffixes:
+        raise OutputPathError(f"{label} {path}: {kind}, so its name must end in {' or '.join(suffixes)}, not "
+                              f"{ext or 'no extension'}; e.g. {label} {path.with_suffix(suffixes[0])}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -312,6 +327,20 @@ def write_error(exc: BaseException, what: str, path: str | Path | None) -> Outpu
     where = f" {path}" if path is not None else ""
     return OutputPathError(f"cannot write the {what} output{where}: {reason} (nothing was replaced: "
                            "existing outputs are unchanged)")
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 (hex) of a file's bytes, remembered per path, size and modification time: a run
+    over many inputs reads its model file once."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _sha256(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -32,6 +32,7 @@ AGREED: dict[str, list[str]] = {
     "predict": ["-m, --model", "-o, --out", "--overwrite", "--window-batch", "--device"],
     "export": ["-m, --model", "-o, --out", "--overwrite"],
     "import": ["-o, --out", "--overwrite"],
+    "demo": ["-o, --out", "--overwrite"],
 }
 #: command -> names retired for the agreed ones (or kept for the other meaning on another command)
 RETIRED: dict[str, list[str]] = {

@@ -340,7 +340,7 @@ def test_geographic_areas_are_plausible(tmp_path):
     meridian, prime = a * (1 - e2) / w**1.5, a / w**0.5  # WGS84 radii of curvature
     expect = meridian * prime * math.cos(lat) * math.radians(1e-4) ** 2 * 100 * 100
     assert rep["total_area_m2"] == pytest.approx(expect, rel=1e-3)
-    assert rep["classes"][1]["percent"] == pytest.approx(50, abs=0.1)
+    assert rep["classes"][1]["area_fraction"] == pytest.approx(0.5, abs=0.001)
     gdf = polygonize(path, ["a", "b"], window_size=40)
     assert gdf.area_m2.sum() == pytest.approx(rep["total_area_m2"], rel=1e-3)
 

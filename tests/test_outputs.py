@@ -346,5 +346,27 @@ def test_the_300_m_landsat_scene_is_flagged_for_a_7_5_cm_building_model(shared_d
         problems = model_fit_problems(src, building_model, [1, 2, 3])
         assert len(problems) == 1 and re.search(r"has 300 m pixels but the model was trained on 0.075 m pixels "
                                                 r"\(3,99\dx coarser\)", problems[0]), problems
+        # a 4,000x resampling is no advice: the model does not fit this scene
+        assert "does not fit this data" in problems[0] and "rsseg train" in problems[0] and "gdalwarp" not in problems[0]
         with pytest.raises(InputRasterError, match="refused because of --strict"):
             check_model_fit(src, building_model, [1, 2, 3], strict=True)
+
+
+def test_resolution_within_4x_says_what_to_resample_to_and_beyond_that_the_model_does_not_fit(tmp_path):
+    from rsseg.inference.input_checks import model_fit_problems
+
+    with rasterio.open(painted_image(tmp_path / "in.tif", class_map())) as src:  # 2 m pixels
+        def problem(gsd: float) -> list[str]:
+            return model_fit_problems(src, meta(gsd=gsd), [1, 2, 3])
+
+        assert problem(1.5) == [] and problem(3.9) == []  # within 2x: nothing to say
+        assert problem(0.6) == ["in.tif has 2 m pixels but the model was trained on 0.6 m pixels (3.33x coarser), so its "
+                                "classes and areas are unreliable; resample the input to 0.6 m pixels (gdalwarp -tr 0.6 0.6, "
+                                "in a metre-based CRS) or use a model trained near 2 m"]
+        assert "resample the input to 6 m pixels (gdalwarp -tr 6 6" in problem(6.0)[0]  # 3x finer
+        coarse, fine = problem(0.3)[0], problem(10.0)[0]
+    assert coarse == ("in.tif has 2 m pixels but the model was trained on 0.3 m pixels (6.67x coarser): the model does "
+                      "not fit this data, and resampling 6.67x would invent detail the scene does not hold; use a model "
+                      "trained on pixels near 2 m, or train one on such data (rsseg train)")
+    assert fine.startswith("in.tif has 2 m pixels but the model was trained on 10 m pixels (5x finer): the model does not "
+                           "fit this data, and resampling 5x would throw away most of its detail")

@@ -400,6 +400,19 @@ CASES += [
          before_load=False, old=()),
 ]
 
+# -- output names say the format: a GeoTIFF named .png, a report named .txt -----------------------------
+CASES += [
+    Case("class_raster_named_png", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "{w}/g.png"),
+         says=("-o", "g.png", "not .png", ".tif or .tiff", "g.tif")),
+    Case("class_raster_without_extension", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "{w}/classes"),
+         says=("no extension", ".tif or .tiff")),
+    Case("confidence_named_jpg", predict("--confidence", "{w}/c.jpg"), says=("--confidence", "not .jpg", ".tif or .tiff")),
+    Case("report_named_txt", predict("--report", "{w}/r.txt"), says=("--report", "not .txt", ".json")),
+    Case("vector_named_kml", predict("--vector", "{w}/b.kml"), says=(".kml", ".gpkg, .shp or .geojson")),
+    Case("names_in_upper_case", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "{w}/G.TIFF", "--report", "{w}/R.JSON",
+                                    "--tile", "64", "--overlap", "16"), code=0, before_load=False, old=()),
+]
+
 
 def _snapshot(root: Path) -> dict[str, bytes | None]:
     """Every file (bytes) and folder (None) under ``root``, hidden ones included."""

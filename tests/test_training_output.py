@@ -44,6 +44,8 @@ def test_training_output_is_quiet_and_draws_curves(sample_tiles, tmp_path):
         assert noise not in out, f"{noise!r} in the training output:\n{out}"
     assert "val/mIoU" not in out  # the bar shows percent (mIoU %), as the summary does
     assert "mIoU %" in out and "val mIoU" in out
+    # off a terminal (captured here) one line per epoch, counted 1..N, without Lightning's v_num
+    assert "epoch 1/2 done in" in out and "epoch 2/2 done in" in out and "v_num" not in out, out
     curves = run / "curves.png"
     assert curves.read_bytes()[:8] == PNG_SIGNATURE
     with Image.open(curves) as im:

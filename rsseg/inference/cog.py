@@ -26,6 +26,8 @@ from rsseg.io import atomic_path
 BLOCK = 512
 #: confidence is max probability x 255 >= 255 / K >= 1, so 0 is free for nodata
 CONFIDENCE_NODATA = 0
+#: the names a COG may end in
+COG_SUFFIXES = (".tif", ".tiff")
 
 
 def tiled_profile(src: rasterio.DatasetReader, nodata: int) -> dict[str, Any]:

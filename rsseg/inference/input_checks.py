@@ -35,6 +35,26 @@ def select_bands(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int] 
 
 #: the input's pixel size may differ from the checkpoint's gsd by up to this factor without a warning
 RESOLUTION_TOLERANCE = 2.0
+#: beyond this factor resampling the input to the model's gsd would invent (or throw away) most of the
+#: detail: the warning says the model does not fit the data instead of suggesting a resampling
+RESAMPLE_LIMIT = 4.0
+
+
+def resolution_problem(name: str, pixel: float, gsd: float) -> str:
+    """The sentence for an input of ``pixel`` m pixels given to a model trained on ``gsd`` m pixels:
+    within :data:`RESAMPLE_LIMIT` what to resample to; beyond it, that the model does not fit the data
+    (a 300 m scene resampled for a 7.5 cm model would be 4,000x upsampled: detail made up, not seen)."""
+    ratio = pixel / gsd
+    factor = max(ratio, 1 / ratio)
+    times = f"{factor:,.0f}x" if factor >= 10 else f"{factor:.3g}x"
+    said = (f"{name} has {pixel:.3g} m pixels but the model was trained on {gsd:.3g} m pixels "
+            f"({times} {'coarser' if ratio > 1 else 'finer'})")
+    if factor <= RESAMPLE_LIMIT:
+        return (f"{said}, so its classes and areas are unreliable; resample the input to {gsd:.3g} m pixels "
+                f"(gdalwarp -tr {gsd:.3g} {gsd:.3g}, in a metre-based CRS) or use a model trained near {pixel:.3g} m")
+    resampling = "would invent detail the scene does not hold" if ratio > 1 else "would throw away most of its detail"
+    return (f"{said}: the model does not fit this data, and resampling {times} {resampling}; use a model trained on "
+            f"pixels near {pixel:.3g} m, or train one on such data (rsseg train)")
 
 
 def model_fit_problems(src: rasterio.DatasetReader, meta: ModelMeta, bands: list[int],
@@ -42,7 +62,8 @@ def model_fit_problems(src: rasterio.DatasetReader, meta: ModelMeta, bands: list
     """Ways the input does not look like the model's training data, one sentence each.
 
     - pixel size (metres, geodesic at the raster's centre, so geographic CRSs count too) more than
-      :data:`RESOLUTION_TOLERANCE` times finer or coarser than the checkpoint's ``gsd``;
+      :data:`RESOLUTION_TOLERANCE` times finer or coarser than the checkpoint's ``gsd`` (up to
+      :data:`RESAMPLE_LIMIT`: resample, with the numbers; beyond: the model does not fit the data);
     - band descriptions of the selected ``bands`` (1-based) that name other bands than the model's;
     - an alpha band fed to the model;
     - more bands than the model reads, when the caller did not choose them (``explicit_bands``).
@@ -54,14 +75,8 @@ def model_fit_problems(src: rasterio.DatasetReader, meta: ModelMeta, bands: list
     problems = []
     if meta.gsd and src.crs is not None:
         pixel = AreaModel(src.transform, src.crs, src.width, src.height).pixel_size_m()
-        ratio = pixel / meta.gsd
-        if not 1 / RESOLUTION_TOLERANCE <= ratio <= RESOLUTION_TOLERANCE:
-            factor = max(ratio, 1 / ratio)
-            times = f"{factor:,.0f}x" if factor >= 10 else f"{factor:.3g}x"
-            problems.append(
-                f"{name} has {pixel:.3g} m pixels but the model was trained on {meta.gsd:.3g} m pixels "
-                f"({times} {'coarser' if ratio > 1 else 'finer'}), so its classes and areas are unreliable; "
-                f"resample the input to about {meta.gsd:.3g} m (gdalwarp -tr) or use a model trained near {pixel:.3g} m")
+        if not 1 / RESOLUTION_TOLERANCE <= pixel / meta.gsd <= RESOLUTION_TOLERANCE:
+            problems.append(resolution_problem(name, pixel, meta.gsd))
     described = [(src.descriptions[b - 1] or "").strip() for b in bands]
     if all(described) and [d.lower() for d in described] != [b.lower() for b in meta.bands]:
         problems.append(f"{name} bands {', '.join(map(str, bands))} are described as {', '.join(described)} but the model "

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from rsseg.inference.products import (
     VectorWriter,
 )
 from rsseg.inference.references import VectorOptions
+from rsseg.inference.report import provenance
 from rsseg.inference.scoring import object_class_ids
 from rsseg.inference.settings import PredictSettings
 from rsseg.inference.vectorize import parse_vector_classes
@@ -94,8 +95,6 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
 #: one input of a run and its targets: ``output_path``, ``vector_path``, ``report_path``,
 #: ``confidence_path`` (``None``: not written)
 Job = tuple[str, dict[str, "Path | None"]]
-
-
 def _key(source: str | Path) -> str:
     """One spelling per file: a local path resolved, a URL as given."""
     return str(source) if is_remote(str(source)) else str(Path(source).resolve())
@@ -105,9 +104,9 @@ def check_jobs(jobs: Sequence[Job], overwrite: bool) -> None:
     """Every target of a run over several inputs, before any work (loading the model): two inputs
     that would write one file (same name in different folders), an input given twice, or an output
     that is another input are refused, with ``overwrite`` too; then each target as
-    :func:`check_targets` checks it (writable, not existing unless ``overwrite``, a known vector
-    format, a style of its own). Every file a target brings counts: the class raster's
-    ``.aux.xml`` and ``.qml``, the polygons' ``.qml`` and shapefile parts (the writers' targets)."""
+    :func:`check_targets` checks it (named as its format, writable, not existing unless ``overwrite``,
+    a style of its own). Every file a target brings counts: the class raster's ``.aux.xml`` and
+    ``.qml``, the polygons' ``.qml`` and shapefile parts (the writers' targets)."""
     inputs = {_key(src): src for src, _ in jobs}
     writers: dict[str, str] = {}
     files: list[Path] = []
@@ -247,6 +246,8 @@ class PredictOptions:
         """The options of a vector ``reference_path`` (flat fields here: Dask ships them as keywords)."""
         return VectorOptions(self.reference_attribute, self.reference_class, self.reference_background,
                              self.reference_layer)
+    #: the model file the report's provenance names (file name and SHA-256); ``None``: not named
+    model_path: str | Path | None = None
 
 
 @dataclass
@@ -349,7 +350,8 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
         check_model_fit(src, meta, sel, explicit_bands=options.bands is not None, strict=options.strict)
         header = {"input": source, "output": str(writers.classes.path), "width": src.width, "height": src.height,
                   "crs": src.crs.to_string() if src.crs else None,
-                  "device": predictor.settings.device if rows_source is None else rows_source.device}
+                  "device": predictor.settings.device if rows_source is None else rows_source.device,
+                  "provenance": _provenance(source, predictor.settings, options)}
         ctx = ProductContext(src=src, meta=meta, tmpdir=Path(tmpdir), header=header)
 
         def compute(emit: EmitFn) -> None:
@@ -365,6 +367,16 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
     result = _result(input_path, writers, paths)
     result.stage = stage
     return result
+
+
+def _provenance(source: str, settings: PredictSettings, options: PredictOptions) -> dict[str, Any]:
+    """The report's provenance (:func:`rsseg.inference.report.provenance`): the prediction settings
+    and the options that shape the products."""
+    used = {**asdict(settings), "bands": options.bands, "scale": options.scale, "min_area_m2": options.min_area,
+            "simplify_m": options.simplify, "vector_classes": options.vector_classes, "strict": options.strict,
+            "buffer_mb": options.buffer_mb, "asset": options.asset}
+    inputs = [source] if options.reference_path is None else [source, options.reference_path]
+    return provenance(inputs, used, options.model_path)
 
 
 def _write_products(writers: _Writers, ctx: ProductContext, compute: Callable[[EmitFn], None],

@@ -34,6 +34,7 @@ from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
 from rsseg.inference.cog import (
     CLASS_NODATA,
+    COG_SUFFIXES,
     CONFIDENCE_NODATA,
     RowWriter,
     describe_classes,
@@ -53,13 +54,13 @@ from rsseg.inference.vectorize import (
     vector_driver,
     write_vector,
 )
-from rsseg.io import Staging, write_json
+from rsseg.io import Staging, check_suffix, write_json
 
 
 @dataclass
 class ProductContext:
     """What a writer may know when it opens: the input raster, the model metadata, a temporary
-    folder beside the class raster target, and the report header (input, size, CRS, device)."""
+    folder beside the class raster target, and the report header (input, size, CRS, device, provenance)."""
 
     src: rasterio.DatasetReader
     meta: ModelMeta
@@ -88,16 +89,29 @@ class ProductWriter:
     """Base class of output products; see the module docstring. ``name`` keys ``PredictResult.products``."""
 
     name = "product"
+    #: the endings its file may have (empty: any), the option that names it on the command line
+    #: and what the file is, for the refusal of another name (:meth:`check_name`)
+    suffixes: tuple[str, ...] = ()
+    option: str | None = None
+    kind = ""
 
     def __init__(self, path: str | Path | None) -> None:
         self.path = Path(path) if path is not None else None
+
+    @classmethod
+    def check_name(cls, path: str | Path) -> None:
+        """Refuse a file name other than the product's format (:attr:`suffixes`), before any work."""
+        if cls.suffixes:
+            check_suffix(path, cls.suffixes, cls.option or f"{cls.name} output", cls.kind)
 
     def targets(self) -> list[Path]:
         """Every file this product writes (checked against --overwrite before any work)."""
         return [self.path] if self.path is not None else []
 
     def check(self) -> None:
-        """Product-specific checks before any work (e.g. a known vector format)."""
+        """Product-specific checks before any work; by default the file's name (:meth:`check_name`)."""
+        if self.path is not None:
+            self.check_name(self.path)
 
     def open(self, ctx: ProductContext) -> None:
         self.ctx = ctx
@@ -120,6 +134,8 @@ class RasterWriter(ProductWriter):
 
     nodata = CLASS_NODATA
     resampling = "average"
+    suffixes = COG_SUFFIXES
+    kind = "it is written as a Cloud-Optimized GeoTIFF"
 
     def values(self, rows: Rows, probs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -166,6 +182,8 @@ class ClassRasterWriter(RasterWriter):
 
     name = "classes"
     resampling = "mode"
+    option = "-o"
+    kind = "the class raster is a Cloud-Optimized GeoTIFF"
 
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         describe_classes(dst, self.ctx.meta)
@@ -187,6 +205,8 @@ class ConfidenceWriter(RasterWriter):
 
     name = "confidence"
     nodata = CONFIDENCE_NODATA
+    option = "--confidence"
+    kind = "the confidence raster is a Cloud-Optimized GeoTIFF"
 
     def describe(self, dst: rasterio.io.DatasetWriter) -> None:
         describe_confidence(dst)
@@ -225,7 +245,7 @@ class VectorWriter(ProductWriter):
     def check(self) -> None:
         """A known format, and a style file of its own: QGIS loads a style by itself only from
         ``<stem>.qml``, so polygons sharing the class raster's stem would need its ``.qml`` too."""
-        vector_driver(self.path)
+        self.check_name(self.path)
         style = style_path(self.path)
         if style is not None and style.resolve() in {p.resolve() for p in self.classes.targets()}:
             raise OutputPathError(
@@ -233,6 +253,10 @@ class VectorWriter(ProductWriter):
                 f"{style}; give the polygons a name of their own (e.g. --vector "
                 f"{self.path.with_name(self.path.stem + '_polygons' + self.path.suffix)}) or write a .gpkg, which "
                 "keeps its style inside")
+
+    @classmethod
+    def check_name(cls, path: str | Path) -> None:
+        vector_driver(path)  # .gpkg, .shp or .geojson
 
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
@@ -255,6 +279,9 @@ class AreaReportWriter(ProductWriter):
     for the caller; written as JSON when it has a path."""
 
     name = "report"
+    suffixes = (".json",)
+    option = "--report"
+    kind = "the area report is JSON"
 
     def __init__(self, path: str | Path | None = None, reference_path: str | Path | None = None, *,
                  vector: VectorOptions | None = None, classes: ClassRasterWriter | None = None,

@@ -1,11 +1,16 @@
-"""Per-class area report, accumulated band by band (never the whole raster in memory).
+"""Per-class area report, accumulated band by band (never the whole raster in memory), and the
+provenance block of every JSON report.
 
 Pixel counts and geodesic areas (:mod:`rsseg.inference.areas`) per class, and, given a reference
-mask on the same grid, the scores of :mod:`rsseg.inference.scoring` under ``metrics``.
+mask on the same grid, the scores of :mod:`rsseg.inference.scoring` under ``metrics``. Shares and
+scores are fractions 0-1 throughout (``area_fraction``, ``OA``, ``mIoU``...); tables shown to a
+user print them as percent.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +20,7 @@ from rasterio.windows import Window
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.cog import CLASS_NODATA
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_report
-from rsseg.io import open_raster
+from rsseg.io import file_sha256, open_raster
 
 
 class AreaAccumulator:
@@ -41,7 +46,7 @@ class AreaAccumulator:
                 self.area += counts * row_area[i]
 
     def result(self) -> dict[str, Any]:
-        """The report: per-class pixels, area_m2, percent of valid area."""
+        """The report: per-class pixels, area_m2 and area_fraction (0-1) of the valid area."""
         k = len(self.class_names)
         valid_area = float(self.area[:k].sum())
         return {
@@ -50,7 +55,7 @@ class AreaAccumulator:
             "total_area_m2": valid_area,
             "classes": [
                 {"class_id": i, "class_name": name, "pixels": int(self.pixels[i]), "area_m2": float(self.area[i]),
-                 "percent": 100.0 * float(self.area[i]) / valid_area if valid_area else 0.0}
+                 "area_fraction": float(self.area[i]) / valid_area if valid_area else 0.0}
                 for i, name in enumerate(self.class_names)
             ],
         }
@@ -79,3 +84,27 @@ def area_report(class_raster_path: str | Path, class_names: list[str], reference
     if scores is not None:
         out["metrics"] = score_report(scores.conf, class_names)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """A setting as JSON holds it: paths as text, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def provenance(inputs: Sequence[str | Path], settings: Mapping[str, Any], model: str | Path | None = None) -> dict[str, Any]:
+    """Where a report comes from, the ``provenance`` block of every JSON report (predict's area
+    report, evaluate's): the rsseg version, the model file (name and SHA-256; ``None`` when no model
+    made it, e.g. scoring two rasters), the settings used, the input file(s) and the time (UTC)."""
+    from rsseg import __version__
+
+    return {
+        "rsseg_version": __version__,
+        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": None if model is None else {"file": Path(model).name, "sha256": file_sha256(model)},
+        "settings": {key: _plain(value) for key, value in settings.items()},
+        "inputs": [str(source) for source in inputs],
+    }

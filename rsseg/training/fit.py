@@ -29,6 +29,7 @@ from rsseg.errors import CacheWarning, CheckpointError, ConfigError, OutputExist
 from rsseg.io import atomic_path
 from rsseg.runconfig import absolute_root
 from rsseg.training.curves import write_curves
+from rsseg.training.progress import training_progress
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,8 @@ def train(
     ``init_from``: start from the weights of an rsseg checkpoint (e.g. one made by ``rsseg import``)
     with a fresh optimizer and schedule; ``resume`` continues a run instead (into ``out_dir`` even
     when it holds checkpoints); otherwise a run directory with checkpoints needs ``overwrite``.
+    ``progress``: show progress, a rich bar on a terminal and plain lines in a log
+    (:func:`rsseg.training.progress.training_progress`).
     ``dataset.root`` is stored absolute, so the checkpoint finds its dataset from any directory.
     ``allow_ignored``: train on labels that :func:`rsseg.data.stats.check_labels` refuses (a class
     with no pixel beside unmatched mask colours, most pixels ignored). ``on_labels`` receives one
@@ -339,7 +342,8 @@ def _build_trainer(cfg: Config, run_dir: Path, devices: str | int | None, num_no
         strategy=strategy,
         precision=precision,
         max_epochs=cfg.optim.max_epochs,
-        callbacks=[best_cb, last_cb, LearningRateMonitor(logging_interval="epoch"), *(callbacks or [])],
+        callbacks=[best_cb, last_cb, LearningRateMonitor(logging_interval="epoch"),
+                   *([training_progress()] if progress else []), *(callbacks or [])],
         logger=_loggers(run_dir),
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=progress,

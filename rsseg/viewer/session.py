@@ -118,6 +118,8 @@ def find_prediction(raster: str | Path, checkpoint: str | Path, cache_dir: str |
     if not done.is_file():
         return None
     cached = json.loads(done.read_text())
+    if "provenance" not in cached["report"]:  # written by an older rsseg, whose report had other keys
+        return None
     paths = [out / _NAMES[k] for k in ("classes_tif", "polygons", "report_json", "confidence_tif")]
     if not all(p.is_file() for p in paths):
         return None
@@ -167,7 +169,8 @@ def run_prediction(
         report_progress(0.9 * done / total, f"predicted {done}/{total} windows")
 
     result = predict_file(predictor, raster, out / _NAMES["classes_tif"], report_path=out / _NAMES["report_json"],
-                          confidence_path=out / _NAMES["confidence_tif"], overwrite=True, on_progress=windows_done)
+                          confidence_path=out / _NAMES["confidence_tif"], overwrite=True, model_path=checkpoint,
+                          on_progress=windows_done)
     report_progress(0.9, "polygonising")
     vectorize(result.output_path, out / _NAMES["polygons"], meta.classes)
     colors = meta.colors[: meta.num_classes]
@@ -182,7 +185,7 @@ def area_table(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows (class, pixels, area_m2, area_ha, percent) of an ``rsseg.inference`` area report."""
     return [
         {"class": c["class_name"], "pixels": c["pixels"], "area_m2": round(c["area_m2"], 2),
-         "area_ha": round(c["area_m2"] / 1e4, 4), "percent": round(c["percent"], 2)}
+         "area_ha": round(c["area_m2"] / 1e4, 4), "percent": round(100 * c["area_fraction"], 2)}
         for c in report["classes"]
     ]
 
