@@ -221,7 +221,7 @@ CASES = [
     Case("same_input_twice", predict_many("u8", "u8"), says=("given twice",)),
     Case("output_is_the_input", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "{u8}", "--overwrite"),
          says=("is the input raster",)),
-    Case("report_onto_class_raster", predict("--report", "{w}/out.tif"), says=("both", "out.tif")),
+    Case("report_onto_class_raster", predict("--report", "{w}/out.tif"), says=("the area report is JSON", "out.json")),
     # -- 9: unreadable inputs and checkpoints, unwritable outputs ------------------------------------
     Case("truncated_geotiff", predict(src="truncated"), says=("truncated, corrupt", "truncated.tif")),
     Case("truncated_geotiff_mid_run", predict(src="truncated", ckpt="ckpt_no_range"), before_load=False,
