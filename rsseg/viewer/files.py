@@ -27,10 +27,12 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from rsseg.errors import ConfigError, InputNotFoundError, InputRasterError, RsSegError
+from rsseg.inference.engines import is_cached_export
 from rsseg.io import atomic_path, open_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff")
-CHECKPOINT_SUFFIXES = (".ckpt",)
+#: models the viewer offers: checkpoints and exported models (rsseg export)
+CHECKPOINT_SUFFIXES = (".ckpt", ".onnx")
 #: listing stops after this many files or folders so a huge data directory cannot stall the page
 MAX_LISTED = 2000
 MAX_WALKED_DIRS = 5000
@@ -74,7 +76,8 @@ def _walk(base: Path, skip: Path | None) -> Iterator[tuple[Path, list[Path], lis
     """(folder, files, links that lead outside ``base``) for each folder under ``base``.
 
     Symlinked folders and files are followed while they resolve inside ``base``; each real folder
-    is walked once (a link may point back up the tree). Hidden entries and ``skip`` are left out.
+    is walked once (a link may point back up the tree). Hidden entries and ``skip`` are left out, and
+    so are the ONNX exports that predict caches beside a checkpoint (the checkpoint stands for them).
     """
     seen: set[Path] = set()
     for walked, (dirpath, dirnames, filenames) in enumerate(os.walk(base, followlinks=True)):
@@ -124,7 +127,7 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
     found: list[str] = []
     for _, files, _ in _walk(base, skip):
         for path in files:
-            if path.name.lower().endswith(suffixes) and path.resolve().is_file():
+            if path.name.lower().endswith(suffixes) and not is_cached_export(path.name) and path.resolve().is_file():
                 found.append(path.relative_to(base).as_posix())
             if len(found) >= MAX_LISTED:
                 return sorted(found)
