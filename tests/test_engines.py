@@ -245,17 +245,18 @@ def test_onnx_predict_equals_torch_on_a_real_raster(exported_checkpoint, tmp_pat
 @pytest.mark.skipif(not TANZANIA.is_file(), reason="sample_tiles/tanzania missing")
 def test_openvino_predict_equals_onnx_runtime_on_a_real_raster(exported_checkpoint, tmp_path) -> None:
     """The engine choice of `auto` may not change a map: OpenVINO and ONNX Runtime on the same exported
-    UNetFormer give identical class rasters on a Tanzania crop, probabilities within 1e-5."""
+    UNetFormer give identical class rasters on a Tanzania crop, and each window's probabilities agree
+    within 1e-5 (before the float16 blending, which resolves ~1e-4)."""
     pytest.importorskip("openvino")
     src = _tanzania_crop(tmp_path / "crop.tif")
-    img = rasterio.open(src).read()
+    window = rasterio.open(src).read(window=Window(0, 0, 256, 256))
     classes, probs = {}, {}
     for engine in ("onnx", "openvino"):
         p = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine=engine)
         assert p.engine.name == engine
         predict_file(p, src, tmp_path / f"{engine}.tif")
         classes[engine] = rasterio.open(tmp_path / f"{engine}.tif").read(1)
-        probs[engine] = p.predict_array(img, return_probs=True)
+        probs[engine] = p.forward_probs(p.normalise(window)[None])
     assert len(np.unique(classes["onnx"])) > 1  # a real prediction, not a constant raster
     assert np.array_equal(classes["onnx"], classes["openvino"])
     np.testing.assert_allclose(probs["openvino"], probs["onnx"], atol=1e-5)
