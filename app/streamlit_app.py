@@ -147,8 +147,8 @@ with st.sidebar:
         # RSSEG_ENGINE sets the default, as for `rsseg predict --engine`
         default_engine = os.environ.get("RSSEG_ENGINE", "auto")
         engine = st.selectbox("Engine", list(ENGINES), index=ENGINES.index(default_engine) if default_engine in ENGINES else 0,
-                              key="engine", help="auto: ONNX Runtime on the CPU when installed (the model is exported "
-                                                 "once and cached), else PyTorch.")
+                              key="engine", help="auto: on the CPU the fastest installed of OpenVINO and ONNX Runtime (a "
+                                                 "checkpoint is exported once and cached), else PyTorch.")
     aoi = st.session_state.get("aoi")
     area = st.radio("Predict", [WHOLE, DRAWN], horizontal=True, key="area", disabled=aoi is None,
                     help="Draw a rectangle or polygon with the tools at the map's top left, then predict inside it only.")

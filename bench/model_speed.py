@@ -6,7 +6,8 @@ variant is ``eager`` (float32, ``torch.no_grad``, default threads), ``onnx`` (th
 default session options: memory arena and memory pattern on), ``onnx_engine`` (the same graph in the
 session ``rsseg predict`` runs: :class:`rsseg.inference.engines.OnnxEngine`, CPU, exact-size arena),
 ``openvino`` / ``openvino_static`` (the same graph in OpenVINO's CPU plugin, float32, latency hint; compiled
-once with dynamic H/W, or once per input shape) or a
+once with dynamic H/W, or once per input shape), ``openvino_engine`` (the same graph in the engine
+``rsseg predict --engine openvino`` runs: :class:`rsseg.inference.engines.OpenVinoEngine`) or a
 '+'-joined set of tunings:
 
 - ``inference_mode``: ``torch.inference_mode`` instead of ``no_grad``;
@@ -52,8 +53,9 @@ NUM_CLASSES = 6
 PAPER_FPS_512 = 322.4  # UNetFormer paper, 512x512, RTX 3090
 TUNINGS = ("inference_mode", "channels_last", "threads", "bf16", "compile")
 #: the exported graph in OpenVINO on the CPU, float32 (a bf16 CPU would otherwise run it in bf16):
-#: ``openvino`` compiles it once with dynamic H/W, ``openvino_static`` once per input shape
-OPENVINO_VARIANTS = ("openvino", "openvino_static")
+#: ``openvino`` compiles it once with dynamic H/W, ``openvino_static`` once per input shape,
+#: ``openvino_engine`` is what ``rsseg predict --engine openvino`` runs (:class:`rsseg.inference.engines.OpenVinoEngine`)
+OPENVINO_VARIANTS = ("openvino", "openvino_static", "openvino_engine")
 
 
 def cpu_flags() -> set[str]:
@@ -103,6 +105,9 @@ class Runner:
         self.compile_s: float | None = None
         if name in ("onnx", "onnx_engine"):
             self.run = self._onnx(model, device, workdir, rsseg_session=name == "onnx_engine")
+            return
+        if name == "openvino_engine":
+            self.run = self._engine(model, workdir)
             return
         if name in OPENVINO_VARIANTS:
             self.run = self._openvino(model, workdir, static=name == "openvino_static")
@@ -165,6 +170,16 @@ class Runner:
                 compiled[key] = core.compile_model(g, "CPU", config)
             out = compiled[key]({0: x.cpu().numpy()})[0]
             return torch.from_numpy(out).to(x.device)
+
+        return run
+
+    def _engine(self, model: torch.nn.Module, workdir: Path) -> Callable:
+        from rsseg.inference.engines import OpenVinoEngine
+
+        engine = OpenVinoEngine(self._export(model, workdir), threads=torch.get_num_threads())
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(engine._logits(x.cpu().numpy())).to(x.device)
 
         return run
 

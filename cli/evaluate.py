@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from rsseg.cli.params import ENGINE_HELP
 from rsseg.config import ENGINES, TTA_MODES
 
 
@@ -20,8 +21,7 @@ from rsseg.config import ENGINES, TTA_MODES
 @click.option("--window-batch", "batch", type=int, help="Windows per forward pass (default: from the checkpoint's config).")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (train's --devices is a count instead).")
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
-              help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
-                   "or auto (onnx on the CPU when onnxruntime is installed, else torch). With -m only. Env: RSSEG_ENGINE.")
+              help=f"{ENGINE_HELP} With -m only.")
 @click.option("--classes", help="Comma-separated class names for raster mode (default: from the prediction's metadata).")
 @click.option("--exclude", help="Comma-separated classes left out of mIoU/mF1 (OA keeps them). Default: clutter for ISPRS.")
 @click.option("--eroded/--no-eroded", default=None, help="ISPRS: evaluate on the eroded (noBoundary) labels.")

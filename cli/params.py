@@ -35,3 +35,8 @@ class FiniteFloat(click.ParamType):
         if self.max is not None and number > self.max:
             raise ConfigError(f"{flag} {value} is beyond the largest accepted value, {self.max:.10g}; {fix}")
         return number
+
+#: --engine of predict and evaluate
+ENGINE_HELP = ("torch, onnx (ONNX Runtime), openvino (OpenVINO; the 'openvino' extra) or auto (on the CPU the fastest "
+               "installed of openvino and onnx, else torch). onnx and openvino run on the CPU; a checkpoint is exported "
+               "once and cached beside it. Env: RSSEG_ENGINE.")

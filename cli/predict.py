@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rsseg.cli.params import FiniteFloat
+from rsseg.cli.params import ENGINE_HELP, FiniteFloat
 from rsseg.config import ENGINES, TTA_MODES
 
 #: the largest --buffer-mb (1 TiB): a larger budget is a typo, and one near 1e308 overflows
@@ -74,8 +74,7 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--allow-local-assets", is_flag=True, help="Let a STAC item's asset name a file on this machine (an absolute path, file:// or /vsizip/...); without it only relative hrefs and http(s), s3 and gs URLs are read.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (train's --devices is a count instead).")
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",
-              help="torch, onnx (ONNX Runtime on the CPU; the model is exported once and cached beside the checkpoint) "
-                   "or auto (onnx on the CPU when onnxruntime is installed, else torch). Env: RSSEG_ENGINE.")
+              help=ENGINE_HELP)
 @click.option("--buffer-mb", type=FiniteFloat(min=0, min_open=True, max=MAX_BUFFER_MB, example="512"), metavar="MB",
               help="Memory for the buffers that grow with raster width (blending, input cache). A wider raster "
                    "is processed in column strips, recomputing the windows on each strip border (a few percent "

@@ -223,9 +223,14 @@ def onnx_session(path: str | Path, options: Any = None) -> Any:
 
 
 def onnx_meta(session: Any, path: str | Path) -> ModelMeta:
-    """The :class:`ModelMeta` an exported model carries (``metadata_props['rsseg']``), from its ONNX
-    Runtime ``session``; a model exported by another tool is refused, naming ``rsseg export``."""
-    props = session.get_modelmeta().custom_metadata_map
+    """The :class:`ModelMeta` an exported model carries, from its ONNX Runtime ``session``
+    (:func:`meta_from_props`)."""
+    return meta_from_props(session.get_modelmeta().custom_metadata_map, path)
+
+
+def meta_from_props(props: Mapping[str, str], path: str | Path) -> ModelMeta:
+    """The :class:`ModelMeta` in an exported model's ``metadata_props`` (``props['rsseg']``, JSON), as
+    any runtime lists them; a model exported by another tool is refused, naming ``rsseg export``."""
     name = Path(path).name
     if META_KEY not in props:
         raise CheckpointError(f"{path} is an ONNX model without rsseg metadata (classes, bands, normalisation, input "

@@ -225,7 +225,7 @@ class Config:
 
 
 #: inference engines (``--engine`` choices; resolved by :func:`rsseg.inference.settings.resolve_engine`)
-ENGINES = ("auto", "torch", "onnx")
+ENGINES = ("auto", "torch", "onnx", "openvino")
 
 def _check_value(key: str, value: Any, hint: Any, ext: Extensions) -> Any:
     """Return ``value`` coerced to ``hint`` or raise naming ``key``."""

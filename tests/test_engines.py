@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,14 @@ from rsseg.checkpoint import ModelMeta, save_model
 from rsseg.config import TTA_MODES, Config
 from rsseg.errors import RsSegError
 from rsseg.inference import Predictor, engines, predict_file, settings
-from rsseg.inference.engines import OnnxEngine, TorchEngine, _bilinear_axis, cached_onnx, onnx_cache_paths
+from rsseg.inference.engines import (
+    OnnxEngine,
+    OpenVinoEngine,
+    TorchEngine,
+    _bilinear_axis,
+    cached_onnx,
+    onnx_cache_paths,
+)
 from rsseg.io import file_sha256
 
 ort = pytest.importorskip("onnxruntime")
@@ -87,18 +95,51 @@ def test_onnx_engine_reads_the_metadata_from_the_file(conv_pair) -> None:
     assert meta.classes == ["c0", "c1", "c2", "c3"] and meta.build_config().inference.tile == 1024
 
 
+@pytest.mark.parametrize("tta", TTA_MODES)
+def test_openvino_engine_equals_onnx_runtime_with_every_tta(conv_pair, tta: str) -> None:
+    pytest.importorskip("openvino")
+    onnx_engine = conv_pair[1]
+    openvino_engine = OpenVinoEngine(onnx_engine.path)
+    x = np.random.default_rng(2).normal(size=(2, 3, 64, 96)).astype(np.float32)
+    want, got = onnx_engine(x, tta), openvino_engine(x, tta)
+    assert got.shape == want.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert openvino_engine.meta.to_dict() == onnx_engine.meta.to_dict()
+
+
+def test_openvino_engine_refusals(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("openvino")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not an onnx file" * 10)
+    with pytest.raises(RsSegError, match="cannot read model .*not an ONNX file"):
+        OpenVinoEngine(bad)
+    with pytest.raises(RsSegError, match="model not found"):
+        OpenVinoEngine(tmp_path / "missing.onnx")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as without the extra
+    with pytest.raises(RsSegError, match=re.escape("pip install 'rsseg[openvino]'")):
+        OpenVinoEngine(bad)
+
+
 def test_resolve_engine(monkeypatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert settings.resolve_engine("auto", cpu) == "onnx"
+    installed = {"openvino", "onnx"}
+    monkeypatch.setattr(settings, "engine_installed", lambda e: e in installed)
+    assert settings.resolve_engine("auto", cpu) == "openvino"  # the measured order: fastest installed first
     assert settings.resolve_engine("auto", cuda) == "torch"
     assert settings.resolve_engine("torch", cpu) == "torch"
-    with pytest.raises(RsSegError, match="runs on the CPU"):
-        settings.resolve_engine("onnx", cuda)
+    assert settings.resolve_engine("onnx", cpu) == "onnx"
+    for engine in ("onnx", "openvino"):
+        with pytest.raises(RsSegError, match=f"the {engine} engine runs on the CPU"):
+            settings.resolve_engine(engine, cuda)
     with pytest.raises(RsSegError, match="unknown engine"):
         settings.resolve_engine("tensorrt", cpu)
-    monkeypatch.setattr(settings, "onnxruntime_available", lambda: False)
+    installed.discard("openvino")
+    assert settings.resolve_engine("auto", cpu) == "onnx"
+    with pytest.raises(RsSegError, match=re.escape("pip install 'rsseg[openvino]'")):
+        settings.resolve_engine("openvino", cpu)
+    installed.clear()
     assert settings.resolve_engine("auto", cpu) == "torch"
-    with pytest.raises(RsSegError, match=r"rsseg\[onnx\]"):
+    with pytest.raises(RsSegError, match="pip install onnxruntime"):
         settings.resolve_engine("onnx", cpu)
 
 
@@ -115,7 +156,7 @@ def _tiny_unetformer_checkpoint(path: Path, k: int = 7) -> Path:
 
 def test_auto_engine_falls_back_to_torch_without_onnxruntime(tmp_path, monkeypatch) -> None:
     ckpt = _tiny_unetformer_checkpoint(tmp_path / "m.ckpt")
-    monkeypatch.setattr(settings, "onnxruntime_available", lambda: False)
+    monkeypatch.setattr(settings, "engine_installed", lambda e: False)
     p = Predictor.from_checkpoint(ckpt, device="cpu", engine="auto")
     assert p.engine.name == "torch" and "engine torch" in p.settings.summary()
     assert not list(tmp_path.glob("*.onnx"))
@@ -202,6 +243,28 @@ def test_onnx_predict_equals_torch_on_a_real_raster(exported_checkpoint, tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
+@pytest.mark.skipif(not TANZANIA.is_file(), reason="sample_tiles/tanzania missing")
+def test_openvino_predict_equals_onnx_runtime_on_a_real_raster(exported_checkpoint, tmp_path) -> None:
+    """The engine choice of `auto` may not change a map: OpenVINO and ONNX Runtime on the same exported
+    UNetFormer give identical class rasters on a Tanzania crop, and each window's probabilities agree
+    within 1e-5 (before the float16 blending, which resolves ~1e-4)."""
+    pytest.importorskip("openvino")
+    src = _tanzania_crop(tmp_path / "crop.tif")
+    window = rasterio.open(src).read(window=Window(0, 0, 256, 256))
+    classes, probs = {}, {}
+    for engine in ("onnx", "openvino"):
+        p = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine=engine)
+        assert p.engine.name == engine
+        predict_file(p, src, tmp_path / f"{engine}.tif")
+        classes[engine] = rasterio.open(tmp_path / f"{engine}.tif").read(1)
+        probs[engine] = p.forward_probs(p.normalise(window)[None])
+    assert len(np.unique(classes["onnx"])) > 1  # a real prediction, not a constant raster
+    assert np.array_equal(classes["onnx"], classes["openvino"])
+    np.testing.assert_allclose(probs["openvino"], probs["onnx"], atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_onnx_engine_tta_and_meta_match_the_checkpoint(exported_checkpoint) -> None:
     from rsseg.checkpoint import read_meta
 
@@ -255,7 +318,7 @@ def test_onnx_predict_never_imports_torch(exported_checkpoint, tmp_path) -> None
              "--report", f"{out}.json", "--confidence", f"{out}.conf.tif", "-m", *args],
             capture_output=True, text=True, timeout=1500, env=env)
         assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-        assert "engine onnx" in res.stdout and "torch imported: False" in res.stdout
+        assert f"engine {settings.fastest_file_engine()}" in res.stdout and "torch imported: False" in res.stdout
         assert all(Path(f"{out}{ext}").is_file() for ext in (".tif", ".gpkg", ".json", ".conf.tif"))
 
 
@@ -282,7 +345,7 @@ def test_predict_from_the_exported_onnx_equals_the_checkpoint(exported_checkpoin
                                        str(d / "b.gpkg"), "--report", str(d / "r.json"), "--confidence",
                                        str(d / "conf.tif"), "--engine", "auto"])
         assert res.exit_code == 0, res.output
-        assert "engine onnx, device cpu" in res.output
+        assert f"engine {settings.fastest_file_engine()}, device cpu" in res.output
         runs[name] = d
     a, b = runs["checkpoint"], runs["onnx"]
     for raster in ("classes.tif", "conf.tif"):

@@ -37,6 +37,7 @@ from rsseg.checkpoint import (
 from rsseg.cli.main import main
 from rsseg.config import Config
 from rsseg.data.normalize import Normalizer
+from rsseg.inference.settings import fastest_file_engine
 from rsseg.io import file_sha256
 
 pytest.importorskip("onnxruntime")
@@ -134,7 +135,7 @@ def test_predict_from_an_onnx_model_never_imports_torch(tmp_path) -> None:
          f"{out}.gpkg", "--report", f"{out}.json", "--confidence", f"{out}.conf.tif", "--min-area", "0"],
         capture_output=True, text=True, timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "model: m.onnx" in res.stdout and "engine onnx, device cpu" in res.stdout
+    assert "model: m.onnx" in res.stdout and f"engine {fastest_file_engine()}, device cpu" in res.stdout
     assert all(Path(f"{out}{ext}").is_file() for ext in (".tif", ".gpkg", ".json", ".conf.tif"))
     with rasterio.open(f"{out}.tif") as src:
         assert src.tags()["CLASS_1"] == "building"
@@ -185,7 +186,7 @@ def test_export_writes_one_self_describing_file_and_a_stac_item(tmp_path, monkey
     scene = _scene(tmp_path / "scene.tif")
     res = CliRunner().invoke(main, ["predict", str(scene), "-m", str(out), "-o", str(tmp_path / "c.tif"), "--engine", "auto"])
     assert res.exit_code == 0, res.output
-    assert "engine onnx" in res.output
+    assert f"engine {fastest_file_engine()}" in res.output
     # again: outputs exist, nothing is replaced without --overwrite
     res = CliRunner().invoke(main, ["export", "-m", str(out), "-o", str(out), "--stac", str(item_path)])
     assert res.exit_code == 2 and "already exists" in res.output
@@ -217,5 +218,5 @@ def test_viewer_predicts_with_an_onnx_model(tmp_path) -> None:
 
     pred = run_prediction(scene, model, tmp_path / "cache", engine="auto", loader=no_torch_loader)
     assert pred.classes == ["background", "building"] and pred.classes_tif.is_file()
-    with pytest.raises(ConfigError, match="runs in ONNX Runtime, not with the torch engine"):
+    with pytest.raises(ConfigError, match="runs in ONNX Runtime or OpenVINO, not with the torch engine"):
         run_prediction(scene, model, tmp_path / "cache2", engine="torch", loader=no_torch_loader)

@@ -6,9 +6,12 @@ numpy array). :class:`Engine` holds the one TTA algorithm; an engine supplies on
 primitives (forward to logits, dihedral transform, bilinear resize, softmax) in its own library:
 
 - :class:`TorchEngine`: the PyTorch model on CPU or CUDA (bf16 autocast on CUDA).
-- :class:`OnnxEngine`: the exported ONNX graph (:func:`cached_onnx`) in ONNX
-  Runtime on the CPU; TTA in numpy. This module imports neither torch nor onnxruntime at import
-  time, so the ONNX path loads no PyTorch model.
+- :class:`OnnxEngine`: the exported ONNX graph (an ``rsseg export`` file or :func:`cached_onnx`) in ONNX
+  Runtime on the CPU; TTA in numpy (:class:`NumpyEngine`).
+- :class:`OpenVinoEngine`: the same graph in OpenVINO's CPU plugin.
+
+This module imports no torch, onnxruntime or openvino at import time, so the ONNX path loads no
+PyTorch model.
 
 TTA averages softmax probabilities over flips (``flip``), the 8 dihedral transforms (``d4``) or
 input scales :data:`MS_SCALES` (``ms``, logits resized back bilinearly before the softmax).
@@ -29,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rsseg.checkpoint import ModelMeta, import_onnxruntime, onnx_meta, onnx_session
+from rsseg.checkpoint import ModelMeta, import_onnxruntime, meta_from_props, onnx_meta, onnx_session
+from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
 from rsseg.inference.windows import padded_size
 from rsseg.io import cache_dir, file_sha256
 
@@ -215,46 +219,22 @@ def _arena_allocator() -> None:
     ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, -1, -1))
 
 
-class OnnxEngine(Engine):
-    """An exported rsseg ONNX model (input ``image``, output ``logits``) in ONNX Runtime on the CPU.
+class NumpyEngine(Engine):
+    """An engine that runs an exported rsseg ONNX model (input ``image``, output ``logits``) on the
+    CPU, TTA in numpy; subclasses supply the runtime (:meth:`_logits`) and :attr:`meta`, the model
+    metadata stored in the file (so an exported model needs no checkpoint)."""
 
-    The session runs on :func:`physical_cores` intra-op threads with all graph optimisations and
-    ONNX Runtime's memory arena, grown by exactly what is requested (:func:`_arena_allocator`).
-    ``meta`` is the model metadata stored in the file (:func:`rsseg.checkpoint.onnx_meta`), so an
-    exported model needs no checkpoint. A file ONNX Runtime cannot load is one line
-    (:func:`rsseg.checkpoint.onnx_session`).
-    """
-
-    name = "onnx"
     device = "cpu"
-    #: False: every tensor from malloc instead (107-129 MB more peak RSS in the predict pipeline,
-    #: where freed activations stay in the threads' malloc arenas; docs/results_engines.md)
-    arena = True
 
-    def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        ort = import_onnxruntime(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or physical_cores()
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.enable_mem_pattern = False  # per-shape buffer plans: ~120 MB more peak RSS, no steady speed gain here
-        opts.enable_cpu_mem_arena = self.arena
-        if self.arena:
-            _arena_allocator()
-            opts.add_session_config_entry("session.use_env_allocators", "1")
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.session = onnx_session(path, opts)
-        self._input = self.session.get_inputs()[0].name
 
     @property
     def meta(self) -> ModelMeta:
-        return onnx_meta(self.session, self.path)
+        raise NotImplementedError
 
     def _native(self, batch: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(batch, dtype=np.float32)
-
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: np.ascontiguousarray(x)})[0]
 
     def _softmax(self, logits: np.ndarray) -> np.ndarray:
         # in place: the logits are this engine's own array, and a window's [B, K, H, W] float32
@@ -275,6 +255,97 @@ class OnnxEngine(Engine):
 
     def _numpy(self, probs: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(probs, dtype=np.float32)
+
+
+class OnnxEngine(NumpyEngine):
+    """An exported rsseg ONNX model in ONNX Runtime on the CPU.
+
+    The session runs on :func:`physical_cores` intra-op threads with all graph optimisations and
+    ONNX Runtime's memory arena, grown by exactly what is requested (:func:`_arena_allocator`).
+    ``meta``: :func:`rsseg.checkpoint.onnx_meta`. A file ONNX Runtime cannot load is one line
+    (:func:`rsseg.checkpoint.onnx_session`).
+    """
+
+    name = "onnx"
+    #: False: every tensor from malloc instead (107-129 MB more peak RSS in the predict pipeline,
+    #: where freed activations stay in the threads' malloc arenas; docs/results_engines.md)
+    arena = True
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__(path)
+        ort = import_onnxruntime(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or physical_cores()
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_mem_pattern = False  # per-shape buffer plans: ~120 MB more peak RSS, no steady speed gain here
+        opts.enable_cpu_mem_arena = self.arena
+        if self.arena:
+            _arena_allocator()
+            opts.add_session_config_entry("session.use_env_allocators", "1")
+        self.session = onnx_session(path, opts)
+        self._input = self.session.get_inputs()[0].name
+
+    @property
+    def meta(self) -> ModelMeta:
+        return onnx_meta(self.session, self.path)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.ascontiguousarray(x)})[0]
+
+
+class OpenVinoEngine(NumpyEngine):
+    """An exported rsseg ONNX model in OpenVINO's CPU plugin (the ``openvino`` extra).
+
+    Compiled once with dynamic height and width, float32 (on a CPU with native bf16 OpenVINO would
+    otherwise run in bf16 and change predictions), the latency hint and :func:`physical_cores`
+    threads. ``meta`` comes from the file's ``metadata_props``, which OpenVINO keeps in the model's
+    ``rt_info['framework']``.
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        super().__init__(path)
+        ov = import_openvino(path)
+        if not self.path.is_file():
+            raise CheckpointNotFoundError(f"model not found: {path} (export one from a checkpoint with "
+                                          f"`rsseg export -m best.ckpt -o {self.path.name}`)")
+        core = ov.Core()
+        try:
+            self.model = core.read_model(str(path))
+        except RuntimeError as exc:  # OpenVINO's frontends raise RuntimeError for any unreadable file
+            why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"cannot read model {path}: not an ONNX file, or a corrupt or truncated one ({why}); "
+                                  "expected a .onnx written by `rsseg export`") from None
+        config = {"INFERENCE_NUM_THREADS": threads or physical_cores(), "INFERENCE_PRECISION_HINT": "f32",
+                  "PERFORMANCE_HINT": "LATENCY"}
+        self.compiled = core.compile_model(self.model, "CPU", config)
+        self._request = self.compiled.create_infer_request()
+
+    @property
+    def meta(self) -> ModelMeta:
+        framework = self.model.get_rt_info()["framework"] if self.model.has_rt_info("framework") else {}
+        props = {key: self.model.get_rt_info(["framework", key]).astype(str) for key in framework}
+        return meta_from_props(props, self.path)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        # share_outputs=False: the result is this engine's own array (the softmax runs in place)
+        return self._request.infer({0: np.ascontiguousarray(x)}, share_outputs=False)[0]
+
+
+def import_openvino(path: str | Path) -> Any:
+    """The openvino module, or one line naming the extra that installs it (``path``: the model)."""
+    try:
+        import openvino
+    except ImportError:
+        raise BackendUnavailableError(f"running {Path(path).name} with the openvino engine needs OpenVINO: "
+                                      "pip install 'rsseg[openvino]' (or use --engine onnx)") from None
+    return openvino
+
+
+#: the engines that run an exported ONNX file, by name
+FILE_ENGINES: dict[str, type[NumpyEngine]] = {"onnx": OnnxEngine, "openvino": OpenVinoEngine}
 
 
 #: bump when the exported file changes for the same checkpoint (invalidates cached exports); 2: its
@@ -314,7 +385,6 @@ def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: in
     A cache hit reads only the checkpoint's bytes (for the hash): no model is built.
     ``on_export(target)`` is called before an export starts (it takes a minute or more on a CPU).
     """
-    from rsseg.errors import CheckpointNotFoundError
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():

@@ -29,8 +29,14 @@ from rsseg.checkpoint import ModelMeta, is_onnx_model
 from rsseg.data.normalize import Normalizer
 from rsseg.errors import CheckpointError, FallbackWarning, InputRasterError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
-from rsseg.inference.engines import Engine, OnnxEngine, TorchEngine, cached_onnx
-from rsseg.inference.settings import PredictSettings, check_settings, resolve_device, resolve_engine
+from rsseg.inference.engines import FILE_ENGINES, Engine, NumpyEngine, TorchEngine, cached_onnx
+from rsseg.inference.settings import (
+    PredictSettings,
+    check_settings,
+    fastest_file_engine,
+    resolve_device,
+    resolve_engine,
+)
 from rsseg.inference.windows import Span, WindowPlan, padded_size, reflect_pad
 from rsseg.progress import ProgressFn
 
@@ -79,7 +85,7 @@ _DONE = object()
 
 def onnx_export_cached(checkpoint: str | Path, settings: PredictSettings) -> Path | None:
     """The ONNX file that :meth:`Predictor.from_checkpoint` would run ``checkpoint`` from in ONNX
-    Runtime, if there is one: an exported ``.onnx`` model itself, or a checkpoint's cached export
+    Runtime or OpenVINO, if there is one: an exported ``.onnx`` model itself, or a checkpoint's cached export
     (:func:`rsseg.inference.engines.onnx_cache_paths`). :meth:`Predictor.from_onnx` then loads it in a
     second, builds no PyTorch model and never imports torch."""
     from rsseg.inference.engines import onnx_cache_paths
@@ -87,7 +93,7 @@ def onnx_export_cached(checkpoint: str | Path, settings: PredictSettings) -> Pat
     if is_onnx_model(checkpoint):
         return Path(checkpoint) if Path(checkpoint).is_file() else None
     try:
-        if resolve_engine(settings.engine, resolve_device(settings.device)) != "onnx":
+        if resolve_engine(settings.engine, resolve_device(settings.device)) not in FILE_ENGINES:
             return None
         return next((p for p in onnx_cache_paths(checkpoint) if p.is_file()), None)
     except (OSError, RsSegError):  # a missing checkpoint or bad device: the usual path reports it
@@ -132,12 +138,12 @@ class Predictor:
         :class:`PredictSettings`), resolved for the checkpoint, on the resolved device and engine.
 
         ``engine`` (:func:`rsseg.inference.settings.resolve_engine`): ``torch`` loads the weights
-        (:func:`rsseg.checkpoint.load_model`); ``onnx`` runs the model exported once and cached
-        (:func:`rsseg.inference.engines.cached_onnx`) in ONNX Runtime, reading the metadata from the
-        ONNX file; ``auto`` picks ``onnx`` on the CPU when ONNX Runtime is installed and falls back
-        to ``torch`` (with a warning) if the export fails; ``on_export(onnx_path)`` is called before
-        a first, slow export.
-        An exported ``.onnx`` model runs in ONNX Runtime on the CPU (:meth:`from_onnx`).
+        (:func:`rsseg.checkpoint.load_model`); ``onnx`` and ``openvino`` run the model exported once
+        and cached (:func:`rsseg.inference.engines.cached_onnx`) in ONNX Runtime or OpenVINO, reading
+        the metadata from the ONNX file; ``auto`` picks the fastest installed of them on the CPU and
+        falls back to ``torch`` (with a warning) if the export fails; ``on_export(onnx_path)`` is
+        called before a first, slow export.
+        An exported ``.onnx`` model runs in a CPU engine (:meth:`from_onnx`).
         """
         from rsseg.checkpoint import load_model
 
@@ -145,9 +151,10 @@ class Predictor:
             return cls.from_onnx(path, settings, **overrides)
         requested = replace(settings or PredictSettings(), **overrides)
         dev = resolve_device(requested.device)
-        if resolve_engine(requested.engine, dev) == "onnx":
+        engine = resolve_engine(requested.engine, dev)
+        if engine in FILE_ENGINES:
             try:
-                runner = OnnxEngine(cached_onnx(path, on_export=on_export))
+                runner = FILE_ENGINES[engine](cached_onnx(path, on_export=on_export))
             except Exception as exc:
                 if requested.engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
                     raise
@@ -159,18 +166,19 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path, settings: PredictSettings | None = None, **overrides: Any) -> Predictor:
-        """A predictor for an rsseg ONNX export (``rsseg export``, or :func:`onnx_export_cached`'s) in
-        ONNX Runtime on the CPU, with the metadata stored in the file; ``settings`` and ``overrides``
-        as :meth:`from_checkpoint` takes them, the engine ``onnx`` whatever they name (the file holds
-        no PyTorch weights; a user's request for torch is refused before, by
-        :func:`rsseg.inference.settings.onnx_model_settings`)."""
+        """A predictor for an rsseg ONNX export (``rsseg export``, or :func:`onnx_export_cached`'s) on
+        the CPU, with the metadata stored in the file; ``settings`` and ``overrides`` as
+        :meth:`from_checkpoint` takes them. The engine is the one they name if it runs ONNX files
+        (``onnx``, ``openvino``), else the fastest installed (the file holds no PyTorch weights; a
+        user's request for torch is refused before, by :func:`rsseg.inference.settings.onnx_model_settings`)."""
         requested = replace(settings or PredictSettings(), **overrides)
-        requested = replace(requested, engine="onnx", device="cpu" if requested.device == "auto" else requested.device)
-        return cls._from_onnx_engine(OnnxEngine(path), requested)
+        engine = requested.engine if requested.engine in FILE_ENGINES else (fastest_file_engine() or "onnx")
+        requested = replace(requested, device="cpu" if requested.device == "auto" else requested.device)
+        return cls._from_onnx_engine(FILE_ENGINES[engine](path), requested)
 
     @classmethod
-    def _from_onnx_engine(cls, runner: OnnxEngine, requested: PredictSettings) -> Predictor:
-        return cls(runner, runner.meta, replace(requested, engine="onnx").resolve(runner.meta))
+    def _from_onnx_engine(cls, runner: NumpyEngine, requested: PredictSettings) -> Predictor:
+        return cls(runner, runner.meta, replace(requested, engine=runner.name).resolve(runner.meta))
 
     @property
     def num_classes(self) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.checkpoint import ModelMeta, import_onnxruntime
+from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import BackendUnavailableError, ConfigError
 
@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 #: most windows per forward on a CPU, per engine, unless the caller sets a batch. ONNX Runtime ran
 #: one 1024 window at a time faster than two and with ~130 MB less peak RSS on a 32768-wide raster
 #: (bench/results/predict_engines*.md); torch keeps 2
-CPU_MAX_BATCH = {"torch": 2, "onnx": 1}
+CPU_MAX_BATCH = {"torch": 2, "onnx": 1, "openvino": 1}
 
 __all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "cuda_available", "device_type",
-           "onnx_model_settings", "resolve_device", "resolve_engine", "resolve_settings", "resolve_tiling"]
+           "engine_installed", "fastest_file_engine", "onnx_model_settings", "resolve_device", "resolve_engine", "resolve_settings", "resolve_tiling"]
 
 
 def _nvidia_driver() -> bool:
@@ -76,44 +76,62 @@ def resolve_device(device: str | torch.device = "auto") -> str:
     return str(dev)
 
 
-def onnxruntime_available() -> bool:
-    """Whether ONNX Runtime is installed (the ``onnx`` extra), without importing it."""
+#: the CPU engines that run an exported ONNX file, fastest first, with the package each needs. Measured
+#: side by side on one UNetFormer window, same graph, outputs equal to 1e-8 (docs/performance.md,
+#: bench/model_speed.py): OpenVINO took 0.89-0.91x of ONNX Runtime's time at 512 and 1024 px
+CPU_FILE_ENGINES = {"openvino": "openvino", "onnx": "onnxruntime"}
+#: what installs each CPU file engine (ONNX Runtime is part of the base install)
+ENGINE_INSTALL = {"openvino": "pip install 'rsseg[openvino]'", "onnx": "pip install onnxruntime"}
+
+
+def engine_installed(engine: str) -> bool:
+    """Whether the package of a CPU file engine (:data:`CPU_FILE_ENGINES`) is installed, without importing it."""
     import importlib.util
 
-    return importlib.util.find_spec("onnxruntime") is not None
+    return importlib.util.find_spec(CPU_FILE_ENGINES[engine]) is not None
+
+
+def fastest_file_engine() -> str | None:
+    """The fastest installed engine of :data:`CPU_FILE_ENGINES`, None when neither is installed."""
+    return next((e for e in CPU_FILE_ENGINES if engine_installed(e)), None)
 
 
 def resolve_engine(engine: str, device: str | torch.device) -> str:
-    """``auto`` -> ``onnx`` on the CPU when ONNX Runtime is installed, else ``torch`` (always on CUDA).
+    """``auto`` -> on the CPU the fastest installed of :data:`CPU_FILE_ENGINES` (OpenVINO, then ONNX
+    Runtime), else ``torch`` (always on CUDA).
 
-    ``onnx`` runs on the CPU only: asking for it with a CUDA device, or without ONNX Runtime, is an error.
+    ``onnx`` and ``openvino`` run on the CPU only: asking for one with a CUDA device, or without its
+    package, is an error.
     """
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "auto":
-        return "onnx" if device_type(device) == "cpu" and onnxruntime_available() else "torch"
-    if engine == "onnx":
+        return (fastest_file_engine() if device_type(device) == "cpu" else None) or "torch"
+    if engine in CPU_FILE_ENGINES:
         if device_type(device) != "cpu":
-            raise ConfigError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
-        if not onnxruntime_available():
-            raise BackendUnavailableError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
+            raise ConfigError(f"the {engine} engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
+        if not engine_installed(engine):
+            raise BackendUnavailableError(f"the {engine} engine needs {CPU_FILE_ENGINES[engine]}: "
+                                          f"{ENGINE_INSTALL[engine]} (or use --engine auto)")
     return engine
 
 
 def onnx_model_settings(path: str | Path, settings: PredictSettings) -> PredictSettings:
     """The user's ``settings`` (CLI flags, the viewer's widgets) for an exported ``.onnx`` model, which
-    ONNX Runtime runs on the CPU: a request for the torch engine or a CUDA device, which need the
-    checkpoint, is refused in one line naming it, and so is a missing ONNX Runtime. (The library's
-    :meth:`~rsseg.inference.Predictor.from_onnx` runs such a file in ONNX Runtime whatever the settings say.)"""
+    ONNX Runtime or OpenVINO runs on the CPU (``auto``: the fastest installed, :func:`fastest_file_engine`):
+    a request for the torch engine or a CUDA device, which need the checkpoint, is refused in one line
+    naming it, and so is a missing runtime. (The library's :meth:`~rsseg.inference.Predictor.from_onnx`
+    runs such a file in a CPU engine whatever the settings say.)"""
     name = Path(path).name
     if settings.engine == "torch":
-        raise ConfigError(f"{name} is an ONNX model and runs in ONNX Runtime, not with the torch engine; use "
-                          "--engine onnx or auto, or give the .ckpt it was exported from to run it with torch")
+        raise ConfigError(f"{name} is an ONNX model and runs in ONNX Runtime or OpenVINO, not with the torch engine; use "
+                          "--engine auto, onnx or openvino, or give the .ckpt it was exported from to run it with torch")
     if device_type(settings.device) not in ("auto", "cpu"):
-        raise ConfigError(f"{name} is an ONNX model and ONNX Runtime runs it on the CPU, not {settings.device}; use "
+        raise ConfigError(f"{name} is an ONNX model and runs on the CPU, not {settings.device}; use "
                           "--device cpu, or give the .ckpt it was exported from to run it on the GPU")
-    import_onnxruntime(path)
-    return replace(settings, engine="onnx", device="cpu")
+    engine = (fastest_file_engine() or "onnx") if settings.engine == "auto" else settings.engine
+    resolve_engine(engine, "cpu")  # a missing runtime: one line naming what to install
+    return replace(settings, engine=engine, device="cpu")
 
 
 @dataclass(frozen=True)
@@ -124,7 +142,7 @@ class PredictSettings:
     As requested: ``None`` leaves a value to the checkpoint's config and the
     CPU/GPU rule, ``device``/``engine`` may be ``auto``. As resolved (:func:`resolve_settings`,
     :attr:`resolved`): nothing is ``None``, the device is named as :func:`resolve_device` names it and
-    the engine is ``torch`` or ``onnx`` (:func:`resolve_engine`); a Predictor keeps only these.
+    the engine is ``torch``, ``onnx`` or ``openvino`` (:func:`resolve_engine`); a Predictor keeps only these.
     """
 
     tile: int | None = None
@@ -137,7 +155,7 @@ class PredictSettings:
     @property
     def resolved(self) -> bool:
         return None not in (self.tile, self.overlap, self.batch, self.tta) and self.device != "auto" \
-            and self.engine in ("torch", "onnx")
+            and self.engine in ENGINES[1:]
 
     def resolve(self, meta: ModelMeta) -> PredictSettings:
         """These settings for ``meta``'s checkpoint (:func:`resolve_settings`)."""

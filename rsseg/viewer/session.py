@@ -27,6 +27,7 @@ from rsseg.config import is_hex_color
 from rsseg.errors import BackendUnavailableError, ConfigError, InputNotFoundError
 from rsseg.inference import Predictor, PredictSettings, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.inference.contract import require_contract
+from rsseg.inference.engines import FILE_ENGINES
 from rsseg.inference.settings import onnx_model_settings, resolve_engine
 from rsseg.io import atomic_path
 from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels
@@ -151,14 +152,14 @@ def run_prediction(
     """
     report_progress = on_progress or (lambda f, msg: None)
     raster, checkpoint = Path(raster), Path(checkpoint)
-    if is_onnx_model(checkpoint):  # ONNX Runtime runs it: the torch engine is refused
+    if is_onnx_model(checkpoint):  # a CPU file engine runs it: the torch engine is refused
         onnx_model_settings(checkpoint, PredictSettings(engine=engine))
     require_contract(read_meta(checkpoint), checkpoint)  # before a cached map too: it would be as wrong
     if (hit := find_prediction(raster, checkpoint, cache_dir, tile=tile, overlap=overlap, tta=tta)) is not None:
         return hit
     check_raster(raster)
     report_progress(0.0, "loading model")
-    if is_onnx_model(checkpoint) or resolve_engine(engine, resolve_device("auto")) == "onnx":
+    if is_onnx_model(checkpoint) or resolve_engine(engine, resolve_device("auto")) in FILE_ENGINES:
         predictor = Predictor.from_checkpoint(checkpoint, engine=engine, tile=tile, overlap=overlap, batch=batch, tta=tta)
         meta = predictor.meta
     else:
