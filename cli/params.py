@@ -35,3 +35,22 @@ class FiniteFloat(click.ParamType):
         if self.max is not None and number > self.max:
             raise ConfigError(f"{flag} {value} is beyond the largest accepted value, {self.max:.10g}; {fix}")
         return number
+
+
+class SizeWithUnit(click.ParamType):
+    """An area (``2m2``, ``8px``) or a length (``0.1m``, ``1px``); a bare number is square metres
+    or metres. Parsed by :func:`rsseg.inference.vectorize.parse_area` / ``parse_length`` (the one
+    parser, shared with the Python API), so a bad value is the same one-line
+    :class:`~rsseg.errors.ConfigError`, naming the option."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.name = "area" if kind == "area" else "length"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from rsseg.inference.vectorize import Measure, parse_area, parse_length
+
+        if isinstance(value, Measure):
+            return value
+        flag = max((o for o in param.opts if o.startswith("--")), key=len, default=param.opts[0]) if param else "value"
+        return (parse_area if self.kind == "area" else parse_length)(value, flag)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rsseg.cli.params import FiniteFloat
+from rsseg.cli.params import FiniteFloat, SizeWithUnit
 from rsseg.config import ENGINES, TTA_MODES
 
 #: the largest --buffer-mb (1 TiB): a larger budget is a typo, and one near 1e308 overflows
@@ -61,8 +61,12 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--scale", help="Multiply the input by this factor to reach the model's training value range "
               "(e.g. 255 for 0-1 floats, 1/257 for 16-bit copies of 8-bit scenes), or 'auto' to stretch each band's "
               "p1-p99 onto the training p1-p99. Without it, an input in another range is refused.")
-@click.option("--simplify", default=0.0, type=FiniteFloat(min=0, example="1.0"), help="Polygon simplification tolerance in metres.")
-@click.option("--min-area", type=FiniteFloat(min=0, example="50"), help="Drop polygons smaller than this many square metres (default: 4 pixels; 0 keeps all).")
+@click.option("--simplify", type=SizeWithUnit("length"), metavar="LENGTH",
+              help="Outline simplification tolerance: pixels (1px) or metres (0.5m; a bare number is metres). "
+                   "Neighbouring polygons keep their shared edges exactly; 0 keeps the pixel outlines. [default: 1px]")
+@click.option("--min-area", type=SizeWithUnit("area"), metavar="AREA",
+              help="Drop polygons smaller than this: square metres (2m2; a bare number is m2) or pixels (8px); "
+                   "0 keeps all. [default: 2m2, and never under 4 pixels]")
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")

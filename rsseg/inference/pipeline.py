@@ -42,7 +42,7 @@ from rsseg.inference.products import (
     VectorWriter,
 )
 from rsseg.inference.settings import PredictSettings
-from rsseg.inference.vectorize import parse_vector_classes, vector_driver
+from rsseg.inference.vectorize import Measure, parse_vector_classes, vector_driver
 from rsseg.inference.windows import Span, WindowPlan
 from rsseg.io import Staging, check_output, is_remote, open_raster, unfold_url, write_error
 from rsseg.progress import ProgressFn
@@ -219,8 +219,10 @@ class PredictOptions:
 
     reference_path: str | Path | None = None
     bands: list[int] | None = None
-    simplify: float = 0.0
-    min_area: float | None = None
+    #: polygon outline simplification: metres, or a string with a unit ("1px", "0.1m"); None: the default
+    simplify: str | float | Measure | None = None
+    #: smallest polygon: square metres, or a string with a unit ("2m2", "8px"); None: the default
+    min_area: str | float | Measure | None = None
     vector_classes: str | Sequence[str | int] | None = None
     strict: bool = False
     asset: str | None = None
@@ -279,7 +281,8 @@ def predict_file(predictor: Model, input_path: str | Path, output_path: str | Pa
     filled before normalisation and never reach the model), palette and class names, tiled,
     deflate, overviews (mode). ``confidence_path``: max probability x 255 (0 = nodata).
     ``vector_path`` (.gpkg/.shp/.geojson): polygons of ``vector_classes`` (default all but the
-    background), at least ``min_area`` m^2 (default a few pixels) (:func:`vectorize`).
+    background), at least ``min_area`` (m^2, or e.g. ``"8px"``; default
+    :data:`~rsseg.inference.vectorize.MIN_AREA_M2`), outlines simplified by ``simplify`` (:func:`vectorize`).
     ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid)
     is given. ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.
     ``options``: the fields of :class:`PredictOptions`, see :func:`predict_outputs`.

@@ -45,7 +45,10 @@ from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_
 from rsseg.inference.styles import class_raster_pam, class_raster_qml, vector_qml
 from rsseg.inference.vectorize import (
     SHAPEFILE_PARTS,
+    Measure,
     default_vector_classes,
+    parse_area,
+    parse_length,
     polygonize,
     style_path,
     vector_driver,
@@ -204,13 +207,15 @@ class VectorWriter(ProductWriter):
     that is the class raster's own style file).
 
     ``vector_classes``: class ids to polygonise (default :func:`default_vector_classes`: all but
-    the background); ``min_area``: m^2 (default a few pixels, see :func:`polygonize`).
+    the background); ``min_area`` (m^2, or e.g. ``"8px"``) and ``simplify`` (metres, or e.g.
+    ``"1px"``): see :func:`polygonize` (``None``: its defaults). What was applied goes into the
+    report header under ``polygons`` (the report writer finishes after this one).
     """
 
     name = "vector"
 
-    def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: float = 0.0,
-                 min_area: float | None = None, vector_classes: list[int] | None = None) -> None:
+    def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: str | float | Measure | None = None,
+                 min_area: str | float | Measure | None = None, vector_classes: list[int] | None = None) -> None:
         super().__init__(path)
         self.classes, self.simplify, self.min_area = classes, simplify, min_area
         self.vector_classes = vector_classes
@@ -228,6 +233,10 @@ class VectorWriter(ProductWriter):
 
     def check(self) -> None:
         vector_driver(self.path)
+        if self.min_area is not None:
+            parse_area(self.min_area)
+        if self.simplify is not None:
+            parse_length(self.simplify)
 
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
@@ -240,6 +249,7 @@ class VectorWriter(ProductWriter):
                          classes=chosen)
         write_vector(gdf, self.path, style=style if keep_style else None, stage=stage)
         self.num_polygons = len(gdf)
+        self.ctx.header["polygons"] = {"count": len(gdf), **gdf.attrs["polygons"]}
         return self.path
 
 
