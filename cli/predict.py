@@ -67,6 +67,10 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--min-area", type=SizeWithUnit("area"), metavar="AREA",
               help="Drop polygons smaller than this: square metres (2m2; a bare number is m2) or pixels (8px); "
                    "0 keeps all. [default: 2m2, and never under 4 pixels]")
+@click.option("--regularize", metavar="CLASSES",
+              help="Give the polygons of these classes (building footprints; names or ids, e.g. building) "
+                   "right-angled outlines: edges snapped to each building's main direction, its perpendicular or "
+                   "45 degrees. Needs the regularize extra: pip install 'rsseg[regularize]'.")
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
@@ -81,7 +85,7 @@ def _show_warnings() -> Iterator[None]:
                    "more work). [default: 512, whole rows up to ~28k RGB columns at 7 classes]")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
-def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
+def command(inputs, checkpoint, output, vector, report, confidence, reference, tile, overlap, batch, tta, bands, scale, simplify, min_area, regularize, vector_classes, strict, asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -112,6 +116,12 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     multiple = len(inputs) > 1
     if multiple and reference:
         raise ConfigError("--reference applies to a single input; run predict once per raster to compare each")
+    if regularize is not None:
+        if vector is None:
+            raise ConfigError("--regularize shapes polygons, and none are written; add --vector FILE.gpkg")
+        from rsseg.inference.vectorize import require_regularizer
+
+        require_regularizer()
     jobs = [
         (src, {name: _derive(t, src, multiple) for name, t in
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
@@ -121,7 +131,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     check_jobs(jobs, overwrite)
     settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
     options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
-                             vector_classes=vector_classes, strict=strict, asset=asset,
+                             vector_classes=vector_classes, regularize=regularize, strict=strict, asset=asset,
                              allow_local_assets=allow_local_assets, scale=scale,
                              overwrite=overwrite, **({} if buffer_mb is None else {"buffer_mb": buffer_mb}))
     if dask_spec:

@@ -156,7 +156,7 @@ def test_simplify_coverage_needs_no_matching_vertices_on_input():
 def test_predict_report_records_the_effective_minimum(tmp_path):
     src = painted_image(tmp_path / "in.tif", class_map())  # 2 m pixels: 2 m2 is half a pixel, the floor holds
     out = predict_file_report(tmp_path, src, predictor())
-    assert out["polygons"] == {"count": 2, "min_area_m2": pytest.approx(MIN_PIXELS * 4, rel=1e-3),
+    assert out["polygons"] == {"count": 2, "min_area_m2": pytest.approx(MIN_PIXELS * 4, rel=1e-3), "regularized": [],
                                "min_area_px": MIN_PIXELS, "simplify_m": pytest.approx(SIMPLIFY_PX * 2, rel=1e-3),
                                "simplify_px": SIMPLIFY_PX}
     out = predict_file_report(tmp_path, src, predictor(), min_area="12m2", simplify=0)
@@ -194,3 +194,58 @@ def test_cli_takes_units_and_names_a_bad_one(tmp_path):
     help_text = " ".join(CliRunner().invoke(main, ["predict", "--help"]).output.split())
     for default in (f"{MIN_AREA_M2:g}m2", f"{MIN_PIXELS} pixels", f"{SIMPLIFY_PX:g}px"):  # the help says the defaults
         assert default in help_text
+
+
+# ------------------------------------------------------------------ building regularisation (optional extra)
+def _corner_angles(polygon: shapely.Polygon) -> np.ndarray:
+    c = np.asarray(polygon.exterior.coords)[:-1]
+    before, after = np.roll(c, 1, 0) - c, np.roll(c, -1, 0) - c
+    cos = (before * after).sum(1) / np.linalg.norm(before, axis=1) / np.linalg.norm(after, axis=1)
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def test_regularized_buildings_have_right_angles(sample_tiles):
+    pytest.importorskip("buildingregulariser")
+    mask = sample_tiles / "tanzania" / "mask.tif"  # OpenStreetMap buildings, 7.5 cm
+    plain = polygonize(mask, ["background", "building"], classes=[1])
+    square = polygonize(mask, ["background", "building"], classes=[1], regularize=[1])
+    assert len(square) == len(plain) == 4 and square.attrs["polygons"]["regularized"] == ["building"]
+    for polygon in square.geometry.values:  # every corner a multiple of 45 degrees
+        angles = _corner_angles(polygon)
+        assert np.abs(angles - 45 * np.round(angles / 45)).max() < 1, angles
+    assert (shapely.get_num_coordinates(square.geometry.values)
+            < shapely.get_num_coordinates(plain.geometry.values)).all()
+    assert square.area_m2.to_numpy() == pytest.approx(plain.area_m2.to_numpy(), rel=0.02)
+    assert square.crs == plain.crs
+
+
+def test_regularize_only_the_named_classes_and_report_it(tmp_path):
+    pytest.importorskip("buildingregulariser")
+    from rsseg.inference import predict_file
+
+    src = painted_image(tmp_path / "in.tif", class_map())
+    out = predict_file_report(tmp_path, src, predictor(), regularize="building")
+    assert out["polygons"]["regularized"] == ["building"] and out["polygons"]["count"] == 2
+    with pytest.raises(ConfigError, match="--regularize road: not among the polygonised classes"):
+        predict_file(predictor(), src, tmp_path / "c2.tif", vector_path=tmp_path / "v2.gpkg",
+                     vector_classes="building", regularize="road")
+    assert not (tmp_path / "c2.tif").exists() and not (tmp_path / "v2.gpkg").exists()
+
+
+def test_regularize_without_the_library_is_one_line(tmp_path, monkeypatch):
+    import sys
+
+    from rsseg.errors import BackendUnavailableError
+
+    monkeypatch.setitem(sys.modules, "buildingregulariser", None)  # as if not installed
+    path = _class_raster(tmp_path, _staircase(), 0.5)
+    with pytest.raises(BackendUnavailableError, match=r"pip install 'rsseg\[regularize\]'"):
+        polygonize(path, ["bg", "a", "b", "c"], regularize=[3])
+    src = painted_image(tmp_path / "in.tif", class_map())
+    res = CliRunner().invoke(main, ["predict", str(src), "-m", str(tmp_path / "absent.ckpt"), "-o",
+                                    str(tmp_path / "c.tif"), "--vector", str(tmp_path / "v.gpkg"),
+                                    "--regularize", "building"])
+    assert res.exit_code == 2 and "needs the buildingregulariser package" in res.output, res.output
+    res = CliRunner().invoke(main, ["predict", str(src), "-m", str(tmp_path / "absent.ckpt"), "-o",
+                                    str(tmp_path / "c.tif"), "--regularize", "building"])
+    assert res.exit_code == 2 and "--regularize shapes polygons, and none are written; add --vector" in res.output

@@ -224,6 +224,8 @@ class PredictOptions:
     #: smallest polygon: square metres, or a string with a unit ("2m2", "8px"); None: the default
     min_area: str | float | Measure | None = None
     vector_classes: str | Sequence[str | int] | None = None
+    #: classes (names or ids, like vector_classes) whose polygons get right-angled outlines
+    regularize: str | Sequence[str | int] | None = None
     strict: bool = False
     asset: str | None = None
     #: a STAC item's asset may name a local file (absolute path, file://, /vsizip/...)
@@ -254,7 +256,9 @@ class _Writers:
         writers.extend(outputs.products)
         vectors = None
         if outputs.vector_path is not None:
-            vectors = VectorWriter(outputs.vector_path, classes, options.simplify, options.min_area, vector_classes)
+            regularize = None if options.regularize is None else parse_vector_classes(options.regularize, meta.classes)
+            vectors = VectorWriter(outputs.vector_path, classes, options.simplify, options.min_area, vector_classes,
+                                   regularize)
             writers.append(vectors)
         report = AreaReportWriter(outputs.report_path, options.reference_path)
         writers.append(report)

@@ -29,6 +29,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
+from rsseg.errors import ConfigError
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
 from rsseg.inference.cog import (
@@ -50,6 +51,7 @@ from rsseg.inference.vectorize import (
     parse_area,
     parse_length,
     polygonize,
+    require_regularizer,
     style_path,
     vector_driver,
     write_vector,
@@ -208,17 +210,19 @@ class VectorWriter(ProductWriter):
 
     ``vector_classes``: class ids to polygonise (default :func:`default_vector_classes`: all but
     the background); ``min_area`` (m^2, or e.g. ``"8px"``) and ``simplify`` (metres, or e.g.
-    ``"1px"``): see :func:`polygonize` (``None``: its defaults). What was applied goes into the
-    report header under ``polygons`` (the report writer finishes after this one).
+    ``"1px"``): see :func:`polygonize` (``None``: its defaults); ``regularize``: class ids given
+    right-angled outlines (building footprints; the optional ``regularize`` extra). What was
+    applied goes into the report header under ``polygons`` (the report writer finishes after this one).
     """
 
     name = "vector"
 
     def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: str | float | Measure | None = None,
-                 min_area: str | float | Measure | None = None, vector_classes: list[int] | None = None) -> None:
+                 min_area: str | float | Measure | None = None, vector_classes: list[int] | None = None,
+                 regularize: list[int] | None = None) -> None:
         super().__init__(path)
         self.classes, self.simplify, self.min_area = classes, simplify, min_area
-        self.vector_classes = vector_classes
+        self.vector_classes, self.regularize = vector_classes, list(regularize or [])
         self.num_polygons: int | None = None
 
     def _style_path(self) -> Path | None:
@@ -237,16 +241,28 @@ class VectorWriter(ProductWriter):
             parse_area(self.min_area)
         if self.simplify is not None:
             parse_length(self.simplify)
+        if self.regularize:
+            require_regularizer()
+
+    def _chosen(self) -> list[int]:
+        meta = self.ctx.meta
+        if self.vector_classes is not None:
+            return self.vector_classes
+        return default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
+
+    def open(self, ctx: ProductContext) -> None:
+        super().open(ctx)
+        if missing := [ctx.meta.classes[i] for i in self.regularize if i not in self._chosen()]:
+            raise ConfigError(f"--regularize {','.join(missing)}: not among the polygonised classes; "
+                              "add it to --vector-classes or leave it out of --regularize")
 
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
-        chosen = self.vector_classes
-        if chosen is None:
-            chosen = default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
+        chosen = self._chosen()
         style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen])
         keep_style = vector_driver(self.path) == "GPKG" or self._style_path() is not None
         gdf = polygonize(self.classes.staged, meta.classes, simplify=self.simplify, min_area=self.min_area,
-                         classes=chosen)
+                         classes=chosen, regularize=self.regularize)
         write_vector(gdf, self.path, style=style if keep_style else None, stage=stage)
         self.num_polygons = len(gdf)
         self.ctx.header["polygons"] = {"count": len(gdf), **gdf.attrs["polygons"]}
