@@ -249,3 +249,23 @@ def test_regularize_without_the_library_is_one_line(tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["predict", str(src), "-m", str(tmp_path / "absent.ckpt"), "-o",
                                     str(tmp_path / "c.tif"), "--regularize", "building"])
     assert res.exit_code == 2 and "--regularize shapes polygons, and none are written; add --vector" in res.output
+
+
+def test_a_raster_in_degrees_is_regularized_on_the_ground(tmp_path):
+    pytest.importorskip("buildingregulariser")
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    # a 20 m x 12 m building turned 25 degrees, at 60 N, on a grid of about 0.2 m pixels in degrees
+    utm = "EPSG:32633"
+    house = shapely.affinity.rotate(shapely.box(500000, 6650000, 500020, 6650012), 25)
+    lonlat = gpd.GeoSeries([house], crs=utm).to_crs(4326).iloc[0]
+    transform = Affine(3.6e-6, 0, lonlat.bounds[0] - 1e-4, 0, -1.8e-6, lonlat.bounds[3] + 5e-5)
+    cls = rasterize([(lonlat, 1)], out_shape=(150, 120), transform=transform, dtype="uint8")
+    path = write_raster(tmp_path / "deg.tif", cls, crs="EPSG:4326", transform=transform, nodata=255)
+    square = polygonize(path, ["bg", "building"], classes=[1], regularize=[1])
+    assert square.crs.to_epsg() == 4326 and len(square) == 1
+    on_ground = square.to_crs(utm).geometry.iloc[0]
+    angles = _corner_angles(on_ground)
+    assert np.abs(angles - 90).max() < 1, angles  # right angles in metres, not in degrees
+    assert on_ground.area == pytest.approx(house.area, rel=0.05)
