@@ -23,6 +23,7 @@ from rsseg.inference.vectorize import (
     MIN_PIXELS,
     SIMPLIFY_PX,
     Measure,
+    _match_shared_vertices,
     min_area_pixels,
     parse_area,
     parse_length,
@@ -146,7 +147,12 @@ def test_simplify_coverage_needs_no_matching_vertices_on_input():
     # a long edge shared with two neighbours has no vertex where they meet: the helper adds it
     big = shapely.box(0, 0, 10, 4)
     left, right = shapely.box(0, 4, 4, 8), shapely.box(4, 4, 10, 8)
-    out = simplify_coverage(np.array([big, left, right], dtype=object), 1.0)
+    coverage = np.array([big, left, right], dtype=object)
+    assert not shapely.coverage_is_valid(coverage)  # as traced: the long edge lacks the vertex (4, 4)
+    matched = _match_shared_vertices(coverage)
+    assert shapely.coverage_is_valid(matched) and shapely.equals(matched, coverage).all()
+    assert shapely.get_num_coordinates(matched).tolist() == [6, 5, 5]
+    out = simplify_coverage(coverage, 1.0)
     assert shapely.coverage_is_valid(out)
     assert shapely.union_all(out).area == pytest.approx(shapely.area(out).sum())
     assert simplify_coverage(np.array([big], dtype=object), 0)[0] is big  # 0: untouched
@@ -269,3 +275,15 @@ def test_a_raster_in_degrees_is_regularized_on_the_ground(tmp_path):
     angles = _corner_angles(on_ground)
     assert np.abs(angles - 45 * np.round(angles / 45)).max() < 1, angles  # in metres, not in degrees
     assert on_ground.area == pytest.approx(house.area, rel=0.05)
+
+
+def test_a_polygon_with_a_hole_and_its_island_stay_a_coverage(tmp_path):
+    cls = np.ones((40, 40), np.uint8)
+    rows, cols = np.mgrid[0:40, 0:40]
+    cls[(rows - 20) ** 2 + (cols - 18) ** 2 < 90] = 2  # a round island: a staircase hole in class 1
+    cls[18:22, 16:24] = 3  # and a block inside the island
+    gdf = polygonize(_class_raster(tmp_path, cls, 1.0), ["bg", "field", "pond", "hut"], window_size=16)
+    geoms = gdf.geometry.values
+    assert sorted(gdf.class_id) == [1, 2, 3] and shapely.coverage_is_valid(geoms)
+    assert shapely.union_all(geoms).area == pytest.approx(1600) and shapely.area(geoms).sum() == pytest.approx(1600)
+    assert len(gdf.geometry[gdf.class_id == 1].iloc[0].interiors) == 1
