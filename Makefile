@@ -20,7 +20,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install torch torchvision --index-url $(TORCH_INDEX))
-	$(PY) -m pip install -e ".[dev,onnx,dask,viewer]"
+	$(PY) -m pip install -e ".[dev,onnx,dask,viewer,regularize]"
 	touch $(STAMP)
 
 install: $(STAMP)

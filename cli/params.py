@@ -40,3 +40,22 @@ class FiniteFloat(click.ParamType):
 ENGINE_HELP = ("torch, onnx (ONNX Runtime), openvino (OpenVINO; the 'openvino' extra) or auto (on the CPU the fastest "
                "installed of openvino and onnx, else torch). onnx and openvino run on the CPU; a checkpoint is exported "
                "once and cached beside it. Env: RSSEG_ENGINE.")
+
+
+class SizeWithUnit(click.ParamType):
+    """An area (``2m2``, ``8px``) or a length (``0.1m``, ``1px``); a bare number is square metres
+    or metres. Parsed by :func:`rsseg.inference.vectorize.parse_area` / ``parse_length`` (the one
+    parser, shared with the Python API), so a bad value is the same one-line
+    :class:`~rsseg.errors.ConfigError`, naming the option."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.name = "area" if kind == "area" else "length"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        from rsseg.inference.vectorize import Measure, parse_area, parse_length
+
+        if isinstance(value, Measure):
+            return value
+        flag = max((o for o in param.opts if o.startswith("--")), key=len, default=param.opts[0]) if param else "value"
+        return (parse_area if self.kind == "area" else parse_length)(value, flag)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from rsseg.cli.params import ENGINE_HELP, FiniteFloat
+from rsseg.cli.params import ENGINE_HELP, FiniteFloat, SizeWithUnit
 from rsseg.config import ENGINES, TTA_MODES
 
 #: the largest --buffer-mb (1 TiB): a larger budget is a typo, and one near 1e308 overflows
@@ -66,8 +66,16 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--scale", help="Multiply the input by this factor to reach the model's training value range "
               "(e.g. 255 for 0-1 floats, 1/257 for 16-bit copies of 8-bit scenes), or 'auto' to stretch each band's "
               "p1-p99 onto the training p1-p99. Without it, an input in another range is refused.")
-@click.option("--simplify", default=0.0, type=FiniteFloat(min=0, example="1.0"), help="Polygon simplification tolerance in metres.")
-@click.option("--min-area", type=FiniteFloat(min=0, example="50"), help="Drop polygons smaller than this many square metres (default: 4 pixels; 0 keeps all).")
+@click.option("--simplify", type=SizeWithUnit("length"), metavar="LENGTH",
+              help="Outline simplification tolerance: pixels (1px) or metres (0.5m; a bare number is metres). "
+                   "Neighbouring polygons keep their shared edges exactly; 0 keeps the pixel outlines. [default: 1px]")
+@click.option("--min-area", type=SizeWithUnit("area"), metavar="AREA",
+              help="Drop polygons smaller than this: square metres (2m2; a bare number is m2) or pixels (8px); "
+                   "0 keeps all. [default: 2m2, and never under 4 pixels]")
+@click.option("--regularize", metavar="CLASSES",
+              help="Give the polygons of these classes (building footprints; names or ids, e.g. building) "
+                   "right-angled outlines: edges snapped to each building's main direction, its perpendicular or "
+                   "45 degrees. Needs the regularize extra: pip install 'rsseg[regularize]'.")
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
 @click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
@@ -82,7 +90,8 @@ def _show_warnings() -> Iterator[None]:
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--dask", "dask_spec", metavar="local[:N]|tcp://HOST:PORT", help="Run on Dask distributed: a local cluster of N worker processes, or an existing scheduler (workers must see the inputs, outputs and checkpoint).")
 def command(inputs, checkpoint, output, vector, report, confidence, reference, attribute, label_class, background, layer,
-            object_classes, tile, overlap, batch, tta, bands, scale, simplify, min_area, vector_classes, strict, asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
+            object_classes, tile, overlap, batch, tta, bands, scale, simplify, min_area, regularize, vector_classes, strict,
+            asset, allow_local_assets, device, engine, buffer_mb, overwrite, dask_spec):
     """Segment rasters of any size with sliding windows at constant memory.
 
     Writes a uint8 class raster with the input's CRS, transform and nodata, a colour palette and
@@ -119,6 +128,12 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, a
     if not reference and any(v is not None for v in scoring.values()):
         raise ConfigError(f"{', '.join(k for k, v in scoring.items() if v is not None)} describe the --reference "
                           "to score against; add --reference REF or drop them")
+    if regularize is not None:
+        if vector is None:
+            raise ConfigError("--regularize shapes polygons, and none are written; add --vector FILE.gpkg")
+        from rsseg.inference.vectorize import require_regularizer
+
+        require_regularizer()
     jobs = [
         (src, {name: _derive(t, src, multiple) for name, t in
                (("output_path", output), ("vector_path", vector), ("report_path", report), ("confidence_path", confidence))})
@@ -130,7 +145,7 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, a
     if is_onnx_model(checkpoint):  # ONNX Runtime runs it: --engine torch or --device cuda is refused now
         settings = onnx_model_settings(checkpoint, settings)
     options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
-                             vector_classes=vector_classes, strict=strict, asset=asset,
+                             vector_classes=vector_classes, regularize=regularize, strict=strict, asset=asset,
                              allow_local_assets=allow_local_assets, scale=scale, model_path=checkpoint,
                              overwrite=overwrite, reference_attribute=attribute, reference_class=label_class,
                              reference_background=background, reference_layer=layer, object_classes=object_classes,

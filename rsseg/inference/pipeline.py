@@ -45,7 +45,7 @@ from rsseg.inference.references import VectorOptions
 from rsseg.inference.report import provenance
 from rsseg.inference.scoring import object_class_ids
 from rsseg.inference.settings import PredictSettings
-from rsseg.inference.vectorize import parse_vector_classes
+from rsseg.inference.vectorize import Measure, parse_vector_classes
 from rsseg.inference.windows import Span, WindowPlan
 from rsseg.io import Staging, check_output, is_remote, open_raster, unfold_url, write_error
 from rsseg.progress import ProgressFn
@@ -224,9 +224,13 @@ class PredictOptions:
 
     reference_path: str | Path | None = None
     bands: list[int] | None = None
-    simplify: float = 0.0
-    min_area: float | None = None
+    #: polygon outline simplification: metres, or a string with a unit ("1px", "0.1m"); None: the default
+    simplify: str | float | Measure | None = None
+    #: smallest polygon: square metres, or a string with a unit ("2m2", "8px"); None: the default
+    min_area: str | float | Measure | None = None
     vector_classes: str | Sequence[str | int] | None = None
+    #: classes (names or ids, like vector_classes) whose polygons get right-angled outlines
+    regularize: str | Sequence[str | int] | None = None
     strict: bool = False
     asset: str | None = None
     #: a STAC item's asset may name a local file (absolute path, file://, /vsizip/...)
@@ -272,7 +276,9 @@ class _Writers:
         writers.extend(outputs.products)
         vectors = None
         if outputs.vector_path is not None:
-            vectors = VectorWriter(outputs.vector_path, classes, options.simplify, options.min_area, vector_classes)
+            regularize = None if options.regularize is None else parse_vector_classes(options.regularize, meta.classes)
+            vectors = VectorWriter(outputs.vector_path, classes, options.simplify, options.min_area, vector_classes,
+                                   regularize)
             writers.append(vectors)
         object_classes = (object_class_ids(options.object_classes, meta.classes)
                           if options.reference_path is not None else [])
@@ -302,7 +308,8 @@ def predict_file(predictor: Model, input_path: str | Path, output_path: str | Pa
     filled before normalisation and never reach the model), palette and class names, tiled,
     deflate, overviews (mode). ``confidence_path``: max probability x 255 (0 = nodata).
     ``vector_path`` (.gpkg/.shp/.geojson): polygons of ``vector_classes`` (default all but the
-    background), at least ``min_area`` m^2 (default a few pixels) (:func:`vectorize`).
+    background), at least ``min_area`` (m^2, or e.g. ``"8px"``; default
+    :data:`~rsseg.inference.vectorize.MIN_AREA_M2`), outlines simplified by ``simplify`` (:func:`vectorize`).
     ``report_path``: JSON area report, with scores when ``reference_path`` (mask on the same grid,
     or polygons rasterised on it: the ``reference_*`` options) is given, per object for
     ``object_classes``. ``products``: further :class:`~rsseg.inference.products.ProductWriter` objects.

@@ -29,7 +29,7 @@ import rasterio
 from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta
-from rsseg.errors import OutputPathError
+from rsseg.errors import ConfigError, OutputPathError
 from rsseg.inference.areas import AreaModel
 from rsseg.inference.blend import confidence_u8
 from rsseg.inference.cog import (
@@ -48,8 +48,12 @@ from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_
 from rsseg.inference.styles import class_raster_sidecars, raster_sidecar_paths, vector_qml
 from rsseg.inference.vectorize import (
     SHAPEFILE_PARTS,
+    Measure,
     default_vector_classes,
+    parse_area,
+    parse_length,
     polygonize,
+    require_regularizer,
     style_path,
     vector_driver,
     write_vector,
@@ -223,16 +227,20 @@ class VectorWriter(ProductWriter):
     QGIS style in the class colours (inside a GeoPackage, else a ``.qml`` beside the file).
 
     ``vector_classes``: class ids to polygonise (default :func:`default_vector_classes`: all but
-    the background); ``min_area``: m^2 (default a few pixels, see :func:`polygonize`).
+    the background); ``min_area`` (m^2, or e.g. ``"8px"``) and ``simplify`` (metres, or e.g.
+    ``"1px"``): see :func:`polygonize` (``None``: its defaults); ``regularize``: class ids given
+    right-angled outlines (building footprints; the optional ``regularize`` extra). What was
+    applied goes into the report header under ``polygons`` (the report writer finishes after this one).
     """
 
     name = "vector"
 
-    def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: float = 0.0,
-                 min_area: float | None = None, vector_classes: list[int] | None = None) -> None:
+    def __init__(self, path: str | Path, classes: ClassRasterWriter, simplify: str | float | Measure | None = None,
+                 min_area: str | float | Measure | None = None, vector_classes: list[int] | None = None,
+                 regularize: list[int] | None = None) -> None:
         super().__init__(path)
         self.classes, self.simplify, self.min_area = classes, simplify, min_area
-        self.vector_classes = vector_classes
+        self.vector_classes, self.regularize = vector_classes, list(regularize or [])
         self.num_polygons: int | None = None
 
     def targets(self) -> list[Path]:
@@ -243,9 +251,16 @@ class VectorWriter(ProductWriter):
         return [self.path] + extra
 
     def check(self) -> None:
-        """A known format, and a style file of its own: QGIS loads a style by itself only from
-        ``<stem>.qml``, so polygons sharing the class raster's stem would need its ``.qml`` too."""
+        """A known format, valid sizes, the regulariser when asked for, and a style file of its own:
+        QGIS loads a style by itself only from ``<stem>.qml``, so polygons sharing the class
+        raster's stem would need its ``.qml`` too."""
         self.check_name(self.path)
+        if self.min_area is not None:
+            parse_area(self.min_area)
+        if self.simplify is not None:
+            parse_length(self.simplify)
+        if self.regularize:
+            require_regularizer()
         style = style_path(self.path)
         if style is not None and style.resolve() in {p.resolve() for p in self.classes.targets()}:
             raise OutputPathError(
@@ -258,16 +273,27 @@ class VectorWriter(ProductWriter):
     def check_name(cls, path: str | Path) -> None:
         vector_driver(path)  # .gpkg, .shp or .geojson
 
+    def _chosen(self) -> list[int]:
+        meta = self.ctx.meta
+        if self.vector_classes is not None:
+            return self.vector_classes
+        return default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
+
+    def open(self, ctx: ProductContext) -> None:
+        super().open(ctx)
+        if missing := [ctx.meta.classes[i] for i in self.regularize if i not in self._chosen()]:
+            raise ConfigError(f"--regularize {','.join(missing)}: not among the polygonised classes; "
+                              "add it to --vector-classes or leave it out of --regularize")
+
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
-        chosen = self.vector_classes
-        if chosen is None:
-            chosen = default_vector_classes(meta.classes, meta.config.get("dataset", {}).get("name"))
+        chosen = self._chosen()
         style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen])
         gdf = polygonize(self.classes.staged, meta.classes, simplify=self.simplify, min_area=self.min_area,
-                         classes=chosen)
+                         classes=chosen, regularize=self.regularize)
         write_vector(gdf, self.path, style=style, stage=stage)
         self.num_polygons = len(gdf)
+        self.ctx.header["polygons"] = {"count": len(gdf), **gdf.attrs["polygons"]}
         return self.path
 
 
