@@ -312,7 +312,12 @@ def stack_assets(bands: Sequence[AssetBand], what: str, item: str) -> rasterio.D
     try:
         with warnings.catch_warnings(), _remote_env(remote):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            return memory.open()
+            src = memory.open()
+            # GDAL opens a VRT's sources on first use, and a remote file takes the HTTP limits in
+            # effect when it opens: asking each band for its overviews opens them now, in here
+            for band in src.indexes:
+                src.overviews(band)
+            return src
     finally:
         # the XML is parsed when the VRT opens, so the in-memory file goes at once; close() removes
         # only the file (leaving the MemoryFile's ``with`` block would close the dataset too)

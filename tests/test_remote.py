@@ -554,3 +554,22 @@ def test_a_download_over_the_size_cap_is_refused_and_the_copy_removed_at_exit(no
     assert out.returncode == 0, out.stderr
     copy = Path(out.stdout.strip())
     assert copy.name == "0_big.tif" and not copy.exists() and not copy.parent.exists()
+
+
+def test_the_limits_hold_for_reads_of_stacked_remote_assets(tmp_path, monkeypatch):
+    """The bands of a stacked STAC item are read through a VRT: a server that stalls on their
+    pixel blocks still ends the read within the limits in effect where the item was opened."""
+    import rsseg.io
+
+    monkeypatch.setattr(rsseg.io, "HTTP_LIMITS", LIMITS)
+    data = cog(tmp_path / "c.tif", np.random.default_rng(13).integers(0, 255, (1, 1024, 1024), dtype=np.uint8)).read_bytes()
+    with DripServer(data, fast=65536) as server:
+        item = {"type": "Feature", "stac_version": "1.0.0", "id": "s", **ITEM_FIELDS, "assets": {
+            key: {"href": f"{server.url}/{key}.tif", "type": "image/tiff"} for key in ("red", "green")}}
+        (tmp_path / "item.json").write_text(json.dumps(item))
+        with open_raster(tmp_path / "item.json", asset="red,green") as src:
+            assert src.count == 2
+            started = time.monotonic()
+            with pytest.raises(rasterio.errors.RasterioIOError):
+                src.read(window=Window(512, 512, 256, 256))
+            assert time.monotonic() - started < 6
