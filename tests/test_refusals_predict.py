@@ -378,6 +378,14 @@ CASES += [
 ]
 
 
+def stac_no_datetime(a: dict[str, Path], w: Path) -> list[str]:
+    """predict on a .json input pystac refuses: an item without properties.datetime."""
+    item = w.parent / "no_datetime.json"
+    item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "x", "properties": {},
+                                "assets": {"visual": {"href": "x.tif"}}}))
+    return ["predict", str(item), "-m", str(a["ckpt"]), "-o", str(w / "out.tif"), "--overwrite"]
+
+
 CASES += [
     # -- STAC items with one asset per band ----------------------------------------------------------
     Case("stac_bands_on_two_grids", stac_bands("red,green,blue", coarse="blue"),
@@ -385,6 +393,8 @@ CASES += [
     Case("stac_band_not_in_item", stac_bands("red,green,nir"), says=("has no asset 'nir'", "its assets: red")),
     Case("stac_bands_by_key_accepted", stac_bands("red,green,blue"), code=0, before_load=False, old=()),
     Case("stac_bands_by_band_name_accepted", stac_bands("B04,B03,B02"), code=0, before_load=False, old=()),
+    Case("stac_item_without_datetime", stac_no_datetime,
+         says=("is not a valid STAC item", "datetime")),
 ]
 
 
