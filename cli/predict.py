@@ -78,7 +78,7 @@ def _show_warnings() -> Iterator[None]:
                    "45 degrees. Needs the regularize extra: pip install 'rsseg[regularize]'.")
 @click.option("--vector-classes", help="Classes to polygonise, by name or id, e.g. building,road (default: every class but the background: a class named 'background', else the dataset's excluded class such as ISPRS clutter, else class 0).")
 @click.option("--strict", is_flag=True, help="Refuse inputs unlike the model's training data (pixel size more than 2x off the checkpoint's, band names) instead of warning.")
-@click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset).")
+@click.option("--asset", help="Asset of a STAC item input to read (default: 'visual', else its only raster asset), or several separated by commas, stacked in that order: asset keys, eo:bands common names or band names, e.g. red,green,blue or B04,B03,B02 (one grid: Sentinel-2's 10 m bands).")
 @click.option("--allow-local-assets", is_flag=True, help="Let a STAC item's asset name a file on this machine (an absolute path, file:// or /vsizip/...); without it only relative hrefs and http(s), s3 and gs URLs are read.")
 @click.option("--device", default="auto", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (train's --devices is a count instead).")
 @click.option("--engine", default="auto", type=click.Choice(ENGINES), envvar="RSSEG_ENGINE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import functools
@@ -20,10 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from rsseg.errors import CheckpointError, InputNotFoundError, InputRasterError, OutputExistsError, OutputPathError
+from rsseg.errors import (
+    CheckpointError,
+    FallbackWarning,
+    InputNotFoundError,
+    InputRasterError,
+    OutputExistsError,
+    OutputPathError,
+)
 
 if TYPE_CHECKING:
     import rasterio
+
+    from rsseg.stac import AssetBand
 
 
 #: URL schemes read through GDAL's network virtual file systems
@@ -51,6 +61,14 @@ def _shortest_limit() -> float:
         except ValueError:
             continue
     return min(seconds, default=float("inf"))
+
+
+def _http_limit(key: str) -> float:
+    """The HTTP limit ``key`` in effect (the environment's, else :data:`HTTP_LIMITS`'s), in seconds."""
+    try:
+        return float(os.environ.get(key) or HTTP_LIMITS[key])
+    except ValueError:
+        return float(HTTP_LIMITS[key])
 
 
 def gdal_path(source: str | Path) -> str:
@@ -98,9 +116,11 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
     """Open any GDAL-readable raster for reading; every rsseg reader goes through here.
 
     ``path`` is a local file, a URL (``https://``, ``s3://``, ``gs://``: see :func:`gdal_path`;
-    only the blocks read travel), a GDAL path (``/vsizip/...``), or a STAC item (a ``.json`` file
-    or URL) whose ``asset`` is read (default ``visual``, :mod:`rsseg.stac`; an asset that names
-    a local file needs ``allow_local_assets``).
+    only the blocks read travel; a server without range requests: the file is downloaded once,
+    :func:`local_copy`), a GDAL path (``/vsizip/...``), or a STAC item (a ``.json`` file or URL)
+    whose ``asset`` is read (default ``visual``; several assets or bands, ``red,green,blue``,
+    are stacked into one raster: :func:`stack_assets`; :mod:`rsseg.stac`; an asset that names a
+    local file needs ``allow_local_assets``).
     Failures become one-line errors that call it the ``what`` raster (input, prediction,
     reference, dataset...): :class:`InputNotFoundError` for a missing local file,
     :class:`InputRasterError` for an unreadable or empty one, or a server that does not answer
@@ -109,23 +129,42 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
     is silenced: a PNG tile has no CRS by design, and predict warns about a missing CRS in its
     own words.
     """
-    import rasterio
-    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
-
-    from rsseg.stac import asset_href, is_stac_item
+    from rsseg.stac import asset_bands, is_stac_item
 
     name = str(path)
     if is_stac_item(name):
-        name = asset_href(unfold_url(name), asset, allow_local=allow_local_assets)
+        bands = asset_bands(unfold_url(name), asset, allow_local=allow_local_assets)
+        if len(bands) > 1 or bands[0].band is not None:
+            return stack_assets(bands, what, unfold_url(name))
+        name = bands[0].href
+    return _open(name, what, path, geotiff_only)
+
+
+def _remote_env(remote: bool) -> contextlib.AbstractContextManager:
+    """GDAL options for opening remote rasters: no directory listing (a remote file has no
+    directory to list for sidecars: that request is skipped) and the time limits."""
+    import rasterio
+
+    if not remote:
+        return contextlib.nullcontext()
+    return rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **http_options())
+
+
+def _open(name: str, what: str, shown: str | Path, geotiff_only: bool = False) -> rasterio.DatasetReader:
+    """:func:`open_raster` of one raster (not a STAC item); ``shown`` names it in messages."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
     remote = is_remote(name)
+    url = unfold_url(name)
+    if remote and (copy := _copies.get(url)) is not None and copy.is_file():
+        remote, name = False, str(copy)  # a server without range requests: downloaded before
     name = gdal_path(name)
     if not name.startswith("/vsi") and "://" not in name and not Path(name).exists():
-        raise InputNotFoundError(f"{what} raster not found: {path}")
-    # a remote file has no directory to list for sidecars: skip that request; and it gets time limits
-    env = rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", **http_options()) if remote else contextlib.nullcontext()
+        raise InputNotFoundError(f"{what} raster not found: {shown}")
     started = time.monotonic()
     try:
-        with warnings.catch_warnings(), env:
+        with warnings.catch_warnings(), _remote_env(remote):
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             src = rasterio.open(name, driver="GTiff") if geotiff_only else rasterio.open(name)
     except RasterioIOError as exc:
@@ -135,16 +174,162 @@ def open_raster(path: str | Path, what: str = "input", *, geotiff_only: bool = F
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         # GDAL reports a stalled transfer as "not recognized as a supported format": the time tells
         if remote and time.monotonic() - started >= 0.9 * _shortest_limit():
-            raise InputRasterError(f"cannot read {what} raster {path}: the server did not answer in time (within "
+            raise InputRasterError(f"cannot read {what} raster {shown}: the server did not answer in time (within "
                                    f"{_shortest_limit():g} s); "
                                    "check the URL and the network, or raise GDAL_HTTP_TIMEOUT / "
                                    "GDAL_HTTP_LOW_SPEED_TIME in the environment") from None
-        raise InputRasterError(f"cannot read {what} raster {path}: {first} "
+        if remote and (copy := local_copy(url, what, shown)) is not None:
+            return _open(str(copy), what, shown)
+        raise InputRasterError(f"cannot read {what} raster {shown}: {first} "
                                "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2, PNG...)") from None
     if src.width == 0 or src.height == 0 or src.count == 0:
         src.close()
-        raise InputRasterError(f"{what} raster {path} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
+        raise InputRasterError(f"{what} raster {shown} is empty ({src.width}x{src.height} pixels, {src.count} bands)")
     return src
+
+
+#: largest raster downloaded whole from a server that cannot answer range requests
+MAX_DOWNLOAD_BYTES = 2 * 2**30
+_copies: dict[str, Path] = {}
+_copies_lock = threading.Lock()
+
+
+@functools.cache
+def _download_folder() -> Path:
+    """The temporary folder of :func:`local_copy`: made on first use, removed when the process exits."""
+    folder = Path(tempfile.mkdtemp(prefix="rsseg-download-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
+def local_copy(url: str, what: str = "input", shown: str | Path | None = None) -> Path | None:
+    """The whole raster at the http(s) ``url`` in a temporary file when its server ignores range
+    requests (GDAL's ``/vsicurl/`` cannot read such a file unless it is small), else None.
+
+    One request tells (a range request the server answers with the whole file) and, without range
+    support, is the download, announced by a :class:`~rsseg.errors.FallbackWarning`; within
+    ``GDAL_HTTP_TIMEOUT`` in all and :data:`MAX_DOWNLOAD_BYTES`. Once per process: every later open
+    of ``url`` reads the copy. The folder is removed when the process exits.
+    """
+    from rsseg.http import fetch, is_http_url
+
+    shown = url if shown is None else shown
+    with _copies_lock:
+        if url in _copies and _copies[url].is_file():
+            return _copies[url]
+        if not is_http_url(url):
+            return None
+        target = _download_folder() / f"{len(_copies)}_{Path(urlsplit(url).path).name or 'raster'}"
+
+        announced = []
+
+        def announce(size: int | None) -> None:
+            announced.append(size)
+            of = f" ({size / 2**20:,.1f} MB)" if size is not None else ""
+            warnings.warn(f"the server of {shown} does not answer HTTP range requests: downloading the whole "
+                          f"file{of} to a temporary file", FallbackWarning, stacklevel=5)
+
+        try:
+            with target.open("wb") as sink:
+                whole = fetch(url, sink, timeout=_http_limit("GDAL_HTTP_TIMEOUT"), max_bytes=MAX_DOWNLOAD_BYTES,
+                              what=f"{what} raster", if_whole=announce,
+                              too_large="its server does not answer HTTP range requests, so rsseg would have to "
+                                        "download it whole; download it yourself and pass the file, or serve it "
+                                        "with range requests")
+        except BaseException as exc:
+            target.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and not announced:
+                return None  # no answer or an HTTP error (404...): GDAL's own message says more
+            if isinstance(exc, OSError):
+                reason = "the server did not answer in time" if "timed out" in str(exc) else str(exc).splitlines()[0]
+                raise InputRasterError(f"cannot read {what} raster {shown}: {reason} (downloading it whole, as its "
+                                       "server does not answer HTTP range requests)") from None
+            raise
+        if not whole:
+            target.unlink()
+            return None
+        _copies[url] = target
+    return target
+
+
+def stack_assets(bands: Sequence[AssetBand], what: str, item: str) -> rasterio.DatasetReader:
+    """One raster whose bands are ``bands`` of a STAC item's assets, in order: a VRT held in
+    memory (GDAL reads it like any raster, window by window; nothing is copied), its bands
+    described by their ``eo:bands`` common names. Every asset must be on one grid (CRS,
+    transform, size): assets of another resolution (Sentinel-2's 20 m bands beside its 10 m
+    ones) are refused, not resampled, so no band is silently interpolated."""
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+    from rasterio.dtypes import dtype_rev, typename_fwd
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.io import MemoryFile
+
+    opened = {}  # href -> the facts of its raster
+    for band in bands:
+        if band.href not in opened:
+            with _open(band.href, what, f"{band.href} (asset {band.asset!r} of STAC item {item})") as src:
+                opened[band.href] = dict(path=src.name, crs=src.crs, transform=src.transform, size=(src.width, src.height),
+                                         dtypes=src.dtypes, nodata=src.nodatavals, asset=band.asset)
+    grids: dict[tuple, list[dict]] = {}
+    for facts in opened.values():
+        crs = facts["crs"].to_wkt() if facts["crs"] else ""
+        grids.setdefault((crs, facts["transform"], facts["size"]), []).append(facts)
+    if len(grids) > 1:
+        sizes = "; ".join(f"{', '.join(f['asset'] for f in group)}: {_pixel_size(group[0])} pixels, "
+                          f"{group[0]['size'][0]}x{group[0]['size'][1]}" for group in grids.values())
+        raise InputRasterError(f"the assets of STAC item {item} are not on one grid ({sizes}); choose assets of one "
+                               "resolution (e.g. Sentinel-2's 10 m bands: blue, green, red, nir), or resample them "
+                               "onto one grid first (gdalwarp -tr)")
+    layers = []  # (GDAL path, source band, description, nodata, dtype)
+    for band in bands:
+        facts = opened[band.href]
+        count = len(facts["dtypes"])
+        if band.band is not None and band.band > count:
+            raise InputRasterError(f"asset {band.asset!r} of STAC item {item} declares band {band.band} in eo:bands "
+                                   f"but its raster has {count} band(s)")
+        numbers = [band.band] if band.band is not None else list(range(1, count + 1))
+        names = band.names if len(band.names) == len(numbers) else (None,) * len(numbers)
+        layers += [(facts["path"], n, name, facts["nodata"][n - 1], facts["dtypes"][n - 1])
+                   for n, name in zip(numbers, names, strict=True)]
+    first = next(iter(opened.values()))
+    dtype = typename_fwd[dtype_rev[np.result_type(*[layer[4] for layer in layers]).name]]
+    vrt = ET.Element("VRTDataset", rasterXSize=str(first["size"][0]), rasterYSize=str(first["size"][1]))
+    if first["crs"]:
+        ET.SubElement(vrt, "SRS").text = first["crs"].to_wkt()
+    ET.SubElement(vrt, "GeoTransform").text = ", ".join(repr(float(v)) for v in first["transform"].to_gdal())
+    for i, (path, number, name, nodata, _) in enumerate(layers, 1):
+        element = ET.SubElement(vrt, "VRTRasterBand", dataType=dtype, band=str(i))
+        if name:
+            ET.SubElement(element, "Description").text = name
+        if nodata is not None:
+            ET.SubElement(element, "NoDataValue").text = repr(float(nodata))
+        source = ET.SubElement(element, "SimpleSource")
+        ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = path
+        ET.SubElement(source, "SourceBand").text = str(number)
+    label = "+".join(dict.fromkeys(b.names[0] if b.band is not None and b.names[0] else b.asset for b in bands))
+    remote = any(path.startswith(tuple(REMOTE_PREFIXES.values())) for path, *_ in layers)
+    memory = MemoryFile(ET.tostring(vrt), filename=f"{source_stem(item)}_{label}.vrt")
+    try:
+        with warnings.catch_warnings(), _remote_env(remote):
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = memory.open()
+            # GDAL opens a VRT's sources on first use, and a remote file takes the HTTP limits in
+            # effect when it opens: asking each band for its overviews opens them now, in here
+            for band in src.indexes:
+                src.overviews(band)
+            return src
+    finally:
+        # the XML is parsed when the VRT opens, so the in-memory file goes at once; close() removes
+        # only the file (leaving the MemoryFile's ``with`` block would close the dataset too)
+        memory.close()
+
+
+def _pixel_size(facts: dict) -> str:
+    """The pixel width of a raster described by :func:`stack_assets`, with its unit when metres."""
+    crs = facts["crs"]
+    metres = crs is not None and crs.is_projected and (crs.linear_units or "").lower() in ("metre", "meter")
+    return f"{abs(facts['transform'].a):g}{' m' if metres else ''}"
 
 
 def check_output(path: str | Path, overwrite: bool) -> Path:

@@ -337,14 +337,41 @@ CASES += [
 ]
 
 
+#: what pystac needs of an item beside its assets
+ITEM_FIELDS = {"geometry": None, "properties": {"datetime": "2024-05-01T10:00:00Z"}}
+
+
 def stac_item(href: str, *extra: str):
     """predict on a local STAC item (written beside the work dir) whose ``visual`` asset is ``href``."""
     def build(a: dict[str, Path], w: Path) -> list[str]:
         item = w.parent / "item.json"
         asset = {"href": href.format(**{k: str(v) for k, v in a.items()}), "type": "image/tiff"}
-        item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "x", "assets": {"visual": asset}}))
+        item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "x", **ITEM_FIELDS,
+                                    "assets": {"visual": asset}}))
         return ["predict", str(item), "-m", str(a["ckpt"]), "-o", str(w / "out.tif"), "--tile", "64", "--overlap", "16",
                 "--overwrite", *extra]
+    return build
+
+
+def stac_bands(selection: str, coarse: str = ""):
+    """predict on a local STAC item with one single-band asset per band of the u8 scene (Earth
+    Search's layout: assets red, green, blue, eo:bands B04, B03, B02), the ``coarse`` one at half
+    the resolution, reading ``--asset selection``."""
+    def build(a: dict[str, Path], w: Path) -> list[str]:
+        folder = w.parent / "bands"
+        with rasterio.open(a["u8"]) as s:
+            data, crs, transform = s.read(), s.crs, s.transform
+        assets = {}
+        for i, name in enumerate(("red", "green", "blue")):
+            band, grid = (data[i][::2, ::2], transform @ rasterio.Affine.scale(2)) if name == coarse else (data[i], transform)
+            write_raster(folder / f"{name}.tif", band, crs=crs, transform=grid)
+            assets[name] = {"href": f"{name}.tif", "type": "image/tiff",
+                            "eo:bands": [{"name": f"B0{4 - i}", "common_name": name}]}
+        item = folder / "item.json"
+        item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "x", **ITEM_FIELDS,
+                                    "assets": assets}))
+        return ["predict", str(item), "--asset", selection, "-m", str(a["ckpt"]), "-o", str(w / "out.tif"),
+                "--tile", "64", "--overlap", "16", "--overwrite"]
     return build
 
 
@@ -465,6 +492,26 @@ CASES += [
          says=("a .onnx file", "-o model.onnx")),
     Case("export_stac_onto_the_model", cmd("export", "-m", "{ckpt}", "-o", "{w}/m.onnx", "--stac", "{w}/m.onnx"), old=(),
          says=("--stac", "is the model file itself")),
+]
+
+
+def stac_no_datetime(a: dict[str, Path], w: Path) -> list[str]:
+    """predict on a .json input pystac refuses: an item without properties.datetime."""
+    item = w.parent / "no_datetime.json"
+    item.write_text(json.dumps({"type": "Feature", "stac_version": "1.0.0", "id": "x", "properties": {},
+                                "assets": {"visual": {"href": "x.tif"}}}))
+    return ["predict", str(item), "-m", str(a["ckpt"]), "-o", str(w / "out.tif"), "--overwrite"]
+
+
+CASES += [
+    # -- STAC items with one asset per band ----------------------------------------------------------
+    Case("stac_bands_on_two_grids", stac_bands("red,green,blue", coarse="blue"),
+         says=("not on one grid", "blue: ", "choose assets of one resolution")),
+    Case("stac_band_not_in_item", stac_bands("red,green,nir"), says=("has no asset 'nir'", "its assets: red")),
+    Case("stac_bands_by_key_accepted", stac_bands("red,green,blue"), code=0, before_load=False, old=()),
+    Case("stac_bands_by_band_name_accepted", stac_bands("B04,B03,B02"), code=0, before_load=False, old=()),
+    Case("stac_item_without_datetime", stac_no_datetime,
+         says=("is not a valid STAC item", "datetime")),
 ]
 
 
