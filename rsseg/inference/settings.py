@@ -10,6 +10,7 @@ evaluate``, the viewer, the demo) goes through :func:`resolve_settings`, via
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import BackendUnavailableError, ConfigError
+from rsseg.extras import needs_train
 
 if TYPE_CHECKING:
     import torch
@@ -43,8 +45,9 @@ def _nvidia_driver() -> bool:
 
 def cuda_available() -> bool:
     """Whether PyTorch can use a CUDA GPU. Without an NVIDIA driver the answer is no without
-    importing torch: a CUDA build of torch costs ~700 MB of RSS that the ONNX engine never needs."""
-    if "torch" not in sys.modules and not _nvidia_driver():
+    importing torch: a CUDA build of torch costs ~700 MB of RSS that the ONNX engine never needs.
+    Without PyTorch installed (the base install) the answer is no."""
+    if "torch" not in sys.modules and (not _nvidia_driver() or importlib.util.find_spec("torch") is None):
         return False
     import torch
 
@@ -64,7 +67,8 @@ def resolve_device(device: str | torch.device = "auto") -> str:
         return "cuda" if cuda_available() else "cpu"
     if name == "cpu":
         return name
-    import torch
+    with needs_train("running on CUDA", "; or use --device cpu"):
+        import torch
 
     try:
         dev = torch.device(name)
@@ -76,9 +80,7 @@ def resolve_device(device: str | torch.device = "auto") -> str:
 
 
 def onnxruntime_available() -> bool:
-    """Whether ONNX Runtime is installed (the ``onnx`` extra), without importing it."""
-    import importlib.util
-
+    """Whether ONNX Runtime is installed (part of the base install), without importing it."""
     return importlib.util.find_spec("onnxruntime") is not None
 
 
@@ -95,7 +97,7 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
         if device_type(device) != "cpu":
             raise ConfigError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not onnxruntime_available():
-            raise BackendUnavailableError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
+            raise BackendUnavailableError("the onnx engine needs ONNX Runtime, part of the base install: pip install onnxruntime (or use --engine torch)")
     return engine
 
 
