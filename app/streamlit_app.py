@@ -108,7 +108,8 @@ with st.sidebar:
             meta = _meta(*viewer.file_stamp(ckpt_path))
             st.caption("Classes: " + ", ".join(meta.classes))
         else:
-            st.info("No .ckpt checkpoints in the data directory (train one with `rsseg train` or `rsseg demo`).")
+            st.info("No models (.ckpt checkpoints or .onnx files) in the data directory (train one with `rsseg train` "
+                    "or `rsseg demo`, export one with `rsseg export`).")
         refs = [NO_REFERENCE, *rasters]
         rel = st.selectbox("Reference mask (optional)", refs, index=_preselected(refs, "reference"), key="reference")
         ref_path = None if rel == NO_REFERENCE else viewer.resolve_under(settings.data_dir, rel)

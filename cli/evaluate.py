@@ -11,7 +11,7 @@ from rsseg.config import ENGINES, TTA_MODES
 
 @click.command(context_settings={"show_default": True})
 @click.argument("rasters", nargs=-1, type=click.Path(dir_okay=False))
-@click.option("-m", "--model", "checkpoint", type=click.Path(dir_okay=False), help="Evaluate this checkpoint on a dataset split.")
+@click.option("-m", "--model", "checkpoint", type=click.Path(dir_okay=False), help="Evaluate this checkpoint (or exported .onnx model) on a dataset split.")
 @click.option("--root", type=click.Path(file_okay=False), help="Dataset root (default: the one the checkpoint was trained on).")
 @click.option("--split", default="val", help="Dataset split to evaluate (val or test where the dataset has labels).")
 @click.option("--tta", type=click.Choice(TTA_MODES), help="Test-time augmentation (default: from the checkpoint's config).")
@@ -35,6 +35,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
       rsseg evaluate PRED.tif REF.tif -o report/        two aligned class rasters
       rsseg evaluate -m best.ckpt --split val -o report/ a checkpoint on a dataset split
     """
+    from rsseg.checkpoint import is_onnx_model
     from rsseg.cli.progress import progress_bar
     from rsseg.errors import ConfigError, OutputExistsError
     from rsseg.evaluation import (
@@ -44,7 +45,7 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
         evaluate_prediction,
         write_evaluation,
     )
-    from rsseg.inference.settings import PredictSettings
+    from rsseg.inference.settings import PredictSettings, onnx_model_settings
 
     if checkpoint and rasters:
         raise ConfigError("give either PRED.tif REF.tif or --model, not both")
@@ -56,6 +57,8 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
     if checkpoint:
         with progress_bar(f"evaluating {split}", "tiles", transient=True) as on_progress:
             settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
+            if is_onnx_model(checkpoint):  # ONNX Runtime runs it: --engine torch or --device cuda is refused now
+                settings = onnx_model_settings(checkpoint, settings)
             conf, meta, collapse = evaluate_checkpoint(checkpoint, root=root, split=split, settings=settings,
                                                        eroded_labels=eroded, on_progress=on_progress)
         result = write_evaluation(conf, meta["classes"], out_dir, exclude=excluded,
@@ -67,7 +70,10 @@ def command(rasters, checkpoint, root, split, tta, tile, overlap, batch, device,
     else:
         raise ConfigError("give two rasters (PRED.tif REF.tif) or --model CKPT; see rsseg evaluate --help")
     click.echo(result.markdown)
-    if checkpoint:
+    if checkpoint and collapse:
         click.echo("collapse of the classifier input: " + ", ".join(
             f"{k} {collapse[k]:.3f}" for k in ("nc1", "delta_inter", "delta_intra", "nc3") if k in collapse))
+    elif checkpoint:
+        click.echo("collapse of the classifier input: not measured (an exported .onnx model outputs logits only; "
+                   "evaluate its checkpoint for it)")
     click.echo(f"report written to {result.paths['report.json'].parent}/ (report.json, report.md, per_class.csv, confusion.png)")

@@ -47,7 +47,7 @@ def _show_warnings() -> Iterator[None]:
 
 @click.command(context_settings={"show_default": True})
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint written by rsseg train.")
+@click.option("-m", "--model", "checkpoint", required=True, type=click.Path(dir_okay=False), help="Checkpoint written by rsseg train, or a .onnx model written by rsseg export (runs in ONNX Runtime, no PyTorch needed).")
 @click.option("-o", "--out", "output", required=True, type=click.Path(dir_okay=False), help="Class raster (Cloud-Optimized GeoTIFF). With several inputs, the input name is appended.")
 @click.option("--vector", type=click.Path(dir_okay=False), help="Polygons per class: .gpkg, .shp or .geojson.")
 @click.option("--report", type=click.Path(dir_okay=False), help="Per-class area (and IoU with --reference) as JSON.")
@@ -91,18 +91,19 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     \b
     Example:
       rsseg predict scene.tif -m best.ckpt -o classes.tif --vector buildings.gpkg --report areas.json
+      rsseg predict scene.tif -m model.onnx -o classes.tif     # a model file from rsseg export
     """
     import time
     from dataclasses import replace
 
-    from rsseg.checkpoint import read_meta
+    from rsseg.checkpoint import is_onnx_model, read_meta
     from rsseg.cli.predict_summary import print_summary
     from rsseg.errors import ConfigError
     from rsseg.inference import Predictor
     from rsseg.inference.contract import check_inputs, require_contract
     from rsseg.inference.pipeline import PredictOptions, check_jobs
     from rsseg.inference.predictor import onnx_export_cached
-    from rsseg.inference.settings import PredictSettings, check_settings
+    from rsseg.inference.settings import PredictSettings, check_settings, onnx_model_settings
 
     started = time.perf_counter()
     multiple = len(inputs) > 1
@@ -116,6 +117,8 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     # everything is checked before any work (loading the model), not after the first of several inputs
     check_jobs(jobs, overwrite)
     settings = PredictSettings(tile=tile, overlap=overlap, batch=batch, tta=tta, device=device, engine=engine)
+    if is_onnx_model(checkpoint):  # ONNX Runtime runs it: --engine torch or --device cuda is refused now
+        settings = onnx_model_settings(checkpoint, settings)
     options = PredictOptions(reference_path=reference, bands=_bands(bands), simplify=simplify, min_area=min_area,
                              vector_classes=vector_classes, strict=strict, asset=asset,
                              allow_local_assets=allow_local_assets, scale=scale,
@@ -123,13 +126,14 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, t
     if dask_spec:
         results = _predict_dask(dask_spec, checkpoint, settings, jobs, options)
     else:
-        # a cached ONNX export loads in a second and carries the metadata, so reading it from the
-        # checkpoint is skipped; otherwise inputs are checked first
+        # an exported .onnx model, or a checkpoint's cached export, loads in a second and carries the
+        # metadata, so reading it from the checkpoint is skipped; otherwise inputs are checked first
         cached = onnx_export_cached(checkpoint, settings)
         predictor = Predictor.from_onnx(cached, settings) if cached is not None else None
         meta = predictor.meta if predictor is not None else read_meta(checkpoint)
         require_contract(meta, checkpoint)
-        check_settings(replace(settings, engine="torch").resolve(meta))
+        if predictor is None:  # a built predictor has checked its own (resolved) settings
+            check_settings(replace(settings, engine="torch").resolve(meta))
         check_inputs([src for src, _ in jobs], meta, bands=options.bands, scale=scale, reference=reference, asset=asset,
                      allow_local_assets=allow_local_assets)
         if predictor is None:

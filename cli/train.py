@@ -29,7 +29,7 @@ from rsseg.losses.regularizers import regularizer_names
                                                 "Not predict's --device, which says where inference runs.")
 @click.option("--num-nodes", type=int, default=1, help="Nodes for multi-node DDP (launch one process per node, e.g. with srun or torchrun).")
 @click.option("--precision", default="auto", help="'auto' (bf16-mixed on GPU, 32-true on CPU) or any Lightning precision.")
-@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a checkpoint (epoch, optimizer and schedule state).")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from a run's last.ckpt (epoch, optimizer and schedule state; best.ckpt keeps the weights only).")
 @click.option("--init-from", type=click.Path(dir_okay=False), help="Start from this checkpoint's weights (e.g. from `rsseg import`); fresh optimizer and schedule.")
 @click.option("--seed", type=int, help="Random seed (overrides optim.seed).")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), help="Run directory (default: runs/<dataset>-<methods>-<time>).")
@@ -39,7 +39,7 @@ from rsseg.losses.regularizers import regularizer_names
 @click.argument("overrides", nargs=-1)
 def command(dataset, root, config_path, regularizers, max_epochs, batch_size, devices, num_nodes, precision, resume, init_from, seed, out_dir,
             overwrite, print_config, allow_ignored, overrides):
-    """Train a UNetFormer; writes best.ckpt (by val mIoU), last.ckpt, config.yaml and CSV logs.
+    """Train a UNetFormer; writes best.ckpt (by val mIoU, weights only), last.ckpt (to resume), config.yaml and CSV logs.
 
     OVERRIDES are config keys as key=value, e.g. optim.lr=1e-3 loss.regularizers.in2nect.weight=0.3
 

@@ -1,9 +1,15 @@
 """Self-describing model checkpoints.
 
 A checkpoint is a Lightning checkpoint (``state_dict`` with the model's parameters under the
-``model.`` prefix, optimizer state, epoch...) plus an ``rsseg`` entry holding :class:`ModelMeta`
-as plain data. ``rsseg predict`` needs nothing but this file and a raster. Loading always uses
-``torch.load(weights_only=True)``: checkpoints are untrusted files and must not run code.
+``model.`` prefix; ``last.ckpt`` also the optimizer state, epoch... for resuming) plus an
+``rsseg`` entry holding :class:`ModelMeta` as plain data. ``rsseg predict`` needs nothing but this
+file and a raster. Loading always uses ``torch.load(weights_only=True)``: checkpoints are
+untrusted files and must not run code.
+
+An exported model (``rsseg export``, a ``.onnx`` file) describes itself the same way: its
+``metadata_props`` hold the same :class:`ModelMeta` under ``rsseg`` (plus the export's
+provenance) and, derived from it, the STAC Machine Learning Model extension's fields under
+``mlm`` (:func:`mlm_properties`). :func:`read_meta` reads both kinds, without torch.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import codecs
 import collections
 import dataclasses
+import hashlib
+import json
 import pickle
 import zipfile
 from collections.abc import Mapping
@@ -20,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rsseg.config import Config, InferenceConfig, parse_section
 from rsseg.constants import IGNORE_INDEX
-from rsseg.errors import CheckpointError, CheckpointNotFoundError
+from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
 from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
 from rsseg.io import Staging, atomic_path, load_tensor_file, load_torch_file, write_error
 
@@ -33,6 +41,12 @@ if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine mu
 FORMAT = "rsseg-checkpoint/2"
 META_KEY = "rsseg"
 MODEL_PREFIX = "model."
+#: an exported model file (``rsseg export``): predict, evaluate and the viewer take it for a checkpoint
+ONNX_SUFFIX = ".onnx"
+#: key of the STAC MLM view (:func:`mlm_properties`, JSON) in an exported model's ``metadata_props``
+MLM_KEY = "mlm"
+#: the version of the STAC Machine Learning Model extension whose field names rsseg writes
+MLM_SCHEMA = "https://stac-extensions.github.io/mlm/v1.4.0/schema.json"
 
 
 @dataclass
@@ -60,6 +74,10 @@ class ModelMeta:
     #: every inference caller checks (:mod:`rsseg.inference.contract`); None in older checkpoints
     input_dtype: str | None = None
     input_range: list[list[float]] | None = None
+    #: provenance of an exported model file (``rsseg export``): the sha256 of the checkpoint it was
+    #: exported from and the rsseg version that wrote it; None in checkpoints
+    checkpoint_sha256: str | None = None
+    rsseg_version: str | None = None
     format: str = FORMAT
 
     @property
@@ -104,6 +122,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {path} (train one with `rsseg train`)")
+    if is_onnx_model(path):
+        raise CheckpointError(f"{path} is an exported ONNX model, not a checkpoint: rsseg predict, evaluate -m and the "
+                              "viewer run it as it is; this step needs the .ckpt it was exported from")
     ckpt = load_torch_file(path, "checkpoint", "a .ckpt written by `rsseg train`")
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         raise CheckpointError(f"{path} is not an rsseg checkpoint (no '{META_KEY}' metadata); train one with `rsseg train`")
@@ -158,15 +179,158 @@ def is_rsseg_checkpoint(path: str | Path) -> bool:
 
 
 def read_meta(path: str | Path) -> ModelMeta:
-    """Read only the metadata of a checkpoint, without importing torch when the file is a
-    ``torch.save`` zip of plain data (every rsseg checkpoint): a Dask client or the ONNX engine
-    never pay torch's import (~700 MB with CUDA). Other files go through :func:`read_checkpoint`,
-    which names their problem."""
+    """Read only the metadata of a checkpoint or an exported ``.onnx`` model
+    (:func:`read_onnx_meta`), without importing torch when the checkpoint is a ``torch.save`` zip of
+    plain data (every rsseg checkpoint): a Dask client or the ONNX engine never pay torch's import
+    (~700 MB with CUDA). Other files go through :func:`read_checkpoint`, which names their problem."""
     path = Path(path)
+    if is_onnx_model(path):
+        return read_onnx_meta(path)
     ckpt = _read_plain_pickle(path) if path.is_file() else None
     if not isinstance(ckpt, dict) or META_KEY not in ckpt or "state_dict" not in ckpt:
         ckpt = read_checkpoint(path)
     return ModelMeta.from_dict(ckpt[META_KEY])
+
+
+def is_onnx_model(path: str | Path) -> bool:
+    """Whether ``path`` names an exported model (``.onnx``) rather than a checkpoint."""
+    return str(path).lower().endswith(ONNX_SUFFIX)
+
+
+def import_onnxruntime(path: str | Path) -> Any:
+    """The onnxruntime module, or one line naming the extra that installs it (``path``: the model)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BackendUnavailableError(f"{Path(path).name} is an ONNX model; reading and running it needs ONNX Runtime: "
+                                      "pip install 'rsseg[onnx]'") from None
+    return onnxruntime
+
+
+def onnx_session(path: str | Path, options: Any = None) -> Any:
+    """An ONNX Runtime CPU session of the model file ``path`` (``options``: its
+    ``SessionOptions``); a missing file, one ONNX Runtime cannot load, or no ONNX Runtime is one line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"model not found: {path} (export one from a checkpoint with "
+                                      f"`rsseg export -m best.ckpt -o {path.name}`)")
+    ort = import_onnxruntime(path)
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types for any unloadable file
+        why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read model {path}: not an ONNX file, or a corrupt or truncated one ({why}); "
+                              "expected a .onnx written by `rsseg export`") from None
+
+
+def onnx_meta(session: Any, path: str | Path) -> ModelMeta:
+    """The :class:`ModelMeta` an exported model carries (``metadata_props['rsseg']``), from its ONNX
+    Runtime ``session``; a model exported by another tool is refused, naming ``rsseg export``."""
+    props = session.get_modelmeta().custom_metadata_map
+    name = Path(path).name
+    if META_KEY not in props:
+        raise CheckpointError(f"{path} is an ONNX model without rsseg metadata (classes, bands, normalisation, input "
+                              f"range); export it from its checkpoint with `rsseg export -m best.ckpt -o {name}`")
+    try:
+        data = json.loads(props[META_KEY])
+    except ValueError:
+        raise CheckpointError(f"{path}: its rsseg metadata is not valid JSON; export it again with "
+                              f"`rsseg export -m best.ckpt -o {name}`") from None
+    return ModelMeta.from_dict(data)
+
+
+def read_onnx_meta(path: str | Path) -> ModelMeta:
+    """The metadata of an exported ``.onnx`` model, read through ONNX Runtime (which running it
+    needs anyway) with every graph optimisation off: no torch, no onnx package."""
+    ort = import_onnxruntime(path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # metadata only
+    return onnx_meta(onnx_session(path, options), path)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def mlm_properties(meta: ModelMeta, name: str, *, total_parameters: int | None = None,
+                   framework_version: str | None = None) -> dict[str, Any]:
+    """``meta`` as the STAC Machine Learning Model extension's item properties (``mlm:*``, plus
+    ``gsd``): a view for other tools, derived here and never read back (``ModelMeta`` is the source).
+
+    The input is the normalised float32 [batch, channel, height, width] tensor of an exported model
+    (height and width multiples of 32); ``value_scaling`` is rsseg's ``(raw / scale - mean) / std``
+    written as the per-band z-score ``(raw - mean * scale) / (std * scale)``; the output is class
+    logits with ``classification:classes`` (colours as hex ``color_hint``).
+    """
+    inference = meta.inference_config()
+    model = meta.config.get("model") or {}
+    contract = (f"raw {meta.input_dtype} pixels; the training images' per-band p1-p99 {meta.input_range}"
+                if meta.input_dtype else "raw pixels")
+    props: dict[str, Any] = {
+        "mlm:name": name,
+        "mlm:architecture": "UNetFormer",
+        "mlm:tasks": ["semantic-segmentation"],
+        "mlm:framework": "ONNX",
+        "mlm:batch_size_suggestion": inference.batch,
+        "mlm:accelerator": None,
+        "mlm:accelerator_constrained": False,
+        "mlm:input": [{
+            "name": "image",
+            "bands": list(meta.bands),
+            "input": {"shape": [-1, meta.in_channels, -1, -1], "dim_order": ["batch", "channel", "height", "width"],
+                      "data_type": "float32"},
+            "description": f"{contract}, z-scored per band; height and width multiples of 32 "
+                           f"(rsseg predicts {inference.tile} px windows overlapping by {inference.overlap} px)",
+            "value_scaling": [{"type": "z-score", "mean": m * meta.scale, "stddev": s * meta.scale}
+                              for m, s in zip(meta.mean, meta.std)],
+            "resize_type": None,
+            "pre_processing_function": None,
+        }],
+        "mlm:output": [{
+            "name": "logits",
+            "tasks": ["semantic-segmentation"],
+            "result": {"shape": [-1, meta.num_classes, -1, -1], "dim_order": ["batch", "class", "height", "width"],
+                       "data_type": "float32"},
+            "description": "class logits per pixel: the argmax is the class id, the softmax its probability",
+            "classification:classes": [{"value": i, "name": c, "color_hint": color.lstrip("#")[:6].upper()}
+                                       for i, (c, color) in enumerate(zip(meta.classes, meta.colors))],
+            "post_processing_function": None,
+        }],
+        # rsseg's inference defaults and input contract, for tools that tile a scene themselves
+        "mlm:hyperparameters": {"tile": inference.tile, "overlap": inference.overlap, "tta": inference.tta,
+                                "input_dtype": meta.input_dtype, "input_range": meta.input_range},
+    }
+    if "pretrained" in model:
+        props["mlm:pretrained"] = bool(model["pretrained"])
+    if total_parameters is not None:
+        props["mlm:total_parameters"] = total_parameters
+    if framework_version is not None:
+        props["mlm:framework_version"] = framework_version
+    if meta.gsd is not None:
+        props["gsd"] = meta.gsd
+    return props
+
+
+def mlm_item(properties: dict[str, Any], model_href: str, *, created: str) -> dict[str, Any]:
+    """A STAC item (no geometry: a model is not a place) holding the MLM ``properties`` and the
+    model file as its ``mlm:model`` asset at ``model_href``; ``created``: an ISO 8601 time."""
+    return {
+        "type": "Feature",
+        "stac_version": "1.1.0",
+        "stac_extensions": [MLM_SCHEMA],
+        "id": properties["mlm:name"],
+        "geometry": None,
+        "properties": {"datetime": created, **properties},
+        "assets": {"model": {"href": model_href, "type": "application/octet-stream; application=onnx",
+                             "title": f"{properties['mlm:name']} (ONNX, rsseg metadata inside)",
+                             "roles": ["mlm:model", "model"], "mlm:artifact_type": "onnx"}},
+        "links": [],
+    }
 
 
 def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -239,27 +403,43 @@ def save_model(path: str | Path, model: nn.Module, meta: ModelMeta) -> Path:
 
 
 def export_checkpoint_onnx(
-    path: str | Path, out: str | Path, size: int = 512, dynamic: bool = True
+    path: str | Path, out: str | Path, size: int = 512, dynamic: bool = True, *, stac: str | Path | None = None
 ) -> tuple[Path, ModelMeta]:
-    """Export a checkpoint's inference graph to ONNX with its metadata in ``metadata_props``
-    (``rsseg`` key, JSON): bands, normalisation, classes and colours travel with the model."""
-    import json
+    """Export a checkpoint's inference graph to one self-describing ONNX file.
+
+    Its ``metadata_props`` hold the checkpoint's :class:`ModelMeta` (``rsseg`` key, JSON: classes,
+    colours, bands, normalisation, input contract, GSD, the config with the tile/overlap defaults)
+    with the checkpoint's sha256 and the rsseg version added, and the STAC MLM view of it
+    (``mlm`` key, :func:`mlm_properties`). ``stac``: also write a STAC item describing the file
+    (:func:`mlm_item`); both appear complete or not at all.
+    """
+    import os
+    from datetime import UTC, datetime
 
     import onnx
 
+    from rsseg import __version__
     from rsseg.models import export_onnx
 
     model, meta = load_model(path)
+    meta = dataclasses.replace(meta, checkpoint_sha256=file_sha256(path), rsseg_version=__version__)
     out = Path(out)
-    with Staging() as stage:  # the target appears complete, with its metadata, or not at all
+    mlm = mlm_properties(meta, out.stem, total_parameters=sum(p.numel() for p in model.parameters()),
+                         framework_version=onnx.__version__)
+    with Staging() as stage:  # the targets appear complete, with their metadata, or not at all
         tmp = stage.path(out)
         try:
             export_onnx(model, tmp, in_channels=meta.in_channels, height=size, width=size, dynamic=dynamic)
             proto = onnx.load(str(tmp))
-            entry = proto.metadata_props.add()
-            # the config travels too: it holds the inference defaults (tile, overlap, batch, TTA)
-            entry.key, entry.value = META_KEY, json.dumps(meta.to_dict())
+            for key, value in ((META_KEY, meta.to_dict()), (MLM_KEY, mlm)):
+                entry = proto.metadata_props.add()
+                entry.key, entry.value = key, json.dumps(value)
             onnx.save(proto, str(tmp))
+            if stac is not None:
+                stac = Path(stac)
+                created = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+                item = mlm_item(mlm, Path(os.path.relpath(out.resolve(), stac.resolve().parent)).as_posix(), created=created)
+                stage.path(stac).write_text(json.dumps(item, indent=2))
             stage.commit()
         except Exception as exc:
             err = write_error(exc, "ONNX", out)

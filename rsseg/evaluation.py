@@ -82,7 +82,8 @@ def evaluate_checkpoint(
     ``settings``: as requested (``None`` fields from the checkpoint; engine torch, onnx or auto:
     :meth:`rsseg.inference.Predictor.from_checkpoint`).
     Returns the confusion matrix, the checkpoint's metadata as a dict and the collapse diagnostics
-    of the classifier input on the same tiles (NC1, Delta_inter/intra, NC3...). ``on_progress(done,
+    of the classifier input on the same tiles (NC1, Delta_inter/intra, NC3...; none for an exported
+    ``.onnx`` model, whose graph ends at the logits). ``on_progress(done,
     total)`` counts tiles.
     """
     from rsseg.checkpoint import read_meta
@@ -121,10 +122,13 @@ def evaluate_checkpoint(
 def _collapse(checkpoint: str | Path, predictor: Predictor, tiles: list[dict[str, Any]], meta: Any) -> dict[str, float]:
     """Neural-collapse diagnostics of the classifier input on the evaluated tiles
     (:func:`rsseg.metrics.collapse.collapse_diagnostics`); the ONNX engine has no embedding to read,
-    so the checkpoint's torch model is loaded for it."""
-    from rsseg.checkpoint import load_model
+    so the checkpoint's torch model is loaded for it. An exported ``.onnx`` model outputs logits only:
+    nothing is measured (empty)."""
+    from rsseg.checkpoint import is_onnx_model, load_model
     from rsseg.metrics.collapse import collapse_diagnostics
 
+    if is_onnx_model(checkpoint):
+        return {}
     model, device = getattr(predictor.engine, "model", None), predictor.settings.device
     if model is None:
         model, device = load_model(checkpoint)[0], "cpu"

@@ -1,7 +1,7 @@
 """Shared fixtures and helpers: where the real sample data lives (skipping cleanly when it is
 absent), and one way to write a small test raster (:func:`write_raster`, importable as
 ``from conftest import write_raster``), and the input contract of 8-bit test models
-(:func:`uint8_contract`)."""
+(:func:`uint8_contract`), and a small ONNX model shaped like an export (:func:`write_onnx_model`)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,29 @@ def make_folder(root: Path, n: int = 4, size: int = 64) -> Path:
         write_raster(root / "images" / f"t{i}.tif", rng.integers(0, 255, (3, size, size), dtype=np.uint8))
         write_raster(root / "masks" / f"t{i}.tif", rng.integers(0, 2, (size, size), dtype=np.uint8))
     return root
+
+
+def write_onnx_model(path: Path, props: dict | None = None, bands: int = 3, classes: int = 2, seed: int = 0) -> Path:
+    """A small ONNX model shaped like an rsseg export (input ``image`` [N, bands, H, W], output
+    ``logits`` [N, classes, H, W]: one 1x1 convolution, so a test needs no minute-long UNetFormer
+    export), with ``props`` written as JSON into ``metadata_props`` (e.g. ``{"rsseg": meta.to_dict()}``)."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    weights = [numpy_helper.from_array(rng.normal(size=(classes, bands, 1, 1)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.normal(size=classes).astype(np.float32), "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["image", "w", "b"], ["logits"])], "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", bands, "H", "W"])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes, "H", "W"])], weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every ONNX Runtime of the supported range loads
+    helper.set_model_props(model, {k: json.dumps(v) for k, v in (props or {}).items()})
+    onnx.save(model, str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

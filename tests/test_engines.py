@@ -4,6 +4,8 @@ the engine choice in the factory and the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,8 @@ from conftest import SAMPLE_TILES, uint8_contract
 from rasterio.windows import Window
 from torch import nn
 
-from rsseg.checkpoint import ModelMeta, save_model
+import rsseg
+from rsseg.checkpoint import ModelMeta, file_sha256, save_model
 from rsseg.config import TTA_MODES, Config
 from rsseg.errors import RsSegError
 from rsseg.inference import Predictor, engines, predict_file, settings
@@ -203,7 +206,9 @@ def test_onnx_engine_tta_and_meta_match_the_checkpoint(exported_checkpoint) -> N
 
     p_onnx = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine="onnx", tta="d4")
     p_torch = Predictor.from_checkpoint(exported_checkpoint, device="cpu", engine="torch", tta="d4")
-    assert p_onnx.meta.to_dict() == read_meta(exported_checkpoint).to_dict()
+    # the export's metadata: the checkpoint's, with where it came from
+    assert p_onnx.meta.to_dict() == read_meta(exported_checkpoint).to_dict() | {
+        "checkpoint_sha256": file_sha256(exported_checkpoint), "rsseg_version": rsseg.__version__}
     # unset batches follow each engine's CPU cap (the checkpoint's config asks for more)
     assert (p_onnx.settings.batch, p_torch.settings.batch) == (settings.CPU_MAX_BATCH["onnx"], settings.CPU_MAX_BATCH["torch"])
     x = np.random.default_rng(0).normal(size=(1, 3, 96, 160)).astype(np.float32)
@@ -239,12 +244,54 @@ def test_onnx_predict_never_imports_torch(exported_checkpoint, tmp_path) -> None
     src = _tanzania_crop(tmp_path / "crop.tif", size=300)
     code = ("import sys\nfrom rsseg.cli.main import main\ntry:\n    main()\nexcept SystemExit as exc:\n"
             "    assert not exc.code, exc.code\nprint('torch imported:', 'torch' in sys.modules)\n")
-    out = tmp_path / "out"
-    res = subprocess.run(
-        [sys.executable, "-c", code, "predict", str(src), "-m", str(exported_checkpoint), "-o", f"{out}.tif",
-         "--vector", f"{out}.gpkg", "--report", f"{out}.json", "--confidence", f"{out}.conf.tif",
-         "--engine", "auto", "--device", "cpu"],
-        capture_output=True, text=True, timeout=1500)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "engine onnx" in res.stdout and "torch imported: False" in res.stdout
-    assert all(Path(f"{out}{ext}").is_file() for ext in (".tif", ".gpkg", ".json", ".conf.tif"))
+    # the checkpoint with its cached export, and the exported .onnx file alone (default engine and device)
+    model = shutil.copyfile(cached_onnx(exported_checkpoint), tmp_path / "model.onnx")
+    env = {k: v for k, v in os.environ.items() if k != "RSSEG_ENGINE"}
+    for name, args in (("ckpt", [str(exported_checkpoint), "--engine", "auto", "--device", "cpu"]), ("onnx", [str(model)])):
+        out = tmp_path / name
+        res = subprocess.run(
+            [sys.executable, "-c", code, "predict", str(src), "-o", f"{out}.tif", "--vector", f"{out}.gpkg",
+             "--report", f"{out}.json", "--confidence", f"{out}.conf.tif", "-m", *args],
+            capture_output=True, text=True, timeout=1500, env=env)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        assert "engine onnx" in res.stdout and "torch imported: False" in res.stdout
+        assert all(Path(f"{out}{ext}").is_file() for ext in (".tif", ".gpkg", ".json", ".conf.tif"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+@pytest.mark.skipif(not TANZANIA.is_file(), reason="sample_tiles/tanzania missing")
+def test_predict_from_the_exported_onnx_equals_the_checkpoint(exported_checkpoint, tmp_path) -> None:
+    """`rsseg predict scene.tif -m model.onnx -o classes.tif --vector b.gpkg --report r.json` writes what
+    the checkpoint gives. model.onnx is what `rsseg export` writes (export_checkpoint_onnx at the default
+    size, the export the cache holds too), used on its own, with no checkpoint beside it."""
+    import geopandas as gpd
+
+    from rsseg.cli.main import main as cli
+
+    models = tmp_path / "models"
+    models.mkdir()
+    model = shutil.copyfile(cached_onnx(exported_checkpoint), models / "model.onnx")
+    src = _tanzania_crop(tmp_path / "crop.tif", size=400)
+    runs = {}
+    for name, path in (("checkpoint", exported_checkpoint), ("onnx", model)):
+        d = tmp_path / name
+        d.mkdir()
+        res = CliRunner().invoke(cli, ["predict", str(src), "-m", str(path), "-o", str(d / "classes.tif"), "--vector",
+                                       str(d / "b.gpkg"), "--report", str(d / "r.json"), "--confidence",
+                                       str(d / "conf.tif"), "--engine", "auto"])
+        assert res.exit_code == 0, res.output
+        assert "engine onnx, device cpu" in res.output
+        runs[name] = d
+    a, b = runs["checkpoint"], runs["onnx"]
+    for raster in ("classes.tif", "conf.tif"):
+        with rasterio.open(a / raster) as x, rasterio.open(b / raster) as y:
+            assert np.array_equal(x.read(), y.read()) and x.profile == y.profile and x.tags() == y.tags()
+    with rasterio.open(a / "classes.tif") as x:
+        assert len(np.unique(x.read(1))) > 1  # a real map, not one class
+    pa, pb = gpd.read_file(a / "b.gpkg"), gpd.read_file(b / "b.gpkg")
+    assert len(pa) > 0 and pa.drop(columns="geometry").equals(pb.drop(columns="geometry"))
+    assert pa.geometry.geom_equals_exact(pb.geometry, tolerance=0).all() and pa.crs == pb.crs
+    ra, rb = (json.loads((d / "r.json").read_text()) for d in (a, b))
+    for key in ("classes", "valid_pixels", "nodata_pixels", "total_area_m2"):
+        assert ra[key] == rb[key], key

@@ -27,7 +27,7 @@ import pytest
 import rasterio
 import torch
 from click.testing import CliRunner
-from conftest import write_raster
+from conftest import write_onnx_model, write_raster
 from rasterio.windows import Window
 
 import rsseg.checkpoint
@@ -148,6 +148,12 @@ def assets(tmp_path_factory, sample_tiles) -> dict[str, Path]:
     a["ckpt_code"] = d / "code.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, d / "plain.ckpt")
     a["ckpt_plain"] = d / "plain.ckpt"
+    # exported models (.onnx, here one 1x1 convolution): the checkpoints' metadata, run by ONNX Runtime
+    a["onnx"] = write_onnx_model(d / "m.onnx", {"rsseg": _meta(**contract).to_dict()})
+    a["onnx_old"] = write_onnx_model(d / "old.onnx", {"rsseg": _meta().to_dict()})
+    a["onnx_plain"] = write_onnx_model(d / "plain.onnx")
+    (d / "random.onnx").write_bytes(np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    a["onnx_random"] = d / "random.onnx"
     # a predicted class raster with a value beyond its 2 classes
     pred = np.where(labels > 0, 1, 0).astype(np.uint8)
     pred[0, 0] = 5
@@ -348,6 +354,46 @@ CASES += [
     Case("window_batch_0_names_the_flag", predict("--window-batch", "0"), says=("use e.g. --window-batch 2",)),
     Case("output_under_proc", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "/proc/x.tif", "--tile", "64"),
          says=("output directory /proc", "writ")),
+]
+
+
+# -- exported .onnx models wherever a checkpoint goes: the same checks, ONNX Runtime as the engine ----------
+def predict_onnx(*extra: str, src: str = "u8", model: str = "onnx"):
+    """predict with an exported model; ``--engine auto`` because the tests' default engine is torch."""
+    return predict("--engine", "auto", *extra, src=src, ckpt=model)
+
+
+CASES += [
+    Case("onnx_model", predict_onnx("--vector", "{w}/new.gpkg", "--report", "{w}/new.json"), code=0, before_load=False,
+         old=()),
+    Case("onnx_float_copy_in_the_training_range", predict_onnx(src="f255"), code=0, before_load=False, old=()),
+    Case("onnx_uint16_copy_of_uint8_scene", predict_onnx(src="u16"), says=("training range", "--scale 1/257")),
+    Case("onnx_grayscale_for_rgb_model", predict_onnx(src="gray"), says=("1 band(s) but the model needs 3",)),
+    Case("onnx_without_rsseg_metadata", predict_onnx(model="onnx_plain"),
+         says=("plain.onnx is an ONNX model without rsseg metadata", "rsseg export -m best.ckpt -o plain.onnx")),
+    Case("onnx_random_bytes", predict_onnx(model="onnx_random"), says=("cannot read model", "not an ONNX file")),
+    Case("onnx_missing", cmd("predict", "{u8}", "-m", "{w}/nope.onnx", "-o", "{w}/out.tif", "--engine", "auto",
+                             "--overwrite"), says=("model not found", "rsseg export")),
+    Case("onnx_with_engine_torch", predict("--engine", "torch", ckpt="onnx"),
+         says=("m.onnx is an ONNX model and runs in ONNX Runtime", "--engine onnx or auto", ".ckpt it was exported from")),
+    Case("onnx_on_cuda", predict("--engine", "auto", "--device", "cuda", ckpt="onnx"), says=("runs it on the CPU",)),
+    Case("onnx_without_input_contract", predict_onnx(src="u16", model="onnx_old"),
+         says=("model ", "old.onnx records no input contract", "export it again with `rsseg export`")),
+    Case("onnx_dask_with_engine_torch", predict("--dask", "local:1", "--engine", "torch", ckpt="onnx"),
+         says=("is an ONNX model",)),
+    Case("evaluate_onnx_on_a_uint8_dataset", cmd("evaluate", "-m", "{onnx}", "--engine", "auto", "--root", "{ds8}",
+                                                 "--tile", "64", "--overlap", "16", "-o", "{w}/rep"),
+         code=0, before_load=False, old=()),
+    Case("evaluate_onnx_on_a_uint16_dataset", cmd("evaluate", "-m", "{onnx}", "--engine", "auto", "--root", "{ds16}",
+                                                  "-o", "{w}/rep"), old=(), says=("training range",)),
+    Case("evaluate_onnx_with_engine_torch", cmd("evaluate", "-m", "{onnx}", "--engine", "torch", "--root", "{ds8}",
+                                                "-o", "{w}/rep"), old=(), says=("is an ONNX model",)),
+    Case("export_from_an_onnx_model", cmd("export", "-m", "{onnx}", "-o", "{w}/again.onnx"), old=(), before_load=False,
+         says=("is an exported ONNX model, not a checkpoint", ".ckpt it was exported from")),
+    Case("export_to_another_extension", cmd("export", "-m", "{ckpt}", "-o", "{w}/model.bin"), old=(),
+         says=("a .onnx file", "-o model.onnx")),
+    Case("export_stac_onto_the_model", cmd("export", "-m", "{ckpt}", "-o", "{w}/m.onnx", "--stac", "{w}/m.onnx"), old=(),
+         says=("--stac", "is the model file itself")),
 ]
 
 

@@ -362,6 +362,33 @@ def test_ctrl_c_exits_130_and_resume_continues_from_the_right_epoch(tmp_path, ti
 
 
 @pytest.mark.slow
+def test_best_ckpt_keeps_the_weights_and_last_ckpt_the_training_state(tmp_path, tiny):
+    """best.ckpt is for predicting (weights + rsseg metadata, no optimizer state); last.ckpt resumes.
+    A checkpoint with optimizer state (last.ckpt, and every best.ckpt written before) still loads."""
+    from rsseg.checkpoint import load_model, read_meta
+
+    run = tmp_path / "run"
+    base = ["train", "--dataset", "folder", "--root", str(tiny), "-o", str(run), *TINY]
+    res = cli([*base, "--max-epochs", "1"])
+    assert res.exit_code == 0, res.output
+    best, last = (torch.load(run / name, map_location="cpu", weights_only=True) for name in ("best.ckpt", "last.ckpt"))
+    assert "optimizer_states" not in best and "lr_schedulers" not in best and last["optimizer_states"]
+    assert best["rsseg"] == last["rsseg"] and best["state_dict"].keys() == last["state_dict"].keys()
+    assert all(torch.equal(v, last["state_dict"][k]) for k, v in best["state_dict"].items())  # one epoch: same weights
+    assert (run / "best.ckpt").stat().st_size < 0.6 * (run / "last.ckpt").stat().st_size
+    for name in ("best.ckpt", "last.ckpt"):
+        model, meta = load_model(run / name)
+        assert meta == read_meta(run / name) and meta.classes == ["background", "building"]
+    before = snapshot(run)
+    res = cli([*base, "--max-epochs", "2", "--resume", str(run / "best.ckpt")])
+    assert_one_line_refusal(res, "best.ckpt holds weights but no training state", "resume from last.ckpt", "--init-from")
+    assert snapshot(run) == before
+    res = cli([*base, "--max-epochs", "2", "--resume", str(run / "last.ckpt")])
+    assert res.exit_code == 0, res.output
+    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.slow
 def test_ctrl_c_in_the_first_epoch_leaves_no_run_directory(tmp_path, tiny, monkeypatch):
     run = tmp_path / "run"
     _patch_callbacks(monkeypatch, _CtrlCAt(0))

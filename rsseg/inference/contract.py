@@ -31,7 +31,7 @@ from rasterio.enums import MaskFlags
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
-from rsseg.checkpoint import ModelMeta
+from rsseg.checkpoint import ModelMeta, is_onnx_model
 from rsseg.errors import CheckpointError, ConfigError, InputRasterError
 from rsseg.io import is_remote, open_raster, unfold_url
 
@@ -147,13 +147,15 @@ def require_contract(meta: ModelMeta, model: str | Path | None = None) -> None:
     one, and the model would map it confidently and wrongly. ``model``: its file, for the message."""
     if meta.input_dtype is not None:
         return
-    name = f"checkpoint {model}" if model is not None else "the model"
-    source = model if model is not None else "CHECKPOINT"
+    exported = model is not None and is_onnx_model(model)
+    name = f"{'model' if exported else 'checkpoint'} {model}" if model is not None else "the model"
+    source = model if model is not None and not exported else "CHECKPOINT"
+    then = ", then export it again with `rsseg export`" if exported else ""
     raise CheckpointError(
         f"{name} records no input contract (the data type and value range of the images it was trained on), so a "
         "raster in another range would give a confident, wrong map; add one with `rsseg import "
-        f"{source} --calibrate SCENE -o NEW.ckpt` (SCENE: a raster like its training images), or re-train it with "
-        "`rsseg train`")
+        f"{source} --calibrate SCENE -o NEW.ckpt` (SCENE: a raster like its training images){then}, or re-train it "
+        "with `rsseg train`")
 
 
 def calibrate_input(scene: str | Path, meta: ModelMeta, *, max_p99: float | None = None) -> dict:

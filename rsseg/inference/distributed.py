@@ -43,7 +43,7 @@ import rasterio
 from distributed import Client, Event, Future, LocalCluster, as_completed, wait
 from rasterio.errors import RasterioError
 
-from rsseg.checkpoint import ModelMeta, read_meta
+from rsseg.checkpoint import ModelMeta, is_onnx_model, read_meta
 from rsseg.errors import BackendUnavailableError, ConfigError, InputRasterError, RsSegError
 from rsseg.inference.contract import input_mapping
 from rsseg.inference.input_checks import select_bands
@@ -114,7 +114,7 @@ def worker_predictor(checkpoint: str, settings: PredictSettings) -> Predictor:
         if key not in _PREDICTORS:
             _PREDICTORS.clear()  # one model per worker: a new checkpoint replaces the old one
             threads = os.environ.get("OMP_NUM_THREADS")
-            if threads and threads.isdigit():
+            if threads and threads.isdigit() and not is_onnx_model(checkpoint):  # torch's pool; .onnx runs without torch
                 import torch
 
                 torch.set_num_threads(int(threads))

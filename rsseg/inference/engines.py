@@ -22,12 +22,14 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rsseg.checkpoint import ModelMeta, file_sha256, import_onnxruntime, onnx_meta, onnx_session
 from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
 from rsseg.inference.windows import padded_size
 from rsseg.io import cache_dir
@@ -36,12 +38,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from rsseg.checkpoint import ModelMeta
-
 #: multi-scale TTA factors (the usual 0.75/1/1.25 of segmentation test-time scaling)
 MS_SCALES = (0.75, 1.0, 1.25)
-#: key of the JSON model metadata in an exported ONNX file's ``metadata_props``
-ONNX_META_KEY = "rsseg"
 
 
 def physical_cores() -> int:
@@ -223,8 +221,9 @@ class OnnxEngine(Engine):
 
     The session runs on :func:`physical_cores` intra-op threads with all graph optimisations and
     ONNX Runtime's memory arena, grown by exactly what is requested (:func:`_arena_allocator`).
-    ``meta`` is the model metadata stored in the file (``metadata_props['rsseg']``), so a cached
-    export needs no checkpoint loading.
+    ``meta`` is the model metadata stored in the file (:func:`rsseg.checkpoint.onnx_meta`), so an
+    exported model needs no checkpoint. A file ONNX Runtime cannot load is one line
+    (:func:`rsseg.checkpoint.onnx_session`).
     """
 
     name = "onnx"
@@ -234,8 +233,7 @@ class OnnxEngine(Engine):
     arena = True
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime(path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or physical_cores()
         opts.inter_op_num_threads = 1
@@ -246,18 +244,12 @@ class OnnxEngine(Engine):
             _arena_allocator()
             opts.add_session_config_entry("session.use_env_allocators", "1")
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = onnx_session(path, opts)
         self._input = self.session.get_inputs()[0].name
 
     @property
     def meta(self) -> ModelMeta:
-        from rsseg.checkpoint import ModelMeta
-        from rsseg.errors import CheckpointError
-
-        props = self.session.get_modelmeta().custom_metadata_map
-        if ONNX_META_KEY not in props:
-            raise CheckpointError(f"{self.path} has no rsseg metadata; export it with `rsseg export`")
-        return ModelMeta.from_dict(json.loads(props[ONNX_META_KEY]))
+        return onnx_meta(self.session, self.path)
 
     def _native(self, batch: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(batch, dtype=np.float32)
@@ -286,22 +278,18 @@ class OnnxEngine(Engine):
         return np.ascontiguousarray(probs, dtype=np.float32)
 
 
-#: bump when the exported graph changes for the same checkpoint (invalidates cached exports)
-EXPORT_VERSION = 1
+#: bump when the exported file changes for the same checkpoint (invalidates cached exports); 2: its
+#: metadata gained the STAC MLM view and the checkpoint's sha256
+EXPORT_VERSION = 2
 #: example size the cached export is traced at (height and width stay dynamic)
 CACHE_EXPORT_SIZE = 512
 
 
 def _export_key(checkpoint: Path, size: int, opset: int | None) -> str:
     """sha256 over the checkpoint's bytes and the export settings (size, opset, exporter versions)."""
-    digest = hashlib.sha256()
-    with open(checkpoint, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    settings = {"size": size, "opset": opset, "dynamic": True, "export": EXPORT_VERSION,
+    settings = {"checkpoint": file_sha256(checkpoint), "size": size, "opset": opset, "dynamic": True, "export": EXPORT_VERSION,
                 "torch": importlib.metadata.version("torch"), "onnx": importlib.metadata.version("onnx")}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    return digest.hexdigest()[:20]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def onnx_cache_paths(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None) -> list[Path]:
@@ -310,6 +298,12 @@ def onnx_cache_paths(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opse
     checkpoint = Path(checkpoint)
     key = _export_key(checkpoint, size, opset)
     return [checkpoint.with_name(f"{checkpoint.name}.{key}.onnx"), cache_dir() / "onnx" / f"{key}.onnx"]
+
+
+def is_cached_export(path: str | Path) -> bool:
+    """Whether ``path`` is a cached export beside its checkpoint (:func:`onnx_cache_paths`), not a
+    model file of its own: lists of models leave it out."""
+    return re.search(r"\.[0-9a-f]{20}\.onnx$", str(path)) is not None
 
 
 def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: int | None = None, *,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from rasterio.windows import Window
 
-from rsseg.checkpoint import ModelMeta
+from rsseg.checkpoint import ModelMeta, is_onnx_model
 from rsseg.data.normalize import Normalizer
 from rsseg.errors import CheckpointError, FallbackWarning, InputRasterError, MissingExtraError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
@@ -78,11 +78,14 @@ _DONE = object()
 
 
 def onnx_export_cached(checkpoint: str | Path, settings: PredictSettings) -> Path | None:
-    """The cached export (:func:`rsseg.inference.engines.onnx_cache_paths`) that
-    :meth:`Predictor.from_checkpoint` would run ``checkpoint`` from in ONNX Runtime, if there is one:
-    :meth:`Predictor.from_onnx` then loads it in a second, builds no PyTorch model and never imports torch."""
+    """The ONNX file that :meth:`Predictor.from_checkpoint` would run ``checkpoint`` from in ONNX
+    Runtime, if there is one: an exported ``.onnx`` model itself, or a checkpoint's cached export
+    (:func:`rsseg.inference.engines.onnx_cache_paths`). :meth:`Predictor.from_onnx` then loads it in a
+    second, builds no PyTorch model and never imports torch."""
     from rsseg.inference.engines import onnx_cache_paths
 
+    if is_onnx_model(checkpoint):
+        return Path(checkpoint) if Path(checkpoint).is_file() else None
     try:
         if resolve_engine(settings.engine, resolve_device(settings.device)) != "onnx":
             return None
@@ -134,9 +137,12 @@ class Predictor:
         ONNX file; ``auto`` picks ``onnx`` on the CPU when ONNX Runtime is installed and falls back
         to ``torch`` (with a warning) if the export fails; ``on_export(onnx_path)`` is called before
         a first, slow export.
+        An exported ``.onnx`` model runs in ONNX Runtime on the CPU (:meth:`from_onnx`).
         """
         from rsseg.checkpoint import load_model
 
+        if is_onnx_model(path):  # the model file is its own metadata: no checkpoint, no export
+            return cls.from_onnx(path, settings, **overrides)
         requested = replace(settings or PredictSettings(), **overrides)
         dev = resolve_device(requested.device)
         if resolve_engine(requested.engine, dev) == "onnx":
@@ -153,10 +159,14 @@ class Predictor:
 
     @classmethod
     def from_onnx(cls, path: str | Path, settings: PredictSettings | None = None, **overrides: Any) -> Predictor:
-        """A predictor for an rsseg ONNX export (e.g. :func:`onnx_export_cached`'s) in ONNX Runtime,
-        with the metadata stored in the file; ``settings`` and ``overrides`` as :meth:`from_checkpoint` takes them."""
+        """A predictor for an rsseg ONNX export (``rsseg export``, or :func:`onnx_export_cached`'s) in
+        ONNX Runtime on the CPU, with the metadata stored in the file; ``settings`` and ``overrides``
+        as :meth:`from_checkpoint` takes them, the engine ``onnx`` whatever they name (the file holds
+        no PyTorch weights; a user's request for torch is refused before, by
+        :func:`rsseg.inference.settings.onnx_model_settings`)."""
         requested = replace(settings or PredictSettings(), **overrides)
-        return cls._from_onnx_engine(OnnxEngine(path), replace(requested, device=resolve_device(requested.device)))
+        requested = replace(requested, engine="onnx", device="cpu" if requested.device == "auto" else requested.device)
+        return cls._from_onnx_engine(OnnxEngine(path), requested)
 
     @classmethod
     def _from_onnx_engine(cls, runner: OnnxEngine, requested: PredictSettings) -> Predictor:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import ctypes
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rsseg.checkpoint import ModelMeta
+from rsseg.checkpoint import ModelMeta, import_onnxruntime
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import BackendUnavailableError, ConfigError
 from rsseg.extras import needs_train
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 CPU_MAX_BATCH = {"torch": 2, "onnx": 1}
 
 __all__ = ["CPU_MAX_BATCH", "ENGINES", "PredictSettings", "TTA_MODES", "check_settings", "cuda_available", "device_type",
-           "resolve_device", "resolve_engine", "resolve_settings", "resolve_tiling"]
+           "onnx_model_settings", "resolve_device", "resolve_engine", "resolve_settings", "resolve_tiling"]
 
 
 def _nvidia_driver() -> bool:
@@ -99,6 +100,22 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
         if not onnxruntime_available():
             raise BackendUnavailableError("the onnx engine needs ONNX Runtime, part of the base install: pip install onnxruntime (or use --engine torch)")
     return engine
+
+
+def onnx_model_settings(path: str | Path, settings: PredictSettings) -> PredictSettings:
+    """The user's ``settings`` (CLI flags, the viewer's widgets) for an exported ``.onnx`` model, which
+    ONNX Runtime runs on the CPU: a request for the torch engine or a CUDA device, which need the
+    checkpoint, is refused in one line naming it, and so is a missing ONNX Runtime. (The library's
+    :meth:`~rsseg.inference.Predictor.from_onnx` runs such a file in ONNX Runtime whatever the settings say.)"""
+    name = Path(path).name
+    if settings.engine == "torch":
+        raise ConfigError(f"{name} is an ONNX model and runs in ONNX Runtime, not with the torch engine; use "
+                          "--engine onnx or auto, or give the .ckpt it was exported from to run it with torch")
+    if device_type(settings.device) not in ("auto", "cpu"):
+        raise ConfigError(f"{name} is an ONNX model and ONNX Runtime runs it on the CPU, not {settings.device}; use "
+                          "--device cpu, or give the .ckpt it was exported from to run it on the GPU")
+    import_onnxruntime(path)
+    return replace(settings, engine="onnx", device="cpu")
 
 
 @dataclass(frozen=True)

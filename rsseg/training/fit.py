@@ -109,8 +109,9 @@ def check_resume(path: str | Path) -> ModelMeta:
     carry rsseg metadata and hold a whole training state. Returns its metadata."""
     ckpt = read_checkpoint(path)
     if not {"optimizer_states", "loops", "epoch"} <= set(ckpt):
-        raise CheckpointError(f"--resume {path} holds weights but no training state (epoch, optimizer); "
-                              "start from its weights with --init-from instead")
+        raise CheckpointError(f"--resume {path} holds weights but no training state (epoch, optimizer; a run's "
+                              "best.ckpt keeps weights only): resume from last.ckpt in the same run folder, or "
+                              "start from these weights with --init-from")
     check_weights(model_state(ckpt), path)
     return ModelMeta.from_dict(ckpt[META_KEY])
 
@@ -325,8 +326,12 @@ def _build_trainer(cfg: Config, run_dir: Path, devices: str | int | None, num_no
     if num_nodes < 1:
         raise ConfigError(f"--num-nodes must be >= 1 (got {num_nodes})")
     strategy = "ddp" if n_devices * num_nodes > 1 else "auto"
+    # best.ckpt is for predicting: weights and the rsseg metadata (written by the task's
+    # on_save_checkpoint, which Lightning calls for weights-only saves too), no optimizer state,
+    # about a third of the size; last.ckpt keeps the whole training state for --resume
     best_cb = ModelCheckpoint(
         dirpath=run_dir, filename="best", monitor="val/mIoU", mode="max", save_top_k=1, enable_version_counter=False,
+        save_weights_only=True,
     )
     # its own callback: Lightning's save_last only writes when the best improved, leaving a stale
     # last.ckpt (and a resume that repeats epochs) after an epoch without a new best

@@ -21,10 +21,12 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from rsseg.errors import ConfigError, InputNotFoundError, InputRasterError, RsSegError
+from rsseg.inference.engines import is_cached_export
 from rsseg.io import atomic_path, open_raster
 
 RASTER_SUFFIXES = (".tif", ".tiff")
-CHECKPOINT_SUFFIXES = (".ckpt",)
+#: models the viewer offers: checkpoints and exported models (rsseg export)
+CHECKPOINT_SUFFIXES = (".ckpt", ".onnx")
 #: listing stops after this many files or folders so a huge data directory cannot stall the page
 MAX_LISTED = 2000
 MAX_WALKED_DIRS = 5000
@@ -68,7 +70,8 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
     """Files under ``root`` with one of ``suffixes``, as sorted POSIX paths relative to ``root``.
 
     Hidden directories and ``exclude`` (the viewer's own cache) are skipped; symlinks that
-    resolve outside ``root`` are left out rather than followed.
+    resolve outside ``root`` are left out rather than followed, and so are the ONNX exports that
+    predict caches beside a checkpoint (the checkpoint stands for them).
     """
     base = Path(root).resolve()
     if not base.is_dir():
@@ -81,7 +84,7 @@ def list_files(root: str | Path, suffixes: tuple[str, ...], *, exclude: str | Pa
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (skip is None or (here / d).resolve() != skip))
         for name in sorted(filenames):
-            if not name.lower().endswith(suffixes) or name.startswith("."):
+            if not name.lower().endswith(suffixes) or name.startswith(".") or is_cached_export(name):
                 continue
             path = here / name
             if path.resolve().is_relative_to(base) and path.resolve().is_file():

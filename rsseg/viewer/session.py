@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rsseg.checkpoint import ModelMeta, load_model, read_meta
+from rsseg.checkpoint import ModelMeta, is_onnx_model, load_model, read_meta
 from rsseg.errors import BackendUnavailableError, ConfigError, InputNotFoundError
 from rsseg.inference import Predictor, PredictSettings, predict_file, resolve_device, resolve_settings, vectorize
 from rsseg.inference.contract import require_contract
-from rsseg.inference.settings import resolve_engine
+from rsseg.inference.settings import onnx_model_settings, resolve_engine
 from rsseg.io import atomic_path
 from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels
 
@@ -141,18 +141,21 @@ def run_prediction(
 
     Unset settings come from the checkpoint (:func:`prediction_settings`). ``engine`` (torch,
     onnx, auto: :func:`rsseg.inference.settings.resolve_engine`): the torch engine runs the model
-    from ``loader``; the ONNX engine runs the checkpoint's cached export. Writes the class COG,
+    from ``loader``; the ONNX engine runs the checkpoint's cached export. An exported ``.onnx``
+    model always runs in ONNX Runtime (the torch engine refused). Writes the class COG,
     the confidence raster, a GeoPackage of polygons and the JSON area report; ``on_progress`` gets (fraction in [0, 1],
     message) for the model part (90 %) and the polygons (last 10 %), from the calling thread.
     """
     report_progress = on_progress or (lambda f, msg: None)
     raster, checkpoint = Path(raster), Path(checkpoint)
+    if is_onnx_model(checkpoint):  # ONNX Runtime runs it: the torch engine is refused
+        onnx_model_settings(checkpoint, PredictSettings(engine=engine))
     require_contract(read_meta(checkpoint), checkpoint)  # before a cached map too: it would be as wrong
     if (hit := find_prediction(raster, checkpoint, cache_dir, tile=tile, overlap=overlap, tta=tta)) is not None:
         return hit
     check_raster(raster)
     report_progress(0.0, "loading model")
-    if resolve_engine(engine, resolve_device("auto")) == "onnx":
+    if is_onnx_model(checkpoint) or resolve_engine(engine, resolve_device("auto")) == "onnx":
         predictor = Predictor.from_checkpoint(checkpoint, engine=engine, tile=tile, overlap=overlap, batch=batch, tta=tta)
         meta = predictor.meta
     else:
