@@ -195,6 +195,7 @@ def test_cuda_without_torch_names_the_extra(tiny_checkpoint, tmp_path) -> None:
     assert "running on CUDA needs the training extra" in line and "--device cpu" in line
 
 
+@pytest.mark.slow  # the export behind it takes a minute or two on a CPU
 def test_predict_and_evaluate_from_onnx_without_torch(tiny_onnx, chip, tmp_path) -> None:
     """The analyst's route: a .onnx from `rsseg export` predicts every product and is scored
     against a reference, with torch never imported."""
