@@ -98,7 +98,7 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
         if device_type(device) != "cpu":
             raise ConfigError(f"the onnx engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not onnxruntime_available():
-            raise BackendUnavailableError("the onnx engine needs ONNX Runtime, part of the base install: pip install onnxruntime (or use --engine torch)")
+            raise BackendUnavailableError("the onnx engine needs ONNX Runtime: pip install 'rsseg[onnx]' (or use --engine torch)")
     return engine
 
 
