@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import json
 import pickle
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -257,6 +258,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def mlm_name(name: str) -> str:
+    """``name`` as MLM allows it (``^[a-zA-Z][a-zA-Z0-9_.-]+[a-zA-Z0-9]$``): other characters become
+    ``-``, and a name that does not start with a letter gets ``model-`` in front."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-_.")
+    return name if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]+[A-Za-z0-9]", name) else f"model-{name or 'rsseg'}"
+
+
 def mlm_properties(meta: ModelMeta, name: str, *, total_parameters: int | None = None,
                    framework_version: str | None = None) -> dict[str, Any]:
     """``meta`` as the STAC Machine Learning Model extension's item properties (``mlm:*``, plus
@@ -272,7 +280,7 @@ def mlm_properties(meta: ModelMeta, name: str, *, total_parameters: int | None =
     contract = (f"raw {meta.input_dtype} pixels; the training images' per-band p1-p99 {meta.input_range}"
                 if meta.input_dtype else "raw pixels")
     props: dict[str, Any] = {
-        "mlm:name": name,
+        "mlm:name": mlm_name(name),
         "mlm:architecture": "UNetFormer",
         "mlm:tasks": ["semantic-segmentation"],
         "mlm:framework": "ONNX",
@@ -297,7 +305,7 @@ def mlm_properties(meta: ModelMeta, name: str, *, total_parameters: int | None =
             "result": {"shape": [-1, meta.num_classes, -1, -1], "dim_order": ["batch", "class", "height", "width"],
                        "data_type": "float32"},
             "description": "class logits per pixel: the argmax is the class id, the softmax its probability",
-            "classification:classes": [{"value": i, "name": c, "color_hint": color.lstrip("#")[:6].upper()}
+            "classification:classes": [{"value": i, "name": c, "description": c, "color_hint": color.lstrip("#")[:6].upper()}
                                        for i, (c, color) in enumerate(zip(meta.classes, meta.colors))],
             "post_processing_function": None,
         }],
@@ -305,8 +313,9 @@ def mlm_properties(meta: ModelMeta, name: str, *, total_parameters: int | None =
         "mlm:hyperparameters": {"tile": inference.tile, "overlap": inference.overlap, "tta": inference.tta,
                                 "input_dtype": meta.input_dtype, "input_range": meta.input_range},
     }
-    if "pretrained" in model:
-        props["mlm:pretrained"] = bool(model["pretrained"])
+    if "pretrained" in model:  # the encoder's starting weights; MLM wants an explicit null source when none
+        source = model.get("weights") or ("timm ImageNet weights" if model["pretrained"] else None)
+        props["mlm:pretrained"], props["mlm:pretrained_source"] = source is not None, source
     if total_parameters is not None:
         props["mlm:total_parameters"] = total_parameters
     if framework_version is not None:

@@ -289,7 +289,7 @@ def test_predict_from_the_exported_onnx_equals_the_checkpoint(exported_checkpoin
             assert np.array_equal(x.read(), y.read()) and x.profile == y.profile and x.tags() == y.tags()
     with rasterio.open(a / "classes.tif") as x:
         assert len(np.unique(x.read(1))) > 1  # a real map, not one class
-    pa, pb = gpd.read_file(a / "b.gpkg"), gpd.read_file(b / "b.gpkg")
+    pa, pb = gpd.read_file(a / "b.gpkg", layer="b"), gpd.read_file(b / "b.gpkg", layer="b")
     assert len(pa) > 0 and pa.drop(columns="geometry").equals(pb.drop(columns="geometry"))
     assert pa.geometry.geom_equals_exact(pb.geometry, tolerance=0).all() and pa.crs == pb.crs
     ra, rb = (json.loads((d / "r.json").read_text()) for d in (a, b))

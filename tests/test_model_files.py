@@ -24,7 +24,17 @@ from click.testing import CliRunner
 from conftest import uint8_contract, write_onnx_model, write_raster
 
 import rsseg
-from rsseg.checkpoint import META_KEY, MLM_KEY, ModelMeta, file_sha256, mlm_item, mlm_properties, read_meta, save_model
+from rsseg.checkpoint import (
+    META_KEY,
+    MLM_KEY,
+    ModelMeta,
+    file_sha256,
+    mlm_item,
+    mlm_name,
+    mlm_properties,
+    read_meta,
+    save_model,
+)
 from rsseg.cli.main import main
 from rsseg.config import Config
 from rsseg.data.normalize import Normalizer
@@ -81,6 +91,8 @@ def test_mlm_view_reads_back_through_pystacs_mlm_extension() -> None:
     assert item.properties["gsd"] == 0.3
     assert props["mlm:hyperparameters"]["tile"] == 256 and props["mlm:hyperparameters"]["overlap"] == 64
     assert props["mlm:hyperparameters"]["input_range"] == meta.input_range
+    assert props["mlm:pretrained"] is False and props["mlm:pretrained_source"] is None  # MLM: an explicit null
+    assert (mlm_name("my model (v2)"), mlm_name("7"), mlm_name("best.ckpt")) == ("my-model-v2", "model-7", "best.ckpt")
     asset = item.assets["model"]
     assert "mlm:model" in asset.roles and asset.href == "buildings.onnx"
     assert asset.extra_fields["mlm:artifact_type"] == "onnx"

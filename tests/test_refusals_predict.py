@@ -367,6 +367,7 @@ CASES += [
     Case("onnx_model", predict_onnx("--vector", "{w}/new.gpkg", "--report", "{w}/new.json"), code=0, before_load=False,
          old=()),
     Case("onnx_float_copy_in_the_training_range", predict_onnx(src="f255"), code=0, before_load=False, old=()),
+    Case("onnx_model_on_dask", predict_onnx("--dask", "local:1"), code=0, before_load=False, old=()),
     Case("onnx_uint16_copy_of_uint8_scene", predict_onnx(src="u16"), says=("training range", "--scale 1/257")),
     Case("onnx_grayscale_for_rgb_model", predict_onnx(src="gray"), says=("1 band(s) but the model needs 3",)),
     Case("onnx_without_rsseg_metadata", predict_onnx(model="onnx_plain"),

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import make_folder, write_raster
+from conftest import make_folder, write_onnx_model, write_raster
 
 from rsseg.cli.main import main
 
@@ -276,6 +276,7 @@ RESUMES: list[tuple[str, Callable[[Path, Path], Path], str]] = [
     ("missing-file", lambda d, m: d / "nope.ckpt", "not found"),
     ("plain-torch-file-no-metadata", lambda d, m: _save(d / "plain.ckpt", {"weights": torch.zeros(2)}), "not an rsseg checkpoint"),
     ("weights-without-training-state", lambda d, m: _weights_only_checkpoint(d / "weights.ckpt"), "--init-from"),
+    ("exported-onnx-model", lambda d, m: write_onnx_model(d / "model.onnx"), "is an exported ONNX model, not a checkpoint"),
 ]
 
 
