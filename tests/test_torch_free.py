@@ -195,6 +195,13 @@ def test_cuda_without_torch_names_the_extra(tiny_checkpoint, tmp_path) -> None:
     assert "running on CUDA needs the training extra" in line and "--device cpu" in line
 
 
+def test_a_gpu_machine_without_torch_predicts_on_the_cpu() -> None:
+    """With an NVIDIA driver but no PyTorch, ``--device auto`` is the CPU (ONNX Runtime), not an error."""
+    proc = _without_torch(code="from rsseg.inference import settings\nsettings._nvidia_driver = lambda: True\n"
+                               "print(settings.resolve_device('auto'), settings.resolve_engine('auto', 'cpu'))\n")
+    assert proc.returncode == 0 and proc.stdout.split() == ["cpu", "onnx"], proc.stdout + proc.stderr[-2000:]
+
+
 @pytest.mark.slow  # the export behind it takes a minute or two on a CPU
 def test_predict_and_evaluate_from_onnx_without_torch(tiny_onnx, chip, tmp_path) -> None:
     """The analyst's route: a .onnx from `rsseg export` predicts every product and is scored
