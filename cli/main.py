@@ -15,6 +15,7 @@ import click
 
 from rsseg import __version__
 from rsseg.errors import RsSegError
+from rsseg.extras import missing_extra
 
 # name -> (module in rsseg.cli, one-line help shown by `rsseg --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "app": ("app", "Open the map viewer (Streamlit) in the browser."),
     "demo": ("demo", "Train, predict and evaluate on the bundled sample tiles."),
 }
+#: key of the subcommand's name in the group context's ``meta``
+_COMMAND = "rsseg.command"
 
 
 class LazyGroup(click.Group):
@@ -37,6 +40,7 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None
+        ctx.meta[_COMMAND] = name  # named by a missing-extra error, which may come from this import
         module = importlib.import_module(f"rsseg.cli.{COMMANDS[name][0]}")
         return module.command
 
@@ -47,10 +51,12 @@ class LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except RsSegError as exc:
-            if ctx.obj and ctx.obj.get("verbose"):
+        except (RsSegError, ModuleNotFoundError) as exc:
+            # a torch-free install: every command that reaches the train extra says so in one place
+            error = exc if isinstance(exc, RsSegError) else missing_extra(f"rsseg {ctx.meta.get(_COMMAND, '')}", exc)
+            if error is None or (ctx.obj and ctx.obj.get("verbose")):
                 raise
-            click.secho(f"error: {exc}", fg="red", err=True)
+            click.secho(f"error: {error}", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.secho("interrupted", fg="yellow", err=True)

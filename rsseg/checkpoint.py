@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rsseg.config import Config, InferenceConfig, parse_section
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
+from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
 from rsseg.io import Staging, atomic_path, file_sha256, load_tensor_file, load_torch_file, write_error
 
 if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine must not import it
@@ -202,7 +203,7 @@ def import_onnxruntime(path: str | Path) -> Any:
         import onnxruntime
     except ImportError:
         raise BackendUnavailableError(f"{Path(path).name} is an ONNX model; reading and running it needs ONNX Runtime: "
-                                      "pip install 'rsseg[onnx]'") from None
+                                      "pip install onnxruntime") from None
     return onnxruntime
 
 
@@ -366,7 +367,8 @@ def check_weights(state: Mapping[str, torch.Tensor], path: str | Path, what: str
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelMeta]:
     """Load a checkpoint into a ready-to-run model in eval mode, with its metadata. Its weights
     are checked first (:func:`check_weights`)."""
-    from rsseg.models import build_model
+    with needs_train(f"the PyTorch checkpoint {path}", CHECKPOINT_INSTEAD):
+        from rsseg.models import build_model
 
     ckpt = read_checkpoint(path)
     meta = ModelMeta.from_dict(ckpt[META_KEY])

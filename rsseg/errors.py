@@ -61,6 +61,11 @@ class BackendUnavailableError(RsSegError, RuntimeError):
     Dask not installed, a Dask scheduler that cannot be reached."""
 
 
+class MissingExtraError(RsSegError, ImportError):
+    """A command or model needs a part of rsseg that this install left out (the ``train`` extra:
+    PyTorch and its libraries); the message names what needed it and the ``pip install`` line."""
+
+
 class TileRequestError(RsSegError, ValueError):
     """A map tile the viewer's tile server will not render; ``status`` is the HTTP answer (404: a
     zoom below the raster's overviews, 403: a file that now leads outside the data directory,

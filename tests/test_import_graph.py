@@ -19,7 +19,7 @@ PACKAGES = {"rsseg": ROOT / "rsseg", "rsseg.cli": ROOT / "cli", "rsseg.app": ROO
 #: Each entry is a module prefix (``rsseg`` itself: the package ``__init__`` only); the longest
 #: matching prefix decides a module's layer.
 LAYERS: list[tuple[str, ...]] = [
-    ("rsseg", "rsseg.errors", "rsseg.constants", "rsseg.progress", "rsseg.registry", "rsseg.lazy", "rsseg.config"),
+    ("rsseg", "rsseg.errors", "rsseg.extras", "rsseg.constants", "rsseg.progress", "rsseg.registry", "rsseg.lazy", "rsseg.config"),
     ("rsseg.stac", "rsseg.http", "rsseg.io", "rsseg.data.normalize", "rsseg.data.augment", "rsseg.data.raster", "rsseg.data.splits"),
     ("rsseg.data",),
     ("rsseg.models", "rsseg.losses", "rsseg.metrics"),

@@ -34,6 +34,7 @@ import numpy as np
 
 from rsseg.checkpoint import ModelMeta, import_onnxruntime, meta_from_props, onnx_meta, onnx_session
 from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
+from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
 from rsseg.inference.windows import padded_size
 from rsseg.io import cache_dir, file_sha256
 
@@ -389,15 +390,17 @@ def cached_onnx(checkpoint: str | Path, size: int = CACHE_EXPORT_SIZE, opset: in
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise CheckpointNotFoundError(f"checkpoint not found: {checkpoint} (train one with `rsseg train`)")
-    candidates = onnx_cache_paths(checkpoint, size, opset)
-    for path in candidates:
-        if path.is_file():
-            return path
-    from rsseg.checkpoint import export_checkpoint_onnx
+    # the cache key names the exporter's versions, and the export runs PyTorch
+    with needs_train(f"the PyTorch checkpoint {checkpoint}", CHECKPOINT_INSTEAD):
+        candidates = onnx_cache_paths(checkpoint, size, opset)
+        for path in candidates:
+            if path.is_file():
+                return path
+        from rsseg.checkpoint import export_checkpoint_onnx
 
-    beside, fallback = candidates
-    target = beside if os.access(beside.parent, os.W_OK) else fallback
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if on_export is not None:
-        on_export(target)
-    return export_checkpoint_onnx(checkpoint, target, size)[0]
+        beside, fallback = candidates
+        target = beside if os.access(beside.parent, os.W_OK) else fallback
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if on_export is not None:
+            on_export(target)
+        return export_checkpoint_onnx(checkpoint, target, size)[0]

@@ -27,7 +27,7 @@ from rasterio.windows import Window
 
 from rsseg.checkpoint import ModelMeta, is_onnx_model
 from rsseg.data.normalize import Normalizer
-from rsseg.errors import CheckpointError, FallbackWarning, InputRasterError, RsSegError
+from rsseg.errors import CheckpointError, FallbackWarning, InputRasterError, MissingExtraError, RsSegError
 from rsseg.inference.blend import BandCallback, RowBlender, argmax_confidence
 from rsseg.inference.engines import FILE_ENGINES, Engine, NumpyEngine, TorchEngine, cached_onnx
 from rsseg.inference.settings import (
@@ -96,7 +96,7 @@ def onnx_export_cached(checkpoint: str | Path, settings: PredictSettings) -> Pat
         if resolve_engine(settings.engine, resolve_device(settings.device)) not in FILE_ENGINES:
             return None
         return next((p for p in onnx_cache_paths(checkpoint) if p.is_file()), None)
-    except (OSError, RsSegError):  # a missing checkpoint or bad device: the usual path reports it
+    except (OSError, RsSegError, ModuleNotFoundError):  # a missing checkpoint, bad device or no torch: the usual path reports it
         return None
 
 
@@ -156,7 +156,7 @@ class Predictor:
             try:
                 runner = FILE_ENGINES[engine](cached_onnx(path, on_export=on_export))
             except Exception as exc:
-                if requested.engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError)):
+                if requested.engine != "auto" or isinstance(exc, (FileNotFoundError, CheckpointError, MissingExtraError)):
                     raise
                 warnings.warn(f"ONNX export of {path} failed ({exc}); running it with PyTorch", FallbackWarning, stacklevel=2)
             else:

@@ -10,6 +10,7 @@ evaluate``, the viewer, the demo) goes through :func:`resolve_settings`, via
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import BackendUnavailableError, ConfigError
+from rsseg.extras import needs_train
 
 if TYPE_CHECKING:
     import torch
@@ -44,8 +46,9 @@ def _nvidia_driver() -> bool:
 
 def cuda_available() -> bool:
     """Whether PyTorch can use a CUDA GPU. Without an NVIDIA driver the answer is no without
-    importing torch: a CUDA build of torch costs ~700 MB of RSS that the ONNX engine never needs."""
-    if "torch" not in sys.modules and not _nvidia_driver():
+    importing torch: a CUDA build of torch costs ~700 MB of RSS that the ONNX engine never needs.
+    Without PyTorch installed (the base install) the answer is no."""
+    if "torch" not in sys.modules and (not _nvidia_driver() or importlib.util.find_spec("torch") is None):
         return False
     import torch
 
@@ -65,7 +68,8 @@ def resolve_device(device: str | torch.device = "auto") -> str:
         return "cuda" if cuda_available() else "cpu"
     if name == "cpu":
         return name
-    import torch
+    with needs_train("running on CUDA", "; or use --device cpu"):
+        import torch
 
     try:
         dev = torch.device(name)
@@ -86,8 +90,6 @@ ENGINE_INSTALL = {"openvino": "pip install 'rsseg[openvino]'", "onnx": "pip inst
 
 def engine_installed(engine: str) -> bool:
     """Whether the package of a CPU file engine (:data:`CPU_FILE_ENGINES`) is installed, without importing it."""
-    import importlib.util
-
     return importlib.util.find_spec(CPU_FILE_ENGINES[engine]) is not None
 
 

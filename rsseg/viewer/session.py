@@ -18,9 +18,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from rsseg.checkpoint import ModelMeta, is_onnx_model, load_model, read_meta
 from rsseg.config import is_hex_color
@@ -32,9 +30,12 @@ from rsseg.inference.settings import onnx_model_settings, resolve_engine
 from rsseg.io import atomic_path
 from rsseg.viewer.files import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, check_raster, file_stamp, max_pixels
 
+if TYPE_CHECKING:  # the base install has no torch: the viewer runs .onnx models and cached exports without it
+    from torch import nn
+
 #: the viewer's progress: (fraction in [0, 1], message), rendered by the app as a Streamlit bar
 StageProgressFn = Callable[[float, str], None]
-Loader = Callable[[str], tuple[nn.Module, ModelMeta]]
+Loader = Callable[[str], "tuple[nn.Module, ModelMeta]"]
 
 DEFAULT_MAX_UPLOAD_MB = 200.0
 RESULT_FILE = "result.json"

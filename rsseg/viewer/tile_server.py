@@ -18,7 +18,7 @@ coarsest overview, so a raster with overviews zooms out to about one tile and on
 a few levels below its native zoom; tiles below that are refused (404) before any pixel is read.
 Tiles render on a fixed pool of threads with a bounded queue (a full queue is a 503), and a
 request that waits longer than the time limit is answered 503 instead of holding its connection.
-rio-tiler is the optional ``viewer`` extra: without it :func:`tiles_available` is False and the app
+rio-tiler comes with the base install; without it (removed by hand) :func:`tiles_available` is False and the app
 falls back to overlays.
 """
 
@@ -66,7 +66,7 @@ _TILE_URL = re.compile(r"^/tiles/([0-9a-f]{16})/(\d{1,2})/(\d+)/(\d+)\.png$")
 
 
 def tiles_available() -> bool:
-    """True when rio-tiler (the ``viewer`` extra) is installed."""
+    """True when rio-tiler (part of the base install) is installed."""
     try:
         import rio_tiler  # noqa: F401
     except ImportError:
