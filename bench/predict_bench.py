@@ -31,7 +31,13 @@ pipeline's time over the torch pipeline's (< 1: ONNX faster).
 
     python bench/predict_bench.py --engines torch,onnx --sizes 4096x2048,32768x1024 --reps 1
 
-``onnx-noarena`` is the ONNX engine without ONNX Runtime's memory arena (``OnnxEngine.arena``).
+``openvino`` is the OpenVINO engine on the same export. ``onnx-noarena`` is the ONNX engine without ONNX
+Runtime's memory arena (``OnnxEngine.arena``). A ``-file`` suffix (``onnx-file``, ``openvino-file``)
+predicts from the exported ``.onnx`` model file itself (``rsseg export``, ``-m model.onnx``) instead of
+the checkpoint with its cached export: the same graph, loaded without reading the checkpoint.
+
+    python bench/predict_bench.py --engines onnx,openvino,openvino-file --sizes 4096x2048 --no-tanzania --batch 1 --reps 2
+
 ``--buffer-mb 1024,400,320`` runs every engine once per width budget (``predict_file(buffer_mb=...)``:
 below the full-width need, column strips), so memory and the strips' extra windows are compared
 in the same run (``bench/results/predict_strips``):
@@ -46,6 +52,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -282,6 +289,8 @@ def _threads(pred) -> int:
     engine = pred.engine
     if engine.name == "onnx":
         return engine.session.get_session_options().intra_op_num_threads
+    if engine.name == "openvino":
+        return int(engine.compiled.get_property("INFERENCE_NUM_THREADS"))
     import torch
 
     return torch.get_num_threads()
@@ -294,22 +303,26 @@ def run_engines(args: argparse.Namespace) -> None:
     import torch
 
     from rsseg.checkpoint import save_model
-    from rsseg.inference.engines import cached_onnx
+    from rsseg.inference.engines import FILE_ENGINES, cached_onnx
 
     budgets = [float(b) for b in args.buffer_mb.split(",")] if args.buffer_mb else [None]
-    # a variant: an engine (onnx-noarena: without ONNX Runtime's arena) at a width budget (None:
-    # predict_file's default), labelled e.g. onnx@320MB -> (engine, arena, budget)
-    variants = {(e if b is None else f"{e}@{b:g}MB"): (e.removesuffix("-noarena"), not e.endswith("-noarena"), b)
-                for e in args.engines.split(",") if e for b in budgets}
+    # a variant: an engine (-noarena: without ONNX Runtime's arena; -file: from the exported .onnx file)
+    # at a width budget (None: predict_file's default), labelled e.g. onnx@320MB -> (engine, arena, file, budget)
+    def parse(e: str) -> tuple[str, bool, bool]:
+        parts = e.split("-")
+        return parts[0], "noarena" not in parts, "file" in parts
+
+    variants = {(e if b is None else f"{e}@{b:g}MB"): (*parse(e), b) for e in args.engines.split(",") if e for b in budgets}
     engines = list(variants)
     rows, export_s = [], None
     with tempfile.TemporaryDirectory(prefix="rsseg-engines-") as tmp:
         model, meta = build("unetformer", args.classes)
         ckpt = save_model(Path(tmp) / "unetformer.ckpt", model, meta)
         del model
-        if any(e == "onnx" for e, _, _ in variants.values()):
+        model_file = None
+        if any(e in FILE_ENGINES for e, _, _, _ in variants.values()):
             t0 = time.perf_counter()
-            cached_onnx(ckpt)
+            model_file = shutil.copyfile(cached_onnx(ckpt), Path(tmp) / "model.onnx")  # what `rsseg export` writes
             export_s = time.perf_counter() - t0
             print(f"exported to ONNX in {export_s:.0f}s", file=sys.stderr)
         cases = []
@@ -321,8 +334,9 @@ def run_engines(args: argparse.Namespace) -> None:
         for case, path in cases:
             for rep in range(args.reps):
                 for engine in engines if rep % 2 == 0 else engines[::-1]:
-                    name, arena, budget = variants[engine]
-                    spec = dict(case=case, input=str(path), checkpoint=str(ckpt), engine=name, arena=arena,
+                    name, arena, from_file, budget = variants[engine]
+                    spec = dict(case=case, input=str(path), checkpoint=str(model_file if from_file else ckpt),
+                                engine=name, arena=arena,
                                 variant=engine, tile=args.tile, overlap=args.overlap, batch=args.batch,
                                 bare_batches=args.bare_batches, workdir=tmp, buffer_mb=budget)
                     proc = sp.run([sys.executable, __file__, "--child-engine", json.dumps(spec)], capture_output=True,

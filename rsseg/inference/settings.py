@@ -82,7 +82,7 @@ def resolve_device(device: str | torch.device = "auto") -> str:
 
 #: the CPU engines that run an exported ONNX file, fastest first, with the package each needs. Measured
 #: side by side on one UNetFormer window, same graph, outputs equal to 1e-8 (docs/performance.md,
-#: bench/model_speed.py): OpenVINO took 0.89-0.91x of ONNX Runtime's time at 512 and 1024 px
+#: bench/model_speed.py): OpenVINO took 0.87-0.92x of ONNX Runtime's time at 512 and 1024 px
 CPU_FILE_ENGINES = {"openvino": "openvino", "onnx": "onnxruntime"}
 #: what installs each CPU file engine (ONNX Runtime is part of the base install)
 ENGINE_INSTALL = {"openvino": "pip install 'rsseg[openvino]'", "onnx": "pip install onnxruntime"}
