@@ -45,7 +45,7 @@ def pick_port(host: str, port: int, *, chosen: bool) -> int:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--data-dir", default=".", type=click.Path(file_okay=False), help="Folder whose rasters and *.ckpt checkpoints the viewer may open (nothing outside it).")
+@click.option("--data-dir", default=".", type=click.Path(file_okay=False), help="Folder whose rasters, *.ckpt checkpoints and *.onnx models the viewer may open (nothing outside it).")
 @click.option("--host", default="127.0.0.1", help="Address to bind; the default serves this machine only. 0.0.0.0 exposes the viewer to your network.")
 @click.option("--port", default=8501, type=click.IntRange(1, 65535), help="Port to serve on. When the default is busy the next free one is used; a busy port you name is refused.")
 @click.option("--max-upload-mb", default=200.0, type=FiniteFloat(min=1, example="200"), help="Largest GeoTIFF a browser may upload.")
@@ -65,6 +65,7 @@ def command(data_dir, host, port, max_upload_mb, max_pixels, cache_dir, headless
     import sys
 
     from rsseg.viewer import AppSettings, app_script
+    from rsseg.viewer.tile_server import TILES_ENV
 
     env = dict(os.environ)
     if cache_dir:
@@ -82,7 +83,7 @@ def command(data_dir, host, port, max_upload_mb, max_pixels, cache_dir, headless
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.secho(f"warning: serving on {host}: anyone who can reach this address can run models on your files", fg="yellow", err=True)
         # the full-resolution tile server listens on 127.0.0.1 only: remote browsers get the overview overlays
-        env["RSSEG_TILES"] = "0"
+        env[TILES_ENV] = "0"
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app_script()),
         "--server.address", host, "--server.port", str(served),

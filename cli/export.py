@@ -29,14 +29,13 @@ def command(checkpoint, out_path, size, stac_path, overwrite):
     """
     from rich.console import Console
 
-    from rsseg.checkpoint import export_checkpoint_onnx
+    from rsseg.checkpoint import ONNX_SUFFIX, export_checkpoint_onnx
     from rsseg.errors import ConfigError
-    from rsseg.io import check_output
+    from rsseg.io import check_output, check_suffix
 
+    check_suffix(out_path, (ONNX_SUFFIX,), "-o", "an exported model is a .onnx file (predict and the viewer recognise "
+                 "it by that extension)")
     check_output(out_path, overwrite)
-    if Path(out_path).suffix.lower() != ".onnx":
-        raise ConfigError(f"-o {out_path}: an exported model is a .onnx file (predict and the viewer recognise it by "
-                          "that extension); e.g. -o model.onnx")
     if stac_path is not None:
         if Path(stac_path).resolve() == Path(out_path).resolve():
             raise ConfigError(f"--stac {stac_path} is the model file itself; name a .json file beside it")

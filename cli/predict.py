@@ -128,9 +128,13 @@ def command(inputs, checkpoint, output, vector, report, confidence, reference, a
     if not reference and any(v is not None for v in scoring.values()):
         raise ConfigError(f"{', '.join(k for k, v in scoring.items() if v is not None)} describe the --reference "
                           "to score against; add --reference REF or drop them")
+    polygon_options = {"--simplify": simplify, "--min-area": min_area, "--vector-classes": vector_classes,
+                       "--regularize": regularize}
+    if vector is None and (given := [k for k, v in polygon_options.items() if v is not None]):
+        one = len(given) == 1
+        raise ConfigError(f"{', '.join(given)} {'shapes' if one else 'shape'} polygons, and none are written; add "
+                          f"--vector FILE.gpkg or drop {'it' if one else 'them'}")
     if regularize is not None:
-        if vector is None:
-            raise ConfigError("--regularize shapes polygons, and none are written; add --vector FILE.gpkg")
         from rsseg.inference.vectorize import require_regularizer
 
         require_regularizer()

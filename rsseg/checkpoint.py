@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from rsseg.config import Config, InferenceConfig, parse_section
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
-from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
+from rsseg.extras import CHECKPOINT_INSTEAD, RUNTIME_INSTALL, needs_train
 from rsseg.io import Staging, atomic_path, file_sha256, load_tensor_file, load_torch_file, write_error
 
 if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine must not import it
@@ -203,7 +203,7 @@ def import_onnxruntime(path: str | Path) -> Any:
         import onnxruntime
     except ImportError:
         raise BackendUnavailableError(f"{Path(path).name} is an ONNX model; reading and running it needs ONNX Runtime: "
-                                      "pip install onnxruntime") from None
+                                      f"{RUNTIME_INSTALL['onnx']}") from None
     return onnxruntime
 
 

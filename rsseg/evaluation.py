@@ -4,7 +4,7 @@ Scoring itself (validation, confusion matrix, report keys) has one home,
 :mod:`rsseg.inference.scoring`; this module adds the two evaluate sources and the report files:
 - :func:`evaluate_prediction`: a prediction raster against a reference raster on the same grid or a
   vector reference rasterised on it, with per-object scores of the footprint classes
-  (:func:`evaluate_rasters`: the confusion matrix alone);
+  (:func:`rsseg.inference.scoring.score_rasters`: the confusion matrix alone);
 - :func:`evaluate_checkpoint`: a checkpoint run with sliding windows (and optional TTA) over the
   whole tiles of a dataset split;
 - :func:`write_evaluation`: the one evaluate sequence (score -> report.json/.md, per_class.csv,
@@ -22,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError, DatasetError, InputRasterError, OutputPathError
 from rsseg.inference.predictor import Predictor
 from rsseg.inference.references import VectorOptions
 from rsseg.inference.report import provenance
-from rsseg.inference.scoring import object_class_ids, score_prediction, score_rasters, score_report
+from rsseg.inference.scoring import object_class_ids, score_prediction, score_report
 from rsseg.inference.settings import PredictSettings
 from rsseg.io import atomic_path, open_raster, write_error, write_json
 from rsseg.metrics.confusion import ConfusionAccumulator
@@ -66,13 +65,6 @@ def raster_class_names(pred_path: str | Path, given: list[str] | None = None) ->
     if not names:
         raise InputRasterError(f"{pred_path} carries no class names; pass --classes name0,name1,...")
     return names
-
-
-def evaluate_rasters(pred_path: str | Path, ref_path: str | Path, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> np.ndarray:
-    """Confusion matrix [K,K] (rows reference, columns prediction) of two aligned class rasters
-    (:func:`rsseg.inference.scoring.score_rasters`: same size, CRS and transform; values checked)."""
-    return score_rasters(pred_path, ref_path, num_classes, ignore_index)
 
 
 def evaluate_checkpoint(

@@ -179,7 +179,7 @@ def _open(name: str, what: str, shown: str | Path, geotiff_only: bool = False) -
                                    "check the URL and the network, or raise GDAL_HTTP_TIMEOUT / "
                                    "GDAL_HTTP_LOW_SPEED_TIME in the environment") from None
         if remote and (copy := local_copy(url, what, shown)) is not None:
-            return _open(str(copy), what, shown)
+            return _open(str(copy), what, shown, geotiff_only)
         raise InputRasterError(f"cannot read {what} raster {shown}: {first} "
                                "(expected a GDAL-readable raster: GeoTIFF, COG, VRT, JP2, PNG...)") from None
     if src.width == 0 or src.height == 0 or src.count == 0:

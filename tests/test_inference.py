@@ -618,7 +618,7 @@ def test_predict_reference_out_of_range_is_an_error_not_an_ignored_pixel(tmp_pat
 
 @pytest.mark.parametrize("grid", ["transform", "crs", "size"])
 def test_predict_and_evaluate_refuse_a_reference_on_another_grid(tmp_path, grid):
-    from rsseg.evaluation import evaluate_rasters
+    from rsseg.inference.scoring import score_rasters
 
     src, p, pred = _reference_case(tmp_path)
     kw = {"transform": Affine(2.0, 0, 500010, 0, -2.0, 100000)} if grid == "transform" else (
@@ -630,11 +630,11 @@ def test_predict_and_evaluate_refuse_a_reference_on_another_grid(tmp_path, grid)
         predict_file(p, src, tmp_path / "out.tif", reference_path=tmp_path / "ref.tif")
     predict_file(p, src, tmp_path / "out.tif")
     with pytest.raises(RsSegError, match=msg):
-        evaluate_rasters(tmp_path / "out.tif", tmp_path / "ref.tif", num_classes=3)
+        score_rasters(tmp_path / "out.tif", tmp_path / "ref.tif", num_classes=3)
 
 
 def test_evaluate_refuses_prediction_ids_beyond_the_classes_and_bad_references(tmp_path):
-    from rsseg.evaluation import evaluate_rasters
+    from rsseg.inference.scoring import score_rasters
 
     pred = np.zeros((1, 20, 30), np.uint8)
     pred[0, :5] = 1
@@ -642,15 +642,15 @@ def test_evaluate_refuses_prediction_ids_beyond_the_classes_and_bad_references(t
     pred[0, 0, 0] = 4  # a 5-class raster scored as 3 classes: never silently class 0
     write_raster(tmp_path / "pred.tif", pred)
     with pytest.raises(RsSegError, match=r"class ids \[4\] but only 3 classes"):
-        evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
+        score_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
     ref = pred.copy()
     ref[0, 0, 0], ref[0, 1, 1] = 0, 3
     write_raster(tmp_path / "ref2.tif", ref)
     pred[0, 0, 0] = 255  # prediction nodata is not scored
     write_raster(tmp_path / "pred.tif", pred, nodata=255)
     with pytest.raises(RsSegError, match=r"values \[3\] outside the 3 classes"):
-        evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref2.tif", num_classes=3)
-    conf = evaluate_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
+        score_rasters(tmp_path / "pred.tif", tmp_path / "ref2.tif", num_classes=3)
+    conf = score_rasters(tmp_path / "pred.tif", tmp_path / "ref.tif", num_classes=3)
     assert conf.sum() == 20 * 30 - 1 and np.trace(conf) == conf.sum()
 
 

@@ -224,7 +224,8 @@ def test_predict_report_shares_are_fractions_and_every_report_says_where_it_come
     out, report = tmp_path / "classes.tif", tmp_path / "areas.json"
     res = CliRunner().invoke(main, ["predict", str(assets["image"]), "-m", str(assets["ckpt"]), "-o", str(out),
                                     "--report", str(report), "--reference", str(assets["mask"]), "--tile", "64",
-                                    "--overlap", "16", "--min-area", "8", "--engine", "torch"])
+                                    "--overlap", "16", "--min-area", "8", "--vector", str(tmp_path / "b.gpkg"),
+                                    "--engine", "torch"])
     assert res.exit_code == 0, res.output
     assert re.search(r"scene: \d+/\d+ windows \(100%\).*done in", res.output), res.output  # not a terminal: plain lines
     rep = json.loads(report.read_text())
@@ -235,8 +236,8 @@ def test_predict_report_shares_are_fractions_and_every_report_says_where_it_come
     block = rep["provenance"]
     _check_provenance(block, [str(assets["image"]), str(assets["mask"])], assets["ckpt"])
     settings = block["settings"]
-    assert (settings["tile"], settings["overlap"], settings["device"], settings["min_area_m2"]) == (64, 16, "cpu", 8.0)
-    assert {"tta", "engine", "batch", "simplify_m", "scale", "bands"} <= set(settings)
+    assert (settings["tile"], settings["overlap"], settings["device"], settings["min_area"]) == (64, 16, "cpu", "8m2")
+    assert {"tta", "engine", "batch", "simplify", "scale", "bands", "regularize", "object_classes"} <= set(settings)
 
     # evaluate PRED REF: no model made these rasters as far as it knows
     res = CliRunner().invoke(main, ["evaluate", str(out), str(assets["mask"]), "-o", str(tmp_path / "rep")])

@@ -34,7 +34,7 @@ import numpy as np
 
 from rsseg.checkpoint import ModelMeta, import_onnxruntime, meta_from_props, onnx_meta, onnx_session
 from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
-from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
+from rsseg.extras import CHECKPOINT_INSTEAD, RUNTIME_INSTALL, needs_train
 from rsseg.inference.windows import padded_size
 from rsseg.io import cache_dir, file_sha256
 
@@ -321,7 +321,12 @@ class OpenVinoEngine(NumpyEngine):
                                   "expected a .onnx written by `rsseg export`") from None
         config = {"INFERENCE_NUM_THREADS": threads or physical_cores(), "INFERENCE_PRECISION_HINT": "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
-        self.compiled = core.compile_model(self.model, "CPU", config)
+        try:
+            self.compiled = core.compile_model(self.model, "CPU", config)
+        except RuntimeError as exc:  # an operator this OpenVINO cannot run on this CPU
+            why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
+            raise BackendUnavailableError(f"OpenVINO cannot compile {self.path.name} for this CPU ({why}); "
+                                          "run it with --engine onnx") from None
         self._request = self.compiled.create_infer_request()
 
     @property
@@ -341,7 +346,7 @@ def import_openvino(path: str | Path) -> Any:
         import openvino
     except ImportError:
         raise BackendUnavailableError(f"running {Path(path).name} with the openvino engine needs OpenVINO: "
-                                      "pip install 'rsseg[openvino]' (or use --engine onnx)") from None
+                                      f"{RUNTIME_INSTALL['openvino']} (or use --engine onnx)") from None
     return openvino
 
 

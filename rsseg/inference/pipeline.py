@@ -95,6 +95,8 @@ def check_targets(input_path: Path, writers: Sequence[ProductWriter], overwrite:
 #: one input of a run and its targets: ``output_path``, ``vector_path``, ``report_path``,
 #: ``confidence_path`` (``None``: not written)
 Job = tuple[str, dict[str, "Path | None"]]
+
+
 def _key(source: str | Path) -> str:
     """One spelling per file: a local path resolved, a URL as given."""
     return str(source) if is_remote(str(source)) else str(Path(source).resolve())
@@ -245,13 +247,13 @@ class PredictOptions:
     reference_layer: str | None = None
     #: classes scored per object against the reference (names or ids, ``none``; default the footprint classes)
     object_classes: str | Sequence[str | int] | None = None
+    #: the model file the report's provenance names (file name and SHA-256); ``None``: not named
+    model_path: str | Path | None = None
 
     def vector_reference(self) -> VectorOptions:
         """The options of a vector ``reference_path`` (flat fields here: Dask ships them as keywords)."""
         return VectorOptions(self.reference_attribute, self.reference_class, self.reference_background,
                              self.reference_layer)
-    #: the model file the report's provenance names (file name and SHA-256); ``None``: not named
-    model_path: str | Path | None = None
 
 
 @dataclass
@@ -379,9 +381,15 @@ def predict_outputs(predictor: Model, input_path: str | Path, outputs: PredictOu
 def _provenance(source: str, settings: PredictSettings, options: PredictOptions) -> dict[str, Any]:
     """The report's provenance (:func:`rsseg.inference.report.provenance`): the prediction settings
     and the options that shape the products."""
-    used = {**asdict(settings), "bands": options.bands, "scale": options.scale, "min_area_m2": options.min_area,
-            "simplify_m": options.simplify, "vector_classes": options.vector_classes, "strict": options.strict,
-            "buffer_mb": options.buffer_mb, "asset": options.asset}
+    def given(value: object) -> object:  # a size with its unit as the user wrote it (2m2, 8px)
+        return None if value is None else str(value)
+
+    used = {**asdict(settings), "bands": options.bands, "scale": options.scale, "min_area": given(options.min_area),
+            "simplify": given(options.simplify), "vector_classes": options.vector_classes,
+            "regularize": options.regularize, "strict": options.strict, "buffer_mb": options.buffer_mb,
+            "asset": options.asset, "reference_attribute": options.reference_attribute,
+            "reference_class": options.reference_class, "reference_background": options.reference_background,
+            "reference_layer": options.reference_layer, "object_classes": options.object_classes}
     inputs = [source] if options.reference_path is None else [source, options.reference_path]
     return provenance(inputs, used, options.model_path)
 

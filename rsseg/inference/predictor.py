@@ -173,8 +173,8 @@ class Predictor:
         user's request for torch is refused before, by :func:`rsseg.inference.settings.onnx_model_settings`)."""
         requested = replace(settings or PredictSettings(), **overrides)
         engine = requested.engine if requested.engine in FILE_ENGINES else (fastest_file_engine() or "onnx")
-        requested = replace(requested, device="cpu" if requested.device == "auto" else requested.device)
-        return cls._from_onnx_engine(FILE_ENGINES[engine](path), requested)
+        # the file engines run on the CPU whatever the caller asked for (the CLI refuses cuda before)
+        return cls._from_onnx_engine(FILE_ENGINES[engine](path), replace(requested, device="cpu"))
 
     @classmethod
     def _from_onnx_engine(cls, runner: NumpyEngine, requested: PredictSettings) -> Predictor:

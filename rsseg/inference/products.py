@@ -45,7 +45,7 @@ from rsseg.inference.cog import (
 from rsseg.inference.references import VectorOptions, VectorReference
 from rsseg.inference.report import AreaAccumulator
 from rsseg.inference.scoring import ConfusionAccumulator, open_reference, score_objects, score_report
-from rsseg.inference.styles import class_raster_sidecars, raster_sidecar_paths, vector_qml
+from rsseg.inference.styles import class_alphas, class_raster_sidecars, raster_sidecar_paths, vector_qml
 from rsseg.inference.vectorize import (
     SHAPEFILE_PARTS,
     Measure,
@@ -288,7 +288,8 @@ class VectorWriter(ProductWriter):
     def finish(self, stage: Staging) -> Path:
         meta = self.ctx.meta
         chosen = self._chosen()
-        style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen])
+        alphas = class_alphas(meta.classes)  # the model's, not the chosen subset's: as in the raster style
+        style = vector_qml([meta.classes[i] for i in chosen], [meta.colors[i] for i in chosen], [alphas[i] for i in chosen])
         gdf = polygonize(self.classes.staged, meta.classes, simplify=self.simplify, min_area=self.min_area,
                          classes=chosen, regularize=self.regularize)
         write_vector(gdf, self.path, style=style, stage=stage)

@@ -147,12 +147,12 @@ def score_objects(pred_path: str | Path, ref: rasterio.DatasetReader | VectorRef
     ``precision``, ``recall``, ``f1``).
     """
     names = list(class_names)
-    predicted = polygonize(pred_path, names, min_area=0, classes=classes)
+    predicted = polygonize(pred_path, names, min_area=0, simplify=0, classes=classes)
     if isinstance(ref, VectorReference):
         def reference_of(k: int) -> np.ndarray:
             return ref.objects(k)
     else:
-        traced = polygonize(ref_path, names, min_area=0, classes=classes)
+        traced = polygonize(ref_path, names, min_area=0, simplify=0, classes=classes)
 
         def reference_of(k: int) -> np.ndarray:
             return traced.geometry[traced["class_id"] == k].to_numpy()

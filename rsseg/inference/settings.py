@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import BackendUnavailableError, ConfigError
-from rsseg.extras import needs_train
+from rsseg.extras import RUNTIME_INSTALL, needs_train
 
 if TYPE_CHECKING:
     import torch
@@ -84,8 +84,6 @@ def resolve_device(device: str | torch.device = "auto") -> str:
 #: side by side on one UNetFormer window, same graph, outputs equal to 1e-8 (docs/performance.md,
 #: bench/model_speed.py): OpenVINO took 0.87-0.92x of ONNX Runtime's time at 512 and 1024 px
 CPU_FILE_ENGINES = {"openvino": "openvino", "onnx": "onnxruntime"}
-#: what installs each CPU file engine (ONNX Runtime is part of the base install)
-ENGINE_INSTALL = {"openvino": "pip install 'rsseg[openvino]'", "onnx": "pip install onnxruntime"}
 
 
 def engine_installed(engine: str) -> bool:
@@ -114,7 +112,7 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
             raise ConfigError(f"the {engine} engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not engine_installed(engine):
             raise BackendUnavailableError(f"the {engine} engine needs {CPU_FILE_ENGINES[engine]}: "
-                                          f"{ENGINE_INSTALL[engine]} (or use --engine auto)")
+                                          f"{RUNTIME_INSTALL[engine]} (or use --engine auto)")
     return engine
 
 

@@ -103,15 +103,18 @@ def class_raster_qml(classes: list[str], colors: list[str]) -> str:
     return _QML_HEAD + _text(root)
 
 
-def vector_qml(classes: list[str], colors: list[str], attribute: str = "class_name") -> str:
-    """QGIS style of the polygons: categorized on ``attribute``, filled with the class colours (the
-    classes of :func:`transparent_classes` listed but drawn clear, as in the raster style)."""
+def vector_qml(classes: list[str], colors: list[str], alphas: list[int] | None = None,
+               attribute: str = "class_name") -> str:
+    """QGIS style of the polygons: categorized on ``attribute``, filled with the class colours.
+    ``alphas`` (0 or 255 per class; default :func:`class_alphas` of ``classes``): when the polygons
+    are some of a model's classes, the model's alphas of those classes, so a class drawn clear in the
+    raster style is clear here too."""
     root = ET.Element("qgis", version="3.28.0", styleCategories="Symbology")
     renderer = ET.SubElement(root, "renderer-v2", type="categorizedSymbol", attr=attribute, symbollevels="0",
                              enableorderby="0", forceraster="0")
     cats = ET.SubElement(renderer, "categories")
     symbols = ET.SubElement(renderer, "symbols")
-    for i, (name, color, alpha) in enumerate(zip(classes, colors, class_alphas(classes))):
+    for i, (name, color, alpha) in enumerate(zip(classes, colors, class_alphas(classes) if alphas is None else alphas)):
         ET.SubElement(cats, "category", value=name, label=name, symbol=str(i), render="true")
         symbol = ET.SubElement(symbols, "symbol", type="fill", name=str(i), alpha="0.8", clip_to_extent="1",
                                force_rhr="0")
