@@ -393,6 +393,8 @@ CASES += [
     Case("min_area_and_simplify_in_pixels", predict("--vector", "{w}/out.gpkg", "--min-area", "8px", "--simplify", "1px"),
          code=0, before_load=False, old=()),
     Case("regularize_without_vector", predict("--regularize", "building"), says=("--regularize", "add --vector")),
+    Case("polygon_options_without_vector", predict("--min-area", "5m2", "--simplify", "2px"),
+         says=("--simplify, --min-area shape polygons, and none are written", "add --vector FILE.gpkg or drop them")),
     Case("window_batch_0_names_the_flag", predict("--window-batch", "0"), says=("use e.g. --window-batch 2",)),
     Case("output_under_proc", cmd("predict", "{u8}", "-m", "{ckpt}", "-o", "/proc/x.tif", "--tile", "64"),
          says=("output directory /proc", "writ")),
