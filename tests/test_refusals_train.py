@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,13 @@ def cli(args: list[str], env: dict[str, str] | None = None):
     return CliRunner().invoke(main, args, env=env)
 
 
+#: a plain progress line (off a terminal, as under the test runner): "NAME: 2/3 images (67%), ..."
+PROGRESS_LINE = re.compile(r"^[^:]+: \d+/\d+ \w+ \(\d+%\)")
+
+
 def assert_one_line_refusal(res, *fragments: str, code: int = 2) -> str:
-    out = res.stderr.strip()  # stdout may hold a progress bar when the refusal comes mid-training
+    # stdout may hold a progress bar when the refusal comes mid-training, stderr progress lines before it
+    out = "\n".join(line for line in res.stderr.strip().splitlines() if not PROGRESS_LINE.match(line))
     assert res.exit_code == code, res.output
     assert "Traceback" not in res.output and len(out.splitlines()) == 1, res.output
     assert out.startswith("error: "), out

@@ -37,8 +37,11 @@ def _name(requirement: str) -> str:
 
 
 def _hidden_modules() -> set[str]:
-    """The train extra's modules, and those its packages bring that rsseg imports."""
-    return {_name(r).replace("-", "_") for r in _extras()[1]["train"]} | {"torchvision", "huggingface_hub"}
+    """The train extra's modules, and those its packages bring that rsseg imports; and the openvino
+    extra's, so the engine is the base install's (ONNX Runtime)."""
+    extras = _extras()[1]
+    return ({_name(r).replace("-", "_") for r in extras["train"] + extras["openvino"]}
+            | {"torchvision", "huggingface_hub"})
 
 
 #: the train extra's modules and their package metadata unfindable, as in an install without them
