@@ -33,9 +33,9 @@ def command(checkpoint, out_path, size, stac_path, overwrite):
     from rsseg.errors import ConfigError
     from rsseg.io import check_output, check_suffix
 
+    check_output(out_path, overwrite)
     check_suffix(out_path, (ONNX_SUFFIX,), "-o", "an exported model is a .onnx file (predict and the viewer recognise "
                  "it by that extension)")
-    check_output(out_path, overwrite)
     if stac_path is not None:
         if Path(stac_path).resolve() == Path(out_path).resolve():
             raise ConfigError(f"--stac {stac_path} is the model file itself; name a .json file beside it")

@@ -491,7 +491,7 @@ CASES += [
     Case("export_from_an_onnx_model", cmd("export", "-m", "{onnx}", "-o", "{w}/again.onnx"), old=(), before_load=False,
          says=("is an exported ONNX model, not a checkpoint", ".ckpt it was exported from")),
     Case("export_to_another_extension", cmd("export", "-m", "{ckpt}", "-o", "{w}/model.bin"), old=(),
-         says=("a .onnx file", "-o model.onnx")),
+         says=("a .onnx file", "must end in .onnx", "model.onnx")),
     Case("export_stac_onto_the_model", cmd("export", "-m", "{ckpt}", "-o", "{w}/m.onnx", "--stac", "{w}/m.onnx"), old=(),
          says=("--stac", "is the model file itself")),
 ]
