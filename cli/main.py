@@ -21,9 +21,9 @@ from rsseg.extras import missing_extra
 COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("stats", "Class frequencies, imbalance factors and band statistics of a dataset."),
     "train": ("train", "Train a UNetFormer on a dataset, with optional neural-collapse regularizers."),
-    "evaluate": ("evaluate", "Per-class IoU/F1/OA reports for a checkpoint or for two rasters."),
+    "evaluate": ("evaluate", "Per-class IoU/F1/OA reports for two rasters, a raster and polygons, or a checkpoint."),
     "predict": ("predict", "Segment rasters of any size into a class GeoTIFF (COG), polygons and reports."),
-    "export": ("export", "Export a checkpoint's model to ONNX."),
+    "export": ("export", "Export a checkpoint to a self-describing .onnx model (and a STAC MLM item)."),
     "weights": ("weights", "Pretrained encoder weights by name (timm, TorchGeo): list, fetch, info."),
     "import": ("import_geoseg", "Import published GeoSeg UNetFormer weights as an rsseg checkpoint."),
     "app": ("app", "Open the map viewer (Streamlit) in the browser."),

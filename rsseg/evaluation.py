@@ -124,12 +124,14 @@ def _collapse(checkpoint: str | Path, predictor: Predictor, tiles: list[dict[str
     so the checkpoint's torch model is loaded for it. An exported ``.onnx`` model outputs logits only:
     nothing is measured (empty)."""
     from rsseg.checkpoint import is_onnx_model, load_model
+    from rsseg.inference.engines import TorchEngine
     from rsseg.metrics.collapse import collapse_diagnostics
 
     if is_onnx_model(checkpoint):
         return {}
-    model, device = getattr(predictor.engine, "model", None), predictor.settings.device
-    if model is None:
+    if isinstance(predictor.engine, TorchEngine):  # the file engines (ONNX Runtime, OpenVINO) end at the logits
+        model, device = predictor.engine.model, predictor.settings.device
+    else:
         model, device = load_model(checkpoint)[0], "cpu"
     return collapse_diagnostics(model, tiles, meta.num_classes, meta.ignore_index, device=device, window=predictor.settings.tile)
 

@@ -257,6 +257,20 @@ def test_evaluate_checkpoint_report_names_the_model_and_its_settings(assets, tmp
     assert (block["settings"]["engine"], block["settings"]["device"]) == ("torch", "cpu")
 
 
+@pytest.mark.slow  # the first run exports the checkpoint to ONNX (cached beside it for the second)
+@pytest.mark.parametrize("engine", ["onnx", "openvino"])
+def test_evaluate_checkpoint_with_a_file_engine_measures_collapse_on_the_torch_model(assets, tmp_path, engine):
+    """The file engines end at the logits: the collapse diagnostics come from the checkpoint's torch model."""
+    if engine == "openvino":
+        pytest.importorskip("openvino")
+    res = CliRunner().invoke(main, ["evaluate", "-m", str(assets["ckpt"]), "--root", str(assets["ds"]), "--tile", "64",
+                                    "--overlap", "16", "--engine", engine, "-o", str(tmp_path / "rep")])
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["provenance"]["settings"]["engine"] == engine
+    assert "nc1" in report["collapse"] and "collapse of the classifier input: nc1" in res.output
+
+
 def test_stats_json_output_is_named_json(tmp_path, sample_tiles):
     res = CliRunner().invoke(main, ["stats", "--root", str(sample_tiles), "-o", str(tmp_path / "s.csv")])
     assert res.exit_code == 2 and "-o" in res.output and ".csv" in res.output and ".json" in res.output, res.output

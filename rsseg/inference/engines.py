@@ -314,7 +314,7 @@ class OpenVinoEngine(NumpyEngine):
                                           f"`rsseg export -m best.ckpt -o {self.path.name}`)")
         core = ov.Core()
         try:
-            self.model = core.read_model(str(path))
+            self.graph = core.read_model(str(path))
         except RuntimeError as exc:  # OpenVINO's frontends raise RuntimeError for any unreadable file
             why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"cannot read model {path}: not an ONNX file, or a corrupt or truncated one ({why}); "
@@ -322,7 +322,7 @@ class OpenVinoEngine(NumpyEngine):
         config = {"INFERENCE_NUM_THREADS": threads or physical_cores(), "INFERENCE_PRECISION_HINT": "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
         try:
-            self.compiled = core.compile_model(self.model, "CPU", config)
+            self.compiled = core.compile_model(self.graph, "CPU", config)
         except RuntimeError as exc:  # an operator this OpenVINO cannot run on this CPU
             why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
             raise BackendUnavailableError(f"OpenVINO cannot compile {self.path.name} for this CPU ({why}); "
@@ -331,8 +331,8 @@ class OpenVinoEngine(NumpyEngine):
 
     @property
     def meta(self) -> ModelMeta:
-        framework = self.model.get_rt_info()["framework"] if self.model.has_rt_info("framework") else {}
-        props = {key: self.model.get_rt_info(["framework", key]).astype(str) for key in framework}
+        framework = self.graph.get_rt_info()["framework"] if self.graph.has_rt_info("framework") else {}
+        props = {key: self.graph.get_rt_info(["framework", key]).astype(str) for key in framework}
         return meta_from_props(props, self.path)
 
     def _logits(self, x: np.ndarray) -> np.ndarray:
