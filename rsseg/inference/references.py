@@ -37,7 +37,7 @@ from rasterio.windows import transform as window_transform
 
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import ConfigError, InputNotFoundError, InputRasterError, LabelError
-from rsseg.inference.vectorize import BACKGROUND_NAMES
+from rsseg.inference.vectorize import background_named
 
 #: file name endings read as vector references (a ``.json`` stays a STAC item, as for every raster)
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".shp", ".fgb")
@@ -97,7 +97,7 @@ def _background(options: VectorOptions, class_names: list[str], path: str | Path
         if options.background.strip().lower() == IGNORE:
             return IGNORE_INDEX
         return _named_class(options.background, class_names, "--background", path)
-    named = [i for i, n in enumerate(class_names) if n.strip().lower() in BACKGROUND_NAMES]
+    named = background_named(class_names)
     if len(named) != 1:
         raise ConfigError(f"which class are the pixels no feature of {path} covers? Name it with --background NAME "
                           f"(one of {', '.join(class_names)}), or pass --background {IGNORE} to score only the "

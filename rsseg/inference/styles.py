@@ -24,7 +24,7 @@ from pathlib import Path
 
 from rsseg.config import hex_rgb
 from rsseg.constants import IGNORE_INDEX as CLASS_NODATA
-from rsseg.inference.vectorize import BACKGROUND_NAMES
+from rsseg.inference.vectorize import background_named
 
 #: GDAL RAT field (name, GFT type, GFU usage) of a class raster: value, name, RGBA
 _RAT_FIELDS = (("Value", 0, 5), ("Class", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8), ("Alpha", 0, 9))
@@ -44,7 +44,7 @@ def transparent_classes(classes: Sequence[str]) -> set[int]:
     other classes (LoveDA's ``background``), not the absence of a class. Nodata (255) is always
     transparent and is not a class.
     """
-    named = [i for i, n in enumerate(classes) if n.strip().lower() in BACKGROUND_NAMES]
+    named = background_named(classes)
     return set(named) if len(classes) == 2 and len(named) == 1 else set()
 
 

@@ -56,6 +56,12 @@ REGULARIZE_SIMPLIFY_PX, REGULARIZE_PARALLEL_PX = 2.0, 1.0
 #: class names taken for "no class of interest" when choosing the default polygon classes
 BACKGROUND_NAMES = ("background", "no-data", "nodata", "unlabeled", "unlabelled")
 
+
+def background_named(class_names: Sequence[str]) -> list[int]:
+    """Ids of the classes named like a background (:data:`BACKGROUND_NAMES`, any case)."""
+    return [i for i, n in enumerate(class_names) if n.strip().lower() in BACKGROUND_NAMES]
+
+
 DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON"}
 SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg", ".shp")  # .shp last: it appears only when the rest is there
 
@@ -235,7 +241,7 @@ def default_vector_classes(class_names: Sequence[str], dataset: str | None = Non
     ``background``), else the classes the ``dataset`` spec leaves out of the mean scores (ISPRS
     clutter), else the first class (class 0 of a user's folder). A single-class model keeps it.
     """
-    named = [i for i, n in enumerate(class_names) if n.strip().lower() in BACKGROUND_NAMES]
+    named = background_named(class_names)
     if not named and dataset:
         from rsseg.data.datasets import dataset_names, get_dataset
 
