@@ -17,6 +17,7 @@ from __future__ import annotations
 import codecs
 import collections
 import dataclasses
+import importlib
 import json
 import pickle
 import re
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from rsseg.config import Config, InferenceConfig, parse_section
 from rsseg.constants import IGNORE_INDEX
 from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
-from rsseg.extras import CHECKPOINT_INSTEAD, RUNTIME_INSTALL, needs_train
+from rsseg.extras import CHECKPOINT_INSTEAD, RUNTIME_INSTALL, RUNTIME_MODULE, needs_train
 from rsseg.io import Staging, atomic_path, file_sha256, load_tensor_file, load_torch_file, write_error
 
 if TYPE_CHECKING:  # torch loads lazily: reading metadata for the ONNX engine must not import it
@@ -197,30 +198,53 @@ def is_onnx_model(path: str | Path) -> bool:
     return str(path).lower().endswith(ONNX_SUFFIX)
 
 
-def import_onnxruntime(path: str | Path) -> Any:
-    """The onnxruntime module, or one line naming the extra that installs it (``path``: the model)."""
+#: the one line for a runtime that is not installed, by engine name ({name}: the model file)
+_RUNTIME_MISSING = {
+    "onnx": "{name} is an ONNX model; reading and running it needs ONNX Runtime: {install}",
+    "openvino": "running {name} with the openvino engine needs OpenVINO: {install} (or use --engine onnx)",
+}
+
+
+def import_runtime(engine: str, path: str | Path) -> Any:
+    """The module of the CPU runtime ``engine`` runs an exported model with (``onnx``: onnxruntime,
+    ``openvino``), or one line naming what installs it (``path``: the model)."""
     try:
-        import onnxruntime
+        return importlib.import_module(RUNTIME_MODULE[engine])
     except ImportError:
-        raise BackendUnavailableError(f"{Path(path).name} is an ONNX model; reading and running it needs ONNX Runtime: "
-                                      f"{RUNTIME_INSTALL['onnx']}") from None
-    return onnxruntime
+        raise BackendUnavailableError(_RUNTIME_MISSING[engine].format(name=Path(path).name,
+                                                                      install=RUNTIME_INSTALL[engine])) from None
+
+
+def require_model_file(path: str | Path) -> Path:
+    """``path`` as a Path; a missing exported model is one line naming ``rsseg export``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"model not found: {path} (export one from a checkpoint with "
+                                      f"`rsseg export -m best.ckpt -o {path.name}`)")
+    return path
+
+
+def runtime_error_line(exc: BaseException) -> str:
+    """The last line of a runtime's error (ONNX Runtime and OpenVINO raise pages), at most 160 characters."""
+    text = str(exc).strip()
+    return text.splitlines()[-1][:160] if text else type(exc).__name__
+
+
+def unreadable_model(path: str | Path, exc: BaseException) -> CheckpointError:
+    """The one line for a model file a runtime cannot load."""
+    return CheckpointError(f"cannot read model {path}: not an ONNX file, or a corrupt or truncated one "
+                           f"({runtime_error_line(exc)}); expected a .onnx written by `rsseg export`")
 
 
 def onnx_session(path: str | Path, options: Any = None) -> Any:
     """An ONNX Runtime CPU session of the model file ``path`` (``options``: its
     ``SessionOptions``); a missing file, one ONNX Runtime cannot load, or no ONNX Runtime is one line."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointNotFoundError(f"model not found: {path} (export one from a checkpoint with "
-                                      f"`rsseg export -m best.ckpt -o {path.name}`)")
-    ort = import_onnxruntime(path)
+    path = require_model_file(path)
+    ort = import_runtime("onnx", path)
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime raises its own types for any unloadable file
-        why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read model {path}: not an ONNX file, or a corrupt or truncated one ({why}); "
-                              "expected a .onnx written by `rsseg export`") from None
+        raise unreadable_model(path, exc) from None
 
 
 def onnx_meta(session: Any, path: str | Path) -> ModelMeta:
@@ -247,7 +271,7 @@ def meta_from_props(props: Mapping[str, str], path: str | Path) -> ModelMeta:
 def read_onnx_meta(path: str | Path) -> ModelMeta:
     """The metadata of an exported ``.onnx`` model, read through ONNX Runtime (which running it
     needs anyway) with every graph optimisation off: no torch, no onnx package."""
-    ort = import_onnxruntime(path)
+    ort = import_runtime("onnx", path)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # metadata only
     return onnx_meta(onnx_session(path, options), path)

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from rsseg.errors import MissingExtraError
 
 TRAIN_INSTALL = "pip install 'rsseg[train]'"
-#: what installs each CPU runtime that runs an exported ``.onnx`` model (ONNX Runtime is in the base install)
+#: the module of each CPU runtime that runs an exported ``.onnx`` model, by engine name
+RUNTIME_MODULE = {"onnx": "onnxruntime", "openvino": "openvino"}
+#: what installs each of them (ONNX Runtime is in the base install)
 RUNTIME_INSTALL = {"onnx": "pip install onnxruntime", "openvino": "pip install 'rsseg[openvino]'"}
 #: top-level modules that come with the train extra and that rsseg imports
 TRAIN_MODULES = frozenset({"torch", "torchvision", "timm", "torchgeo", "lightning", "onnx", "onnxscript",

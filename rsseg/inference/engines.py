@@ -32,9 +32,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rsseg.checkpoint import ModelMeta, import_onnxruntime, meta_from_props, onnx_meta, onnx_session
-from rsseg.errors import BackendUnavailableError, CheckpointError, CheckpointNotFoundError
-from rsseg.extras import CHECKPOINT_INSTEAD, RUNTIME_INSTALL, needs_train
+from rsseg.checkpoint import (
+    ModelMeta,
+    import_runtime,
+    meta_from_props,
+    onnx_meta,
+    onnx_session,
+    require_model_file,
+    runtime_error_line,
+    unreadable_model,
+)
+from rsseg.errors import BackendUnavailableError, CheckpointNotFoundError
+from rsseg.extras import CHECKPOINT_INSTEAD, needs_train
 from rsseg.inference.windows import padded_size
 from rsseg.io import cache_dir, file_sha256
 
@@ -274,7 +283,7 @@ class OnnxEngine(NumpyEngine):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__(path)
-        ort = import_onnxruntime(path)
+        ort = import_runtime("onnx", path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads or physical_cores()
         opts.inter_op_num_threads = 1
@@ -308,25 +317,20 @@ class OpenVinoEngine(NumpyEngine):
 
     def __init__(self, path: str | Path, threads: int | None = None) -> None:
         super().__init__(path)
-        ov = import_openvino(path)
-        if not self.path.is_file():
-            raise CheckpointNotFoundError(f"model not found: {path} (export one from a checkpoint with "
-                                          f"`rsseg export -m best.ckpt -o {self.path.name}`)")
+        ov = import_runtime("openvino", path)
+        require_model_file(path)
         core = ov.Core()
         try:
             self.graph = core.read_model(str(path))
         except RuntimeError as exc:  # OpenVINO's frontends raise RuntimeError for any unreadable file
-            why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"cannot read model {path}: not an ONNX file, or a corrupt or truncated one ({why}); "
-                                  "expected a .onnx written by `rsseg export`") from None
+            raise unreadable_model(path, exc) from None
         config = {"INFERENCE_NUM_THREADS": threads or physical_cores(), "INFERENCE_PRECISION_HINT": "f32",
                   "PERFORMANCE_HINT": "LATENCY"}
         try:
             self.compiled = core.compile_model(self.graph, "CPU", config)
         except RuntimeError as exc:  # an operator this OpenVINO cannot run on this CPU
-            why = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else type(exc).__name__
-            raise BackendUnavailableError(f"OpenVINO cannot compile {self.path.name} for this CPU ({why}); "
-                                          "run it with --engine onnx") from None
+            raise BackendUnavailableError(f"OpenVINO cannot compile {self.path.name} for this CPU "
+                                          f"({runtime_error_line(exc)}); run it with --engine onnx") from None
         self._request = self.compiled.create_infer_request()
 
     @property
@@ -338,16 +342,6 @@ class OpenVinoEngine(NumpyEngine):
     def _logits(self, x: np.ndarray) -> np.ndarray:
         # share_outputs=False: the result is this engine's own array (the softmax runs in place)
         return self._request.infer({0: np.ascontiguousarray(x)}, share_outputs=False)[0]
-
-
-def import_openvino(path: str | Path) -> Any:
-    """The openvino module, or one line naming the extra that installs it (``path``: the model)."""
-    try:
-        import openvino
-    except ImportError:
-        raise BackendUnavailableError(f"running {Path(path).name} with the openvino engine needs OpenVINO: "
-                                      f"{RUNTIME_INSTALL['openvino']} (or use --engine onnx)") from None
-    return openvino
 
 
 #: the engines that run an exported ONNX file, by name

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from rsseg.checkpoint import ModelMeta
 from rsseg.config import ENGINES, TTA_MODES
 from rsseg.errors import BackendUnavailableError, ConfigError
-from rsseg.extras import RUNTIME_INSTALL, needs_train
+from rsseg.extras import RUNTIME_INSTALL, RUNTIME_MODULE, needs_train
 
 if TYPE_CHECKING:
     import torch
@@ -80,15 +80,15 @@ def resolve_device(device: str | torch.device = "auto") -> str:
     return str(dev)
 
 
-#: the CPU engines that run an exported ONNX file, fastest first, with the package each needs. Measured
+#: the CPU engines that run an exported ONNX file, fastest first (their packages: rsseg.extras.RUNTIME_MODULE). Measured
 #: side by side on one UNetFormer window, same graph, outputs equal to 1e-8 (docs/performance.md,
 #: bench/model_speed.py): OpenVINO took 0.87-0.92x of ONNX Runtime's time at 512 and 1024 px
-CPU_FILE_ENGINES = {"openvino": "openvino", "onnx": "onnxruntime"}
+CPU_FILE_ENGINES = ("openvino", "onnx")
 
 
 def engine_installed(engine: str) -> bool:
     """Whether the package of a CPU file engine (:data:`CPU_FILE_ENGINES`) is installed, without importing it."""
-    return importlib.util.find_spec(CPU_FILE_ENGINES[engine]) is not None
+    return importlib.util.find_spec(RUNTIME_MODULE[engine]) is not None
 
 
 def fastest_file_engine() -> str | None:
@@ -111,7 +111,7 @@ def resolve_engine(engine: str, device: str | torch.device) -> str:
         if device_type(device) != "cpu":
             raise ConfigError(f"the {engine} engine runs on the CPU, not {device_type(device)}; use --device cpu or --engine torch")
         if not engine_installed(engine):
-            raise BackendUnavailableError(f"the {engine} engine needs {CPU_FILE_ENGINES[engine]}: "
+            raise BackendUnavailableError(f"the {engine} engine needs {RUNTIME_MODULE[engine]}: "
                                           f"{RUNTIME_INSTALL[engine]} (or use --engine auto)")
     return engine
 
