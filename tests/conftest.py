@@ -1,11 +1,14 @@
 """Shared fixtures and helpers: where the real sample data lives (skipping cleanly when it is
 absent), and one way to write a small test raster (:func:`write_raster`, importable as
 ``from conftest import write_raster``), and the input contract of 8-bit test models
-(:func:`uint8_contract`), and a small ONNX model shaped like an export (:func:`write_onnx_model`)."""
+(:func:`uint8_contract`), and a small ONNX model shaped like an export (:func:`write_onnx_model`),
+and a Python script run where ``import torch`` fails (:func:`run_without_torch`)."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,18 @@ SAMPLE_TILES = REPO / "sample_tiles"
 # the CLI and viewer default to `--engine auto` (ONNX Runtime on the CPU, exported once per checkpoint):
 # tests that do not ask for an engine run PyTorch, so no test pays a minute of export unasked
 os.environ.setdefault("RSSEG_ENGINE", "torch")
+
+#: put before a script by :func:`run_without_torch`
+_NO_TORCH = "import sys; sys.modules['torch'] = None\n"
+
+
+def run_without_torch(code: str, *args: object, timeout: float = 300,
+                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python in which ``import torch`` fails (as in a torch-free install),
+    ``args`` as its ``sys.argv[1:]``; output captured as text."""
+    return subprocess.run([sys.executable, "-c", _NO_TORCH + code, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
 
 #: 2 m pixels in UTM 33N: a valid georeferenced grid for synthetic rasters
 UTM_TRANSFORM = Affine(2.0, 0, 500000, 0, -2.0, 100000)

@@ -18,7 +18,7 @@ import torch
 pytest.importorskip("distributed")
 pytestmark = pytest.mark.slow  # a LocalCluster of 2 processes: seconds to start, still part of make test
 
-from conftest import uint8_contract, write_raster  # noqa: E402
+from conftest import run_without_torch, uint8_contract, write_raster  # noqa: E402
 
 from rsseg.checkpoint import ModelMeta, save_model  # noqa: E402
 from rsseg.config import Config  # noqa: E402
@@ -246,12 +246,11 @@ def test_predict_without_dask_imports_nothing_of_dask(checkpoint, scene, tmp_pat
 def test_a_dask_client_plans_and_writes_without_importing_torch(checkpoint, scene, tmp_path):
     """``rsseg predict --dask local:2``: the client reads the checkpoint's metadata and plans the
     row strips with torch unimportable; only the workers load the model."""
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from rsseg.cli.main import main\n"
+    code = ("from rsseg.cli.main import main\n"
             f"try: main(['predict', {str(scene)!r}, '-m', {str(checkpoint)!r}, '-o', {str(tmp_path / 'c.tif')!r}, "
             "'--device', 'cpu', '--dask', 'local:2'])\n"
             "except SystemExit as e: assert e.code in (0, None), e.code\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = run_without_torch(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "c.tif").is_file()
 

@@ -465,16 +465,14 @@ def _tiny_checkpoint(path: Path, **inference) -> Path:
 
 def test_checkpoint_metadata_and_tiling_resolve_without_torch(tmp_path):
     """A Dask client plans row strips from the metadata alone: torch is never imported for it."""
-    import subprocess
-    import sys
+    from conftest import run_without_torch
 
     ckpt = _tiny_checkpoint(tmp_path / "m.ckpt", tile=256, overlap=64)
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from rsseg.checkpoint import read_meta\n"
+    code = ("from rsseg.checkpoint import read_meta\n"
             "from rsseg.inference.settings import resolve_tiling\n"
             f"meta = read_meta({str(ckpt)!r})\n"
             "assert meta.classes == ['a', 'b'] and resolve_tiling(meta, overlap=32)[:2] == (256, 32)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = run_without_torch(code, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import rasterio
 import torch
 from affine import Affine
 from click.testing import CliRunner
-from conftest import uint8_contract, write_onnx_model, write_raster
+from conftest import run_without_torch, uint8_contract, write_onnx_model, write_raster
 
 import rsseg
 from rsseg.checkpoint import (
@@ -111,13 +109,12 @@ def test_mlm_value_scaling_is_rsseg_normalisation() -> None:
 def test_read_meta_reads_an_onnx_model_without_torch(tmp_path) -> None:
     """A Dask client, the viewer and predict read an exported model's metadata with torch absent."""
     model = write_onnx_model(tmp_path / "m.onnx", {"rsseg": _meta().to_dict()})
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "from rsseg.checkpoint import read_meta\n"
+    code = ("from rsseg.checkpoint import read_meta\n"
             "from rsseg.inference.settings import resolve_tiling\n"
             f"meta = read_meta({str(model)!r})\n"
             "assert meta.classes == ['background', 'building'] and meta.gsd == 0.3\n"
             "assert resolve_tiling(meta)[:2] == (256, 64)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = run_without_torch(code)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert read_meta(model).to_dict() == _plain(_meta().to_dict())
 
@@ -127,13 +124,11 @@ def test_predict_from_an_onnx_model_never_imports_torch(tmp_path) -> None:
     model = write_onnx_model(tmp_path / "m.onnx", {"rsseg": _meta().to_dict()})
     scene = _scene(tmp_path / "scene.tif")
     out = tmp_path / "out"
-    code = ("import sys; sys.modules['torch'] = None\nfrom rsseg.cli.main import main\ntry:\n    main()\n"
-            "except SystemExit as exc:\n    assert not exc.code, exc.code\n")
+    code = "from rsseg.cli.main import main\ntry:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
     env = {k: v for k, v in os.environ.items() if k != "RSSEG_ENGINE"}  # the default engine, as a user has it
-    res = subprocess.run(
-        [sys.executable, "-c", code, "predict", str(scene), "-m", str(model), "-o", f"{out}.tif", "--vector",
-         f"{out}.gpkg", "--report", f"{out}.json", "--confidence", f"{out}.conf.tif", "--min-area", "0"],
-        capture_output=True, text=True, timeout=600, env=env)
+    res = run_without_torch(code, "predict", scene, "-m", model, "-o", f"{out}.tif", "--vector", f"{out}.gpkg",
+                            "--report", f"{out}.json", "--confidence", f"{out}.conf.tif", "--min-area", "0",
+                            timeout=600, env=env)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "model: m.onnx" in res.stdout and f"engine {fastest_file_engine()}, device cpu" in res.stdout
     assert all(Path(f"{out}{ext}").is_file() for ext in (".tif", ".gpkg", ".json", ".conf.tif"))
